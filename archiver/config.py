@@ -1,0 +1,200 @@
+"""Configuration: the only module that reads environment variables.
+
+Every setting comes from an environment variable and may be overridden by a
+command-line option of the same meaning (an option wins). Invalid values
+raise :class:`~archiver.errors.ConfigError` with one line naming the
+variable and what it accepts. Secrets are held in fields excluded from
+``repr`` so they never reach logs or error messages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from archiver.errors import ConfigError
+from archiver.units import DURATION_HELP, SIZE_HELP, parse_duration_s, parse_size_bytes
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """How to reach an S3-compatible endpoint (Tigris, AWS S3, SeaweedFS)."""
+
+    endpoint_url: str | None = None
+    region: str = "auto"
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveSettings:
+    """Where the archive is: ``s3://bucket/prefix`` or a local directory."""
+
+    scheme: str  # "s3" or "file"
+    bucket: str  # S3 bucket; empty for file
+    prefix: str  # S3 key prefix without surrounding slashes, or the absolute directory
+    s3: S3Settings = field(default_factory=S3Settings)
+
+    @property
+    def url(self) -> str:
+        """Display form, safe to log (no credentials)."""
+        if self.scheme == "s3":
+            return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        return self.prefix
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Settings of ``archiver run``."""
+
+    archive: ArchiveSettings
+    nats_url: str = "nats://[fdaa::3]:4223"
+    org: str = "personal"
+    access_token: str | None = field(default=None, repr=False)
+    subject: str = "logs.>"
+    queue: str | None = None
+    flush_interval_s: float = 60.0
+    flush_bytes: int = 64 * 1024**2
+    max_buffer_bytes: int = 256 * 1024**2
+    http_port: int = 8686
+    http_host: str = "0.0.0.0"
+    log_level: str = "info"
+
+
+#: Defaults as an instance, because slotted dataclass attributes are descriptors on the class.
+_DEFAULTS = RunConfig(archive=ArchiveSettings("file", "", ""))
+
+
+def _pick(options: Mapping[str, object | None], environ: Mapping[str, str], name: str) -> str | None:
+    value = options.get(name.lower())
+    if value is not None:
+        return str(value)
+    text = environ.get(name)
+    return text if text not in (None, "") else None
+
+
+def _duration(name: str, text: str | None, default_s: float, *, allow_zero: bool = False) -> float:
+    if text is None:
+        return default_s
+    try:
+        seconds = parse_duration_s(text)
+    except ValueError:
+        raise ConfigError(f"{name}: expected {DURATION_HELP}, got {text!r}") from None
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ConfigError(f"{name}: must be greater than 0, got {text!r}")
+    return seconds
+
+
+def _size(name: str, text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    try:
+        size = parse_size_bytes(text)
+    except ValueError:
+        raise ConfigError(f"{name}: expected {SIZE_HELP}, got {text!r}") from None
+    if size <= 0:
+        raise ConfigError(f"{name}: must be greater than 0, got {text!r}")
+    return size
+
+
+def _port(name: str, text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise ConfigError(f"{name}: expected a TCP port 0-65535, got {text!r}")
+    return int(text)
+
+
+def load_s3_settings(environ: Mapping[str, str] | None = None) -> S3Settings:
+    """S3 settings from the standard AWS variables."""
+    env = os.environ if environ is None else environ
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
+        raise ConfigError(f"AWS_ENDPOINT_URL_S3: expected an http(s):// URL, got {endpoint!r}")
+    return S3Settings(
+        endpoint_url=endpoint,
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "auto",
+        access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+        secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+    )
+
+
+def load_archive_settings(
+    archive_url: str | None = None, environ: Mapping[str, str] | None = None
+) -> ArchiveSettings:
+    """Resolve ``--archive``/``ARCHIVE_URL``/``BUCKET_NAME`` into archive settings."""
+    env = os.environ if environ is None else environ
+    text = archive_url or env.get("ARCHIVE_URL") or None
+    if text is None:
+        bucket = env.get("BUCKET_NAME")
+        text = f"s3://{bucket}" if bucket else "./archive"
+    return parse_archive_url(text, load_s3_settings(env))
+
+
+def parse_archive_url(text: str, s3: S3Settings | None = None) -> ArchiveSettings:
+    """Parse ``s3://bucket[/prefix]``, ``file:///abs/path`` or a plain directory path."""
+    accepts = "expected s3://bucket[/prefix], file:///abs/path or a directory path"
+    parts = urlsplit(text)
+    if parts.scheme == "s3":
+        bucket = parts.netloc
+        prefix = parts.path.strip("/")
+        if not bucket or parts.query or parts.fragment:
+            raise ConfigError(f"ARCHIVE_URL: {accepts}, got {text!r}")
+        if any(seg in ("", ".", "..") for seg in prefix.split("/")) and prefix:
+            raise ConfigError(f"ARCHIVE_URL: prefix may not hold empty, '.' or '..' segments: {text!r}")
+        return ArchiveSettings("s3", bucket, prefix, s3 or S3Settings())
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ConfigError(f"ARCHIVE_URL: {accepts}, got {text!r}")
+        return ArchiveSettings("file", "", str(Path(unquote(parts.path)).resolve()))
+    if parts.scheme and len(parts.scheme) > 1:  # a one-letter scheme is a Windows drive
+        raise ConfigError(f"ARCHIVE_URL: {accepts}, got {text!r}")
+    if not text.strip():
+        raise ConfigError(f"ARCHIVE_URL: {accepts}, got an empty value")
+    return ArchiveSettings("file", "", str(Path(text).expanduser().resolve()))
+
+
+def load_run_config(
+    options: Mapping[str, object | None] | None = None, environ: Mapping[str, str] | None = None
+) -> RunConfig:
+    """Build the run configuration: options (by lower-case variable name) over the environment."""
+    opts = options or {}
+    env = os.environ if environ is None else environ
+
+    def pick(name: str) -> str | None:
+        return _pick(opts, env, name)
+
+    log_level = (pick("LOG_LEVEL") or "info").lower()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    nats_url = pick("NATS_URL") or _DEFAULTS.nats_url
+    if urlsplit(nats_url).scheme not in ("nats", "tls", "ws", "wss"):
+        raise ConfigError(f"NATS_URL: expected nats://host:port, got {nats_url!r}")
+    subject = pick("SUBJECT") or _DEFAULTS.subject
+    if " " in subject or subject.startswith(".") or subject.endswith(".") or ".." in subject:
+        raise ConfigError(f"SUBJECT: expected a NATS subject such as logs.> or logs.myapp.*.*, got {subject!r}")
+    flush_bytes = _size("FLUSH_BYTES", pick("FLUSH_BYTES"), _DEFAULTS.flush_bytes)
+    max_buffer = _size("MAX_BUFFER_BYTES", pick("MAX_BUFFER_BYTES"), _DEFAULTS.max_buffer_bytes)
+    if max_buffer < flush_bytes:
+        raise ConfigError(
+            f"MAX_BUFFER_BYTES: must be at least FLUSH_BYTES ({flush_bytes} bytes), got {max_buffer} bytes"
+        )
+    return RunConfig(
+        archive=load_archive_settings(pick("ARCHIVE_URL"), env),
+        nats_url=nats_url,
+        org=pick("ORG") or _DEFAULTS.org,
+        access_token=pick("ACCESS_TOKEN"),
+        subject=subject,
+        queue=pick("QUEUE"),
+        flush_interval_s=_duration("FLUSH_INTERVAL", pick("FLUSH_INTERVAL"), _DEFAULTS.flush_interval_s),
+        flush_bytes=flush_bytes,
+        max_buffer_bytes=max_buffer,
+        http_port=_port("HTTP_PORT", pick("HTTP_PORT"), _DEFAULTS.http_port),
+        http_host=pick("HTTP_HOST") or _DEFAULTS.http_host,
+        log_level=log_level,
+    )
