@@ -1,0 +1,152 @@
+"""Per-partition buffers and the flush policy (pure: no I/O, injectable clock).
+
+A partition is one (app, region). The message callback appends raw payload
+bytes to its :class:`PartitionBuffer`; everything else happens here, off the
+hot path:
+
+* a partition is *due* when its buffered bytes reach ``flush_bytes`` or its
+  oldest buffered message has waited ``flush_interval_s``;
+* when the bytes held in memory (open buffers plus detached batches still
+  being encoded or uploaded) exceed ``max_buffer_bytes``, the largest open
+  partitions are detached early until the open bytes are back under half
+  the cap (their uploads are what frees memory); while the total is at or
+  over the cap, :meth:`Buffers.has_room` is false and the caller applies
+  back-pressure until uploads settle;
+* a partition with nothing new is never flushed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from archiver.layout import decode_value, partition_value
+
+
+class PartitionBuffer:
+    """Raw payloads of one (app, region) waiting to be encoded."""
+
+    __slots__ = ("app", "app_segment", "bytes", "opened_s", "payloads", "region", "region_segment")
+
+    def __init__(self, app_segment: str, region_segment: str) -> None:
+        self.app_segment = app_segment
+        self.region_segment = region_segment
+        # The decoded values are what the file's rows are compared against.
+        self.app = decode_value(app_segment)
+        self.region = decode_value(region_segment)
+        self.payloads: list[bytes] = []
+        self.bytes = 0
+        self.opened_s = 0.0
+
+
+@dataclass(slots=True)
+class FlushBatch:
+    """Payloads detached from a partition, to be encoded and uploaded."""
+
+    app: str
+    region: str
+    app_segment: str
+    region_segment: str
+    payloads: list[bytes]
+    bytes: int
+    #: Wall-clock time of the detach; malformed rows without a timestamp get it.
+    detached_ns: int
+
+
+class Buffers:
+    """All partition buffers of one process, with the byte accounting of the memory cap."""
+
+    def __init__(
+        self,
+        flush_bytes: int,
+        flush_interval_s: float,
+        max_buffer_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.flush_bytes = flush_bytes
+        self.flush_interval_s = flush_interval_s
+        self.max_buffer_bytes = max_buffer_bytes
+        self._clock = clock
+        self._wall_clock_ns = wall_clock_ns
+        self.partitions: dict[tuple[str, str], PartitionBuffer] = {}
+        #: Bytes in open buffers (appended, not yet detached).
+        self.open_bytes = 0
+        #: Bytes detached and not yet archived.
+        self.inflight_bytes = 0
+
+    def partition(self, app: str | None, region: str | None) -> PartitionBuffer:
+        """The buffer of (app, region), created on first use; values are encoded for the key."""
+        key = (partition_value(app), partition_value(region))
+        buf = self.partitions.get(key)
+        if buf is None:
+            buf = self.partitions[key] = PartitionBuffer(*key)
+        return buf
+
+    def append(self, buf: PartitionBuffer, payload: bytes) -> bool:
+        """Add one payload; True when this partition or the memory cap now needs a flush."""
+        if not buf.payloads:
+            buf.opened_s = self._clock()
+        buf.payloads.append(payload)
+        size = len(payload)
+        buf.bytes += size
+        self.open_bytes += size
+        return buf.bytes >= self.flush_bytes or self.open_bytes + self.inflight_bytes >= self.max_buffer_bytes
+
+    def detach(self, buf: PartitionBuffer) -> FlushBatch | None:
+        """Take the partition's payloads out as a batch (None when empty)."""
+        if not buf.payloads:
+            return None
+        batch = FlushBatch(
+            buf.app, buf.region, buf.app_segment, buf.region_segment,
+            buf.payloads, buf.bytes, self._wall_clock_ns(),
+        )  # fmt: skip
+        self.open_bytes -= buf.bytes
+        self.inflight_bytes += buf.bytes
+        buf.payloads = []
+        buf.bytes = 0
+        return batch
+
+    def due(self) -> list[FlushBatch]:
+        """Detach every partition over its size threshold or age, then enforce the memory cap."""
+        now = self._clock()
+        batches = []
+        for buf in self.partitions.values():
+            if buf.payloads and (
+                buf.bytes >= self.flush_bytes or now - buf.opened_s >= self.flush_interval_s
+            ):
+                batch = self.detach(buf)
+                if batch is not None:
+                    batches.append(batch)
+        if self.open_bytes + self.inflight_bytes >= self.max_buffer_bytes:
+            # Largest first: the fewest, biggest files free the most memory.
+            for buf in sorted(self.partitions.values(), key=lambda b: b.bytes, reverse=True):
+                if self.open_bytes <= self.max_buffer_bytes // 2 or not buf.payloads:
+                    break
+                batch = self.detach(buf)
+                if batch is not None:
+                    batches.append(batch)
+        return batches
+
+    def detach_all(self) -> list[FlushBatch]:
+        """Detach every non-empty partition (shutdown)."""
+        return [b for b in (self.detach(buf) for buf in self.partitions.values()) if b is not None]
+
+    def settle(self, batch: FlushBatch) -> None:
+        """Forget a batch's bytes once it is archived."""
+        self.inflight_bytes -= batch.bytes
+
+    def has_room(self) -> bool:
+        """False while the bytes held reach the memory cap."""
+        return self.open_bytes + self.inflight_bytes < self.max_buffer_bytes
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received and not yet archived."""
+        return self.open_bytes + self.inflight_bytes
+
+    def next_deadline_s(self) -> float | None:
+        """Monotonic time at which the oldest open partition becomes due, if any."""
+        opened = [b.opened_s for b in self.partitions.values() if b.payloads]
+        return min(opened) + self.flush_interval_s if opened else None

@@ -1,0 +1,260 @@
+"""Local-directory backend: the same create-only contract as S3, on a POSIX file system.
+
+A put writes a hidden temporary file next to its destination, fsyncs it and
+hard-links it into place: ``link`` fails when the name is taken, so a put is
+create-only and a reader never sees a partial file, even after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from archiver.errors import ObjectExistsError, ObjectNotFoundError, StorageError, StorageUnavailableError
+from archiver.storage import ObjectInfo, Storage
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+
+    from archiver.config import ArchiveSettings
+
+#: Names starting with this are in-flight writes; listings skip them and keys may not use it.
+TMP_PREFIX = ".tmp-"
+
+#: A concurrent delete may prune the directory a put just created; the put recreates it this often.
+_MKDIR_ATTEMPTS = 5
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative key (no empty, '.', '..' or temp segments); else StorageError."""
+    if (
+        not key
+        or key.startswith("/")
+        or "\x00" in key
+        or any(seg in ("", ".", "..") or seg.startswith(TMP_PREFIX) for seg in key.split("/"))
+    ):
+        raise StorageError(f"invalid storage key {key!r}: must be relative with no empty, '.' or '..' segments")
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it is a safe listing prefix (its directory part is a valid key); else StorageError."""
+    directory = prefix.rpartition("/")[0]
+    if prefix.startswith("/") or "\x00" in prefix or (directory and not _is_valid(directory)):
+        raise StorageError(f"invalid storage prefix {prefix!r}: must be relative with no '.' or '..' segments")
+    return prefix
+
+
+def _is_valid(key: str) -> bool:
+    try:
+        validate_key(key)
+    except StorageError:
+        return False
+    return True
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+class LocalStorage(Storage):
+    """Create-only object storage in a local directory."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.url = self.root
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *validate_key(key).split("/"))
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` at ``key`` only if nothing is there; ObjectExistsError otherwise."""
+        path = self._path(key)
+        try:
+            await asyncio.to_thread(self._put_sync, path, data)
+        except ObjectExistsError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"cannot write {key!r} in {self.root}: {_reason(exc)}") from exc
+
+    def _put_sync(self, path: str, data: bytes) -> None:
+        directory = os.path.dirname(path)
+        tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+        fd = self._create_tmp(directory, tmp)
+        try:
+            with open(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                if os.path.isdir(path):
+                    raise IsADirectoryError(errno.EISDIR, "a directory has that name") from None
+                raise ObjectExistsError(f"{path} already exists") from None
+        finally:
+            os.unlink(tmp)
+        _fsync_dir(directory)
+
+    def _create_tmp(self, directory: str, tmp: str) -> int:
+        for _ in range(_MKDIR_ATTEMPTS - 1):
+            self._make_dirs(directory)
+            try:
+                return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileNotFoundError:
+                continue  # a concurrent delete pruned the directory between mkdir and open
+        self._make_dirs(directory)
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    def _make_dirs(self, directory: str) -> None:
+        missing = []
+        while not os.path.isdir(directory):
+            missing.append(directory)
+            directory = os.path.dirname(directory)
+        for path in reversed(missing):
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                # A concurrent put made it; a file in the way fails at open() with a clear error.
+                pass
+            # The new directory entry must be durable, or a crash could lose the file under it.
+            _fsync_dir(os.path.dirname(path))
+
+    async def get(self, key: str) -> bytes:
+        """Whole object; ObjectNotFoundError when missing."""
+        path = self._path(key)
+        try:
+            return await asyncio.to_thread(self._read, path)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFoundError(f"no object {key!r} in {self.root}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key!r} in {self.root}: {_reason(exc)}") from exc
+
+    @staticmethod
+    def _read(path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    async def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (recursive), sorted by key."""
+        validate_prefix(prefix)
+        try:
+            return await asyncio.to_thread(self._list_sync, prefix)
+        except OSError as exc:
+            raise StorageError(f"cannot list {prefix!r} in {self.root}: {_reason(exc)}") from exc
+
+    def _list_sync(self, prefix: str) -> list[ObjectInfo]:
+        directory, _, partial = prefix.rpartition("/")
+        base = directory + "/" if directory else ""
+        found: list[ObjectInfo] = []
+        pending = [(base, partial)]
+        while pending:
+            rel_dir, name_prefix = pending.pop()
+            try:
+                entries = list(os.scandir(os.path.join(self.root, rel_dir)))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                if not entry.name.startswith(name_prefix) or entry.name.startswith(TMP_PREFIX):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((rel_dir + entry.name + "/", ""))
+                elif entry.is_file():
+                    try:
+                        size = entry.stat().st_size
+                    except FileNotFoundError:  # deleted while listing
+                        continue
+                    found.append(ObjectInfo(rel_dir + entry.name, size))
+        found.sort(key=lambda info: info.key)
+        return found
+
+    async def list_dirs(self, prefix: str) -> list[str]:
+        """Immediate sub-prefixes of ``prefix`` (each ending in ``/``), sorted."""
+        validate_prefix(prefix)
+        try:
+            return await asyncio.to_thread(self._list_dirs_sync, prefix)
+        except OSError as exc:
+            raise StorageError(f"cannot list {prefix!r} in {self.root}: {_reason(exc)}") from exc
+
+    def _list_dirs_sync(self, prefix: str) -> list[str]:
+        directory, _, partial = prefix.rpartition("/")
+        base = directory + "/" if directory else ""
+        try:
+            entries = list(os.scandir(os.path.join(self.root, directory)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(
+            base + entry.name + "/"
+            for entry in entries
+            if entry.name.startswith(partial)
+            and not entry.name.startswith(TMP_PREFIX)
+            and entry.is_dir(follow_symlinks=False)
+        )
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        """Delete the keys and then-empty parent directories; missing keys are not an error."""
+        paths = [self._path(key) for key in keys]
+        try:
+            await asyncio.to_thread(self._delete_sync, paths)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {exc.filename} in {self.root}: {_reason(exc)}") from exc
+
+    def _delete_sync(self, paths: list[str]) -> None:
+        parents = set()
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except (IsADirectoryError, NotADirectoryError):  # not an object, so nothing to delete
+                continue
+            parents.add(os.path.dirname(path))
+        # Deepest first, so a parent is tried after its children are gone. Pruning is best effort.
+        for directory in sorted(parents, key=len, reverse=True):
+            while directory != self.root and directory.startswith(self.root + os.sep):
+                try:
+                    os.rmdir(directory)
+                except FileNotFoundError:
+                    pass  # a concurrent delete pruned it; its parent may be empty too
+                except OSError:
+                    break  # not empty (or not ours to remove): so are all its ancestors
+                directory = os.path.dirname(directory)
+
+    async def check(self) -> None:
+        """Raise StorageUnavailableError unless the root directory exists (or can be made) and is writable."""
+        try:
+            await asyncio.to_thread(self._check_sync)
+        except OSError as exc:
+            raise StorageUnavailableError(f"archive directory {self.root} is not usable: {_reason(exc)}") from exc
+
+    def _check_sync(self) -> None:
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory")
+        os.makedirs(self.root, exist_ok=True)
+        # os.access is wrong for root and for read-only mounts; a real write is the only proof.
+        probe = os.path.join(self.root, f"{TMP_PREFIX}check-{uuid.uuid4().hex}")
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+
+    async def close(self) -> None:
+        """Nothing to release for a local directory."""
+
+
+def pyarrow_filesystem(settings: ArchiveSettings) -> tuple[pyarrow.fs.FileSystem, str]:
+    """A pyarrow LocalFileSystem and the archive root directory, for dataset scans."""
+    import pyarrow.fs
+
+    return pyarrow.fs.LocalFileSystem(), os.path.abspath(settings.prefix)

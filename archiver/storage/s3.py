@@ -1,0 +1,397 @@
+"""S3-compatible backend (Tigris, AWS S3, SeaweedFS) over aiobotocore.
+
+Writes are create-only through ``If-None-Match: *`` on PutObject and on
+CompleteMultipartUpload. Each call is retried a bounded number of times on
+throttling, 5xx and connection errors (on top of botocore's own retries);
+after that a StorageError goes up to the service, which retries forever.
+Error messages are built from error codes, statuses, the bucket, the key and
+the endpoint only, so credentials and signed URLs never reach them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, suppress
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiobotocore.session import get_session
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from archiver.errors import (
+    ArchiverError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StorageError,
+    StorageUnavailableError,
+)
+from archiver.storage import ObjectInfo, Storage
+from archiver.storage.local import validate_key, validate_prefix
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+
+    from archiver.config import ArchiveSettings
+
+#: Objects larger than this are sent as a multipart upload.
+MULTIPART_THRESHOLD_BYTES = 16 * 1024**2
+PART_SIZE_BYTES = 8 * 1024**2
+PART_CONCURRENCY = 4
+#: Our attempts per call; each is up to BOTOCORE_MAX_ATTEMPTS requests (botocore standard retries).
+MAX_ATTEMPTS = 5
+BOTOCORE_MAX_ATTEMPTS = 3
+RETRY_BASE_DELAY_S = 0.5
+RETRY_MAX_DELAY_S = 10.0
+CONNECT_TIMEOUT_S = 10
+READ_TIMEOUT_S = 60
+ABORT_TIMEOUT_S = 10.0
+MAX_POOL_CONNECTIONS = 32
+DELETE_BATCH = 1000
+
+_THROTTLE_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "TooManyRequests", "RequestLimitExceeded"}
+    | {"RequestTimeout", "InternalError", "ServiceUnavailable"}
+)
+_AUTH_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"})
+_WRITE_OPS = frozenset({"PutObject", "CompleteMultipartUpload"})
+_TRANSPORT_ERRORS = (BotoConnectionError, HTTPClientError, aiohttp.ClientError, TimeoutError)
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _ConflictError(ObjectExistsError):
+    """409 ConditionalRequestConflict: another conditional write of the key is in flight."""
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, ClientError):
+        status = _status(exc)
+        return status >= 500 or status == 429 or _code(exc) in _THROTTLE_CODES
+    return isinstance(exc, _TRANSPORT_ERRORS)
+
+
+def _backoff_s(attempt: int) -> float:
+    """Full-jitter exponential backoff, so many writers retrying at once spread out."""
+    return random.uniform(0, min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** (attempt - 1)))
+
+
+def display_endpoint(endpoint_url: str | None, region: str) -> str:
+    """The endpoint as safe to show: scheme, host, port and path, never userinfo."""
+    if not endpoint_url:
+        return f"AWS S3 ({region})"
+    parts = urlsplit(endpoint_url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path.rstrip('/')}"
+
+
+class S3Storage(Storage):
+    """Create-only object storage under ``s3://bucket/prefix``."""
+
+    def __init__(self, settings: ArchiveSettings) -> None:
+        self._settings = settings
+        self._bucket = settings.bucket
+        self._base = f"{settings.prefix}/" if settings.prefix else ""
+        self._endpoint = display_endpoint(settings.s3.endpoint_url, settings.s3.region)
+        self.url = settings.url
+        self._client: Any = None
+        self._stack: AsyncExitStack | None = None
+        self._lock = asyncio.Lock()
+
+    async def _get_client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                s3 = self._settings.s3
+                config = Config(
+                    retries={"mode": "standard", "total_max_attempts": BOTOCORE_MAX_ATTEMPTS},
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    read_timeout=READ_TIMEOUT_S,
+                    max_pool_connections=MAX_POOL_CONNECTIONS,
+                    # S3-compatible servers (SeaweedFS, MinIO) rarely have wildcard DNS for buckets.
+                    s3={"addressing_style": "path"} if s3.endpoint_url else None,
+                )
+                stack = AsyncExitStack()
+                try:
+                    self._client = await stack.enter_async_context(
+                        get_session().create_client(
+                            "s3",
+                            endpoint_url=s3.endpoint_url,
+                            region_name=s3.region,
+                            aws_access_key_id=s3.access_key_id,
+                            aws_secret_access_key=s3.secret_access_key,
+                            config=config,
+                        )
+                    )
+                except (BotoCoreError, ValueError) as exc:
+                    raise StorageUnavailableError(f"cannot set up an S3 client for {self._endpoint}") from exc
+                self._stack = stack
+        return self._client
+
+    def _where(self, key: str | None) -> str:
+        return f"s3://{self._bucket}/{self._base}{key}" if key is not None else f"s3://{self._bucket}"
+
+    def _convert(self, exc: BaseException, op: str, key: str | None) -> StorageError:
+        where = self._where(key)
+        if isinstance(exc, ClientError):
+            code, status = _code(exc), _status(exc)
+            if op in _WRITE_OPS and (code == "PreconditionFailed" or status == 412):
+                return ObjectExistsError(f"{where} already exists")
+            if op in _WRITE_OPS and (code == "ConditionalRequestConflict" or status == 409):
+                return _ConflictError(f"{where} is being written concurrently")
+            if code == "NoSuchKey" or (status == 404 and op in ("GetObject", "HeadObject")):
+                return ObjectNotFoundError(f"no object {where}")
+            if code == "NoSuchBucket" or (status == 404 and op == "HeadBucket"):
+                return StorageUnavailableError(f"bucket {self._bucket} does not exist at {self._endpoint}")
+            if status == 403 or code in _AUTH_CODES:
+                return StorageUnavailableError(
+                    f"access denied to bucket {self._bucket} (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+                )
+            return StorageError(f"S3 {op} failed for {where}: {code or 'error'} (HTTP {status})")
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return StorageUnavailableError("no S3 credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
+        if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, aiohttp.ClientConnectorError)):
+            return StorageUnavailableError(f"cannot reach {self._endpoint}")
+        return StorageError(f"S3 {op} failed for {where}: {type(exc).__name__}")
+
+    async def _call(
+        self, op: str, key: str | None, fn: Callable[[], Awaitable[T]], attempts: int = MAX_ATTEMPTS
+    ) -> T:
+        """Run one S3 call, retrying transient failures with backoff; errors leave as StorageError."""
+        attempt = 1
+        while True:
+            try:
+                return await fn()
+            except ArchiverError:
+                raise
+            except (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+                error = self._convert(exc, op, key)
+                if attempt >= attempts or not _is_transient(exc):
+                    raise error from exc
+                _log.debug("retrying S3 %s (attempt %d/%d): %s", op, attempt, attempts, error)
+            await asyncio.sleep(_backoff_s(attempt))
+            attempt += 1
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` at ``key`` only if nothing is there; ObjectExistsError otherwise."""
+        full = self._base + validate_key(key)
+        client = await self._get_client()
+        # AWS answers 409 when conditional writes of one key overlap and asks for a retry from scratch;
+        # the retry then learns the truth (412 or success).
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                if len(data) > MULTIPART_THRESHOLD_BYTES:
+                    await self._put_multipart(client, key, full, data)
+                else:
+                    put = functools.partial(
+                        client.put_object, Bucket=self._bucket, Key=full, Body=data, IfNoneMatch="*"
+                    )
+                    await self._call("PutObject", key, put)
+                return
+            except _ConflictError:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+            await asyncio.sleep(_backoff_s(attempt))
+
+    async def _put_multipart(self, client: Any, key: str, full: str, data: bytes) -> None:
+        create = functools.partial(client.create_multipart_upload, Bucket=self._bucket, Key=full)
+        upload_id = (await self._call("CreateMultipartUpload", key, create))["UploadId"]
+        try:
+            parts = await self._upload_parts(client, key, full, upload_id, data)
+            complete = functools.partial(self._complete, client, full, upload_id, parts)
+            await self._call("CompleteMultipartUpload", key, complete)
+        except BaseException:
+            # Best effort even when cancelled: bucket lifecycle rules collect what an abort misses.
+            abort = functools.partial(
+                client.abort_multipart_upload, Bucket=self._bucket, Key=full, UploadId=upload_id
+            )
+            with suppress(Exception):
+                async with asyncio.timeout(ABORT_TIMEOUT_S):
+                    await self._call("AbortMultipartUpload", key, abort, attempts=2)
+            raise
+
+    async def _upload_parts(
+        self, client: Any, key: str, full: str, upload_id: str, data: bytes
+    ) -> list[dict[str, Any]]:
+        limit = asyncio.Semaphore(PART_CONCURRENCY)
+        view = memoryview(data)
+
+        async def upload(number: int, start: int) -> dict[str, Any]:
+            async with limit:
+                # Copy the part only once it may be sent, so memory stays bounded by the concurrency.
+                body = bytes(view[start : start + PART_SIZE_BYTES])
+                send = functools.partial(
+                    client.upload_part,
+                    Bucket=self._bucket,
+                    Key=full,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body,
+                )
+                result = await self._call("UploadPart", key, send)
+            return {"ETag": result["ETag"], "PartNumber": number}
+
+        starts = range(0, len(data), PART_SIZE_BYTES)
+        tasks = [asyncio.ensure_future(upload(n, start)) for n, start in enumerate(starts, 1)]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _complete(self, client: Any, full: str, upload_id: str, parts: list[dict[str, Any]]) -> Any:
+        try:
+            return await client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=full,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            # A retried complete whose first try succeeded (response lost) finds the upload gone.
+            if _code(exc) == "NoSuchUpload" and await self._exists(client, full):
+                raise ObjectExistsError(f"s3://{self._bucket}/{full} already exists") from exc
+            raise
+
+    async def _exists(self, client: Any, full: str) -> bool:
+        try:
+            await client.head_object(Bucket=self._bucket, Key=full)
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return False
+            raise
+        return True
+
+    async def get(self, key: str) -> bytes:
+        """Whole object; ObjectNotFoundError when missing."""
+        full = self._base + validate_key(key)
+        client = await self._get_client()
+
+        async def fetch() -> bytes:
+            response = await client.get_object(Bucket=self._bucket, Key=full)
+            async with response["Body"] as body:
+                return bytes(await body.read())
+
+        return await self._call("GetObject", key, fetch)
+
+    async def _pages(self, op_key: str, **params: Any) -> list[dict[str, Any]]:
+        client = await self._get_client()
+        pages = []
+        token: str | None = None
+        while True:
+            extra = {"ContinuationToken": token} if token else {}
+            call = functools.partial(client.list_objects_v2, Bucket=self._bucket, **params, **extra)
+            page = await self._call("ListObjectsV2", op_key, call)
+            pages.append(page)
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return pages
+
+    async def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (recursive), sorted by key."""
+        pages = await self._pages(validate_prefix(prefix), Prefix=self._base + prefix)
+        found = [
+            ObjectInfo(item["Key"][len(self._base) :], int(item["Size"]))
+            for page in pages
+            for item in page.get("Contents", [])
+            # Folder markers made by consoles are not objects of the archive.
+            if item["Key"].startswith(self._base + prefix) and not item["Key"].endswith("/")
+        ]
+        found.sort(key=lambda info: info.key)
+        return found
+
+    async def list_dirs(self, prefix: str) -> list[str]:
+        """Immediate sub-prefixes of ``prefix`` (each ending in ``/``), sorted; one delimiter listing."""
+        pages = await self._pages(validate_prefix(prefix), Prefix=self._base + prefix, Delimiter="/")
+        return sorted(
+            common["Prefix"][len(self._base) :]
+            for page in pages
+            for common in page.get("CommonPrefixes", [])
+            if common["Prefix"].startswith(self._base + prefix)
+        )
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        """Delete the keys in batches of 1000; missing keys are not an error."""
+        full_keys = [self._base + validate_key(key) for key in keys]
+        if not full_keys:
+            return
+        client = await self._get_client()
+        for start in range(0, len(full_keys), DELETE_BATCH):
+            batch = full_keys[start : start + DELETE_BATCH]
+            call = functools.partial(
+                client.delete_objects,
+                Bucket=self._bucket,
+                Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+            )
+            response = await self._call("DeleteObjects", keys[start], call)
+            errors = [e for e in response.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if errors:
+                first = errors[0]
+                raise StorageError(
+                    f"S3 DeleteObjects failed for {len(errors)} keys in s3://{self._bucket}, "
+                    f"first s3://{self._bucket}/{first.get('Key')}: {first.get('Code')}"
+                )
+
+    async def check(self) -> None:
+        """Raise StorageUnavailableError when the endpoint, bucket or credentials do not work."""
+        client = await self._get_client()
+        try:
+            await self._call("HeadBucket", None, functools.partial(client.head_bucket, Bucket=self._bucket), 1)
+        except StorageUnavailableError:
+            raise
+        except StorageError as exc:
+            raise StorageUnavailableError(str(exc)) from exc
+
+    async def close(self) -> None:
+        """Close the client and its connection pool."""
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+
+def pyarrow_filesystem(settings: ArchiveSettings) -> tuple[pyarrow.fs.FileSystem, str]:
+    """A pyarrow S3FileSystem for the same endpoint and credentials, and the base path ``bucket/prefix``."""
+    import pyarrow.fs
+
+    s3 = settings.s3
+    options: dict[str, Any] = {
+        "region": s3.region,
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "request_timeout": READ_TIMEOUT_S,
+        "retry_strategy": pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=MAX_ATTEMPTS),
+    }
+    if s3.access_key_id and s3.secret_access_key:
+        options["access_key"] = s3.access_key_id
+        options["secret_key"] = s3.secret_access_key
+    if s3.endpoint_url:
+        parts = urlsplit(s3.endpoint_url)
+        options["endpoint_override"] = parts.netloc.rpartition("@")[2]
+        options["scheme"] = parts.scheme
+    base = f"{settings.bucket}/{settings.prefix}" if settings.prefix else settings.bucket
+    return pyarrow.fs.S3FileSystem(**options), base

@@ -1,0 +1,112 @@
+"""``archiver query`` and ``archiver ls``: the click commands (wired into :mod:`archiver.cli`).
+
+Arguments are checked before anything is read (bad ones exit 2 with one
+line); heavy imports (pyarrow, the S3 client) happen only inside a command so
+``archiver run`` and ``--help`` stay quick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from archiver.config import load_archive_settings
+from archiver.errors import UsageError
+from query.timespec import now_ns, parse_when, resolve_range
+
+if TYPE_CHECKING:
+    from query.run import LsRequest, QueryRequest
+
+_ARCHIVE_HELP = (
+    "s3://bucket[/prefix], file:///path or a directory [env: ARCHIVE_URL, else s3://$BUCKET_NAME]."
+)
+_WHEN_HELP = (
+    "90s, 15m, 1h, 2d, 1w back from now, or 2026-11-24, 2026-11-24T13:00, RFC 3339 (UTC unless offset)."
+)
+
+
+@click.command(context_settings={"max_content_width": 110})
+@click.option("--app", "apps", multiple=True, help="App name; repeat for several (default: every app).")
+@click.option("--region", "regions", multiple=True, help="Fly region, e.g. dfw; repeatable.")
+@click.option("--instance", "instances", multiple=True, help="Machine (instance) id; repeatable.")
+@click.option(
+    "--level", "levels", multiple=True, help="Log level (the app's own when it logs JSON); repeatable."
+)
+@click.option("--since", help=f"Start, inclusive (default 1h): {_WHEN_HELP}.")
+@click.option("--until", help="End, exclusive (default now). Same forms as --since.")
+@click.option("--grep", help="Regular expression (RE2 syntax) the message must match.")
+@click.option("--contains", help="Literal text the message must contain.")
+@click.option("--ignore-case", "-i", is_flag=True, help="Case-insensitive --grep and --contains.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N logs.")
+@click.option("--tail", type=click.IntRange(min=1), help="Only the newest N logs (printed oldest first).")
+@click.option(
+    "--format", "output_format", default="text", show_default=True, help="text, json, csv or parquet."
+)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
+def query_command(**options: Any) -> None:
+    """Print archived logs in time order, like `fly logs`, filtered by app, region, time and text."""
+    request = _query_request(options, now_ns())
+    from query.run import run_query
+
+    try:
+        code = asyncio.run(run_query(request))
+    except BrokenPipeError:
+        # The reader went away (| head): stop quietly, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    if code:
+        sys.exit(code)
+
+
+def _query_request(options: dict[str, Any], now: int) -> QueryRequest:
+    from query.format import check_format
+    from query.run import QueryRequest
+
+    fmt = check_format(options["output_format"])
+    if options["limit"] is not None and options["tail"] is not None:
+        raise UsageError("--limit and --tail cannot be combined")
+    since_ns, until_ns = resolve_range(options["since"], options["until"], now)
+    if options["grep"] is not None:
+        from query.scan import check_regex
+
+        check_regex(options["grep"])
+    if fmt == "parquet" and options["output"] is None and sys.stdout.isatty():
+        raise UsageError("--format parquet writes binary: give --output FILE or redirect stdout")
+    return QueryRequest(
+        archive=load_archive_settings(options["archive_url"]),
+        apps=tuple(options["apps"]),
+        regions=tuple(options["regions"]),
+        instances=tuple(options["instances"]),
+        levels=tuple(options["levels"]),
+        since_ns=since_ns,
+        until_ns=until_ns,
+        grep=options["grep"],
+        contains=options["contains"],
+        ignore_case=options["ignore_case"],
+        limit=options["limit"],
+        tail=options["tail"],
+        output_format=fmt,
+        output=options["output"],
+    )
+
+
+@click.command(context_settings={"max_content_width": 110})
+@click.option("--app", "apps", multiple=True, help="List this app's hours (files, rows, bytes); repeatable.")
+@click.option("--since", help=f"Only hours from this time on (default: all): {_WHEN_HELP}.")
+@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
+def ls_command(apps: tuple[str, ...], since: str | None, archive_url: str | None) -> None:
+    """List the apps in the archive, or with --app the hours that hold files, with rows and bytes."""
+    from query.run import LsRequest, run_ls
+
+    now = now_ns()
+    since_ns = parse_when(since, now, option="--since") if since else None
+    request: LsRequest = LsRequest(load_archive_settings(archive_url), apps, since_ns, now)
+    try:
+        asyncio.run(run_ls(request))
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -1,0 +1,183 @@
+"""Output formats of ``archiver query``: text (the ``fly logs`` layout), json, csv and parquet.
+
+Every writer takes Arrow tables in time order and writes them to a binary
+stream as they come. Text and csv are built column-wise in C++ (no Python
+per row); json rebuilds each original Fly message, which is per row by nature.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO, Protocol
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from archiver import schema
+from archiver.errors import UsageError
+from archiver.message import rebuild_message
+from query.scan import OUTPUT_SCHEMA
+
+FORMATS = ("text", "json", "csv", "parquet")
+#: File columns each format needs (the partition columns app and region always come along).
+_ALL_COLUMNS = tuple(schema.FILE_SCHEMA.names)
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "text": (schema.TIMESTAMP, schema.PROVIDER, schema.INSTANCE, schema.LEVEL, schema.MESSAGE),
+    "json": _ALL_COLUMNS,
+    "csv": _ALL_COLUMNS,
+    "parquet": _ALL_COLUMNS,
+}
+_RFC3339_NS = "%Y-%m-%dT%H:%M:%SZ"  # %S of a nanosecond timestamp prints the nine fraction digits
+
+
+class Writer(Protocol):
+    """Writes query results in one format."""
+
+    def write(self, table: pa.Table) -> None:
+        """Write rows (in time order)."""
+
+    def close(self) -> None:
+        """Finish the output (footer, flush)."""
+
+
+def check_format(name: str) -> str:
+    """The format name, lower-cased; UsageError when unknown."""
+    lowered = name.lower()
+    if lowered not in FORMATS:
+        raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {name!r}")
+    return lowered
+
+
+def timestamp_text(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """RFC 3339 UTC text with nanoseconds, as Fly writes it: ``2026-11-24T13:04:05.123456789Z``."""
+    return pc.strftime(column, format=_RFC3339_NS)
+
+
+def _write_string_array(stream: BinaryIO, array: pa.StringArray) -> None:
+    # The values of a string array are contiguous UTF-8: write the buffer span, no per-row copy.
+    if len(array) == 0:
+        return
+    _, offset_buffer, data = array.buffers()
+    offsets = pa.Array.from_buffers(pa.int32(), len(array) + 1, [None, offset_buffer], offset=array.offset)
+    start, end = offsets[0].as_py(), offsets[-1].as_py()
+    if data is not None:
+        stream.write(memoryview(data)[start:end])
+
+
+class TextWriter:
+    """``2026-11-24T13:04:05.123456789Z app[148ed726c12358] dfw [info] GET / 200``, one line per log."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+
+    def write(self, table: pa.Table) -> None:
+        """Write rows as fly-logs lines."""
+        lines = pc.binary_join_element_wise(
+            timestamp_text(table[schema.TIMESTAMP]),
+            " ",
+            table[schema.PROVIDER],
+            "[",
+            table[schema.INSTANCE],
+            "] ",
+            table[schema.REGION],
+            " [",
+            table[schema.LEVEL],
+            "] ",
+            table[schema.MESSAGE],
+            "\n",
+            "",  # the separator
+            null_handling="replace",
+            null_replacement="",
+        )
+        for chunk in lines.chunks:
+            _write_string_array(self.stream, chunk)
+
+    def close(self) -> None:
+        """Flush."""
+        self.stream.flush()
+
+
+class JsonWriter:
+    """One original Fly message per line, nested as Fly sent it, extra fields included."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+
+    def write(self, table: pa.Table) -> None:
+        """Write rows as JSON lines."""
+        # Integer nanoseconds: to_pylist would turn timestamps into microsecond datetimes.
+        index = table.schema.get_field_index(schema.TIMESTAMP)
+        rows = table.set_column(index, schema.TIMESTAMP, table[schema.TIMESTAMP].cast(pa.int64())).to_pylist()
+        out = bytearray()
+        for row in rows:
+            out += orjson.dumps(rebuild_message(row, row[schema.APP], row[schema.REGION]))
+            out += b"\n"
+        self.stream.write(out)
+
+    def close(self) -> None:
+        """Flush."""
+        self.stream.flush()
+
+
+def _flat(table: pa.Table) -> pa.Table:
+    return table.select([f.name for f in OUTPUT_SCHEMA])
+
+
+class CsvWriter:
+    """Flat columns with a header; timestamps as RFC 3339 text; empty strings quoted, nulls empty."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        import pyarrow.csv as csv
+
+        self._csv = csv
+        self.stream = stream
+        self.writer: pa.csv.CSVWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        """Write rows as CSV."""
+        flat = _flat(table)
+        flat = flat.set_column(0, schema.TIMESTAMP, timestamp_text(flat[schema.TIMESTAMP]))
+        if self.writer is None:
+            # all_valid quotes every non-null value, so "" (empty) and nothing (null) stay distinct.
+            options = self._csv.WriteOptions(quoting_style="all_valid")
+            self.writer = self._csv.CSVWriter(self.stream, flat.schema, write_options=options)
+        self.writer.write_table(flat)
+
+    def close(self) -> None:
+        """Finish (a header only when no rows came)."""
+        if self.writer is None:
+            empty = _flat(OUTPUT_SCHEMA.empty_table())
+            self.write(empty)
+        assert self.writer is not None
+        self.writer.close()
+        self.stream.flush()
+
+
+class ParquetWriter:
+    """Flat columns, zstd, the archive's column types plus app and region."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        import pyarrow.parquet as pq
+
+        self.writer = pq.ParquetWriter(stream, OUTPUT_SCHEMA, compression="zstd")
+        self.stream = stream
+
+    def write(self, table: pa.Table) -> None:
+        """Write rows as a row group."""
+        self.writer.write_table(_flat(table).cast(OUTPUT_SCHEMA))
+
+    def close(self) -> None:
+        """Write the footer."""
+        self.writer.close()
+        self.stream.flush()
+
+
+def make_writer(name: str, stream: BinaryIO) -> Writer:
+    """A writer of format ``name`` on ``stream``."""
+    writers: dict[str, type[TextWriter | JsonWriter | CsvWriter | ParquetWriter]] = {
+        "text": TextWriter,
+        "json": JsonWriter,
+        "csv": CsvWriter,
+        "parquet": ParquetWriter,
+    }
+    return writers[check_format(name)](stream)

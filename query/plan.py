@@ -1,0 +1,192 @@
+"""Which files a query reads: partition prefixes from apps and time range, listed concurrently.
+
+The archive is never listed whole. Apps (given, or one delimiter listing of
+the archive root) and the UTC hours of ``[since, until)`` become prefixes:
+``app=X/date=D/`` for a day the range covers entirely (one listing instead of
+24) and ``app=X/date=D/hour=H/`` for the partial days at the edges. Listings
+run concurrently under a bound and come out grouped by hour, in time order or
+newest first, a window at a time, so a ``--tail`` or ``--limit`` that is
+satisfied early stops listing too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import cast
+
+from archiver.layout import (
+    NS_PER_HOUR,
+    NS_PER_SECOND,
+    ObjectKey,
+    decode_value,
+    encode_value,
+    hour_prefix,
+    hour_start_ns,
+    parse_key,
+)
+from archiver.storage import ObjectInfo, Storage
+
+NS_PER_DAY = 24 * NS_PER_HOUR
+#: Concurrent listings; S3 endpoints serve this many in parallel without throttling.
+LIST_CONCURRENCY = 32
+#: Most chunks (days or hours) listed in one window.
+MAX_WINDOW = 64
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedFile:
+    """One archive file to read: its key, size, and the partition values parsed from the key."""
+
+    key: str
+    size: int
+    app: str
+    region: str
+    hour_ns: int
+
+
+@dataclass(slots=True)
+class HourFiles:
+    """Every file of one UTC hour that the query reads."""
+
+    hour_ns: int
+    files: list[PlannedFile] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        """Total size of the hour's files."""
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A span listed with one prefix per app: a whole day or a single hour."""
+
+    start_ns: int
+    end_ns: int
+
+    def prefix(self, app_segment: str) -> str:
+        """The listing prefix of this chunk for one app."""
+        if self.end_ns - self.start_ns == NS_PER_DAY:
+            day = datetime.fromtimestamp(self.start_ns // NS_PER_SECOND, UTC)
+            return f"app={app_segment}/date={day:%Y-%m-%d}/"
+        return hour_prefix(app_segment, self.start_ns)
+
+
+def chunks(since_ns: int, until_ns: int) -> list[Chunk]:
+    """The hours of ``[since, until)`` in time order, days whose every hour is in range merged."""
+    out: list[Chunk] = []
+    hour = hour_start_ns(since_ns)
+    last_hour = hour_start_ns(until_ns - 1)
+    while hour <= last_hour:
+        if hour % NS_PER_DAY == 0 and hour + NS_PER_DAY - NS_PER_HOUR <= last_hour:
+            out.append(Chunk(hour, hour + NS_PER_DAY))
+            hour += NS_PER_DAY
+        else:
+            out.append(Chunk(hour, hour + NS_PER_HOUR))
+            hour += NS_PER_HOUR
+    return out
+
+
+async def list_apps(storage: Storage) -> list[str]:
+    """Every app in the archive, decoded, from one delimiter listing of the root."""
+    apps = []
+    # cast: Storage's annotations say list[...] inside a class with a method named list (mypy misreads it).
+    for entry in cast("list[str]", await storage.list_dirs("")):
+        name = entry.rstrip("/")
+        if name.startswith("app=") and len(name) > 4:
+            apps.append(decode_value(name[4:]))
+    return sorted(apps)
+
+
+async def _gather_bounded(jobs: Iterable[Awaitable[list[ObjectInfo]]]) -> list[list[ObjectInfo]]:
+    semaphore = asyncio.Semaphore(LIST_CONCURRENCY)
+
+    async def run(job: Awaitable[list[ObjectInfo]]) -> list[ObjectInfo]:
+        async with semaphore:
+            return await job
+
+    return await asyncio.gather(*(run(job) for job in jobs))
+
+
+class Planner:
+    """Lists the files of a query's apps, regions and time range, hour by hour."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        apps: Sequence[str],
+        since_ns: int,
+        until_ns: int,
+        regions: Sequence[str] = (),
+    ) -> None:
+        self.storage = storage
+        self.apps = list(dict.fromkeys(apps))
+        self.regions = frozenset(regions)
+        self.since_ns = since_ns
+        self.until_ns = until_ns
+        self.listings = 0
+        self.hours_listed = 0
+
+    def _keep(self, parsed: ObjectKey | None) -> bool:
+        if parsed is None:
+            return False
+        if parsed.hour_ns + NS_PER_HOUR <= self.since_ns or parsed.hour_ns >= self.until_ns:
+            return False
+        return not self.regions or parsed.region in self.regions
+
+    async def _list_window(self, window: Sequence[Chunk]) -> dict[int, HourFiles]:
+        prefixes = [chunk.prefix(encode_value(app)) for chunk in window for app in self.apps]
+        self.listings += len(prefixes)
+        self.hours_listed += sum((c.end_ns - c.start_ns) // NS_PER_HOUR for c in window)
+        results = await _gather_bounded(self.storage.list(p) for p in prefixes)
+        hours: dict[int, HourFiles] = {}
+        for infos in results:
+            for info in infos:
+                parsed = parse_key(info.key)
+                if not self._keep(parsed):
+                    continue
+                assert parsed is not None  # _keep said so
+                planned = PlannedFile(info.key, info.size, parsed.app, parsed.region, parsed.hour_ns)
+                hours.setdefault(parsed.hour_ns, HourFiles(parsed.hour_ns)).files.append(planned)
+        for group in hours.values():
+            group.files.sort(key=lambda f: (f.app, f.region, f.key))
+        return hours
+
+    async def hours(
+        self, *, newest_first: bool = False, first_window: int = 1, prefetch: bool = True
+    ) -> AsyncGenerator[HourFiles, None]:
+        """Hours that have files, in time order (or newest first), listing a growing window at a time.
+
+        With ``prefetch`` the next window is listed while the caller reads the current one.
+        """
+        todo = chunks(self.since_ns, self.until_ns) if self.apps else []
+        if newest_first:
+            todo.reverse()
+        size = max(1, first_window)
+        position = 0
+        pending: asyncio.Task[dict[int, HourFiles]] | None = None
+
+        def start() -> asyncio.Task[dict[int, HourFiles]]:
+            nonlocal position, size
+            window = todo[position : position + size]
+            position += size
+            # Windows grow so a short answer lists little and a long one needs few round trips.
+            size = min(size * 2, MAX_WINDOW)
+            return asyncio.ensure_future(self._list_window(window))
+
+        try:
+            while position < len(todo) or pending is not None:
+                found = await (pending or start())
+                pending = start() if prefetch and position < len(todo) else None
+                for hour_ns in sorted(found, reverse=newest_first):
+                    yield found[hour_ns]
+        finally:
+            if pending is not None:
+                pending.cancel()
+
+    async def all_hours(self) -> list[HourFiles]:
+        """Every hour with files, in time order (listing everything up front)."""
+        return [group async for group in self.hours(first_window=MAX_WINDOW)]

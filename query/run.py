@@ -1,0 +1,291 @@
+"""Running a query or a listing: open the archive, plan, scan, write, report on stderr."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import BinaryIO, TextIO
+
+import pyarrow as pa
+
+from archiver.config import ArchiveSettings
+from archiver.errors import StorageUnavailableError
+from archiver.layout import NS_PER_SECOND, app_prefix, encode_value, parse_key
+from archiver.storage import Storage, open_storage
+from archiver.units import format_bytes
+from query.format import COLUMNS, Writer, make_writer
+from query.plan import HourFiles, PlannedFile, Planner, list_apps
+from query.scan import BadFileError, Filters, Reader, ScanStats, scan_hours
+
+#: A scan shows progress on a TTY once it has run this long.
+PROGRESS_AFTER_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRequest:
+    """A checked ``archiver query`` invocation."""
+
+    archive: ArchiveSettings
+    apps: tuple[str, ...]
+    regions: tuple[str, ...]
+    instances: tuple[str, ...]
+    levels: tuple[str, ...]
+    since_ns: int
+    until_ns: int
+    grep: str | None = None
+    contains: str | None = None
+    ignore_case: bool = False
+    limit: int | None = None
+    tail: int | None = None
+    output_format: str = "text"
+    output: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LsRequest:
+    """A checked ``archiver ls`` invocation."""
+
+    archive: ArchiveSettings
+    apps: tuple[str, ...]
+    since_ns: int | None
+    now_ns: int
+
+
+def open_reader(settings: ArchiveSettings, storage: Storage, *, ranged: bool = False) -> Reader:
+    """The reader for the archive: pyarrow's local filesystem, or whole-object GETs through Storage on S3.
+
+    On S3 one GET per (small, hourly) file beat pyarrow's S3 filesystem, which
+    needs a footer read and then the column chunks (see BENCHMARKS.md); ``ranged``
+    asks for the pyarrow filesystem anyway, for footer-only reads (``ls``).
+    """
+    if settings.scheme == "file":
+        from archiver.storage.local import pyarrow_filesystem
+
+        filesystem, base = pyarrow_filesystem(settings)
+        return Reader(storage, filesystem, base, threads=min(8, (os.cpu_count() or 2) * 2))
+    if ranged:
+        from archiver.storage.s3 import pyarrow_filesystem as s3_filesystem
+
+        filesystem, base = s3_filesystem(settings)
+        return Reader(storage, filesystem, base, threads=32)
+    return Reader(storage, threads=min(8, (os.cpu_count() or 2) * 2))
+
+
+async def _check(settings: ArchiveSettings, storage: Storage) -> None:
+    # Local: never create or probe-write (a query is read-only and a typo must not make a directory).
+    if settings.scheme == "file":
+        if not await asyncio.to_thread(os.path.isdir, settings.prefix):
+            raise StorageUnavailableError(f"archive directory {settings.prefix} does not exist")
+        return
+    await storage.check()
+
+
+class Progress:
+    """A progress line on a TTY stderr, once a scan has run for a second; nothing when not a TTY."""
+
+    def __init__(self, stats: ScanStats, stream: TextIO) -> None:
+        self.stats = stats
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.shown = False
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin refreshing the line."""
+        if self.enabled:
+            self.task = asyncio.ensure_future(self._refresh())
+
+    async def _refresh(self) -> None:
+        await asyncio.sleep(PROGRESS_AFTER_S)
+        while True:
+            s = self.stats
+            self.stream.write(
+                f"\r\x1b[K{s.files} files, {format_bytes(s.bytes)} read, {s.hours} hours, {s.rows} rows"
+            )
+            self.stream.flush()
+            self.shown = True
+            await asyncio.sleep(0.25)
+
+    def clear(self) -> None:
+        """Erase the line (before output goes to the same terminal)."""
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+    def stop(self) -> None:
+        """Stop refreshing and erase the line."""
+        if self.task is not None:
+            self.task.cancel()
+        self.clear()
+
+
+async def _each_table(
+    request: QueryRequest, storage: Storage, reader: Reader, stats: ScanStats, planner: Planner
+) -> AsyncIterator[pa.Table]:
+    filters = Filters(
+        request.since_ns,
+        request.until_ns,
+        levels=request.levels,
+        instances=request.instances,
+        contains=request.contains,
+        grep=request.grep,
+        ignore_case=request.ignore_case,
+    )
+    columns = COLUMNS[request.output_format]
+    if request.tail is None:
+        hours = planner.hours()
+        async with (
+            contextlib.aclosing(hours),
+            contextlib.aclosing(scan_hours(reader, hours, columns, filters, stats, _warn)) as tables,
+        ):
+            async for table in tables:
+                yield table
+        return
+    # --tail: newest hours first, one at a time, stopping as soon as N rows are in hand.
+    newest: list[pa.Table] = []
+    count = 0
+    hours = planner.hours(newest_first=True, prefetch=False)
+    async with (
+        contextlib.aclosing(hours),
+        contextlib.aclosing(
+            scan_hours(reader, hours, columns, filters, stats, _warn, read_ahead=0)
+        ) as tables,
+    ):
+        async for table in tables:
+            newest.append(table)
+            count += table.num_rows
+            if count >= request.tail:
+                break
+    if newest:
+        merged = pa.concat_tables(reversed(newest))
+        yield merged.slice(max(0, merged.num_rows - request.tail))
+
+
+def _warn(line: str) -> None:
+    # On a TTY the line replaces a progress line that may be showing.
+    sys.stderr.write(f"\r\x1b[K{line}\n" if sys.stderr.isatty() else f"{line}\n")
+    sys.stderr.flush()
+
+
+async def run_query(request: QueryRequest) -> int:
+    """Run a query, writing results as they come; the exit code."""
+    storage = open_storage(request.archive)
+    reader = open_reader(request.archive, storage)
+    stats = ScanStats()
+    progress = Progress(stats, sys.stderr)
+    output: BinaryIO | None = None
+    writer: Writer | None = None
+    try:
+        await _check(request.archive, storage)
+        apps = list(request.apps) or await list_apps(storage)
+        planner = Planner(storage, apps, request.since_ns, request.until_ns, request.regions)
+        if request.output is not None:
+            output = open(request.output, "wb")  # noqa: SIM115, ASYNC230 - closed in finally; open is instant
+            writer = make_writer(request.output_format, output)
+        progress.start()
+        remaining = request.limit
+        written = 0
+        async for table in _each_table(request, storage, reader, stats, planner):
+            if remaining is not None:
+                table = table.slice(0, remaining)
+                remaining -= table.num_rows
+            if writer is None:
+                # Lazily on stdout: nothing found prints nothing.
+                writer = make_writer(request.output_format, sys.stdout.buffer)
+            progress.clear()
+            writer.write(table)
+            written += table.num_rows
+            if remaining == 0:
+                break
+        progress.stop()
+        if writer is not None:
+            writer.close()
+        if not written:
+            _note_nothing(stats, planner, apps)
+        return 0
+    finally:
+        progress.stop()
+        if output is not None:
+            output.close()
+        reader.close()
+        await storage.close()
+
+
+def _note_nothing(stats: ScanStats, planner: Planner, apps: list[str]) -> None:
+    if not apps:
+        sys.stderr.write("note: no logs found: the archive holds no apps\n")
+        return
+    skipped = f", {stats.skipped} skipped" if stats.skipped else ""
+    sys.stderr.write(
+        f"note: no logs found: read {stats.files} files ({format_bytes(stats.bytes)}) in {stats.hours} hours"
+        f" with files, of {planner.hours_listed} hours listed{skipped}\n"
+    )
+
+
+async def run_ls(request: LsRequest) -> None:
+    """List apps, or the hours of the requested apps with files, rows and bytes."""
+    storage = open_storage(request.archive)
+    try:
+        await _check(request.archive, storage)
+        if not request.apps:
+            apps = await list_apps(storage)
+            if not apps:
+                sys.stderr.write(f"note: no apps in {storage.url}\n")
+            sys.stdout.write("".join(f"{app}\n" for app in apps))
+            return
+        groups = await _ls_hours(storage, request)
+        reader = open_reader(request.archive, storage, ranged=True)
+        try:
+            await _print_hours(reader, groups, len(request.apps) > 1)
+        finally:
+            reader.close()
+    finally:
+        await storage.close()
+
+
+async def _ls_hours(storage: Storage, request: LsRequest) -> list[tuple[str, HourFiles]]:
+    out: list[tuple[str, HourFiles]] = []
+    for app in dict.fromkeys(request.apps):
+        if request.since_ns is not None:
+            planner = Planner(storage, [app], request.since_ns, request.now_ns)
+            out.extend((app, group) for group in await planner.all_hours())
+            continue
+        hours: dict[int, HourFiles] = {}
+        for info in await storage.list(app_prefix(encode_value(app))):
+            parsed = parse_key(info.key)
+            if parsed is not None and parsed.app == app:
+                planned = PlannedFile(info.key, info.size, app, parsed.region, parsed.hour_ns)
+                hours.setdefault(parsed.hour_ns, HourFiles(parsed.hour_ns)).files.append(planned)
+        out.extend((app, hours[h]) for h in sorted(hours))
+    return out
+
+
+async def _print_hours(reader: Reader, groups: list[tuple[str, HourFiles]], show_app: bool) -> None:
+    if not groups:
+        sys.stderr.write("note: no files for these apps in that time\n")
+        return
+    files = [f for _, group in groups for f in group.files]
+    counts = dict(zip(files, await asyncio.gather(*(_rows(reader, f) for f in files)), strict=True))
+    head = ("APP\t" if show_app else "") + "HOUR (UTC)\tFILES\tROWS\tBYTES\tREGIONS"
+    lines = [head]
+    for app, group in groups:
+        hour = datetime.fromtimestamp(group.hour_ns // NS_PER_SECOND, UTC)
+        rows = sum(counts[f] or 0 for f in group.files)
+        regions = ",".join(sorted({f.region for f in group.files}))
+        prefix = f"{app}\t" if show_app else ""
+        lines.append(f"{prefix}{hour:%Y-%m-%dT%H}:00Z\t{len(group.files)}\t{rows}\t{group.bytes}\t{regions}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+async def _rows(reader: Reader, planned: PlannedFile) -> int | None:
+    try:
+        return await reader.row_count(planned)
+    except BadFileError as exc:
+        sys.stderr.write(f"warning: skipped {planned.key}: {exc}\n")
+        return None

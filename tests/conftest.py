@@ -1,0 +1,60 @@
+"""Shared fixtures: real nats-server and SeaweedFS on loopback, and archive settings for both backends.
+
+``tests/`` is not a package, so pytest puts this directory on ``sys.path``
+and test modules import helpers as ``from servers import ...``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from servers import NatsServer, SeaweedFS
+
+from archiver.config import ArchiveSettings
+
+# Tests may talk to loopback only: keep AWS SDKs (botocore, pyarrow's C++ SDK) off the EC2 metadata address.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+S3_TEST_PREFIX = "archive/v1"
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A JetStream-enabled nats-server on a free loopback port (.url, .port, .stop(), .start())."""
+    server = NatsServer(tmp_path / "nats")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One ``weed mini`` for the session (.endpoint_url, .access_key, .secret_key, .data_dir, stop/start)."""
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_settings(seaweedfs: SeaweedFS) -> ArchiveSettings:
+    """Settings for ``s3://<fresh bucket>/archive/v1`` on the session's SeaweedFS."""
+    if not seaweedfs.running:  # an earlier outage test may have left it stopped
+        seaweedfs.start()
+    bucket = f"test-{uuid.uuid4().hex[:16]}"
+    seaweedfs.create_bucket(bucket)
+    return seaweedfs.archive_settings(bucket, S3_TEST_PREFIX)
+
+
+@pytest.fixture
+def local_settings(tmp_path: Path) -> ArchiveSettings:
+    """Settings for a local archive directory ``<tmp_path>/archive`` (not created yet)."""
+    return ArchiveSettings("file", "", str(tmp_path / "archive"))

@@ -1,0 +1,185 @@
+"""Run the real ``archiver`` as a subprocess and read back what it archived."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+
+from archiver.config import ArchiveSettings
+from archiver.layout import parse_key
+from archiver.message import rebuild_payload
+from archiver.storage import open_storage
+from servers import free_port
+
+ARCHIVER = [sys.executable, "-m", "archiver"]
+
+
+def archive_env(settings: ArchiveSettings) -> dict[str, str]:
+    """Environment variables pointing ``archiver`` at ``settings``."""
+    env = {"ARCHIVE_URL": settings.url if settings.scheme == "s3" else settings.prefix}
+    if settings.scheme == "s3":
+        s3 = settings.s3
+        env |= {
+            "AWS_ENDPOINT_URL_S3": s3.endpoint_url or "",
+            "AWS_REGION": s3.region,
+            "AWS_ACCESS_KEY_ID": s3.access_key_id or "",
+            "AWS_SECRET_ACCESS_KEY": s3.secret_access_key or "",
+        }
+    return env
+
+
+@dataclass
+class ArchiverProcess:
+    """A running ``archiver run`` with its HTTP port and log file."""
+
+    proc: subprocess.Popen[bytes]
+    http_port: int
+    log_path: Path
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """GET a path of the HTTP server: (status, body)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """Status and JSON report of /health."""
+        status, body = self.get("/health")
+        return status, json.loads(body)
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """One sample of /metrics, e.g. ``metric("archiver_messages_received_total")``."""
+        _, body = self.get("/metrics")
+        wanted = f"{name}{labels} "
+        for line in body.decode().splitlines():
+            if line.startswith(wanted):
+                return float(line.split()[-1])
+        raise KeyError(wanted)
+
+    def wait_subscribed(self, timeout_s: float = 30) -> None:
+        """Block until /health says connected and subscribed."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"archiver exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                status, report = self.health()
+                if status == 200 and report["nats"]["subscribed"]:
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"archiver not subscribed in {timeout_s}s:\n{self.log()}")
+
+    def stop(self, timeout_s: float = 60) -> int:
+        """SIGTERM and wait; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"archiver did not stop in {timeout_s}s:\n{self.log()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL (no cleanup at all)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def log(self) -> str:
+        """What the process printed."""
+        return self.log_path.read_text(errors="replace")[-20000:]
+
+
+def start_archiver(
+    nats_url: str, settings: ArchiveSettings, log_dir: Path, args: list[str] | None = None, **env: str
+) -> ArchiverProcess:
+    """Start ``archiver run`` against ``nats_url`` writing to ``settings``."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ARCHIVE_", "BUCKET_"))}
+    full_env |= {"NATS_URL": nats_url, "HTTP_PORT": str(port), "HTTP_HOST": "127.0.0.1",
+                 "LOG_LEVEL": "info", **archive_env(settings), **env}  # fmt: skip
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"archiver-{port}.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen([*ARCHIVER, "run", *(args or [])], env=full_env, stdout=out, stderr=out)
+    return ArchiverProcess(proc, port, log_path)
+
+
+@dataclass
+class ArchivedFile:
+    """One archive object read back."""
+
+    key: str
+    app: str
+    region: str
+    hour_ns: int
+    rows: list[dict[str, Any]]
+    metadata: dict[bytes, bytes]
+    size: int
+
+
+def read_archive(settings: ArchiveSettings) -> list[ArchivedFile]:
+    """Every Parquet file of the archive, parsed (through the storage interface)."""
+
+    async def fetch() -> list[tuple[str, bytes]]:
+        storage = open_storage(settings)
+        try:
+            infos = await storage.list("")
+            return [(info.key, await storage.get(info.key)) for info in infos]
+        finally:
+            await storage.close()
+
+    files = []
+    for key, data in asyncio.run(fetch()):
+        parsed = parse_key(key)
+        assert parsed is not None, f"unexpected key {key!r}"
+        reader = pq.ParquetFile(pa_buffer(data))
+        table = reader.read()
+        # Python datetimes stop at microseconds: compare timestamps as int nanoseconds.
+        table = table.set_column(0, "timestamp", table["timestamp"].cast("int64"))
+        files.append(ArchivedFile(key, parsed.app, parsed.region, parsed.hour_ns,
+                                  table.to_pylist(), reader.schema_arrow.metadata or {}, len(data)))  # fmt: skip
+    return files
+
+
+def pa_buffer(data: bytes) -> Any:
+    """A pyarrow reader over bytes."""
+    import pyarrow as pa
+
+    return pa.BufferReader(data)
+
+
+def archived_payloads(files: list[ArchivedFile]) -> Counter[bytes]:
+    """Multiset of the rebuilt original payloads, normalised through orjson."""
+    out: Counter[bytes] = Counter()
+    for f in files:
+        for row in f.rows:
+            out[normalise(rebuild_payload(row, f.app, f.region))] += 1
+    return out
+
+
+def normalise(payload: bytes) -> bytes:
+    """Canonical bytes of a JSON payload (raw bytes when it is not JSON)."""
+    try:
+        return orjson.dumps(orjson.loads(payload), option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONDecodeError:
+        return payload

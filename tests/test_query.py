@@ -1,0 +1,431 @@
+"""`archiver query` and `archiver ls` against archives of known content, on a local directory and SeaweedFS.
+
+The archive is written with the real encoder (several overlapping flushes per
+partition, so every hour needs a merge) over three calendar days, three apps
+and four regions. Every filter is compared with DuckDB's answer on the same
+files; the S3 answer is compared with the local one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner, Result
+from servers import SeaweedFS, free_port
+
+from archiver.cli import main
+from archiver.config import ArchiveSettings
+from archiver.encode import encode_partition, write_parquet
+from archiver.layout import NS_PER_HOUR, object_key, object_name, partition_value
+from archiver.message import format_timestamp_ns
+from archiver.storage import ObjectInfo, Storage, open_storage
+from query import run as query_run
+from query.plan import PlannedFile
+from query.scan import Reader
+
+S = 1_000_000_000
+DAY0 = int(datetime(2026, 11, 22, tzinfo=UTC).timestamp()) * S
+DAY1, DAY2 = DAY0 + 86400 * S, DAY0 + 2 * 86400 * S
+START, END = DAY0 + 20 * NS_PER_HOUR, DAY2 + 4 * NS_PER_HOUR  # 32 hours over three dates
+APPS = {"sandwich": ("dfw", "ams"), "api-gw": ("dfw", "sin", "ams"), "worker": ("iad",)}
+ROWS_PER_PARTITION = 400
+EDGES = [DAY1 - 1, DAY1, DAY1 + 13 * NS_PER_HOUR - 1, DAY1 + 13 * NS_PER_HOUR, DAY1 + 13 * NS_PER_HOUR + 1]
+EVERYTHING = ["--since", "2026-11-20", "--until", "2026-11-26"]
+
+
+def iso(ns: int) -> str:
+    return format_timestamp_ns(ns)
+
+
+def _text(rnd: random.Random) -> tuple[str, dict[str, Any]]:
+    """A message text and extra top-level fields (rarely) for one log line."""
+    n = rnd.randrange(10_000)
+    kind = rnd.randrange(9)
+    extra = {"trace_id": f"t{n}", "attrs": {"n": n}} if rnd.random() < 0.05 else {}
+    texts = [
+        f"GET /orders/{n} 200 in {n % 97}ms",
+        f"Timeout waiting for db after {n % 30}s",
+        f"ERROR payment declined card={n}",
+        "connection reset by peer",
+        f"café ☕ served {n} TIMEOUT-free",
+        orjson.dumps({"level": rnd.choice(["WARN", "warn", "Error"]), "msg": f"disk {n % 100}% full"}).decode(),
+        orjson.dumps({"severity": "error", "message": f"boom {n}"}).decode(),
+        orjson.dumps({"lvl": "debug", "x": n}).decode(),
+        f"line with\ttab and \"quotes\", comma {n}",
+    ]
+    return texts[kind], extra
+
+
+@dataclass
+class Archive:
+    """Published messages (by timestamp) of the archive built for these tests."""
+
+    messages: dict[int, dict[str, Any]]
+    files: int
+
+
+def build_content(seed: int = 7) -> tuple[dict[tuple[str, str], list[bytes]], dict[int, dict[str, Any]]]:
+    """Payloads per (app, region) with globally unique timestamps, and the messages by timestamp."""
+    rnd = random.Random(seed)
+    used: set[int] = set()
+    payloads: dict[tuple[str, str], list[bytes]] = {}
+    messages: dict[int, dict[str, Any]] = {}
+    for app, regions in APPS.items():
+        for region in regions:
+            instances = [f"{rnd.getrandbits(56):014x}" for _ in range(2)]
+            stamps = list(EDGES) if (app, region) == ("sandwich", "dfw") else []
+            while len(stamps) < ROWS_PER_PARTITION:
+                ts = rnd.randrange(START, END)
+                if ts not in used and ts not in EDGES:
+                    stamps.append(ts)
+                    used.add(ts)
+            batch = []
+            for ts in stamps:
+                text, extra = _text(rnd)
+                message: dict[str, Any] = {
+                    "event": {"provider": rnd.choice(["app", "app", "app", "runner"])},
+                    "fly": {"app": {"instance": rnd.choice(instances), "name": app}, "region": region},
+                    "host": "0ad1",
+                    "log": {"level": "info"},
+                    "message": text,
+                    "timestamp": iso(ts),
+                    **extra,
+                }
+                messages[ts] = message
+                batch.append(orjson.dumps(message))
+            payloads[(app, region)] = batch
+    return payloads, messages
+
+
+async def write_archive(storage: Storage, payloads: dict[tuple[str, str], list[bytes]]) -> int:
+    """Encode each partition as three overlapping flushes, like a service that flushed three times."""
+    puts = []
+    for (app, region), batch in payloads.items():
+        shuffled = batch[:]
+        random.Random(app + region).shuffle(shuffled)
+        for seq, part in enumerate([shuffled[0::3], shuffled[1::3], shuffled[2::3]]):
+            for f in encode_partition(app, region, part, START).files:
+                name = object_name(f.min_timestamp_ns, "test", seq)
+                key = object_key(partition_value(app), partition_value(region), f.hour_ns, name)
+                puts.append((key, f.data))
+    semaphore = asyncio.Semaphore(32)
+
+    async def put(key: str, data: bytes) -> None:
+        async with semaphore:
+            await storage.put(key, data)
+
+    await asyncio.gather(*(put(k, d) for k, d in puts))
+    return len(puts)
+
+
+def make_archive(settings: ArchiveSettings) -> Archive:
+    payloads, messages = build_content()
+
+    async def go() -> int:
+        storage = open_storage(settings)
+        try:
+            return await write_archive(storage, payloads)
+        finally:
+            await storage.close()
+
+    return Archive(messages, asyncio.run(go()))
+
+
+@pytest.fixture(scope="module")
+def local_archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[ArchiveSettings, Archive]:
+    settings = ArchiveSettings("file", "", str(tmp_path_factory.mktemp("query") / "archive"))
+    return settings, make_archive(settings)
+
+
+@pytest.fixture(scope="module")
+def s3_archive(seaweedfs: SeaweedFS) -> tuple[ArchiveSettings, Archive]:
+    if not seaweedfs.running:
+        seaweedfs.start()
+    bucket = f"query-{uuid.uuid4().hex[:12]}"
+    seaweedfs.create_bucket(bucket)
+    settings = seaweedfs.archive_settings(bucket, "archive/v1")
+    return settings, make_archive(settings)
+
+
+def s3_env(settings: ArchiveSettings) -> dict[str, str | None]:
+    return {
+        "AWS_ENDPOINT_URL_S3": settings.s3.endpoint_url,
+        "AWS_ACCESS_KEY_ID": settings.s3.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": settings.s3.secret_access_key,
+        "AWS_REGION": settings.s3.region,
+        "ARCHIVE_URL": None,
+        "BUCKET_NAME": None,
+    }
+
+
+def cli(settings: ArchiveSettings, *args: str, env: dict[str, str | None] | None = None) -> Result:
+    """Run ``archiver`` in-process with the archive of ``settings``."""
+    url = settings.url if settings.scheme == "s3" else settings.prefix
+    environ = s3_env(settings) if settings.scheme == "s3" else {"ARCHIVE_URL": None, "BUCKET_NAME": None}
+    return CliRunner().invoke(main, [args[0], "--archive", url, *args[1:]], env=environ | (env or {}))
+
+
+Row = tuple[int, str, str, str | None, str | None, str | None]  # ts, app, region, instance, level, message
+
+
+def query_rows(settings: ArchiveSettings, tmp_path: Path, *args: str) -> list[Row]:
+    """Rows of ``archiver query ARGS --format parquet``, checked to be in time order."""
+    out = tmp_path / f"{uuid.uuid4().hex}.parquet"
+    result = cli(settings, "query", *args, "--format", "parquet", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    ts = table["timestamp"].cast(pa.int64()).to_pylist()
+    assert ts == sorted(ts)
+    cols = [table[c].to_pylist() for c in ("app", "region", "instance", "level", "message")]
+    return list(zip(ts, *cols, strict=True))
+
+
+def duck_rows(settings: ArchiveSettings, where: str = "true", params: Sequence[Any] = (), tail: str = "") -> list[Row]:
+    """DuckDB's answer on the same files, in time order (timestamps are unique in this archive)."""
+    sql = (
+        "SELECT epoch_ns(timestamp), app, region, instance, level, message FROM read_parquet("
+        f"'{settings.prefix}/**/*.parquet', hive_partitioning=true) WHERE {where} ORDER BY timestamp {tail}"
+    )
+    return [tuple(r) for r in duckdb.connect().execute(sql, list(params)).fetchall()]  # type: ignore[misc]
+
+
+def since_until(since_ns: int, until_ns: int) -> str:
+    return f"epoch_ns(timestamp) >= {since_ns} AND epoch_ns(timestamp) < {until_ns}"
+
+
+ALL = since_until(START - 10 * NS_PER_HOUR, END + NS_PER_HOUR)
+FILTER_CASES: list[tuple[list[str], str]] = [
+    ([], "true"),
+    (["--app", "sandwich"], "app = 'sandwich'"),
+    (["--app", "sandwich", "--app", "worker", "--region", "dfw", "--region", "iad"],
+     "app IN ('sandwich', 'worker') AND region IN ('dfw', 'iad')"),
+    (["--region", "ams"], "region = 'ams'"),
+    (["--level", "warn", "--level", "ERROR"], "lower(level) IN ('warn', 'error')"),
+    (["--contains", "Timeout"], "contains(message, 'Timeout')"),
+    (["--contains", "timeout", "--ignore-case"], "contains(lower(message), 'timeout')"),
+    (["--grep", r"^GET /orders/\d+ 200"], r"regexp_matches(message, '^GET /orders/\d+ 200')"),
+    (["--grep", "declined|RESET", "-i"], "regexp_matches(message, 'declined|RESET', 'i')"),
+    (["--grep", '"level":"(?i:warn)"'], """regexp_matches(message, '"level":"(?i:warn)"')"""),
+    (["--app", "api-gw", "--region", "sin", "--level", "error", "--grep", "boom|declined",
+      "--since", "2026-11-23T05:00", "--until", "2026-11-23T19:30"],
+     "app = 'api-gw' AND region = 'sin' AND lower(level) = 'error' AND regexp_matches(message, 'boom|declined') AND "
+     + since_until(DAY1 + 5 * NS_PER_HOUR, DAY1 + 19 * NS_PER_HOUR + 30 * 60 * S)),
+    (["--app", "nosuchapp"], "false"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "where"), FILTER_CASES)
+def test_filters_match_duckdb(local_archive: Any, tmp_path: Path, args: list[str], where: str) -> None:
+    settings, _ = local_archive
+    since = [] if "--since" in args else EVERYTHING
+    expected = duck_rows(settings, f"{where} AND {ALL}")
+    assert query_rows(settings, tmp_path, *since, *args) == expected
+
+
+def test_instance_filter_matches_duckdb(local_archive: Any, tmp_path: Path) -> None:
+    settings, archive = local_archive
+    instance = next(iter(archive.messages.values()))["fly"]["app"]["instance"]
+    expected = duck_rows(settings, "instance = ?", [instance])
+    assert expected
+    assert query_rows(settings, tmp_path, *EVERYTHING, "--instance", instance) == expected
+
+
+def test_everything_is_found_once(local_archive: Any, tmp_path: Path) -> None:
+    settings, archive = local_archive
+    rows = query_rows(settings, tmp_path, *EVERYTHING)
+    assert [r[0] for r in rows] == sorted(archive.messages)
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "lo", "hi"),
+    [
+        # inclusive since, exclusive until, at the day boundary (which is also an hour and date boundary)
+        ("2026-11-23T00:00:00Z", "2026-11-23T01:00:00Z", DAY1, DAY1 + NS_PER_HOUR),
+        ("2026-11-22T23:00:00Z", "2026-11-23T00:00:00Z", DAY1 - NS_PER_HOUR, DAY1),
+        ("2026-11-22T23:59:59.999999999Z", "2026-11-23T00:00:00.000000001Z", DAY1 - 1, DAY1 + 1),
+        # nanosecond edges around 13:00 on day 1
+        ("2026-11-23T13:00:00.000000001Z", "2026-11-23T14:00", DAY1 + 13 * NS_PER_HOUR + 1, DAY1 + 14 * NS_PER_HOUR),
+        ("2026-11-23T12:00", "2026-11-23T12:59:59.999999999Z", DAY1 + 12 * NS_PER_HOUR, DAY1 + 13 * NS_PER_HOUR - 1),
+        # offsets: 02:00+02:00 is midnight UTC; 19:00-05:00 is midnight UTC
+        ("2026-11-23T02:00+02:00", "2026-11-23T01:00:00.000000001+01:00", DAY1, DAY1 + 1),
+        ("2026-11-22T19:00:00-05:00", "2026-11-23", DAY1, DAY1),
+        # a span of several hours crossing a date
+        ("2026-11-22T21:30", "2026-11-23T02:15", DAY0 + 21 * NS_PER_HOUR + 30 * 60 * S, DAY1 + 2 * NS_PER_HOUR + 15 * 60 * S),
+    ],
+)  # fmt: skip
+def test_time_boundaries(local_archive: Any, tmp_path: Path, since: str, until: str, lo: int, hi: int) -> None:
+    settings, archive = local_archive
+    if lo == hi:  # an empty range is refused
+        result = cli(settings, "query", "--since", since, "--until", until)
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1
+        return
+    rows = query_rows(settings, tmp_path, "--since", since, "--until", until)
+    assert [r[0] for r in rows] == sorted(ts for ts in archive.messages if lo <= ts < hi)
+    assert rows == duck_rows(settings, since_until(lo, hi))
+
+
+def test_edges_present(local_archive: Any, tmp_path: Path) -> None:
+    settings, _ = local_archive
+    since, until = "2026-11-22T23:59:59.999999999Z", "2026-11-23T00:00:00.000000001Z"
+    rows = query_rows(settings, tmp_path, "--since", since, "--until", until)
+    assert [r[0] for r in rows] == [DAY1 - 1, DAY1]
+
+
+@pytest.mark.parametrize("args", [[], ["--app", "api-gw", "--grep", "o"], ["--level", "info"]])
+def test_limit_and_tail(local_archive: Any, tmp_path: Path, args: list[str]) -> None:
+    settings, _ = local_archive
+    full = query_rows(settings, tmp_path, *EVERYTHING, *args)
+    assert query_rows(settings, tmp_path, *EVERYTHING, *args, "--limit", "7") == full[:7]
+    assert query_rows(settings, tmp_path, *EVERYTHING, *args, "--tail", "9") == full[-9:]
+    assert query_rows(settings, tmp_path, *EVERYTHING, *args, "--tail", "100000") == full
+    big = len(full) - 3
+    assert query_rows(settings, tmp_path, *EVERYTHING, *args, "--limit", str(big)) == full[:big]
+
+
+def test_json_is_the_published_messages(local_archive: Any) -> None:
+    settings, archive = local_archive
+    result = cli(settings, "query", *EVERYTHING, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout_bytes.splitlines()
+    assert [orjson.loads(line) for line in lines] == [archive.messages[ts] for ts in sorted(archive.messages)]
+
+
+def test_text_is_the_fly_logs_layout(local_archive: Any) -> None:
+    settings, archive = local_archive
+    result = cli(settings, "query", "--app", "sandwich", "--since", "2026-11-23T12:00", "--until", "2026-11-23T14:00")
+    assert result.exit_code == 0, result.stderr
+    rows = duck_rows(settings, "app = 'sandwich' AND " + since_until(DAY1 + 12 * NS_PER_HOUR, DAY1 + 14 * NS_PER_HOUR))
+    expected = []
+    for ts, _app, region, instance, level, message in rows:
+        provider = archive.messages[ts]["event"]["provider"]
+        expected.append(f"{iso(ts)} {provider}[{instance}] {region} [{level}] {message}\n")
+    assert result.stdout == "".join(expected)
+    edge = f"{iso(DAY1 + 13 * NS_PER_HOUR)} "
+    assert any(line.startswith(edge) and " dfw [" in line for line in result.stdout.splitlines())
+
+
+def test_csv_round_trip(local_archive: Any) -> None:
+    settings, archive = local_archive
+    result = cli(settings, "query", *EVERYTHING, "--app", "api-gw", "--format", "csv")
+    assert result.exit_code == 0, result.stderr
+    options = pcsv.ConvertOptions(
+        column_types={name: pa.string() for name in ("timestamp", "app", "region", "extra", "message")},
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+    )
+    table = pcsv.read_csv(io.BytesIO(result.stdout_bytes), convert_options=options)
+    assert table.column_names == [
+        "timestamp", "app", "region", "instance", "host", "provider", "level", "fly_level", "message", "extra",
+    ]  # fmt: skip
+    expected = sorted(ts for ts, m in archive.messages.items() if m["fly"]["app"]["name"] == "api-gw")
+    assert table["timestamp"].to_pylist() == [iso(ts) for ts in expected]
+    assert table["message"].to_pylist() == [archive.messages[ts]["message"] for ts in expected]
+    extras = [orjson.loads(e) if e is not None else None for e in table["extra"].to_pylist()]
+    assert any(extras) and all(e is None or "trace_id" in e for e in extras)
+
+
+def test_parquet_round_trip(local_archive: Any, tmp_path: Path) -> None:
+    settings, archive = local_archive
+    out = tmp_path / "out.parquet"
+    assert cli(settings, "query", *EVERYTHING, "--format", "parquet", "-o", str(out)).exit_code == 0
+    table = pq.read_table(out)
+    assert table.schema.field("timestamp").type == pa.timestamp("ns", tz="UTC")
+    assert table.num_rows == len(archive.messages)
+    by_ts = dict(zip(table["timestamp"].cast(pa.int64()).to_pylist(), table.drop(["timestamp"]).to_pylist(), strict=True))
+    for ts, message in archive.messages.items():
+        row = by_ts[ts]
+        assert (row["app"], row["region"]) == (message["fly"]["app"]["name"], message["fly"]["region"])
+        assert (row["message"], row["instance"], row["provider"]) == (
+            message["message"], message["fly"]["app"]["instance"], message["event"]["provider"],
+        )  # fmt: skip
+
+
+class CountingStorage:
+    """Wraps a Storage, recording every listing and read."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.lists: list[str] = []
+        self.list_dirs_calls: list[str] = []
+
+    async def list(self, prefix: str) -> list[ObjectInfo]:
+        self.lists.append(prefix)
+        return await self.inner.list(prefix)
+
+    async def list_dirs(self, prefix: str) -> list[str]:
+        self.list_dirs_calls.append(prefix)
+        return await self.inner.list_dirs(prefix)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """Counts listings (by prefix) and files read by ``archiver query``."""
+    seen: dict[str, Any] = {"storage": None, "read": []}
+    real_open_storage, real_read = query_run.open_storage, Reader.read
+
+    def open_counting(settings: ArchiveSettings) -> Any:
+        seen["storage"] = CountingStorage(real_open_storage(settings))
+        return seen["storage"]
+
+    async def read(self: Reader, planned: PlannedFile, *args: Any) -> pa.Table:
+        seen["read"].append(planned.key)
+        return await real_read(self, planned, *args)
+
+    monkeypatch.setattr(query_run, "open_storage", open_counting)
+    monkeypatch.setattr(Reader, "read", read)
+    yield seen
+
+
+def test_only_requested_hours_are_listed_and_read(local_archive: Any, counted: dict[str, Any]) -> None:
+    settings, _ = local_archive
+    result = cli(settings, "query", "--app", "sandwich", "--since", "2026-11-23T13:30", "--until", "2026-11-23T15:10")
+    assert result.exit_code == 0 and result.stdout
+    assert sorted(counted["storage"].lists) == [f"app=sandwich/date=2026-11-23/hour={h}/" for h in (13, 14, 15)]
+    assert counted["storage"].list_dirs_calls == []
+    assert counted["read"] and all("/date=2026-11-23/hour=1" in key for key in counted["read"])
+    assert {key.split("/")[2] for key in counted["read"]} == {"hour=13", "hour=14", "hour=15"}
+
+
+def test_whole_days_are_one_listing_and_no_app_lists_apps_once(local_archive: Any, counted: dict[str, Any]) -> None:
+    settings, archive = local_archive
+    result = cli(settings, "query", "--since", "2026-11-22T22:00", "--until", "2026-11-24T01:00", "--format", "json")
+    assert result.exit_code == 0
+    assert counted["storage"].list_dirs_calls == [""]
+    expected = set()
+    for app in APPS:
+        expected |= {f"app={app}/date=2026-11-22/hour={h}/" for h in (22, 23)}
+        expected |= {f"app={app}/date=2026-11-23/", f"app={app}/date=2026-11-24/hour=00/"}
+    assert sorted(counted["storage"].lists) == sorted(expected)
+    in_range = [ts for ts in archive.messages if DAY0 + 22 * NS_PER_HOUR <= ts < DAY2 + NS_PER_HOUR]
+    assert len(result.stdout_bytes.splitlines()) == len(in_range)
+
+
+def test_tail_reads_only_the_newest_hours_it_needs(local_archive: Any, counted: dict[str, Any]) -> None:
+    settings, archive = local_archive
+    result = cli(settings, "query", "--app", "worker", "--since", "30d", "--until", "2026-11-25", "--tail", "3", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    worker = sorted(ts for ts, m in archive.messages.items() if m["fly"]["app"]["name"] == "worker")
+    assert [orjson.loads(line)["timestamp"] for line in result.stdout_bytes.splitlines()] == [iso(t) for t in worker[-3:]]
+    newest_hour = "hour=03"  # the archive ends at 2026-11-24T04:00
+    assert counted["read"] and all(f"date=2026-11-24/{newest_hour}/" in key for key in counted["read"])
+    # Listing walked back from --until: hours 23..04 of 11-24 were empty, then 03 had enough.
+    assert len(counted["storage"].lists) <= 2 * 21 + 1
+    assert all("date=2026-11-24/" in prefix for prefix in counted["storage"].lists)
