@@ -1,3 +1,5 @@
+"""``python -m archiver``: the command line."""
+
 from archiver.cli import main
 
 main()

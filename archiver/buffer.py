@@ -27,7 +27,9 @@ from archiver.layout import decode_value, partition_value
 class PartitionBuffer:
     """Raw payloads of one (app, region) waiting to be encoded."""
 
-    __slots__ = ("app", "app_segment", "bytes", "opened_s", "payloads", "region", "region_segment")
+    __slots__ = (
+        "app", "app_segment", "bytes", "first_seq", "opened_ns", "opened_s", "payloads", "region", "region_segment",
+    )  # fmt: skip
 
     def __init__(self, app_segment: str, region_segment: str) -> None:
         self.app_segment = app_segment
@@ -38,6 +40,9 @@ class PartitionBuffer:
         self.payloads: list[bytes] = []
         self.bytes = 0
         self.opened_s = 0.0
+        self.opened_ns = 0
+        #: Spool sequence number of the oldest buffered payload.
+        self.first_seq = 0
 
 
 @dataclass(slots=True)
@@ -52,6 +57,13 @@ class FlushBatch:
     bytes: int
     #: Wall-clock time of the detach; malformed rows without a timestamp get it.
     detached_ns: int
+    #: The batch is this partition's spooled records with first_seq <= seq < end_seq.
+    first_seq: int = 0
+    end_seq: int = 0
+    #: Wall-clock time the oldest payload arrived.
+    opened_ns: int = 0
+    #: Object key per hour fixed by a journal intent (recovery); empty for a new batch.
+    keys: dict[int, str] | None = None
 
 
 class Buffers:
@@ -75,6 +87,8 @@ class Buffers:
         self.open_bytes = 0
         #: Bytes detached and not yet archived.
         self.inflight_bytes = 0
+        #: Spool sequence after the last payload fed to a buffer (the end of any batch detached now).
+        self.fed_seq = 0
 
     def partition(self, app: str | None, region: str | None) -> PartitionBuffer:
         """The buffer of (app, region), created on first use; values are encoded for the key."""
@@ -84,10 +98,13 @@ class Buffers:
             buf = self.partitions[key] = PartitionBuffer(*key)
         return buf
 
-    def append(self, buf: PartitionBuffer, payload: bytes) -> bool:
-        """Add one payload; True when this partition or the memory cap now needs a flush."""
+    def append(self, buf: PartitionBuffer, payload: bytes, seq: int = 0) -> bool:
+        """Add one payload (spool sequence ``seq``); True when a flush is now needed."""
         if not buf.payloads:
             buf.opened_s = self._clock()
+            buf.opened_ns = self._wall_clock_ns()
+            buf.first_seq = seq
+        self.fed_seq = seq + 1
         buf.payloads.append(payload)
         size = len(payload)
         buf.bytes += size
@@ -99,8 +116,8 @@ class Buffers:
         if not buf.payloads:
             return None
         batch = FlushBatch(
-            buf.app, buf.region, buf.app_segment, buf.region_segment,
-            buf.payloads, buf.bytes, self._wall_clock_ns(),
+            buf.app, buf.region, buf.app_segment, buf.region_segment, buf.payloads, buf.bytes,
+            self._wall_clock_ns(), buf.first_seq, self.fed_seq, buf.opened_ns,
         )  # fmt: skip
         self.open_bytes -= buf.bytes
         self.inflight_bytes += buf.bytes
@@ -132,6 +149,18 @@ class Buffers:
     def detach_all(self) -> list[FlushBatch]:
         """Detach every non-empty partition (shutdown)."""
         return [b for b in (self.detach(buf) for buf in self.partitions.values()) if b is not None]
+
+    def track(self, batch: FlushBatch) -> None:
+        """Count a batch that did not come from a buffer (recovered from the spool) as in flight."""
+        self.inflight_bytes += batch.bytes
+
+    def low_water_seq(self, default: int) -> int:
+        """Oldest spool sequence an open buffer still needs (``default`` when none)."""
+        return min([default, *(b.first_seq for b in self.partitions.values() if b.payloads)])
+
+    def oldest_open_ns(self) -> int | None:
+        """Arrival time of the oldest buffered payload."""
+        return min((b.opened_ns for b in self.partitions.values() if b.payloads), default=None)
 
     def settle(self, batch: FlushBatch) -> None:
         """Forget a batch's bytes once it is archived."""

@@ -28,7 +28,7 @@ def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         import uvloop
     except ImportError:
         return asyncio.run(main())
-    return uvloop.run(main())  # type: ignore[no-any-return]
+    return uvloop.run(main())
 
 
 class ArchiverGroup(click.Group):
@@ -63,17 +63,24 @@ def _env_help(text: str, name: str) -> str:
     "--access-token",
     help=_env_help("NATS password: a Fly token. Prefer the variable: options show in `ps`.", "ACCESS_TOKEN"),
 )
-@click.option("--subject", help=_env_help("Subject to subscribe to, NATS wildcards (default logs.>).", "SUBJECT"))
+@click.option(
+    "--subject", help=_env_help("Subject to subscribe to, NATS wildcards (default logs.>).", "SUBJECT")
+)
 @click.option("--queue", help=_env_help("Queue group shared by several archivers for HA.", "QUEUE"))
 @click.option(
     "--archive", "archive_url",
     help=_env_help("s3://bucket[/prefix], file:///path or a directory (default s3://$BUCKET_NAME or ./archive).",
                    "ARCHIVE_URL"),
 )  # fmt: skip
-@click.option("--flush-interval", help=_env_help("Flush a partition after this age (default 60s).", "FLUSH_INTERVAL"))
-@click.option("--flush-bytes", help=_env_help("Flush a partition at this many bytes (default 64MiB).", "FLUSH_BYTES"))
 @click.option(
-    "--max-buffer-bytes", help=_env_help("Memory cap over all partitions (default 256MiB).", "MAX_BUFFER_BYTES")
+    "--flush-interval", help=_env_help("Flush a partition after this age (default 60s).", "FLUSH_INTERVAL")
+)
+@click.option(
+    "--flush-bytes", help=_env_help("Flush a partition at this many bytes (default 64MiB).", "FLUSH_BYTES")
+)
+@click.option(
+    "--max-buffer-bytes",
+    help=_env_help("Memory cap over all partitions (default 256MiB).", "MAX_BUFFER_BYTES"),
 )
 @click.option("--http-port", help=_env_help("Port of /health and /metrics (default 8686).", "HTTP_PORT"))
 @click.option("--log-level", help=_env_help("debug, info, warning or error (default info).", "LOG_LEVEL"))

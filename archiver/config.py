@@ -64,6 +64,11 @@ class RunConfig:
     http_port: int = 8686
     http_host: str = "0.0.0.0"
     log_level: str = "info"
+    #: None disables the spool (memory only; for benchmarks of its cost).
+    spool_dir: str | None = "./spool"
+    spool_fsync_interval_s: float = 0.2
+    spool_max_bytes: int = 2 * 1024**3
+    storage_failure_grace_s: float = 120.0
 
 
 #: Defaults as an instance, because slotted dataclass attributes are descriptors on the class.
@@ -177,7 +182,9 @@ def load_run_config(
         raise ConfigError(f"NATS_URL: expected nats://host:port, got {nats_url!r}")
     subject = pick("SUBJECT") or _DEFAULTS.subject
     if " " in subject or subject.startswith(".") or subject.endswith(".") or ".." in subject:
-        raise ConfigError(f"SUBJECT: expected a NATS subject such as logs.> or logs.myapp.*.*, got {subject!r}")
+        raise ConfigError(
+            f"SUBJECT: expected a NATS subject such as logs.> or logs.myapp.*.*, got {subject!r}"
+        )
     flush_bytes = _size("FLUSH_BYTES", pick("FLUSH_BYTES"), _DEFAULTS.flush_bytes)
     max_buffer = _size("MAX_BUFFER_BYTES", pick("MAX_BUFFER_BYTES"), _DEFAULTS.max_buffer_bytes)
     if max_buffer < flush_bytes:
@@ -197,4 +204,20 @@ def load_run_config(
         http_port=_port("HTTP_PORT", pick("HTTP_PORT"), _DEFAULTS.http_port),
         http_host=pick("HTTP_HOST") or _DEFAULTS.http_host,
         log_level=log_level,
+        spool_dir=_spool_dir(pick("SPOOL_DIR")),
+        spool_fsync_interval_s=_duration(
+            "SPOOL_FSYNC_INTERVAL", pick("SPOOL_FSYNC_INTERVAL"), _DEFAULTS.spool_fsync_interval_s, allow_zero=True
+        ),
+        spool_max_bytes=_size("SPOOL_MAX_BYTES", pick("SPOOL_MAX_BYTES"), _DEFAULTS.spool_max_bytes),
+        storage_failure_grace_s=_duration(
+            "STORAGE_FAILURE_GRACE", pick("STORAGE_FAILURE_GRACE"), _DEFAULTS.storage_failure_grace_s, allow_zero=True
+        ),
     )
+
+
+def _spool_dir(text: str | None) -> str | None:
+    if text is None:
+        return str(Path(_DEFAULTS.spool_dir or "./spool").resolve())
+    if text.lower() in ("off", "none"):
+        return None
+    return str(Path(text).expanduser().resolve())

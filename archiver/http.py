@@ -38,7 +38,9 @@ class HttpServer:
         try:
             self._server = await asyncio.start_server(self._handle, self._host, self._port)
         except OSError as exc:
-            raise ConfigError(f"HTTP_PORT: cannot listen on {self._host}:{self._port}: {exc.strerror}") from None
+            raise ConfigError(
+                f"HTTP_PORT: cannot listen on {self._host}:{self._port}: {exc.strerror}"
+            ) from None
 
     async def close(self) -> None:
         """Stop accepting and wait for the listener to close."""

@@ -45,8 +45,9 @@ class Stats:
 class StatsCollector(Collector):
     """Prometheus collector reading a :class:`Stats` at scrape time."""
 
-    def __init__(self, stats: Callable[[], Stats]) -> None:
+    def __init__(self, stats: Callable[[], Stats], extra: Callable[[], dict[str, tuple[str, float]]]) -> None:
         self._stats = stats
+        self._extra = extra
 
     def collect(self) -> Iterator[Metric]:
         """Yield the metric families."""
@@ -62,7 +63,9 @@ class StatsCollector(Collector):
         yield counter("bytes_received", "Payload bytes received from NATS.", s.bytes_received)
         yield counter("messages_archived", "Messages durably written to the archive.", s.messages_archived)
         yield counter(
-            "messages_malformed", "Messages archived as raw text (not a Fly JSON message).", s.messages_malformed
+            "messages_malformed",
+            "Messages archived as raw text (not a Fly JSON message).",
+            s.messages_malformed,
         )
         dropped = CounterMetricFamily(
             "archiver_messages_dropped", "Messages that could not be archived, by reason.", labels=["reason"]
@@ -71,7 +74,9 @@ class StatsCollector(Collector):
             dropped.add_metric([reason], count)
         yield dropped
         yield counter(
-            "slow_consumer_events", "Slow-consumer errors reported by the NATS client.", s.slow_consumer_events
+            "slow_consumer_events",
+            "Slow-consumer errors reported by the NATS client.",
+            s.slow_consumer_events,
         )
         yield counter("files_written", "Parquet files written to the archive.", s.files_written)
         yield counter("bytes_written", "Bytes of Parquet written to the archive.", s.bytes_written)
@@ -88,6 +93,8 @@ class StatsCollector(Collector):
         yield gauge("newest_event_lag_seconds", "Now minus the newest archived event's timestamp.", lag)
         since = 0.0 if s.last_message_monotonic is None else time.monotonic() - s.last_message_monotonic
         yield gauge("seconds_since_last_message", "Seconds since the last message arrived.", since)
+        for name, (doc, value) in self._extra().items():
+            yield gauge(name, doc, value)
 
 
 class Metrics:
@@ -96,7 +103,9 @@ class Metrics:
     def __init__(self, stats: Stats) -> None:
         self.stats = stats
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(StatsCollector(lambda: self.stats))
+        #: More gauges read at scrape time: name -> (help, value); set by the service.
+        self.extra_gauges: Callable[[], dict[str, tuple[str, float]]] = dict
+        self.registry.register(StatsCollector(lambda: self.stats, lambda: self.extra_gauges()))
         self.upload_seconds = Histogram(
             "archiver_upload_seconds",
             "Time to upload one file, retries included.",

@@ -18,20 +18,23 @@ Exact path (orjson, per payload):
 
 * MALFORMED when the payload is not valid JSON, not a JSON object, has no
   ``timestamp`` string that :func:`archiver.message.parse_timestamp` accepts,
-  or has a top-level key :data:`~archiver.schema.MALFORMED_MARK` (so that
-  marker is unambiguous). The row gets ``timestamp = received_ns``, the
-  payload as UTF-8 text (errors replaced) in ``message``, other columns null,
-  and ``extra = {"_malformed": true}``, plus ``"_raw_base64"`` only when the
-  payload was not valid UTF-8.
-* Otherwise each known field that is a string goes to its column, and
-  ``extra`` gets whatever the columns and the partition values do not imply
-  (unknown fields at any depth, non-string known fields, a non-canonical
-  timestamp text verbatim, an app or region differing from the partition),
-  as compact JSON nested like the original. A known field the columns or the
-  partition imply but the original lacked is recorded as ``null`` (absent).
-  An explicit JSON ``null`` in a known field is treated as absent, so a null
-  ``fly.app.name`` or ``fly.region`` rebuilds as a missing key. See
-  :mod:`archiver.message` for the merge rules. ``extra`` is null when empty.
+  has a top-level :data:`~archiver.schema.MALFORMED_MARK` key (so the marker
+  stays unambiguous) or fields nested deeper than orjson writes (255). The
+  row gets ``timestamp = received_ns``, the payload as UTF-8 text (errors
+  replaced) in ``message``, other columns null, and ``extra =
+  {"_malformed": true}``, plus ``"_raw_base64"`` only when the payload was
+  not valid UTF-8.
+* Otherwise each known field holding a string goes to its column, and
+  ``extra`` gets what the columns and partition values do not imply (unknown
+  fields at any depth, non-string known fields, a non-canonical timestamp
+  text verbatim, an app or region differing from the partition) as compact
+  JSON nested like the original, key order kept. A known field implied by
+  the columns or partition but absent from the original is recorded as
+  ``null`` (absent). An explicit JSON ``null`` in a known field is treated as
+  absent: no column value (it is still rebuilt, except a null
+  ``fly.app.name``/``fly.region``, which rebuilds as a missing key). Numbers
+  are kept as orjson reads them (integers beyond 64 bits become floats).
+  ``extra`` is null when empty; :mod:`archiver.message` has the merge rules.
 
 ``app`` and ``region`` must be the values a reader decodes from the file's
 key (see :mod:`archiver.layout`): a differing value in the message is then
@@ -47,19 +50,15 @@ vectorised regexes; only they are parsed with orjson.
 
 from __future__ import annotations
 
-import base64
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from archiver import schema
-from archiver.message import base_message, format_timestamp_ns, parse_timestamp
+from archiver.parse_exact import LEVEL_KEY, exact_rows, level_of
 
 #: Payloads per bulk read: large enough to amortise the reader, small enough to stay in cache.
 CHUNK_ROWS = 8192
@@ -82,14 +81,9 @@ _PARSE_OPTIONS = pj.ParseOptions(
     explicit_schema=FLY_JSON_SCHEMA, unexpected_field_behavior="error", newlines_in_values=False
 )
 _CANONICAL_TS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}Z$"
-# The same tests run vectorised (Arrow, RE2) and per row (re), so both paths agree.
+# The level tests run vectorised here (Arrow, RE2) and per row in parse_exact (re), alike.
 _JSON_WHITESPACE = " \t\r\n"
-_LEVEL_KEY = '"(?:' + "|".join(re.escape(key) for key in schema.APP_LEVEL_KEYS) + ')"'
-_JSON_OBJECT_START_RE = re.compile(r"[ \t\r\n]*\{")
-_LEVEL_KEY_RE = re.compile(_LEVEL_KEY)
-_PINO_LEVELS = {10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal"}
-_MISSING: Any = object()
-_MALFORMED_EXTRA = orjson.dumps({schema.MALFORMED_MARK: True}).decode()
+_MAX_BLOCK = 2**31 - 1  # ReadOptions.block_size is an int32
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,33 +99,15 @@ def parse_batch(app: str, region: str, payloads: Sequence[bytes], received_ns: i
     parts: list[pa.Table] = []
     exact: list[int] = []
     for start in range(0, len(payloads), CHUNK_ROWS):
-        _bulk(payloads, start, min(start + CHUNK_ROWS, len(payloads)), app, region, parts, exact)
+        end = min(start + CHUNK_ROWS, len(payloads))
+        _bulk(payloads, start, end, app, region, parts, exact, [2 * (end - start)])
     malformed = 0
     if exact:
-        table, malformed = _exact_rows([payloads[i] for i in exact], app, region, received_ns)
+        table, malformed = exact_rows([payloads[i] for i in exact], app, region, received_ns)
         parts.append(table)
     if not parts:
         return ParsedBatch(schema.FILE_SCHEMA.empty_table(), 0)
     return ParsedBatch(pa.concat_tables(parts) if len(parts) > 1 else parts[0], malformed)
-
-
-def app_level(message: str) -> str | None:
-    """The app's own level carried by a JSON-object ``message``, or None."""
-    if not (_JSON_OBJECT_START_RE.match(message) and _LEVEL_KEY_RE.search(message)):
-        return None
-    try:
-        obj = orjson.loads(message)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    for key in schema.APP_LEVEL_KEYS:
-        value = obj.get(key)
-        if isinstance(value, str) and value:
-            return value.lower()
-        if type(value) is int and value in _PINO_LEVELS:  # not bool, which is an int too
-            return _PINO_LEVELS[value]
-    return None
 
 
 def _bulk(
@@ -142,6 +118,7 @@ def _bulk(
     region: str,
     parts: list[pa.Table],
     exact: list[int],
+    budget: list[int],
 ) -> None:
     result = _read_bulk(payloads[lo:hi], app, region)
     if result is not None:
@@ -149,13 +126,17 @@ def _bulk(
         if table.num_rows:
             parts.append(table)
         exact.extend(lo + i for i in rejected)
-    elif hi - lo <= MIN_BULK_ROWS:
+        return
+    # Halving isolates a few bad payloads for ~2 extra reads of the chunk. When most payloads are
+    # refused (say Fly adds a field to every message) it would re-read everything once per level:
+    # the budget (payloads in refused reads) sends the rest to the exact path instead.
+    budget[0] -= hi - lo
+    if hi - lo <= MIN_BULK_ROWS or budget[0] <= 0:
         exact.extend(range(lo, hi))
-    else:
-        # Halving isolates the few bad payloads at a cost of a few extra bulk reads.
-        mid = (lo + hi) // 2
-        _bulk(payloads, lo, mid, app, region, parts, exact)
-        _bulk(payloads, mid, hi, app, region, parts, exact)
+        return
+    mid = (lo + hi) // 2
+    _bulk(payloads, lo, mid, app, region, parts, exact, budget)
+    _bulk(payloads, mid, hi, app, region, parts, exact, budget)
 
 
 def _read_bulk(chunk: Sequence[bytes], app: str, region: str) -> tuple[pa.Table, list[int]] | None:
@@ -167,6 +148,8 @@ def _read_bulk(chunk: Sequence[bytes], app: str, region: str) -> tuple[pa.Table,
     if not all(payload[:1] == b"{" and 10 not in payload for payload in chunk):  # 10: newline
         return None
     joined = b"\n".join(chunk)
+    if len(joined) >= _MAX_BLOCK:  # the reader's block must hold the whole chunk: halve it
+        return None
     try:
         # The reader does not check UTF-8 inside strings: check the payloads.
         if not joined.isascii():
@@ -215,96 +198,22 @@ def _exact_bulk_rows(flat: pa.Table, app: str, region: str) -> tuple[pa.Table, l
 
 
 def _levels(message: pa.Array, fly_level: pa.Array) -> pa.Array:
-    # ascii_ltrim + starts_with is ~3x cheaper than the equivalent regex _JSON_OBJECT_START.
+    # ascii_ltrim + starts_with is ~3x cheaper than the equivalent regex.
     candidates = pc.fill_null(pc.starts_with(pc.ascii_ltrim(message, _JSON_WHITESPACE), "{"), False)
     if not pc.any(candidates).as_py():
         return fly_level
     positions = pc.indices_nonzero(candidates)
     texts = message.take(positions)
-    has_key = pc.fill_null(pc.match_substring_regex(texts, _LEVEL_KEY), False)
+    has_key = pc.fill_null(pc.match_substring_regex(texts, LEVEL_KEY), False)
     mask = [False] * len(message)
     found: list[str] = []
-    for position, text in zip(positions.filter(has_key).to_pylist(), texts.filter(has_key).to_pylist(), strict=True):
-        level = app_level(text)
+    # Bytes, not str: saves a UTF-8 decode here and an encode inside orjson.
+    raw_texts = texts.filter(has_key).cast(pa.binary()).to_pylist()
+    for position, text in zip(positions.filter(has_key).to_pylist(), raw_texts, strict=True):
+        level = level_of(text)
         if level is not None:
             mask[position] = True
             found.append(level)
     if not found:
         return fly_level
     return pc.replace_with_mask(fly_level, pa.array(mask, pa.bool_()), pa.array(found, _STR))
-
-
-def _exact_rows(
-    payloads: Sequence[bytes], app: str, region: str, received_ns: int
-) -> tuple[pa.Table, int]:
-    rows: list[tuple[Any, ...]] = []
-    malformed = 0
-    for payload in payloads:
-        raw = bytes(payload)
-        row = _exact_row(raw, app, region)
-        if row is None:
-            row = _malformed_row(raw, received_ns)
-            malformed += 1
-        rows.append(row)
-    columns = list(zip(*rows, strict=True))
-    arrays = [pa.array(values, field.type) for values, field in zip(columns, schema.FILE_SCHEMA, strict=True)]
-    return pa.Table.from_arrays(arrays, schema=schema.FILE_SCHEMA), malformed
-
-
-def _string(container: Any, key: str) -> str | None:
-    value = container.get(key) if isinstance(container, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def _exact_row(payload: bytes, app: str, region: str) -> tuple[Any, ...] | None:
-    try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict) or schema.MALFORMED_MARK in obj:
-        return None
-    ts_text = obj.get("timestamp")
-    ns = parse_timestamp(ts_text) if isinstance(ts_text, str) else None
-    if ns is None:
-        return None
-    fly = obj.get("fly")
-    instance = _string(fly.get("app") if isinstance(fly, dict) else None, "instance")
-    host = _string(obj, "host")
-    provider = _string(obj.get("event"), "provider")
-    fly_level = _string(obj.get("log"), "level")
-    message = _string(obj, "message")
-    base = base_message(format_timestamp_ns(ns), instance, host, provider, fly_level, message, app, region)
-    extra = _diff(obj, base)
-    level = (app_level(message) if message is not None else None) or fly_level
-    extra_text = orjson.dumps(extra).decode() if extra else None
-    return (ns, instance, host, provider, level, fly_level, message, extra_text)
-
-
-def _diff(original: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
-    """What ``merge_extra(base, ...)`` needs to turn ``base`` back into ``original``."""
-    out: dict[str, Any] = {}
-    for key, value in original.items():
-        implied = base.get(key, _MISSING)
-        if value == implied:  # a C-level deep compare prunes equal subtrees
-            continue
-        if isinstance(value, dict) and isinstance(implied, dict):
-            nested = _diff(value, implied)
-            if nested:
-                out[key] = nested
-        else:
-            out[key] = value
-    for key in base:
-        if key not in original:
-            out[key] = None
-    return out
-
-
-def _malformed_row(payload: bytes, received_ns: int) -> tuple[Any, ...]:
-    try:
-        text = payload.decode("utf-8")
-        extra = _MALFORMED_EXTRA
-    except UnicodeDecodeError:
-        text = payload.decode("utf-8", errors="replace")
-        raw = base64.b64encode(payload).decode("ascii")
-        extra = orjson.dumps({schema.MALFORMED_MARK: True, schema.RAW_BASE64_MARK: raw}).decode()
-    return (received_ns, None, None, None, None, None, text, extra)

@@ -1,18 +1,16 @@
-"""``archiver run``: receive, buffer per partition, encode off the loop, upload, repeat.
+"""``archiver run``: NATS in, spool, buffers, Parquet out — and the tasks that tie them.
 
 Tasks owned by :class:`Service` (all stopped and awaited on shutdown):
 
-* the NATS subscription, whose callback :meth:`Service.on_message` only
-  routes, appends bytes and counts;
-* a ticker detaching partitions that are due (:mod:`archiver.buffer`);
-* ``UPLOAD_CONCURRENCY`` workers taking detached batches, encoding them in a
-  thread pool (pyarrow releases the GIL) and uploading each file with
-  create-only writes, retrying forever with capped, jittered backoff;
+* the NATS subscription, delivering to :meth:`archiver.ingest.Ingest.on_message`;
+* the spool replay (recovery at start, and spills when memory is full);
+* the ticker: due partitions, spool fsync and trim, gauges;
+* the uploader's workers (:mod:`archiver.uploader`);
 * the HTTP server for ``/health`` and ``/metrics``.
 
-Shutdown (SIGTERM/SIGINT): drain the subscription, detach every buffer,
-wait for every upload, exit 0. A second signal abandons what is left and
-says how much.
+Shutdown (SIGTERM/SIGINT): drain the subscription, replay what is spilled,
+flush every buffer, wait for every upload, exit 0. A second signal stops at
+once; with a spool nothing is lost, it is archived at the next start.
 """
 
 from __future__ import annotations
@@ -20,38 +18,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
-from nats.aio.msg import Msg
 
-from archiver.buffer import Buffers, FlushBatch, PartitionBuffer
+from archiver.buffer import Buffers, FlushBatch
 from archiver.config import RunConfig
-from archiver.encode import EncodedBatch, encode_partition
-from archiver.errors import ArchiverError, ObjectExistsError, StorageError
 from archiver.http import HttpServer
-from archiver.layout import object_key, object_name
-from archiver.logs import RateLimitedLog, event
+from archiver.ingest import Ingest
+from archiver.logs import event
 from archiver.metrics import Metrics, Stats
-from archiver.routing import app_region_from_payload, app_region_from_subject
 from archiver.source import NatsSource
+from archiver.spool import Spool
 from archiver.storage import Storage
+from archiver.uploader import Uploader
 
-UPLOAD_CONCURRENCY = 4
-ENCODE_THREADS = 2
-RETRY_BASE_S = 0.5
-RETRY_CAP_S = 30.0
-#: Subjects are per instance; the cache is cleared past this so churn cannot grow it forever.
-MAX_CACHED_SUBJECTS = 100_000
 TICK_MAX_S = 1.0
+#: NATS may blip; /health fails only after this long disconnected.
+NATS_DISCONNECT_GRACE_S = 15.0
 
 
 class Service:
-    """One archiver process: NATS in, Parquet out."""
+    """One archiver process."""
 
     def __init__(self, config: RunConfig, storage: Storage) -> None:
         self.config = config
@@ -59,214 +48,185 @@ class Service:
         self.stats = Stats()
         self.metrics = Metrics(self.stats)
         self.buffers = Buffers(config.flush_bytes, config.flush_interval_s, config.max_buffer_bytes)
-        self.source = NatsSource(config, self.on_message, self.stats)
+        self.spool = Spool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
+        self.uploader = Uploader(storage, self.buffers, self.metrics, self.spool, self._settled)
+        self.ingest = Ingest(self.buffers, self.stats, self.spool, self.uploader.submit)
+        self.source = NatsSource(config, self.ingest.on_message, self.stats)
         self.http = HttpServer(config.http_host, config.http_port,
                                {"/health": self._health, "/metrics": self._metrics})  # fmt: skip
-        self.writer_id = secrets.token_hex(5)
-        self._sequence = 0
-        self._routes: dict[str, PartitionBuffer] = {}
-        self._queue: asyncio.Queue[FlushBatch] = asyncio.Queue()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._pool = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="archiver-encode")
         self._tasks: list[asyncio.Task[None]] = []
-        self.storage_failing_since_s: float | None = None
-        self._log_upload_error = RateLimitedLog("upload failed, retrying", level=logging.ERROR)
+        self.metrics.extra_gauges = self._extra_gauges
 
-    # -- hot path -----------------------------------------------------------------
+    # -- recovery ---------------------------------------------------------------------
 
-    async def on_message(self, msg: Msg) -> None:
-        """Route, append, count: nothing else happens per message."""
-        subject = msg.subject
-        buf = self._routes.get(subject)
-        if buf is None:
-            buf = self._route(subject, msg.data)
-        data = msg.data
-        stats = self.stats
-        stats.messages_received += 1
-        stats.bytes_received += len(data)
-        stats.last_message_monotonic = time.monotonic()
-        if self.buffers.append(buf, data):
-            self._flush_due()
-            if not self.buffers.has_room():
-                # Back-pressure: nats-py queues behind us, and counts drops if that fills.
-                self._room.clear()
-                await self._room.wait()
+    def _recover(self) -> None:
+        """Open the spool: resend open intents under their keys, replay everything else."""
+        if self.spool is None:
+            return
+        journal = self.spool.open()
+        resent = 0
+        if journal.open:
+            intents = sorted(journal.open.values(), key=lambda i: i.first_seq)
+            batches: dict[int, FlushBatch] = {}
+            lo, hi = intents[0].first_seq, max(i.end_seq for i in intents)
+            seq = lo
+            while seq < hi:
+                records = self.spool.read(seq, hi, 50_000)
+                if not records:
+                    break
+                for rec_seq, subject, payload in records:
+                    self._collect(intents, batches, rec_seq, subject, payload)
+                seq = records[-1][0] + 1
+            for batch in batches.values():
+                self.buffers.track(batch)
+                self.uploader.submit(batch)
+                resent += 1
+        start = self.spool.first_seq
+        pending = self.spool.written_seq - start
+        if pending:
+            self.ingest.start_spill(start, journal)
+        event(logging.INFO, "spool opened", dir=str(self.spool.directory), records=pending,
+              bytes=self.spool.bytes, resent_batches=resent)  # fmt: skip
 
-    def _route(self, subject: str, payload: bytes) -> PartitionBuffer:
-        app_region = app_region_from_subject(subject)
-        if app_region is None:
-            return self.buffers.partition(*app_region_from_payload(payload))
-        if len(self._routes) >= MAX_CACHED_SUBJECTS:
-            self._routes.clear()
-        buf = self._routes[subject] = self.buffers.partition(*app_region)
-        return buf
+    def _collect(self, intents: list[Any], batches: dict[int, FlushBatch], seq: int,
+                 subject: bytes, payload: bytes) -> None:  # fmt: skip
+        from archiver.routing import app_region_from_payload, app_region_from_subject
 
-    # -- flushing -------------------------------------------------------------------
+        app_region = app_region_from_subject(subject.decode("utf-8", "replace"))
+        buf = self.buffers.partition(*(app_region or app_region_from_payload(payload)))
+        for intent in intents:
+            if (intent.first_seq <= seq < intent.end_seq
+                    and (intent.app_segment, intent.region_segment) == (buf.app_segment, buf.region_segment)):  # fmt: skip
+                batch = batches.get(intent.first_seq)
+                if batch is None:
+                    batch = batches[intent.first_seq] = FlushBatch(
+                        buf.app, buf.region, buf.app_segment, buf.region_segment, [], 0,
+                        intent.received_ns, intent.first_seq, intent.end_seq, 0, intent.keys)  # fmt: skip
+                batch.payloads.append(payload)
+                batch.bytes += len(payload)
+                return
 
-    def _flush_due(self) -> None:
-        for batch in self.buffers.due():
-            self._queue.put_nowait(batch)
+    # -- periodic work ------------------------------------------------------------------
 
     async def _ticker(self) -> None:
         tick_s = min(TICK_MAX_S, self.config.flush_interval_s / 4)
-        while True:
-            await asyncio.sleep(tick_s)
-            self._flush_due()
-            self._update_gauges()
-
-    async def _upload_worker(self) -> None:
-        while True:
-            batch = await self._queue.get()
-            try:
-                await self._archive(batch)
-            finally:
-                self._queue.task_done()
-
-    async def _archive(self, batch: FlushBatch) -> None:
-        started = time.monotonic()
+        fsync_s = self.config.spool_fsync_interval_s
+        last_fsync = time.monotonic()
         loop = asyncio.get_running_loop()
-        try:
-            encoded: EncodedBatch = await loop.run_in_executor(
-                self._pool, encode_partition, batch.app, batch.region, batch.payloads, batch.detached_ns
-            )
-        except ArchiverError as exc:
-            # Should not happen (the encoder archives bad input as raw text); never silent.
-            self.stats.encode_errors += 1
-            self.stats.dropped["encode_error"] += len(batch.payloads)
-            event(logging.ERROR, "encode failed, batch lost", app=batch.app, region=batch.region,
-                  messages=len(batch.payloads), error=str(exc))  # fmt: skip
-            self._settle(batch)
-            return
-        self.metrics.encode_seconds.observe(time.monotonic() - started)
-        written = 0
-        for file in encoded.files:
-            self._sequence += 1
-            name = object_name(file.min_timestamp_ns, self.writer_id, self._sequence)
-            key = object_key(batch.app_segment, batch.region_segment, file.hour_ns, name)
-            await self._put_forever(key, file.data)
-            written += len(file.data)
-            self.stats.files_written += 1
-            self.stats.bytes_written += len(file.data)
-            self.stats.messages_archived += file.rows
-            newest = self.stats.newest_event_ns
-            self.stats.newest_event_ns = max(newest or 0, file.max_timestamp_ns)
-        self.stats.messages_malformed += encoded.malformed
-        self._settle(batch)
-        event(logging.INFO, "flushed", app=batch.app, region=batch.region, files=len(encoded.files),
-              rows=len(batch.payloads), raw_bytes=batch.bytes, bytes=written,
-              seconds=round(time.monotonic() - started, 3))  # fmt: skip
-
-    async def _put_forever(self, key: str, data: bytes) -> None:
-        attempt = 0
-        started = time.monotonic()
         while True:
-            try:
-                await self.storage.put(key, data)
-                break
-            except ObjectExistsError:
-                # Names are unique per writer: an earlier attempt whose reply was lost succeeded.
-                break
-            except StorageError as exc:
-                attempt += 1
-                self.stats.upload_errors += 1
-                if self.storage_failing_since_s is None:
-                    self.storage_failing_since_s = time.monotonic()
-                self._log_upload_error(key=key, attempt=attempt, error=str(exc))
-                delay = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** min(attempt, 10))
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-        self.storage_failing_since_s = None
-        self.metrics.upload_seconds.observe(time.monotonic() - started)
+            await asyncio.sleep(min(tick_s, fsync_s) if self.spool and fsync_s > 0 else tick_s)
+            self.ingest.commit()
+            self.ingest.flush_due()
+            if self.spool is not None:
+                if time.monotonic() - last_fsync >= fsync_s:
+                    last_fsync = time.monotonic()
+                    await loop.run_in_executor(self.uploader.journal_pool, self.spool.fsync)
+                await self._trim()
 
-    def _settle(self, batch: FlushBatch) -> None:
-        self.buffers.settle(batch)
-        if self.buffers.has_room():
-            self._room.set()
-        self._update_gauges()
+    async def _trim(self) -> None:
+        assert self.spool is not None
+        low = self.uploader.low_water_seq(self.ingest.low_water_seq())
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.uploader.journal_pool, self.spool.trim, low)
 
-    def _update_gauges(self) -> None:
-        self.stats.buffered_bytes = self.buffers.buffered_bytes
-        self.stats.buffered_messages = self.stats.messages_received - self.stats.messages_archived
+    def _settled(self) -> None:
+        self.ingest.room_freed()
 
-    # -- HTTP -----------------------------------------------------------------------
+    # -- HTTP -------------------------------------------------------------------------
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """(healthy, report): each condition and its age."""
         now = time.monotonic()
         last = self.stats.last_message_monotonic
+        failing = self.uploader.failing_since_s
+        nats_for_s = now - self.source.state_since_s
         report: dict[str, Any] = {
             "nats": {"connected": self.source.connected, "subscribed": self.source.subscribed,
-                     "for_s": round(now - self.source.state_since_s, 3),
-                     "last_error": self.source.last_error},
+                     "for_s": round(nats_for_s, 3), "last_error": self.source.last_error},
             "last_message_age_s": None if last is None else round(now - last, 3),
-            "storage": {"failing_for_s": None if self.storage_failing_since_s is None
-                        else round(now - self.storage_failing_since_s, 3)},
+            "storage": {"failing_for_s": None if failing is None else round(now - failing, 3),
+                        "last_error": self.uploader.last_error if failing is not None else None},
             "buffered_bytes": self.buffers.buffered_bytes,
+            "spool": None if self.spool is None else {
+                "bytes": self.spool.bytes, "spilling": self.ingest.spilling,
+                "oldest_unarchived_age_s": self._oldest_unarchived_age_s()},
         }  # fmt: skip
         reasons = []
-        if not self.source.connected:
-            reasons.append("NATS disconnected")
-        elif not self.source.subscribed:
+        if not self.source.connected and (self.source.ever_connected is False or nats_for_s > NATS_DISCONNECT_GRACE_S):
+            reasons.append(f"NATS disconnected for {nats_for_s:.0f}s")
+        elif not self.source.subscribed and self.source.connected:
             reasons.append("not subscribed yet")
+        if failing is not None and now - failing >= self.config.storage_failure_grace_s:
+            reasons.append(f"storage failing for {now - failing:.0f}s: {self.uploader.last_error}")
         report["status"] = "ok" if not reasons else "unhealthy"
         if reasons:
             report["reason"] = "; ".join(reasons)
         return not reasons, report
+
+    def _oldest_unarchived_age_s(self) -> float:
+        candidates = [t for t in (self.buffers.oldest_open_ns(), self.uploader.oldest_pending_ns()) if t]
+        if self.ingest.spilling and self.ingest.spill_started_ns:
+            candidates.append(self.ingest.spill_started_ns)
+        return 0.0 if not candidates else max(0.0, (time.time_ns() - min(candidates)) / 1e9)
+
+    def _extra_gauges(self) -> dict[str, tuple[str, float]]:
+        return {
+            "spool_bytes": ("Bytes of spool segments on disk (the backlog).", self.spool.bytes if self.spool else 0),
+            "oldest_unarchived_age_seconds": ("Age of the oldest message not yet archived.",
+                                              self._oldest_unarchived_age_s()),
+            "storage_failing_seconds": ("Seconds storage has been failing (0 when healthy).",
+                                        0 if self.uploader.failing_since_s is None
+                                        else time.monotonic() - self.uploader.failing_since_s),
+            "nats_connected": ("1 while connected to NATS.", 1 if self.source.connected else 0),
+        }  # fmt: skip
 
     def _health(self) -> tuple[int, str, bytes]:
         healthy, report = self.health()
         return (200 if healthy else 503), "application/json", orjson.dumps(report) + b"\n"
 
     def _metrics(self) -> tuple[int, str, bytes]:
-        self._update_gauges()
+        self.stats.buffered_bytes = self.buffers.buffered_bytes
+        self.stats.buffered_messages = max(0, self.stats.messages_received - self.stats.messages_archived)
         return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
 
-    # -- lifecycle ------------------------------------------------------------------
+    # -- lifecycle ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, abandon: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set, then drain and flush everything; ``abandon`` cuts that short."""
         await self.storage.check()
+        self._recover()
         await self.http.start()
-        event(logging.INFO, "starting", archive=self.storage.url, writer=self.writer_id,
-              http_port=self.http.port, flush_interval_s=self.config.flush_interval_s,
+        event(logging.INFO, "starting", archive=self.storage.url, writer=self.uploader.writer_id,
+              http_port=self.http.port, spool=self.config.spool_dir, flush_interval_s=self.config.flush_interval_s,
               flush_bytes=self.config.flush_bytes, max_buffer_bytes=self.config.max_buffer_bytes)  # fmt: skip
-        self._tasks = [asyncio.create_task(self._upload_worker()) for _ in range(UPLOAD_CONCURRENCY)]
-        self._tasks.append(asyncio.create_task(self._ticker()))
+        self.uploader.start()
+        self._tasks = [asyncio.create_task(self._ticker())]
+        if self.spool is not None:
+            self._tasks.append(asyncio.create_task(self.ingest.replay()))
         try:
-            connect = asyncio.create_task(self.source.start())
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({connect, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not connect.done():
-                connect.cancel()
-            stopping.cancel()
-            await asyncio.gather(connect, stopping, return_exceptions=True)
-            if connect.done() and not connect.cancelled() and connect.exception() is not None:
-                raise connect.exception()  # type: ignore[misc]
-            await stop.wait()
+            if await _first(self.source.start(), stop.wait()):
+                await stop.wait()
             event(logging.INFO, "stopping: draining NATS and flushing buffers")
             await self.source.drain()
-            self._room.set()
-            for batch in self.buffers.detach_all():
-                self._queue.put_nowait(batch)
-            await self._wait_uploaded(abandon)
+            self.ingest.commit()
+            if await _first(self._flush_everything(), (abandon or asyncio.Event()).wait()):
+                event(logging.INFO, "stopped: everything archived", messages=self.stats.messages_archived,
+                      files=self.stats.files_written)  # fmt: skip
+            else:
+                event(logging.ERROR, "stopped before everything was archived",
+                      buffered_bytes=self.buffers.buffered_bytes,
+                      kept_in_spool=self.spool is not None)  # fmt: skip
         finally:
             await self._close()
 
-    async def _wait_uploaded(self, abandon: asyncio.Event | None) -> None:
-        joined = asyncio.create_task(self._queue.join())
-        waiters: set[asyncio.Task[Any]] = {joined}
-        if abandon is not None:
-            waiters.add(asyncio.create_task(abandon.wait()))
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        for task in waiters:
-            task.cancel()
-        if not joined.done() or joined.cancelled():
-            event(logging.ERROR, "abandoned unarchived messages on second signal",
-                  messages=self.stats.messages_received - self.stats.messages_archived,
-                  bytes=self.buffers.buffered_bytes)  # fmt: skip
-        else:
-            event(logging.INFO, "stopped: everything archived", messages=self.stats.messages_archived,
-                  files=self.stats.files_written)  # fmt: skip
+    async def _flush_everything(self) -> None:
+        if self.spool is not None:
+            await self.ingest.wait_caught_up()
+        for batch in self.buffers.detach_all():
+            self.uploader.submit(batch)
+        await self.uploader.join()
+        if self.spool is not None:
+            await self._trim()
 
     async def _close(self) -> None:
         for task in self._tasks:
@@ -275,6 +235,23 @@ class Service:
         self._tasks = []
         with contextlib.suppress(Exception):
             await self.source.drain()
+        await self.uploader.stop()
+        if self.spool is not None:
+            self.spool.close()
         await self.http.close()
         await self.storage.close()
-        self._pool.shutdown(wait=True)
+
+
+async def _first(main: Any, other: Any) -> bool:
+    """Run ``main`` until it or ``other`` finishes; True when ``main`` finished first (re-raising its error)."""
+    main_task = asyncio.ensure_future(main)
+    other_task = asyncio.ensure_future(other)
+    await asyncio.wait({main_task, other_task}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (main_task, other_task):
+        if not task.done():
+            task.cancel()
+    await asyncio.gather(main_task, other_task, return_exceptions=True)
+    if main_task.done() and not main_task.cancelled():
+        main_task.result()
+        return True
+    return False

@@ -9,6 +9,7 @@ no loss is silent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,7 @@ class NatsSource:
         self._nc: Client | None = None
         self._sub: Subscription | None = None
         self.connected = False
+        self.ever_connected = False
         self.subscribed = False
         #: Monotonic time of the last change of ``connected``.
         self.state_since_s = time.monotonic()
@@ -72,10 +74,8 @@ class NatsSource:
         """(Re)create the subscription."""
         assert self._nc is not None
         if self._sub is not None:
-            try:
+            with contextlib.suppress(NatsError):
                 await self._sub.unsubscribe()
-            except NatsError:
-                pass
         try:
             self._sub = await self._nc.subscribe(
                 self._config.subject,
@@ -109,6 +109,7 @@ class NatsSource:
         return self._nc
 
     def _set_connected(self, connected: bool) -> None:
+        self.ever_connected = self.ever_connected or connected
         if connected != self.connected:
             self.connected = connected
             self.state_since_s = time.monotonic()

@@ -72,7 +72,7 @@ def _query_request(options: dict[str, Any], now: int) -> QueryRequest:
         raise UsageError("--limit and --tail cannot be combined")
     since_ns, until_ns = resolve_range(options["since"], options["until"], now)
     if options["grep"] is not None:
-        from query.scan import check_regex
+        from query.filters import check_regex
 
         check_regex(options["grep"])
     if fmt == "parquet" and options["output"] is None and sys.stdout.isatty():

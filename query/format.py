@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from archiver import schema
 from archiver.errors import UsageError
 from archiver.message import rebuild_message
-from query.scan import OUTPUT_SCHEMA
+from query.decode import OUTPUT_SCHEMA
 
 FORMATS = ("text", "json", "csv", "parquet")
 #: File columns each format needs (the partition columns app and region always come along).

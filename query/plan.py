@@ -15,7 +15,6 @@ import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
 
 from archiver.layout import (
     NS_PER_HOUR,
@@ -93,8 +92,7 @@ def chunks(since_ns: int, until_ns: int) -> list[Chunk]:
 async def list_apps(storage: Storage) -> list[str]:
     """Every app in the archive, decoded, from one delimiter listing of the root."""
     apps = []
-    # cast: Storage's annotations say list[...] inside a class with a method named list (mypy misreads it).
-    for entry in cast("list[str]", await storage.list_dirs("")):
+    for entry in await storage.list_dirs(""):
         name = entry.rstrip("/")
         if name.startswith("app=") and len(name) > 4:
             apps.append(decode_value(name[4:]))

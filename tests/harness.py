@@ -18,12 +18,12 @@ from typing import Any
 
 import orjson
 import pyarrow.parquet as pq
+from servers import free_port
 
 from archiver.config import ArchiveSettings
 from archiver.layout import parse_key
 from archiver.message import rebuild_payload
 from archiver.storage import open_storage
-from servers import free_port
 
 ARCHIVER = [sys.executable, "-m", "archiver"]
 
@@ -117,6 +117,7 @@ def start_archiver(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ARCHIVE_", "BUCKET_"))}
     full_env |= {"NATS_URL": nats_url, "HTTP_PORT": str(port), "HTTP_HOST": "127.0.0.1",
                  "LOG_LEVEL": "info", **archive_env(settings), **env}  # fmt: skip
+    full_env.setdefault("SPOOL_DIR", str(log_dir / f"spool-{port}"))
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"archiver-{port}.log"
     with log_path.open("wb") as out:

@@ -33,6 +33,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_pair(offset: int) -> tuple[int, int]:
+    """Two free loopback ports ``p`` and ``p + offset`` (for servers that derive one from the other)."""
+    for _ in range(100):
+        port = free_port()
+        if port + offset > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port + offset))
+            except OSError:
+                continue
+        return port, port + offset
+    raise RuntimeError(f"no free pair of loopback ports {offset} apart")
+
+
 def find_binary(name: str) -> str:
     """The executable from the venv's bin directory (next to sys.executable), else from PATH."""
     venv_bin = Path(sys.executable).parent
@@ -103,10 +118,8 @@ class ManagedProcess:
         if proc is None:
             return
         self._signal(proc, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
         # Children (if any) die with the group even when the leader already exited.
         self._signal(proc, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -150,15 +163,24 @@ class SeaweedFS(ManagedProcess):
         self.access_key = SEAWEED_ACCESS_KEY
         self.secret_key = SEAWEED_SECRET_KEY
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
+        # weed puts its gRPC unix sockets and glog files in TMPDIR; keep them in the work dir.
+        env["TMPDIR"] = str(work_dir)
         super().__init__("weed mini", work_dir / "weed.log", env)
         self.binary = find_binary("weed")
         self.work_dir = work_dir
         self.data_dir = work_dir / "data"
         self.data_dir.mkdir(exist_ok=True)
         names = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
-        self.ports = {name: free_port() for name in (*names, "webdav", "admin", "admin_grpc")}
+        while True:  # ports probed one at a time can repeat; draw again until all differ
+            self.ports = {name: free_port() for name in (*names, "webdav")}
+            # weed mini's built-in maintenance worker dials the admin server at its HTTP port + 10000,
+            # whatever -admin.port.grpc says, so the gRPC port must sit exactly there.
+            self.ports["admin"], self.ports["admin_grpc"] = free_port_pair(10000)
+            if len(set(self.ports.values())) == len(self.ports):
+                break
         self.s3_port = self.ports["s3"]
         self.endpoint_url = f"http://{HOST}:{self.s3_port}"
+        self._botocore_session: Any = None
 
     def argv(self) -> list[str]:
         """weed mini with telemetry, Iceberg and Lance off and every port chosen here."""
@@ -196,7 +218,10 @@ class SeaweedFS(ManagedProcess):
         import botocore.session
         from botocore.config import Config
 
-        return botocore.session.get_session().create_client(
+        # One session for all clients: a new session re-reads the service models (~0.1 s).
+        if self._botocore_session is None:
+            self._botocore_session = botocore.session.get_session()
+        return self._botocore_session.create_client(
             "s3",
             endpoint_url=self.endpoint_url,
             region_name="us-east-1",
@@ -204,7 +229,7 @@ class SeaweedFS(ManagedProcess):
             aws_secret_access_key=self.secret_key,
             config=Config(
                 s3={"addressing_style": "path"},
-                retries={"mode": "standard", "max_attempts": 1},
+                retries={"mode": "standard", "total_max_attempts": 1},
                 connect_timeout=2,
                 read_timeout=10,
             ),

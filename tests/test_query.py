@@ -29,7 +29,7 @@ from servers import SeaweedFS, free_port
 
 from archiver.cli import main
 from archiver.config import ArchiveSettings
-from archiver.encode import encode_partition, write_parquet
+from archiver.encode import encode_partition
 from archiver.layout import NS_PER_HOUR, object_key, object_name, partition_value
 from archiver.message import format_timestamp_ns
 from archiver.storage import ObjectInfo, Storage, open_storage
@@ -62,10 +62,12 @@ def _text(rnd: random.Random) -> tuple[str, dict[str, Any]]:
         f"ERROR payment declined card={n}",
         "connection reset by peer",
         f"café ☕ served {n} TIMEOUT-free",
-        orjson.dumps({"level": rnd.choice(["WARN", "warn", "Error"]), "msg": f"disk {n % 100}% full"}).decode(),
+        orjson.dumps(
+            {"level": rnd.choice(["WARN", "warn", "Error"]), "msg": f"disk {n % 100}% full"}
+        ).decode(),
         orjson.dumps({"severity": "error", "message": f"boom {n}"}).decode(),
         orjson.dumps({"lvl": "debug", "x": n}).decode(),
-        f"line with\ttab and \"quotes\", comma {n}",
+        f'line with\ttab and "quotes", comma {n}',
     ]
     return texts[kind], extra
 
@@ -194,7 +196,9 @@ def query_rows(settings: ArchiveSettings, tmp_path: Path, *args: str) -> list[Ro
     return list(zip(ts, *cols, strict=True))
 
 
-def duck_rows(settings: ArchiveSettings, where: str = "true", params: Sequence[Any] = (), tail: str = "") -> list[Row]:
+def duck_rows(
+    settings: ArchiveSettings, where: str = "true", params: Sequence[Any] = (), tail: str = ""
+) -> list[Row]:
     """DuckDB's answer on the same files, in time order (timestamps are unique in this archive)."""
     sql = (
         "SELECT epoch_ns(timestamp), app, region, instance, level, message FROM read_parquet("
@@ -267,7 +271,9 @@ def test_everything_is_found_once(local_archive: Any, tmp_path: Path) -> None:
         ("2026-11-22T21:30", "2026-11-23T02:15", DAY0 + 21 * NS_PER_HOUR + 30 * 60 * S, DAY1 + 2 * NS_PER_HOUR + 15 * 60 * S),
     ],
 )  # fmt: skip
-def test_time_boundaries(local_archive: Any, tmp_path: Path, since: str, until: str, lo: int, hi: int) -> None:
+def test_time_boundaries(
+    local_archive: Any, tmp_path: Path, since: str, until: str, lo: int, hi: int
+) -> None:
     settings, archive = local_archive
     if lo == hi:  # an empty range is refused
         result = cli(settings, "query", "--since", since, "--until", until)
@@ -306,9 +312,13 @@ def test_json_is_the_published_messages(local_archive: Any) -> None:
 
 def test_text_is_the_fly_logs_layout(local_archive: Any) -> None:
     settings, archive = local_archive
-    result = cli(settings, "query", "--app", "sandwich", "--since", "2026-11-23T12:00", "--until", "2026-11-23T14:00")
+    result = cli(
+        settings, "query", "--app", "sandwich", "--since", "2026-11-23T12:00", "--until", "2026-11-23T14:00"
+    )
     assert result.exit_code == 0, result.stderr
-    rows = duck_rows(settings, "app = 'sandwich' AND " + since_until(DAY1 + 12 * NS_PER_HOUR, DAY1 + 14 * NS_PER_HOUR))
+    rows = duck_rows(
+        settings, "app = 'sandwich' AND " + since_until(DAY1 + 12 * NS_PER_HOUR, DAY1 + 14 * NS_PER_HOUR)
+    )
     expected = []
     for ts, _app, region, instance, level, message in rows:
         provider = archive.messages[ts]["event"]["provider"]
@@ -345,7 +355,13 @@ def test_parquet_round_trip(local_archive: Any, tmp_path: Path) -> None:
     table = pq.read_table(out)
     assert table.schema.field("timestamp").type == pa.timestamp("ns", tz="UTC")
     assert table.num_rows == len(archive.messages)
-    by_ts = dict(zip(table["timestamp"].cast(pa.int64()).to_pylist(), table.drop(["timestamp"]).to_pylist(), strict=True))
+    by_ts = dict(
+        zip(
+            table["timestamp"].cast(pa.int64()).to_pylist(),
+            table.drop(["timestamp"]).to_pylist(),
+            strict=True,
+        )
+    )
     for ts, message in archive.messages.items():
         row = by_ts[ts]
         assert (row["app"], row["region"]) == (message["fly"]["app"]["name"], message["fly"]["region"])
@@ -396,17 +412,25 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
 
 def test_only_requested_hours_are_listed_and_read(local_archive: Any, counted: dict[str, Any]) -> None:
     settings, _ = local_archive
-    result = cli(settings, "query", "--app", "sandwich", "--since", "2026-11-23T13:30", "--until", "2026-11-23T15:10")
+    result = cli(
+        settings, "query", "--app", "sandwich", "--since", "2026-11-23T13:30", "--until", "2026-11-23T15:10"
+    )
     assert result.exit_code == 0 and result.stdout
-    assert sorted(counted["storage"].lists) == [f"app=sandwich/date=2026-11-23/hour={h}/" for h in (13, 14, 15)]
+    assert sorted(counted["storage"].lists) == [
+        f"app=sandwich/date=2026-11-23/hour={h}/" for h in (13, 14, 15)
+    ]
     assert counted["storage"].list_dirs_calls == []
     assert counted["read"] and all("/date=2026-11-23/hour=1" in key for key in counted["read"])
     assert {key.split("/")[2] for key in counted["read"]} == {"hour=13", "hour=14", "hour=15"}
 
 
-def test_whole_days_are_one_listing_and_no_app_lists_apps_once(local_archive: Any, counted: dict[str, Any]) -> None:
+def test_whole_days_are_one_listing_and_no_app_lists_apps_once(
+    local_archive: Any, counted: dict[str, Any]
+) -> None:
     settings, archive = local_archive
-    result = cli(settings, "query", "--since", "2026-11-22T22:00", "--until", "2026-11-24T01:00", "--format", "json")
+    result = cli(
+        settings, "query", "--since", "2026-11-22T22:00", "--until", "2026-11-24T01:00", "--format", "json"
+    )
     assert result.exit_code == 0
     assert counted["storage"].list_dirs_calls == [""]
     expected = set()
@@ -420,12 +444,307 @@ def test_whole_days_are_one_listing_and_no_app_lists_apps_once(local_archive: An
 
 def test_tail_reads_only_the_newest_hours_it_needs(local_archive: Any, counted: dict[str, Any]) -> None:
     settings, archive = local_archive
-    result = cli(settings, "query", "--app", "worker", "--since", "30d", "--until", "2026-11-25", "--tail", "3", "--format", "json")
+    result = cli(
+        settings,
+        "query",
+        "--app",
+        "worker",
+        "--since",
+        "30d",
+        "--until",
+        "2026-11-25",
+        "--tail",
+        "3",
+        "--format",
+        "json",
+    )
     assert result.exit_code == 0, result.stderr
     worker = sorted(ts for ts, m in archive.messages.items() if m["fly"]["app"]["name"] == "worker")
-    assert [orjson.loads(line)["timestamp"] for line in result.stdout_bytes.splitlines()] == [iso(t) for t in worker[-3:]]
+    assert [orjson.loads(line)["timestamp"] for line in result.stdout_bytes.splitlines()] == [
+        iso(t) for t in worker[-3:]
+    ]
     newest_hour = "hour=03"  # the archive ends at 2026-11-24T04:00
     assert counted["read"] and all(f"date=2026-11-24/{newest_hour}/" in key for key in counted["read"])
     # Listing walked back from --until: hours 23..04 of 11-24 were empty, then 03 had enough.
     assert len(counted["storage"].lists) <= 2 * 21 + 1
     assert all("date=2026-11-24/" in prefix for prefix in counted["storage"].lists)
+
+
+def _good_file(app: str, region: str, stamps: Sequence[int]) -> bytes:
+    payloads = [
+        orjson.dumps(
+            {"fly": {"app": {"name": app}, "region": region}, "message": f"ok {i}", "timestamp": iso(ts)}
+        )
+        for i, ts in enumerate(stamps)
+    ]
+    (encoded,) = encode_partition(app, region, payloads, stamps[0]).files
+    return encoded.data
+
+
+@pytest.fixture
+def damaged_archive(tmp_path: Path) -> tuple[ArchiveSettings, list[str]]:
+    """One hour of app ``shop`` with two good files and four bad ones."""
+    settings = ArchiveSettings("file", "", str(tmp_path / "damaged"))
+    hour = DAY1 + 5 * NS_PER_HOUR
+    good = _good_file("shop", "dfw", [hour + 10 * S, hour + 30 * S])
+    foreign = io.BytesIO()
+    pq.write_table(pa.table({"a": [1, 2], "b": ["x", "y"]}), foreign)
+    wrong_types = write_parquet_other_types(hour)
+    files = {
+        "good-1.parquet": good,
+        "good-2.parquet": _good_file("shop", "ams", [hour + 20 * S]),
+        "empty.parquet": b"",
+        "truncated.parquet": good[: len(good) // 2],
+        "csv.parquet": b"timestamp,message\n2026-11-23T05:00:00Z,hello\n",
+        "foreign.parquet": foreign.getvalue(),
+        "wrongtypes.parquet": wrong_types,
+    }
+    bad = []
+
+    async def put_all() -> None:
+        storage = open_storage(settings)
+        for name, data in files.items():
+            region = "ams" if name == "good-2.parquet" else "dfw"
+            key = object_key("shop", region, hour, name)
+            await storage.put(key, data)
+            if not name.startswith("good"):
+                bad.append(key)
+
+    asyncio.run(put_all())
+    return settings, bad
+
+
+def write_parquet_other_types(hour: int) -> bytes:
+    table = pa.table({"timestamp": pa.array([hour], pa.timestamp("ns", tz="UTC")), "message": pa.array([42])})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def test_bad_files_are_skipped_with_a_warning(damaged_archive: Any) -> None:
+    settings, bad = damaged_archive
+    result = cli(settings, "query", "--app", "shop", *EVERYTHING)
+    assert result.exit_code == 0, result.stderr
+    assert [line.split(" ", 1)[1] for line in result.stdout.splitlines()] == [
+        "[] dfw [] ok 0", "[] ams [] ok 0", "[] dfw [] ok 1",
+    ]  # fmt: skip
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == len(bad)
+    for key in bad:
+        assert sum(line.startswith(f"warning: skipped {key}: ") for line in warnings) == 1
+    listed = cli(settings, "ls", "--app", "shop")
+    assert listed.exit_code == 0
+    named = sorted(line[: line.index(".parquet: ") + 8] for line in listed.stderr.splitlines())
+    assert named == [f"warning: skipped {k}" for k in sorted(bad)]
+    assert listed.stdout.splitlines()[1].split()[:3] == ["2026-11-23T05:00Z", "7", "3"]
+
+
+def test_nothing_found(local_archive: Any) -> None:
+    settings, _ = local_archive
+    result = cli(settings, "query", "--app", "sandwich", "--since", "2026-11-23T05:00", "--until", "2026-11-23T08:00",
+                 "--contains", "no such text anywhere")  # fmt: skip
+    assert result.exit_code == 0
+    assert result.stdout_bytes == b""
+    (note,) = result.stderr.splitlines()
+    assert note.startswith("note: no logs found") and "files" in note and "3 hours" in note
+    empty = cli(settings, "query", "--since", "2020-01-01", "--until", "2020-01-02", "--format", "csv")
+    assert empty.exit_code == 0 and empty.stdout_bytes == b"" and empty.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "yesterday"], "error: --since: "),
+        (["--since", "1h", "--until", "2h"], "error: --until (2h) must be after --since (1h)"),
+        (["--since", "2026-11-24", "--until", "2026-11-24"], "error: --until"),
+        (["--grep", "(unclosed"], "error: --grep: invalid regular expression"),
+        (["--format", "xml"], "error: --format: expected one of text, json, csv, parquet"),
+        (["--limit", "3", "--tail", "3"], "error: --limit and --tail cannot be combined"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(local_archive: Any, args: list[str], message: str) -> None:
+    settings, _ = local_archive
+    result = cli(settings, "query", *args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
+
+
+def test_parquet_refuses_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from query.cli import _query_request
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdout", Tty())
+    options = {"output_format": "parquet", "limit": None, "tail": None, "since": None, "until": None, "grep": None,
+               "output": None}  # fmt: skip
+    with pytest.raises(Exception, match="--format parquet writes binary") as info:
+        _query_request(options, 10**18)
+    assert getattr(info.value, "exit_code", None) == 2
+
+
+def test_missing_local_archive_exits_1(tmp_path: Path) -> None:
+    settings = ArchiveSettings("file", "", str(tmp_path / "nowhere"))
+    for command in (["query"], ["ls"], ["ls", "--app", "x"]):
+        result = cli(settings, *command)
+        assert result.exit_code == 1
+        assert result.stderr == f"error: archive directory {tmp_path / 'nowhere'} does not exist\n"
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_ls(local_archive: Any) -> None:
+    settings, _ = local_archive
+    apps = cli(settings, "ls")
+    assert apps.exit_code == 0 and apps.stdout.split() == sorted(APPS)
+    hours = cli(settings, "ls", "--app", "worker")
+    assert hours.exit_code == 0
+    header, *lines = hours.stdout.splitlines()
+    assert header.split() == ["HOUR", "(UTC)", "FILES", "ROWS", "BYTES", "REGIONS"]
+    assert len(lines) == 32 and lines[0].split()[0] == "2026-11-22T20:00Z"
+    assert sum(int(line.split()[2]) for line in lines) == ROWS_PER_PARTITION
+    worker_files = list(Path(settings.prefix, "app=worker").rglob("*.parquet"))
+    assert sum(int(line.split()[1]) for line in lines) == len(worker_files)
+    assert sum(int(line.split()[3]) for line in lines) == sum(f.stat().st_size for f in worker_files)
+    since = cli(settings, "ls", "--app", "worker", "--app", "sandwich", "--since", "2026-11-24T02:30")
+    assert [line.split()[:2] for line in since.stdout.splitlines()[1:]] == [
+        ["worker", "2026-11-24T02:00Z"], ["worker", "2026-11-24T03:00Z"],
+        ["sandwich", "2026-11-24T02:00Z"], ["sandwich", "2026-11-24T03:00Z"],
+    ]  # fmt: skip
+
+
+S3_CASES = [
+    [],
+    [
+        "--app",
+        "sandwich",
+        "--region",
+        "dfw",
+        "--since",
+        "2026-11-22T23:59:59.999999999Z",
+        "--until",
+        "2026-11-23T14:00",
+    ],
+    ["--grep", "declined|reset", "-i", "--level", "error", "--level", "info"],
+    ["--app", "api-gw", "--tail", "25"],
+    ["--contains", "café", "--limit", "40"],
+]
+
+
+@pytest.mark.parametrize("args", S3_CASES)
+def test_s3_answers_like_local(local_archive: Any, s3_archive: Any, tmp_path: Path, args: list[str]) -> None:
+    local, _ = local_archive
+    s3, _ = s3_archive
+    since = [] if "--since" in args else EVERYTHING
+    expected = query_rows(local, tmp_path, *since, *args)
+    assert expected
+    assert query_rows(s3, tmp_path, *since, *args) == expected
+
+
+def test_s3_json_and_ls(local_archive: Any, s3_archive: Any) -> None:
+    local, _ = local_archive
+    s3, _ = s3_archive
+    for args in (
+        ["query", *EVERYTHING, "--format", "json"],
+        ["ls"],
+        ["ls", "--app", "api-gw", "--since", "2026-11-23"],
+    ):
+        s3_result, local_result = cli(s3, *args), cli(local, *args)
+        assert s3_result.exit_code == 0, s3_result.stderr
+        assert s3_result.stdout_bytes == local_result.stdout_bytes
+
+
+def test_s3_bad_file_is_skipped(s3_archive: Any) -> None:
+    s3, archive = s3_archive
+    key = object_key("sandwich", "dfw", DAY1 + 7 * NS_PER_HOUR, "zz-broken.parquet")
+
+    async def put() -> None:
+        storage = open_storage(s3)
+        try:
+            await storage.put(key, b"PAR1 not really")
+        finally:
+            await storage.close()
+
+    asyncio.run(put())
+    result = cli(
+        s3, "query", "--app", "sandwich", "--since", "2026-11-23T07:00", "--until", "2026-11-23T08:00"
+    )
+    assert result.exit_code == 0
+    assert result.stderr.startswith(f"warning: skipped {key}: ") and result.stderr.count("\n") == 1
+    expected = [ts for ts, m in archive.messages.items()
+                if m["fly"]["app"]["name"] == "sandwich" and DAY1 + 7 * NS_PER_HOUR <= ts < DAY1 + 8 * NS_PER_HOUR]  # fmt: skip
+    assert len(result.stdout.splitlines()) == len(expected)
+
+
+@pytest.mark.parametrize("problem", ["missing bucket", "bad credentials", "unreachable"])
+def test_s3_failures_exit_1_with_one_line(s3_archive: Any, problem: str) -> None:
+    s3, _ = s3_archive
+    env: dict[str, str | None] = {}
+    url = s3.url
+    if problem == "missing bucket":
+        url = f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/x"
+    elif problem == "bad credentials":
+        env["AWS_SECRET_ACCESS_KEY"] = "wrong-secret"
+    else:
+        env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{free_port()}"
+    for command in ("query", "ls"):
+        result = CliRunner().invoke(main, [command, "--archive", url], env=s3_env(s3) | env)
+        assert result.exit_code == 1, (problem, result.output)
+        assert result.stdout == ""
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_row_groups_outside_the_range_are_not_read(tmp_path: Path) -> None:
+    from query.decode import FileScan, _row_groups
+    from query.filters import Filters
+
+    hour = DAY1 + 9 * NS_PER_HOUR
+    stamps = [hour + i * 60 * S for i in range(60)]
+    table = pa.table(
+        {"timestamp": pa.array(stamps, pa.timestamp("ns", tz="UTC")), "message": [str(i) for i in range(60)]}
+    )
+    path = tmp_path / "groups.parquet"
+    pq.write_table(table, path, row_group_size=10)  # six row groups of ten minutes
+    pf = pq.ParquetFile(path)
+    inside = Filters(hour - NS_PER_HOUR, hour + 2 * NS_PER_HOUR)
+    assert _row_groups(pf, FileScan(("message",), inside, hour)) == [0, 1, 2, 3, 4, 5]
+    # [09:25, 09:40:00.000000001) touches groups 2 (09:20-09:29) and 3 (09:30-09:39) and 4 only at 09:40:00.
+    edge = Filters(stamps[25], stamps[40] + 1)
+    assert _row_groups(pf, FileScan(("message",), edge, hour)) == [2, 3, 4]
+    assert _row_groups(pf, FileScan(("message",), Filters(stamps[25], stamps[40]), hour)) == [2, 3]
+
+
+def test_merge_keeps_time_order_and_file_order_on_ties() -> None:
+    from query.scan import merge_hour
+
+    def file(stamps: list[int], tag: str) -> pa.Table:
+        ts = pa.array(stamps, pa.timestamp("ns", tz="UTC"))
+        return pa.table({"timestamp": ts, "message": [f"{tag}{i}" for i in range(len(stamps))]})
+
+    overlapping = merge_hour([file([1, 5, 9], "a"), file([2, 5, 7], "b"), file([], "c"), file([0, 10], "d")])
+    assert overlapping["message"].to_pylist() == ["d0", "a0", "b0", "a1", "b1", "b2", "a2", "d1"]
+    disjoint = merge_hour([file([5, 6], "a"), file([1, 2], "b"), file([3, 5], "c")])
+    assert disjoint["message"].to_pylist() == ["b0", "b1", "c0", "c1", "a0", "a1"]
+
+
+def test_progress_line_only_on_a_tty_and_only_after_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    from query.scan import ScanStats
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    async def scan_for(stream: io.StringIO, seconds: float) -> str:
+        progress = query_run.Progress(ScanStats(files=3, bytes=2048, hours=1, rows=10), stream)
+        progress.start()
+        await asyncio.sleep(seconds)
+        progress.stop()
+        return stream.getvalue()
+
+    assert asyncio.run(scan_for(Tty(), 0.05)) == ""  # a quick scan shows nothing
+    assert asyncio.run(scan_for(io.StringIO(), 0.05)) == ""
+    monkeypatch.setattr(query_run, "PROGRESS_AFTER_S", 0.0)
+    shown = asyncio.run(scan_for(Tty(), 0.05))
+    assert "3 files, 2.0 KiB read, 1 hours, 10 rows" in shown and shown.endswith("\r\x1b[K")
+    assert asyncio.run(scan_for(io.StringIO(), 0.05)) == ""

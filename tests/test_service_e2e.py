@@ -12,11 +12,6 @@ from typing import Any
 import duckdb
 import orjson
 import pytest
-
-from archiver.config import ArchiveSettings
-from archiver.layout import NS_PER_HOUR, hour_start_ns
-from archiver.loadgen import FlyLogGenerator, publish, sample_systems
-from archiver.schema import FILE_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY
 from harness import (
     ArchivedFile,
     archived_payloads,
@@ -24,6 +19,11 @@ from harness import (
     read_archive,
     start_archiver,
 )
+
+from archiver.config import ArchiveSettings
+from archiver.layout import NS_PER_HOUR, hour_start_ns
+from archiver.loadgen import FlyLogGenerator, publish, sample_systems
+from archiver.schema import FILE_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
 LOGHUB = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "loghub"
 MESSAGES = 21_000
@@ -42,14 +42,35 @@ def published_messages(seed: int = 7) -> list[tuple[str, bytes]]:
         (instance.subject, b'["an", "array"]'),
         (instance.subject, b"\xff\xfe invalid utf-8"),
         (instance.subject, orjson.dumps({"message": "no timestamp"})),
-        (instance.subject, orjson.dumps({
-            "event": {"provider": "app"}, "fly": {"app": {"instance": "abc", "name": instance.app},
-            "region": instance.region, "zone": "z1"}, "host": "ab12", "log": {"level": "info"},
-            "message": "extra fields", "timestamp": "2026-11-24T10:00:00.5+01:00", "trace_id": "t-1"})),
+        (
+            instance.subject,
+            orjson.dumps(
+                {
+                    "event": {"provider": "app"},
+                    "fly": {
+                        "app": {"instance": "abc", "name": instance.app},
+                        "region": instance.region,
+                        "zone": "z1",
+                    },
+                    "host": "ab12",
+                    "log": {"level": "info"},
+                    "message": "extra fields",
+                    "timestamp": "2026-11-24T10:00:00.5+01:00",
+                    "trace_id": "t-1",
+                }
+            ),
+        ),
         # Another subject shape: the partition comes from the payload.
-        ("logs.odd-shape", orjson.dumps({
-            "fly": {"app": {"name": "from-payload"}, "region": "ams"}, "message": "routed",
-            "timestamp": "2026-11-24T10:00:00.000000001Z"})),
+        (
+            "logs.odd-shape",
+            orjson.dumps(
+                {
+                    "fly": {"app": {"name": "from-payload"}, "region": "ams"},
+                    "message": "routed",
+                    "timestamp": "2026-11-24T10:00:00.000000001Z",
+                }
+            ),
+        ),
         ("logs.a.b.c.d.e", b"no partition at all"),
     ]
     return messages + odd
@@ -143,9 +164,7 @@ def test_end_to_end_local(nats_server: Any, local_settings: ArchiveSettings, tmp
 
 
 @pytest.mark.timeout(180)
-def test_end_to_end_s3(
-    nats_server: Any, s3_settings: ArchiveSettings, tmp_path: Path
-) -> None:
+def test_end_to_end_s3(nats_server: Any, s3_settings: ArchiveSettings, tmp_path: Path) -> None:
     figures = run_end_to_end(nats_server.url, s3_settings, tmp_path)
     files = read_archive(s3_settings)
     # DuckDB reads a copy of the bucket's files (its S3 access needs an extension download).
@@ -178,7 +197,10 @@ def test_two_archivers_one_queue_archive_each_message_once(
                + second.metric("archiver_messages_received_total")) < len(sent):  # fmt: skip
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        shares = first.metric("archiver_messages_received_total"), second.metric("archiver_messages_received_total")
+        shares = (
+            first.metric("archiver_messages_received_total"),
+            second.metric("archiver_messages_received_total"),
+        )
     finally:
         assert first.stop() == 0, first.log()
         assert second.stop() == 0, second.log()

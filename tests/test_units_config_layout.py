@@ -39,7 +39,12 @@ def test_sizes(text: str, size: int) -> None:
 def test_defaults() -> None:
     config = load_run_config({}, {})
     assert config.nats_url == "nats://[fdaa::3]:4223"
-    assert (config.org, config.subject, config.queue, config.access_token) == ("personal", "logs.>", None, None)
+    assert (config.org, config.subject, config.queue, config.access_token) == (
+        "personal",
+        "logs.>",
+        None,
+        None,
+    )
     assert (config.flush_interval_s, config.flush_bytes, config.max_buffer_bytes) == (60, 64 << 20, 256 << 20)
     assert (config.http_port, config.log_level) == (8686, "info")
     assert config.archive.scheme == "file" and config.archive.prefix.endswith("/archive")
@@ -89,7 +94,22 @@ def test_secrets_not_in_repr() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["sandwich", "", ".", "..", "a/b", "../../etc", "a=b", "100%", "~", "tab\there", "\x00", "über", ".x", "a..b"],
+    [
+        "sandwich",
+        "",
+        ".",
+        "..",
+        "a/b",
+        "../../etc",
+        "a=b",
+        "100%",
+        "~",
+        "tab\there",
+        "\x00",
+        "über",
+        ".x",
+        "a..b",
+    ],
 )
 def test_partition_values_round_trip_and_stay_in_one_segment(value: str) -> None:
     segment = encode_value(value)

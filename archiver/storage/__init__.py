@@ -7,6 +7,7 @@ The contract (``tests/test_storage_contract.py``) runs over every backend.
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ class Storage(ABC):
         """Every object whose key starts with ``prefix`` (recursive), sorted by key."""
 
     @abstractmethod
-    async def list_dirs(self, prefix: str) -> list[str]:
+    async def list_dirs(self, prefix: str) -> builtins.list[str]:  # `list` is a method here
         """Immediate sub-prefixes of ``prefix`` (each ending in ``/``), sorted; one delimiter listing."""
 
     @abstractmethod

@@ -8,6 +8,8 @@ create-only and a reader never sees a partial file, even after a crash.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
 import errno
 import os
 import uuid
@@ -37,7 +39,9 @@ def validate_key(key: str) -> str:
         or "\x00" in key
         or any(seg in ("", ".", "..") or seg.startswith(TMP_PREFIX) for seg in key.split("/"))
     ):
-        raise StorageError(f"invalid storage key {key!r}: must be relative with no empty, '.' or '..' segments")
+        raise StorageError(
+            f"invalid storage key {key!r}: must be relative with no empty, '.' or '..' segments"
+        )
     return key
 
 
@@ -45,7 +49,9 @@ def validate_prefix(prefix: str) -> str:
     """Return ``prefix`` if it is a safe listing prefix (its directory part is a valid key); else StorageError."""
     directory = prefix.rpartition("/")[0]
     if prefix.startswith("/") or "\x00" in prefix or (directory and not _is_valid(directory)):
-        raise StorageError(f"invalid storage prefix {prefix!r}: must be relative with no '.' or '..' segments")
+        raise StorageError(
+            f"invalid storage prefix {prefix!r}: must be relative with no '.' or '..' segments"
+        )
     return prefix
 
 
@@ -110,11 +116,11 @@ class LocalStorage(Storage):
 
     def _create_tmp(self, directory: str, tmp: str) -> int:
         for _ in range(_MKDIR_ATTEMPTS - 1):
-            self._make_dirs(directory)
             try:
+                self._make_dirs(directory)
                 return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileNotFoundError:
-                continue  # a concurrent delete pruned the directory between mkdir and open
+                continue  # a concurrent delete pruned a directory we had just made
         self._make_dirs(directory)
         return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
@@ -124,11 +130,9 @@ class LocalStorage(Storage):
             missing.append(directory)
             directory = os.path.dirname(directory)
         for path in reversed(missing):
-            try:
+            # A concurrent put may have made it; a file in the way fails at open() with a clear error.
+            with contextlib.suppress(FileExistsError):
                 os.mkdir(path)
-            except FileExistsError:
-                # A concurrent put made it; a file in the way fails at open() with a clear error.
-                pass
             # The new directory entry must be durable, or a crash could lose the file under it.
             _fsync_dir(os.path.dirname(path))
 
@@ -155,7 +159,7 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise StorageError(f"cannot list {prefix!r} in {self.root}: {_reason(exc)}") from exc
 
-    def _list_sync(self, prefix: str) -> list[ObjectInfo]:
+    def _list_sync(self, prefix: str) -> builtins.list[ObjectInfo]:
         directory, _, partial = prefix.rpartition("/")
         base = directory + "/" if directory else ""
         found: list[ObjectInfo] = []
@@ -163,7 +167,7 @@ class LocalStorage(Storage):
         while pending:
             rel_dir, name_prefix = pending.pop()
             try:
-                entries = list(os.scandir(os.path.join(self.root, rel_dir)))
+                entries = builtins.list(os.scandir(os.path.join(self.root, rel_dir)))
             except (FileNotFoundError, NotADirectoryError):
                 continue
             for entry in entries:
@@ -180,7 +184,7 @@ class LocalStorage(Storage):
         found.sort(key=lambda info: info.key)
         return found
 
-    async def list_dirs(self, prefix: str) -> list[str]:
+    async def list_dirs(self, prefix: str) -> builtins.list[str]:
         """Immediate sub-prefixes of ``prefix`` (each ending in ``/``), sorted."""
         validate_prefix(prefix)
         try:
@@ -188,11 +192,11 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise StorageError(f"cannot list {prefix!r} in {self.root}: {_reason(exc)}") from exc
 
-    def _list_dirs_sync(self, prefix: str) -> list[str]:
+    def _list_dirs_sync(self, prefix: str) -> builtins.list[str]:
         directory, _, partial = prefix.rpartition("/")
         base = directory + "/" if directory else ""
         try:
-            entries = list(os.scandir(os.path.join(self.root, directory)))
+            entries = builtins.list(os.scandir(os.path.join(self.root, directory)))
         except (FileNotFoundError, NotADirectoryError):
             return []
         return sorted(
@@ -211,7 +215,7 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise StorageError(f"cannot delete {exc.filename} in {self.root}: {_reason(exc)}") from exc
 
-    def _delete_sync(self, paths: list[str]) -> None:
+    def _delete_sync(self, paths: builtins.list[str]) -> None:
         parents = set()
         for path in paths:
             try:
@@ -237,7 +241,9 @@ class LocalStorage(Storage):
         try:
             await asyncio.to_thread(self._check_sync)
         except OSError as exc:
-            raise StorageUnavailableError(f"archive directory {self.root} is not usable: {_reason(exc)}") from exc
+            raise StorageUnavailableError(
+                f"archive directory {self.root} is not usable: {_reason(exc)}"
+            ) from exc
 
     def _check_sync(self) -> None:
         if os.path.exists(self.root) and not os.path.isdir(self.root):

@@ -11,6 +11,7 @@ the endpoint only, so credentials and signed URLs never reach them.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import logging
 import random
@@ -21,25 +22,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiobotocore.session import get_session
+from botocore import exceptions as boto
+from botocore import xform_name
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    HTTPClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from archiver.errors import (
-    ArchiverError,
-    ObjectExistsError,
-    ObjectNotFoundError,
-    StorageError,
-    StorageUnavailableError,
-)
+from archiver.errors import ObjectExistsError, ObjectNotFoundError, StorageError, StorageUnavailableError
 from archiver.storage import ObjectInfo, Storage
 from archiver.storage.local import validate_key, validate_prefix
 
@@ -69,7 +56,7 @@ _THROTTLE_CODES = frozenset(
 )
 _AUTH_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"})
 _WRITE_OPS = frozenset({"PutObject", "CompleteMultipartUpload"})
-_TRANSPORT_ERRORS = (BotoConnectionError, HTTPClientError, aiohttp.ClientError, TimeoutError)
+_TRANSPORT_ERRORS = (boto.ConnectionError, boto.HTTPClientError, aiohttp.ClientError, TimeoutError)
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,16 +66,16 @@ class _ConflictError(ObjectExistsError):
     """409 ConditionalRequestConflict: another conditional write of the key is in flight."""
 
 
-def _code(exc: ClientError) -> str:
+def _code(exc: boto.ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _status(exc: ClientError) -> int:
+def _status(exc: boto.ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, ClientError):
+    if isinstance(exc, boto.ClientError):
         status = _status(exc)
         return status >= 500 or status == 429 or _code(exc) in _THROTTLE_CODES
     return isinstance(exc, _TRANSPORT_ERRORS)
@@ -146,7 +133,7 @@ class S3Storage(Storage):
                             config=config,
                         )
                     )
-                except (BotoCoreError, ValueError) as exc:
+                except (boto.BotoCoreError, ValueError) as exc:
                     raise StorageUnavailableError(f"cannot set up an S3 client for {self._endpoint}") from exc
                 self._stack = stack
         return self._client
@@ -156,7 +143,7 @@ class S3Storage(Storage):
 
     def _convert(self, exc: BaseException, op: str, key: str | None) -> StorageError:
         where = self._where(key)
-        if isinstance(exc, ClientError):
+        if isinstance(exc, boto.ClientError):
             code, status = _code(exc), _status(exc)
             if op in _WRITE_OPS and (code == "PreconditionFailed" or status == 412):
                 return ObjectExistsError(f"{where} already exists")
@@ -171,9 +158,11 @@ class S3Storage(Storage):
                     f"access denied to bucket {self._bucket} (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
                 )
             return StorageError(f"S3 {op} failed for {where}: {code or 'error'} (HTTP {status})")
-        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        if isinstance(exc, (boto.NoCredentialsError, boto.PartialCredentialsError)):
             return StorageUnavailableError("no S3 credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
-        if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, aiohttp.ClientConnectorError)):
+        if isinstance(
+            exc, (boto.EndpointConnectionError, boto.ConnectTimeoutError, aiohttp.ClientConnectorError)
+        ):
             return StorageUnavailableError(f"cannot reach {self._endpoint}")
         return StorageError(f"S3 {op} failed for {where}: {type(exc).__name__}")
 
@@ -185,9 +174,9 @@ class S3Storage(Storage):
         while True:
             try:
                 return await fn()
-            except ArchiverError:
+            except StorageError:  # already translated (e.g. by _complete)
                 raise
-            except (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+            except (boto.ClientError, boto.BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
                 error = self._convert(exc, op, key)
                 if attempt >= attempts or not _is_transient(exc):
                     raise error from exc
@@ -195,47 +184,42 @@ class S3Storage(Storage):
             await asyncio.sleep(_backoff_s(attempt))
             attempt += 1
 
+    async def _s3(self, op: str, key: str | None, *, attempts: int = MAX_ATTEMPTS, **params: Any) -> Any:
+        """Call the S3 operation ``op`` on our bucket with retries (see :meth:`_call`)."""
+        method = getattr(await self._get_client(), xform_name(op))
+        return await self._call(op, key, functools.partial(method, Bucket=self._bucket, **params), attempts)
+
     async def put(self, key: str, data: bytes) -> None:
         """Store ``data`` at ``key`` only if nothing is there; ObjectExistsError otherwise."""
         full = self._base + validate_key(key)
-        client = await self._get_client()
         # AWS answers 409 when conditional writes of one key overlap and asks for a retry from scratch;
         # the retry then learns the truth (412 or success).
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 if len(data) > MULTIPART_THRESHOLD_BYTES:
-                    await self._put_multipart(client, key, full, data)
+                    await self._put_multipart(key, full, data)
                 else:
-                    put = functools.partial(
-                        client.put_object, Bucket=self._bucket, Key=full, Body=data, IfNoneMatch="*"
-                    )
-                    await self._call("PutObject", key, put)
+                    await self._s3("PutObject", key, Key=full, Body=data, IfNoneMatch="*")
                 return
             except _ConflictError:
                 if attempt == MAX_ATTEMPTS:
                     raise
             await asyncio.sleep(_backoff_s(attempt))
 
-    async def _put_multipart(self, client: Any, key: str, full: str, data: bytes) -> None:
-        create = functools.partial(client.create_multipart_upload, Bucket=self._bucket, Key=full)
-        upload_id = (await self._call("CreateMultipartUpload", key, create))["UploadId"]
+    async def _put_multipart(self, key: str, full: str, data: bytes) -> None:
+        upload_id = (await self._s3("CreateMultipartUpload", key, Key=full))["UploadId"]
         try:
-            parts = await self._upload_parts(client, key, full, upload_id, data)
-            complete = functools.partial(self._complete, client, full, upload_id, parts)
+            parts = await self._upload_parts(key, full, upload_id, data)
+            complete = functools.partial(self._complete, full, upload_id, parts)
             await self._call("CompleteMultipartUpload", key, complete)
         except BaseException:
             # Best effort even when cancelled: bucket lifecycle rules collect what an abort misses.
-            abort = functools.partial(
-                client.abort_multipart_upload, Bucket=self._bucket, Key=full, UploadId=upload_id
-            )
             with suppress(Exception):
                 async with asyncio.timeout(ABORT_TIMEOUT_S):
-                    await self._call("AbortMultipartUpload", key, abort, attempts=2)
+                    await self._s3("AbortMultipartUpload", key, attempts=2, Key=full, UploadId=upload_id)
             raise
 
-    async def _upload_parts(
-        self, client: Any, key: str, full: str, upload_id: str, data: bytes
-    ) -> list[dict[str, Any]]:
+    async def _upload_parts(self, key: str, full: str, upload_id: str, data: bytes) -> list[dict[str, Any]]:
         limit = asyncio.Semaphore(PART_CONCURRENCY)
         view = memoryview(data)
 
@@ -243,15 +227,13 @@ class S3Storage(Storage):
             async with limit:
                 # Copy the part only once it may be sent, so memory stays bounded by the concurrency.
                 body = bytes(view[start : start + PART_SIZE_BYTES])
-                send = functools.partial(
-                    client.upload_part,
-                    Bucket=self._bucket,
-                    Key=full,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=body,
-                )
-                result = await self._call("UploadPart", key, send)
+                params: dict[str, Any] = {
+                    "Key": full,
+                    "UploadId": upload_id,
+                    "PartNumber": number,
+                    "Body": body,
+                }
+                result = await self._s3("UploadPart", key, **params)
             return {"ETag": result["ETag"], "PartNumber": number}
 
         starts = range(0, len(data), PART_SIZE_BYTES)
@@ -264,7 +246,8 @@ class S3Storage(Storage):
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
-    async def _complete(self, client: Any, full: str, upload_id: str, parts: list[dict[str, Any]]) -> Any:
+    async def _complete(self, full: str, upload_id: str, parts: list[dict[str, Any]]) -> Any:
+        client = await self._get_client()
         try:
             return await client.complete_multipart_upload(
                 Bucket=self._bucket,
@@ -273,16 +256,16 @@ class S3Storage(Storage):
                 MultipartUpload={"Parts": parts},
                 IfNoneMatch="*",
             )
-        except ClientError as exc:
+        except boto.ClientError as exc:
             # A retried complete whose first try succeeded (response lost) finds the upload gone.
-            if _code(exc) == "NoSuchUpload" and await self._exists(client, full):
+            if _code(exc) == "NoSuchUpload" and await self._exists(full):
                 raise ObjectExistsError(f"s3://{self._bucket}/{full} already exists") from exc
             raise
 
-    async def _exists(self, client: Any, full: str) -> bool:
+    async def _exists(self, full: str) -> bool:
         try:
-            await client.head_object(Bucket=self._bucket, Key=full)
-        except ClientError as exc:
+            await (await self._get_client()).head_object(Bucket=self._bucket, Key=full)
+        except boto.ClientError as exc:
             if _status(exc) == 404:
                 return False
             raise
@@ -301,17 +284,11 @@ class S3Storage(Storage):
         return await self._call("GetObject", key, fetch)
 
     async def _pages(self, op_key: str, **params: Any) -> list[dict[str, Any]]:
-        client = await self._get_client()
-        pages = []
-        token: str | None = None
-        while True:
-            extra = {"ContinuationToken": token} if token else {}
-            call = functools.partial(client.list_objects_v2, Bucket=self._bucket, **params, **extra)
-            page = await self._call("ListObjectsV2", op_key, call)
-            pages.append(page)
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return pages
+        pages = [await self._s3("ListObjectsV2", op_key, **params)]
+        while pages[-1].get("IsTruncated") and pages[-1].get("NextContinuationToken"):
+            params["ContinuationToken"] = pages[-1]["NextContinuationToken"]
+            pages.append(await self._s3("ListObjectsV2", op_key, **params))
+        return pages
 
     async def list(self, prefix: str) -> list[ObjectInfo]:
         """Every object whose key starts with ``prefix`` (recursive), sorted by key."""
@@ -326,7 +303,7 @@ class S3Storage(Storage):
         found.sort(key=lambda info: info.key)
         return found
 
-    async def list_dirs(self, prefix: str) -> list[str]:
+    async def list_dirs(self, prefix: str) -> builtins.list[str]:
         """Immediate sub-prefixes of ``prefix`` (each ending in ``/``), sorted; one delimiter listing."""
         pages = await self._pages(validate_prefix(prefix), Prefix=self._base + prefix, Delimiter="/")
         return sorted(
@@ -341,15 +318,9 @@ class S3Storage(Storage):
         full_keys = [self._base + validate_key(key) for key in keys]
         if not full_keys:
             return
-        client = await self._get_client()
         for start in range(0, len(full_keys), DELETE_BATCH):
-            batch = full_keys[start : start + DELETE_BATCH]
-            call = functools.partial(
-                client.delete_objects,
-                Bucket=self._bucket,
-                Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
-            )
-            response = await self._call("DeleteObjects", keys[start], call)
+            batch = [{"Key": key} for key in full_keys[start : start + DELETE_BATCH]]
+            response = await self._s3("DeleteObjects", keys[start], Delete={"Objects": batch, "Quiet": True})
             errors = [e for e in response.get("Errors", []) if e.get("Code") != "NoSuchKey"]
             if errors:
                 first = errors[0]
@@ -360,9 +331,8 @@ class S3Storage(Storage):
 
     async def check(self) -> None:
         """Raise StorageUnavailableError when the endpoint, bucket or credentials do not work."""
-        client = await self._get_client()
         try:
-            await self._call("HeadBucket", None, functools.partial(client.head_bucket, Bucket=self._bucket), 1)
+            await self._s3("HeadBucket", None, attempts=1)
         except StorageUnavailableError:
             raise
         except StorageError as exc:

@@ -1,0 +1,82 @@
+"""Row filters of a query, evaluated with Arrow kernels on the columns of each file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from archiver import schema
+from archiver.errors import UsageError
+from archiver.layout import NS_PER_HOUR
+
+
+def check_regex(pattern: str) -> None:
+    """Raise UsageError unless ``pattern`` is a valid RE2 regular expression (what Arrow and DuckDB use)."""
+    try:
+        pc.match_substring_regex(pa.array([""]), pattern)
+    except pa.ArrowInvalid as exc:
+        reason = str(exc).split(":", 1)[-1].strip()
+        raise UsageError(f"--grep: invalid regular expression {pattern!r}: {reason}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Row filters of a query (apps and regions are applied when planning, from the keys)."""
+
+    since_ns: int
+    until_ns: int
+    levels: tuple[str, ...] = ()
+    instances: tuple[str, ...] = ()
+    contains: str | None = None
+    grep: str | None = None
+    ignore_case: bool = False
+
+    def filter_columns(self) -> tuple[str, ...]:
+        """File columns the filter reads."""
+        needed = [schema.TIMESTAMP]
+        if self.levels:
+            needed.append(schema.LEVEL)
+        if self.instances:
+            needed.append(schema.INSTANCE)
+        if self.contains is not None or self.grep is not None:
+            needed.append(schema.MESSAGE)
+        return tuple(needed)
+
+    def time_bounds(self, hour_ns: int) -> tuple[int | None, int | None]:
+        """The range test an hour's rows need: None on a side the whole hour satisfies."""
+        since = self.since_ns if hour_ns < self.since_ns else None
+        until = self.until_ns if hour_ns + NS_PER_HOUR > self.until_ns else None
+        return since, until
+
+    def mask(self, table: pa.Table, hour_ns: int) -> pa.ChunkedArray | None:
+        """Which rows of ``table`` (a file of hour ``hour_ns``) match; None when all do.
+
+        Kernels on the columns rather than ``Table.filter(expression)``, which
+        plans an Acero query per call (~0.2 ms, as much as decoding a small file).
+        """
+        parts = []
+        since, until = self.time_bounds(hour_ns)
+        ts = table[schema.TIMESTAMP]
+        if since is not None:
+            parts.append(pc.greater_equal(ts, pa.scalar(since, schema.TIMESTAMP_TYPE).cast(ts.type)))
+        if until is not None:
+            parts.append(pc.less(ts, pa.scalar(until, schema.TIMESTAMP_TYPE).cast(ts.type)))
+        if self.levels:
+            # Apps write INFO, info or Info: levels compare case-insensitively.
+            lowered = pa.array([level.lower() for level in self.levels], pa.string())
+            parts.append(pc.is_in(pc.utf8_lower(table[schema.LEVEL]), value_set=lowered))
+        if self.instances:
+            parts.append(pc.is_in(table[schema.INSTANCE], value_set=pa.array(self.instances, pa.string())))
+        message = table[schema.MESSAGE] if schema.MESSAGE in table.column_names else None
+        if self.contains is not None:
+            parts.append(pc.match_substring(message, self.contains, ignore_case=self.ignore_case))
+        if self.grep is not None:
+            parts.append(pc.match_substring_regex(message, self.grep, ignore_case=self.ignore_case))
+        if not parts:
+            return None
+        combined = parts[0]
+        for part in parts[1:]:
+            combined = pc.and_kleene(combined, part)
+        return combined
