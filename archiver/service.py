@@ -152,7 +152,9 @@ class Service:
                 "oldest_unarchived_age_s": self._oldest_unarchived_age_s()},
         }  # fmt: skip
         reasons = []
-        if not self.source.connected and (self.source.ever_connected is False or nats_for_s > NATS_DISCONNECT_GRACE_S):
+        if not self.source.connected and (
+            self.source.ever_connected is False or nats_for_s > NATS_DISCONNECT_GRACE_S
+        ):
             reasons.append(f"NATS disconnected for {nats_for_s:.0f}s")
         elif not self.source.subscribed and self.source.connected:
             reasons.append("not subscribed yet")

@@ -92,7 +92,8 @@ class Journal:
         if any(a <= seq < b for a, b in self.done.get((app_segment, region_segment), ())):
             return True
         return any(
-            i.first_seq <= seq < i.end_seq and (i.app_segment, i.region_segment) == (app_segment, region_segment)
+            i.first_seq <= seq < i.end_seq
+            and (i.app_segment, i.region_segment) == (app_segment, region_segment)
             for i in self.open.values()
         )
 
@@ -139,7 +140,9 @@ class Spool:
                 self._disk_bytes += self._segments[first]
                 self.next_seq = max(self.next_seq, first + count)
             self.written_seq = self.next_seq
-            self._journal_fd = os.open(self.directory / JOURNAL_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._journal_fd = os.open(
+                self.directory / JOURNAL_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+            )
             self._roll()
         except (OSError, ValueError) as exc:
             raise SpoolError(f"SPOOL_DIR: cannot use {self.directory}: {exc}") from None

@@ -110,7 +110,12 @@ class Uploader:
         loop = asyncio.get_running_loop()
         try:
             encoded: EncodedBatch = await loop.run_in_executor(
-                self._encode_pool, encode_partition, batch.app, batch.region, batch.payloads, batch.detached_ns
+                self._encode_pool,
+                encode_partition,
+                batch.app,
+                batch.region,
+                batch.payloads,
+                batch.detached_ns,
             )
         except ArchiverError as exc:
             # The encoder archives bad input as raw text, so this is a bug; still never silent.
@@ -168,6 +173,10 @@ class Uploader:
                 delay = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** min(attempt, 10))
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
         if self.failing_since_s is not None:
-            event(logging.INFO, "storage recovered", failed_for_s=round(time.monotonic() - self.failing_since_s, 1))
+            event(
+                logging.INFO,
+                "storage recovered",
+                failed_for_s=round(time.monotonic() - self.failing_since_s, 1),
+            )
         self.failing_since_s = None
         self.metrics.upload_seconds.observe(time.monotonic() - started)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs
 import pyarrow.parquet as pq
@@ -84,12 +85,26 @@ def _row_groups(pf: pq.ParquetFile, scan: FileScan) -> list[int]:
 def _decode(pf: pq.ParquetFile, planned: PlannedFile, scan: FileScan) -> pa.Table:
     names = pf.schema_arrow.names
     check_schema(pf.schema_arrow, scan.columns)
-    wanted = [n for n in dict.fromkeys((*scan.columns, *scan.filters.filter_columns())) if n in names]
-    table = pf.read_row_groups(_row_groups(pf, scan), columns=wanted, use_threads=False)
-    mask = scan.filters.mask(table, scan.hour_ns)
-    if mask is not None:
-        table = table.filter(mask)
-    return _conform(table, planned, scan.columns)
+    groups = _row_groups(pf, scan)
+    filters = scan.filters
+    first = [n for n in filters.filter_columns() if n in names]
+    rest = [n for n in scan.columns if n in names and n not in first]
+    if not filters.selective() or schema.MESSAGE in first:
+        table = pf.read_row_groups(groups, columns=first + rest, use_threads=False)
+        mask = filters.mask(table, scan.hour_ns)
+        return _conform(table if mask is None else table.filter(mask), planned, scan.columns)
+    # Late materialisation for level/instance filters: the message column, the bulk
+    # of every file, is decoded only for files where something matched. (With a grep
+    # the message is read first anyway and the rest is small: a second read costs more.)
+    table = pf.read_row_groups(groups, columns=first, use_threads=False)
+    mask = filters.mask(table, scan.hour_ns)
+    if mask is None or not pc.any(mask).as_py():
+        return _conform(table.slice(0, 0), planned, scan.columns)
+    if rest:
+        others = pf.read_row_groups(groups, columns=rest, use_threads=False)
+        for name in rest:
+            table = table.append_column(others.schema.field(name), others[name])
+    return _conform(table.filter(mask), planned, scan.columns)
 
 
 def decode_file(
@@ -103,10 +118,12 @@ def decode_file(
     ``source`` is the object's bytes, or a path on the local ``filesystem``.
     """
     try:
-        if isinstance(source, pa.Buffer):
-            return _decode(pq.ParquetFile(pa.BufferReader(source)), planned, scan)
-        with (filesystem or pa.fs.LocalFileSystem()).open_input_file(source) as f:
-            return _decode(pq.ParquetFile(f), planned, scan)
+        if not isinstance(source, pa.Buffer):
+            # One read of the whole (small) file, then decoding from memory: measured
+            # 0.30 ms per hourly file against 0.42 ms letting Parquet read each column chunk.
+            with (filesystem or pa.fs.LocalFileSystem()).open_input_file(source) as f:
+                source = f.read_buffer()
+        return _decode(pq.ParquetFile(pa.BufferReader(source)), planned, scan)
     except BadFileError:
         raise
     except FileNotFoundError:
@@ -114,6 +131,24 @@ def decode_file(
     except (pa.ArrowException, OSError, ValueError) as exc:
         # Bytes in memory or a local file: every failure here is the file's content.
         raise BadFileError(str(exc).splitlines()[0]) from None
+
+
+def decode_files(
+    items: Sequence[tuple[str | pa.Buffer | BadFileError, PlannedFile]],
+    scan: FileScan,
+    filesystem: pa.fs.FileSystem | None = None,
+) -> list[pa.Table | BadFileError]:
+    """:func:`decode_file` over several files in one call (one thread job instead of one per file)."""
+    out: list[pa.Table | BadFileError] = []
+    for source, planned in items:
+        if isinstance(source, BadFileError):
+            out.append(source)
+            continue
+        try:
+            out.append(decode_file(source, planned, scan, filesystem))
+        except BadFileError as exc:
+            out.append(exc)
+    return out
 
 
 def footer_rows(source: str | pa.Buffer, size: int, filesystem: pa.fs.FileSystem | None) -> int:
@@ -148,7 +183,8 @@ def _conform(table: pa.Table, planned: PlannedFile, columns: Sequence[str]) -> p
         elif name not in columns:
             continue
         elif name in table.column_names:
-            arrays.append(table[name].cast(out_field.type))
+            column = table[name]
+            arrays.append(column if column.type == out_field.type else column.cast(out_field.type))
         else:
             arrays.append(pa.nulls(rows, out_field.type))
         fields.append(out_field)

@@ -33,6 +33,10 @@ class Filters:
     grep: str | None = None
     ignore_case: bool = False
 
+    def selective(self) -> bool:
+        """Whether the filter looks at more than the timestamp."""
+        return bool(self.levels or self.instances or self.contains is not None or self.grep is not None)
+
     def filter_columns(self) -> tuple[str, ...]:
         """File columns the filter reads."""
         needed = [schema.TIMESTAMP]

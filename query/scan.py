@@ -26,7 +26,7 @@ import pyarrow.fs
 from archiver import schema
 from archiver.errors import ObjectNotFoundError
 from archiver.storage import Storage
-from query.decode import VANISHED, BadFileError, FileScan, decode_file, empty_table, footer_rows
+from query.decode import VANISHED, BadFileError, FileScan, decode_files, empty_table, footer_rows
 from query.filters import Filters
 from query.plan import HourFiles, PlannedFile
 
@@ -88,28 +88,44 @@ class Reader:
         self.storage = storage
         self.filesystem = filesystem
         self.base_path = base_path.rstrip("/")
+        self.threads = threads
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="scan")
         self.fetches = asyncio.Semaphore(fetch_concurrency)
 
-    async def read(self, planned: PlannedFile, scan: FileScan) -> pa.Table:
-        """One file's matching rows; BadFileError to skip it, StorageError when the archive fails."""
+    async def read_files(self, files: Sequence[PlannedFile], scan: FileScan) -> list[pa.Table | BadFileError]:
+        """Each file's matching rows, or the reason to skip it; StorageError when the archive fails.
+
+        Files are decoded in a few batches, one thread job each: a job per file
+        costs more in scheduling than a small file costs to decode.
+        """
         loop = asyncio.get_running_loop()
-        if self.filesystem is not None and self.filesystem.type_name == "local":
+        size = max(1, -(-len(files) // self.threads))
+        batches = [files[i : i + size] for i in range(0, len(files), size)]
+        local = self.filesystem is not None and self.filesystem.type_name == "local"
+
+        async def batch(part: Sequence[PlannedFile]) -> list[pa.Table | BadFileError]:
+            sources: list[str | pa.Buffer | BadFileError]
+            if local:
+                sources = [self._path(f) for f in part]
+            else:
+                sources = list(await asyncio.gather(*(self._get(f) for f in part)))
+            fs = self.filesystem if local else None
             return await loop.run_in_executor(
-                self.pool, decode_file, self._path(planned), planned, scan, self.filesystem
+                self.pool, decode_files, list(zip(sources, part, strict=True)), scan, fs
             )
-        data = await self._get(planned)
-        return await loop.run_in_executor(self.pool, decode_file, data, planned, scan, None)
+
+        results = await asyncio.gather(*(batch(part) for part in batches))
+        return [item for part in results for item in part]
 
     def _path(self, planned: PlannedFile) -> str:
         return f"{self.base_path}/{planned.key}" if self.base_path else planned.key
 
-    async def _get(self, planned: PlannedFile) -> pa.Buffer:
+    async def _get(self, planned: PlannedFile) -> pa.Buffer | BadFileError:
         async with self.fetches:
             try:
                 return pa.py_buffer(await self.storage.get(planned.key))
             except ObjectNotFoundError:
-                raise BadFileError(VANISHED) from None
+                return BadFileError(VANISHED)
 
     async def row_count(self, planned: PlannedFile) -> int:
         """Rows in one file, from its Parquet footer; BadFileError when it is not Parquet."""
@@ -119,6 +135,8 @@ class Reader:
                 self.pool, footer_rows, self._path(planned), planned.size, self.filesystem
             )
         data = await self._get(planned)
+        if isinstance(data, BadFileError):
+            raise data
         return await loop.run_in_executor(self.pool, footer_rows, data, planned.size, None)
 
     def close(self) -> None:
@@ -136,20 +154,16 @@ async def _read_hour(
 ) -> pa.Table:
     scan = FileScan(tuple(columns), filters, group.hour_ns)
 
-    async def one(planned: PlannedFile) -> pa.Table | None:
-        try:
-            table = await reader.read(planned, scan)
-        except BadFileError as exc:
+    tables = []
+    for planned, result in zip(group.files, await reader.read_files(group.files, scan), strict=True):
+        if isinstance(result, BadFileError):
             stats.skipped += 1
-            warn(f"warning: skipped {planned.key}: {exc}")
-            return None
+            warn(f"warning: skipped {planned.key}: {result}")
+            continue
         stats.files += 1
         stats.bytes += planned.size
-        return table
-
-    results = await asyncio.gather(*(one(f) for f in group.files))
+        tables.append(result)
     stats.hours += 1
-    tables = [t for t in results if t is not None]
     merged = merge_hour(tables) if tables else empty_table(columns)
     stats.rows += merged.num_rows
     return merged

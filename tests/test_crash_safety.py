@@ -63,7 +63,9 @@ def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(
         messages = batch(round_no, rng.randrange(500, 2500))
         if round_no % 4 == 3:
             # Kill while messages are still arriving: only the counted ones are owed.
-            thread = threading.Thread(target=lambda m=messages: asyncio.run(publish(nats_server.url, m, 20_000)))
+            thread = threading.Thread(
+                target=lambda m=messages: asyncio.run(publish(nats_server.url, m, 20_000))
+            )
             thread.start()
             time.sleep(rng.uniform(0.02, 0.08))
             received = proc.metric("archiver_messages_received_total")
@@ -89,12 +91,16 @@ def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(
     losses = sum((owed - archived).values())
     duplicates = sum((archived - possible).values())
     from_maybe = sum(archived.values()) - sum(owed.values())
-    print(f"\nkills={kills} messages_checked={sum(possible.values())} losses={losses} duplicates={duplicates}")
+    print(
+        f"\nkills={kills} messages_checked={sum(possible.values())} losses={losses} duplicates={duplicates}"
+    )
     assert kills >= 20
     assert losses == 0 and duplicates == 0
     assert max(archived.values()) == 1 or all(archived[k] <= possible[k] for k in archived)
     assert from_maybe >= received_before_kills  # everything counted as received before a kill survived it
-    assert not list(Path(spool).glob("*.seg")) or sum(p.stat().st_size for p in Path(spool).glob("*.seg")) == 0
+    assert (
+        not list(Path(spool).glob("*.seg")) or sum(p.stat().st_size for p in Path(spool).glob("*.seg")) == 0
+    )
 
 
 @pytest.mark.timeout(180)
@@ -108,7 +114,9 @@ def test_storage_outage_then_recovery(nats_server: Any, seaweedfs: Any, s3_setti
         first = batch(1, 3000)
         asyncio.run(publish(nats_server.url, first))
         sent += first
-        wait_for(lambda: proc.metric("archiver_messages_archived_total") >= len(sent), 30, "first batch", proc)
+        wait_for(
+            lambda: proc.metric("archiver_messages_archived_total") >= len(sent), 30, "first batch", proc
+        )
         seaweedfs.stop()
         outage_started = time.monotonic()
         during = batch(2, 6000)
@@ -125,7 +133,9 @@ def test_storage_outage_then_recovery(nats_server: Any, seaweedfs: Any, s3_setti
         asyncio.run(publish(nats_server.url, after))
         sent += after
         wait_for(lambda: proc.health()[0] == 200, 60, "/health 200 again", proc)
-        wait_for(lambda: proc.metric("archiver_messages_archived_total") >= len(sent), 60, "backlog drained", proc)
+        wait_for(
+            lambda: proc.metric("archiver_messages_archived_total") >= len(sent), 60, "backlog drained", proc
+        )
         assert proc.metric("archiver_upload_errors_total") > 0
     finally:
         if not seaweedfs.running:

@@ -395,18 +395,18 @@ class CountingStorage:
 def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """Counts listings (by prefix) and files read by ``archiver query``."""
     seen: dict[str, Any] = {"storage": None, "read": []}
-    real_open_storage, real_read = query_run.open_storage, Reader.read
+    real_open_storage, real_read = query_run.open_storage, Reader.read_files
 
     def open_counting(settings: ArchiveSettings) -> Any:
         seen["storage"] = CountingStorage(real_open_storage(settings))
         return seen["storage"]
 
-    async def read(self: Reader, planned: PlannedFile, *args: Any) -> pa.Table:
-        seen["read"].append(planned.key)
-        return await real_read(self, planned, *args)
+    async def read(self: Reader, files: Sequence[PlannedFile], *args: Any) -> Any:
+        seen["read"].extend(planned.key for planned in files)
+        return await real_read(self, files, *args)
 
     monkeypatch.setattr(query_run, "open_storage", open_counting)
-    monkeypatch.setattr(Reader, "read", read)
+    monkeypatch.setattr(Reader, "read_files", read)
     yield seen
 
 

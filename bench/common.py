@@ -1,0 +1,120 @@
+"""Shared pieces of the benchmarks: servers, processes, CPU and RSS readings (Linux /proc)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGHUB = ROOT.parent / "shared" / "corpus" / "loghub"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def binary(name: str) -> str:
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    if not found:
+        raise SystemExit(f"{name} not found: run ./dev test once to install the test extras")
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """user+sys CPU seconds of a process and its reaped children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime + cutime + cstime) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size now."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """Peak resident set size (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+@contextmanager
+def nats_server() -> Iterator[str]:
+    port = free_port()
+    work = tempfile.mkdtemp(prefix="bench-nats-")
+    proc = subprocess.Popen([binary("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", work],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class Archiver:
+    """``archiver run`` as a subprocess with its own HTTP port."""
+
+    def __init__(self, nats_url: str, archive: str, **env: str) -> None:
+        self.port = free_port()
+        full = {**os.environ, "NATS_URL": nats_url, "ARCHIVE_URL": archive, "HTTP_PORT": str(self.port),
+                "HTTP_HOST": "127.0.0.1", "LOG_LEVEL": "warning", **env}  # fmt: skip
+        self.proc = subprocess.Popen([sys.executable, "-m", "archiver", "run"], env=full,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def metric(self, name: str) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[-1])
+        return 0.0
+
+    def wait_subscribed(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as resp:
+                    if json.loads(resp.read())["nats"]["subscribed"]:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise SystemExit("archiver did not subscribe")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(120)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
