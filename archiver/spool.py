@@ -37,6 +37,7 @@ the upload, the keys are fixed, so no row is ever written twice.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import struct
 import zlib
@@ -260,7 +261,7 @@ class Spool:
         """Delete closed segments wholly below ``low_water_seq``; bytes freed."""
         firsts = sorted(self._segments)
         freed = 0
-        for first, following in zip(firsts, firsts[1:], strict=False):
+        for first, following in itertools.pairwise(firsts):
             if following <= low_water_seq and first != self._segment_first_seq:
                 size = self._segments.pop(first)
                 freed += size

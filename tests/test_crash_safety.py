@@ -75,7 +75,8 @@ def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(
             received_before_kills += int(received)
         else:
             assert asyncio.run(publish(nats_server.url, messages)) == len(messages)
-            wait_for(lambda p=proc, n=len(messages): p.metric("archiver_messages_received_total") >= n, 30,
+            owed = len(messages)
+            wait_for(lambda p=proc, n=owed: p.metric("archiver_messages_received_total") >= n, 30,
                      "messages received", proc)  # fmt: skip
             time.sleep(rng.uniform(0.0, 0.4))  # lands before, during or after uploads
             proc.kill()
@@ -123,7 +124,7 @@ def test_storage_outage_then_recovery(nats_server: Any, seaweedfs: Any, s3_setti
         asyncio.run(publish(nats_server.url, during, 1000))  # six seconds of traffic while storage is down
         sent += during
         wait_for(lambda: proc.health()[0] == 503, 30, "/health 503", proc)
-        status, report = proc.health()
+        _, report = proc.health()
         assert "storage failing" in report["reason"]
         assert proc.metric("archiver_spool_bytes") > 0
         assert proc.metric("archiver_oldest_unarchived_age_seconds") > 1

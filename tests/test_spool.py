@@ -68,7 +68,7 @@ def test_full_spool_refuses_and_trim_frees(tmp_path: Path) -> None:
     spool = Spool(str(tmp_path), max_bytes=3000, segment_bytes=1000)
     spool.open()
     accepted = 0
-    for i in range(200):
+    for _ in range(200):
         if spool.append(*PREFIX, b"x" * 50):
             accepted += 1
         spool.write_pending()
