@@ -84,10 +84,36 @@ def _env_help(text: str, name: str) -> str:
 )
 @click.option("--http-port", help=_env_help("Port of /health and /metrics (default 8686).", "HTTP_PORT"))
 @click.option("--log-level", help=_env_help("debug, info, warning or error (default info).", "LOG_LEVEL"))
+@click.option(
+    "--workers", help=_env_help("Processes sharing the stream in one queue group (default 1).", "WORKERS")
+)
+@click.option(
+    "--stall-timeout",
+    help=_env_help("Re-subscribe after this long without a message while connected; 0 disables (default 10m).",
+                   "STALL_TIMEOUT"),
+)  # fmt: skip
+@click.option(
+    "--spool-dir",
+    help=_env_help("Write-ahead spool directory; off disables it (default ./spool).", "SPOOL_DIR"),
+)
+@click.option("--spool-max-bytes", help=_env_help("Disk cap of the spool (default 2GiB).", "SPOOL_MAX_BYTES"))
+@click.option(
+    "--spool-fsync-interval",
+    help=_env_help("fsync the spool this often; 0 = every write (default 200ms).", "SPOOL_FSYNC_INTERVAL"),
+)
+@click.option(
+    "--storage-failure-grace",
+    help=_env_help("/health fails once storage has failed this long (default 2m).", "STORAGE_FAILURE_GRACE"),
+)
 def run(**options: str | None) -> None:
     """Subscribe to the log stream and archive every message until SIGTERM."""
     config = load_run_config(options)
     setup_logging(config.log_level)
+    if config.workers > 1:
+        from archiver.workers import run_workers
+
+        given = {name: value for name, value in options.items() if value is not None}
+        sys.exit(run_async(lambda: run_workers(config, given)))
     run_async(lambda: _run_service(config))
 
 

@@ -69,6 +69,11 @@ class RunConfig:
     spool_fsync_interval_s: float = 0.2
     spool_max_bytes: int = 2 * 1024**3
     storage_failure_grace_s: float = 120.0
+    #: Re-subscribe when connected but silent this long (0 disables).
+    stall_timeout_s: float = 600.0
+    #: /health fails once NATS has been disconnected this long (a blip is normal).
+    nats_disconnect_grace_s: float = 15.0
+    workers: int = 1
 
 
 #: Defaults as an instance, because slotted dataclass attributes are descriptors on the class.
@@ -191,7 +196,20 @@ def load_run_config(
         raise ConfigError(
             f"MAX_BUFFER_BYTES: must be at least FLUSH_BYTES ({flush_bytes} bytes), got {max_buffer} bytes"
         )
+    workers_text = pick("WORKERS") or "1"
+    if not workers_text.isdigit() or not 1 <= int(workers_text) <= 64:
+        raise ConfigError(f"WORKERS: expected a number of processes 1-64, got {workers_text!r}")
     return RunConfig(
+        workers=int(workers_text),
+        nats_disconnect_grace_s=_duration(
+            "NATS_DISCONNECT_GRACE",
+            pick("NATS_DISCONNECT_GRACE"),
+            _DEFAULTS.nats_disconnect_grace_s,
+            allow_zero=True,
+        ),
+        stall_timeout_s=_duration(
+            "STALL_TIMEOUT", pick("STALL_TIMEOUT"), _DEFAULTS.stall_timeout_s, allow_zero=True
+        ),
         archive=load_archive_settings(pick("ARCHIVE_URL"), env),
         nats_url=nats_url,
         org=pick("ORG") or _DEFAULTS.org,
@@ -206,11 +224,17 @@ def load_run_config(
         log_level=log_level,
         spool_dir=_spool_dir(pick("SPOOL_DIR")),
         spool_fsync_interval_s=_duration(
-            "SPOOL_FSYNC_INTERVAL", pick("SPOOL_FSYNC_INTERVAL"), _DEFAULTS.spool_fsync_interval_s, allow_zero=True
+            "SPOOL_FSYNC_INTERVAL",
+            pick("SPOOL_FSYNC_INTERVAL"),
+            _DEFAULTS.spool_fsync_interval_s,
+            allow_zero=True,
         ),
         spool_max_bytes=_size("SPOOL_MAX_BYTES", pick("SPOOL_MAX_BYTES"), _DEFAULTS.spool_max_bytes),
         storage_failure_grace_s=_duration(
-            "STORAGE_FAILURE_GRACE", pick("STORAGE_FAILURE_GRACE"), _DEFAULTS.storage_failure_grace_s, allow_zero=True
+            "STORAGE_FAILURE_GRACE",
+            pick("STORAGE_FAILURE_GRACE"),
+            _DEFAULTS.storage_failure_grace_s,
+            allow_zero=True,
         ),
     )
 
@@ -221,3 +245,8 @@ def _spool_dir(text: str | None) -> str | None:
     if text.lower() in ("off", "none"):
         return None
     return str(Path(text).expanduser().resolve())
+
+
+def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with ``overrides``: what a worker process is started with."""
+    return {**os.environ, **overrides}

@@ -16,6 +16,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 DROP_REASONS = ("slow_consumer", "spool_full", "encode_error")
+#: Per-app series beyond this many apps are summed under app="_other" (bounded cardinality).
+MAX_APP_LABELS = 100
+OTHER_APPS = "_other"
 
 
 @dataclass(slots=True)
@@ -40,6 +43,14 @@ class Stats:
     last_message_monotonic: float | None = None
     newest_event_ns: int | None = None
     started_s: float = field(default_factory=time.time)
+    app_messages_archived: dict[str, int] = field(default_factory=dict)
+
+    def count_app(self, app: str, rows: int) -> None:
+        """Add archived rows to an app's series (or to the overflow series past the cap)."""
+        series = self.app_messages_archived
+        if app not in series and len(series) >= MAX_APP_LABELS:
+            app = OTHER_APPS
+        series[app] = series.get(app, 0) + rows
 
 
 class StatsCollector(Collector):
@@ -78,6 +89,14 @@ class StatsCollector(Collector):
             "Slow-consumer errors reported by the NATS client.",
             s.slow_consumer_events,
         )
+        per_app = CounterMetricFamily(
+            "archiver_app_messages_archived",
+            f"Messages archived per app (the first {MAX_APP_LABELS} apps; the rest under {OTHER_APPS}).",
+            labels=["app"],
+        )
+        for app, count in sorted(s.app_messages_archived.items()):
+            per_app.add_metric([app], count)
+        yield per_app
         yield counter("files_written", "Parquet files written to the archive.", s.files_written)
         yield counter("bytes_written", "Bytes of Parquet written to the archive.", s.bytes_written)
         yield counter("upload_errors", "Failed upload attempts (each is retried).", s.upload_errors)

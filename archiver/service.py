@@ -35,8 +35,6 @@ from archiver.storage import Storage
 from archiver.uploader import Uploader
 
 TICK_MAX_S = 1.0
-#: NATS may blip; /health fails only after this long disconnected.
-NATS_DISCONNECT_GRACE_S = 15.0
 
 
 class Service:
@@ -56,6 +54,8 @@ class Service:
                                {"/health": self._health, "/metrics": self._metrics})  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
         self.metrics.extra_gauges = self._extra_gauges
+        self._stall_stage = 0
+        self._reconnecting: asyncio.Task[None] | None = None
 
     # -- recovery ---------------------------------------------------------------------
 
@@ -117,11 +117,45 @@ class Service:
             await asyncio.sleep(min(tick_s, fsync_s) if self.spool and fsync_s > 0 else tick_s)
             self.ingest.commit()
             self.ingest.flush_due()
+            await self._watchdog()
             if self.spool is not None:
                 if time.monotonic() - last_fsync >= fsync_s:
                     last_fsync = time.monotonic()
                     await loop.run_in_executor(self.uploader.journal_pool, self.spool.fsync)
                 await self._trim()
+
+    async def _watchdog(self) -> None:
+        """Re-subscribe, then reconnect, when connected but silent for STALL_TIMEOUT.
+
+        The Fly Log Shipper's users report a shipper that silently stops receiving: a
+        subscription the server forgot is indistinguishable from a quiet org from inside,
+        so after STALL_TIMEOUT of silence the subscription is renewed (cheap, harmless
+        when the org is just quiet), and if that brings nothing either, the connection.
+        """
+        timeout = self.config.stall_timeout_s
+        source = self.source
+        if not timeout or not source.connected or not source.subscribed:
+            return
+        now = time.monotonic()
+        last = max(self.stats.last_message_monotonic or 0.0, source.subscribed_at_s)
+        if now - last < timeout:
+            if (
+                self.stats.last_message_monotonic
+                and self.stats.last_message_monotonic > source.subscribed_at_s
+            ):
+                self._stall_stage = 0  # messages flow again: a new episode may be logged
+            return
+        self.stats.stall_recoveries += 1
+        if self._stall_stage == 0:
+            event(logging.WARNING, "no message while connected: re-subscribing (stall watchdog)",
+                  silent_for_s=round(now - last, 1), stall_timeout_s=timeout)  # fmt: skip
+            self._stall_stage = 1
+            await source.subscribe()
+        elif self._reconnecting is None or self._reconnecting.done():
+            self._stall_stage = 2
+            # A task of its own: reconnecting may take long, and the ticker must keep flushing.
+            self._reconnecting = asyncio.create_task(source.reconnect())
+            self._tasks.append(self._reconnecting)
 
     async def _trim(self) -> None:
         assert self.spool is not None
@@ -153,7 +187,7 @@ class Service:
         }  # fmt: skip
         reasons = []
         if not self.source.connected and (
-            self.source.ever_connected is False or nats_for_s > NATS_DISCONNECT_GRACE_S
+            self.source.ever_connected is False or nats_for_s >= self.config.nats_disconnect_grace_s
         ):
             reasons.append(f"NATS disconnected for {nats_for_s:.0f}s")
         elif not self.source.subscribed and self.source.connected:

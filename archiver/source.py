@@ -47,6 +47,8 @@ class NatsSource:
         self.connected = False
         self.ever_connected = False
         self.subscribed = False
+        #: Monotonic time of the last (re)subscription.
+        self.subscribed_at_s = 0.0
         #: Monotonic time of the last change of ``connected``.
         self.state_since_s = time.monotonic()
         self.last_error: str | None = None
@@ -85,8 +87,19 @@ class NatsSource:
                 pending_bytes_limit=PENDING_BYTES_LIMIT,
             )
             self.subscribed = True
+            self.subscribed_at_s = time.monotonic()
         except NatsError as exc:
             raise SourceError(f"cannot subscribe to {self._config.subject!r}: {_describe(exc)}") from None
+
+    async def reconnect(self) -> None:
+        """Drop the connection and make a new one (the watchdog's second step)."""
+        if self._nc is not None:
+            with contextlib.suppress(NatsError, OSError, TimeoutError):
+                await self._nc.close()
+        self._sub = None
+        self.subscribed = False
+        self._set_connected(False)
+        await self.start()
 
     async def drain(self) -> None:
         """Stop receiving: deliver what is pending to the callback, then close."""

@@ -144,6 +144,7 @@ class Uploader:
             self.stats.files_written += 1
             self.stats.bytes_written += len(file.data)
             self.stats.messages_archived += file.rows
+            self.stats.count_app(batch.app, file.rows)
             self.stats.newest_event_ns = max(self.stats.newest_event_ns or 0, file.max_timestamp_ns)
         if self.spool is not None:
             await loop.run_in_executor(self.journal_pool, self.spool.write_done, intent)

@@ -220,13 +220,17 @@ async def run_query(request: QueryRequest) -> int:
                 break
         progress.stop()
         if writer is not None:
-            writer.close()
+            finishing, writer = writer, None
+            finishing.close()
         if not written:
             _note_nothing(stats, planner, apps)
         return 0
     finally:
         progress.stop()
         if output is not None:
+            if writer is not None:
+                with contextlib.suppress(Exception):  # already failing: keep what was written readable
+                    writer.close()
             output.close()
         reader.close()
         await storage.close()

@@ -12,7 +12,6 @@ hours read ahead while the current one is being written out.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
@@ -26,7 +25,7 @@ import pyarrow.fs
 from archiver import schema
 from archiver.errors import ObjectNotFoundError
 from archiver.storage import Storage
-from query.decode import VANISHED, BadFileError, FileScan, decode_files, empty_table, footer_rows
+from query.decode import VANISHED, BadFileError, Batch, FileScan, decode_files, empty_table, footer_rows
 from query.filters import Filters
 from query.plan import HourFiles, PlannedFile
 
@@ -47,23 +46,20 @@ class ScanStats:
 
 
 def merge_hour(tables: Sequence[pa.Table]) -> pa.Table:
-    """Merge files of one hour, each sorted by timestamp, into one table in time order.
+    """The rows of one hour in time order, from batches that each hold sorted files one after another.
 
-    Files that do not overlap (one app's consecutive flushes) are just
-    concatenated in order. Overlapping ones are merged with Arrow's stable
-    sort in C++, which keeps equal timestamps in file order; a Python heap
-    merge over rows would be two orders of magnitude slower.
+    When the concatenation is already in order (one file, or files that follow
+    each other, as one writer's flushes do) it is returned as is. Otherwise
+    Arrow's stable sort in C++ merges the sorted runs, equal timestamps staying
+    in file order; a Python heap merge over rows would be two orders of magnitude slower.
     """
     nonempty = [t for t in tables if t.num_rows]
     if not nonempty:
-        return tables[0].slice(0, 0) if tables else pa.table({})
-    if len(nonempty) == 1:
-        return nonempty[0]
-    spans = [(t[schema.TIMESTAMP][0].value, t[schema.TIMESTAMP][-1].value, i) for i, t in enumerate(nonempty)]
-    ordered = sorted(spans)
-    if all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(ordered)):
-        return pa.concat_tables([nonempty[i] for _, _, i in ordered])
-    merged = pa.concat_tables(nonempty)
+        return tables[0] if tables else pa.table({})
+    merged = pa.concat_tables(nonempty) if len(nonempty) > 1 else nonempty[0]
+    ts = merged[schema.TIMESTAMP]
+    if len(ts) < 2 or pc.all(pc.less_equal(ts.slice(0, len(ts) - 1), ts.slice(1))).as_py():
+        return merged
     return merged.take(pc.sort_indices(merged, sort_keys=[(schema.TIMESTAMP, "ascending")]))
 
 
@@ -92,7 +88,7 @@ class Reader:
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="scan")
         self.fetches = asyncio.Semaphore(fetch_concurrency)
 
-    async def read_files(self, files: Sequence[PlannedFile], scan: FileScan) -> list[pa.Table | BadFileError]:
+    async def read_files(self, files: Sequence[PlannedFile], scan: FileScan) -> list[Batch]:
         """Each file's matching rows, or the reason to skip it; StorageError when the archive fails.
 
         Files are decoded in a few batches, one thread job each: a job per file
@@ -103,7 +99,7 @@ class Reader:
         batches = [files[i : i + size] for i in range(0, len(files), size)]
         local = self.filesystem is not None and self.filesystem.type_name == "local"
 
-        async def batch(part: Sequence[PlannedFile]) -> list[pa.Table | BadFileError]:
+        async def batch(part: Sequence[PlannedFile]) -> Batch:
             sources: list[str | pa.Buffer | BadFileError]
             if local:
                 sources = [self._path(f) for f in part]
@@ -114,8 +110,7 @@ class Reader:
                 self.pool, decode_files, list(zip(sources, part, strict=True)), scan, fs
             )
 
-        results = await asyncio.gather(*(batch(part) for part in batches))
-        return [item for part in results for item in part]
+        return list(await asyncio.gather(*(batch(part) for part in batches)))
 
     def _path(self, planned: PlannedFile) -> str:
         return f"{self.base_path}/{planned.key}" if self.base_path else planned.key
@@ -155,14 +150,13 @@ async def _read_hour(
     scan = FileScan(tuple(columns), filters, group.hour_ns)
 
     tables = []
-    for planned, result in zip(group.files, await reader.read_files(group.files, scan), strict=True):
-        if isinstance(result, BadFileError):
+    for batch in await reader.read_files(group.files, scan):
+        for planned, problem in batch.skipped:
             stats.skipped += 1
-            warn(f"warning: skipped {planned.key}: {result}")
-            continue
-        stats.files += 1
-        stats.bytes += planned.size
-        tables.append(result)
+            warn(f"warning: skipped {planned.key}: {problem}")
+        stats.files += len(batch.read)
+        stats.bytes += sum(f.size for f in batch.read)
+        tables.append(batch.table)
     stats.hours += 1
     merged = merge_hour(tables) if tables else empty_table(columns)
     stats.rows += merged.num_rows

@@ -724,8 +724,10 @@ def test_merge_keeps_time_order_and_file_order_on_ties() -> None:
 
     overlapping = merge_hour([file([1, 5, 9], "a"), file([2, 5, 7], "b"), file([], "c"), file([0, 10], "d")])
     assert overlapping["message"].to_pylist() == ["d0", "a0", "b0", "a1", "b1", "b2", "a2", "d1"]
+    following = merge_hour([file([1, 2], "a"), file([2, 3], "b"), file([7], "c")])
+    assert following["message"].to_pylist() == ["a0", "a1", "b0", "b1", "c0"]
     disjoint = merge_hour([file([5, 6], "a"), file([1, 2], "b"), file([3, 5], "c")])
-    assert disjoint["message"].to_pylist() == ["b0", "b1", "c0", "c1", "a0", "a1"]
+    assert disjoint["message"].to_pylist() == ["b0", "b1", "c0", "a0", "c1", "a1"]
 
 
 def test_progress_line_only_on_a_tty_and_only_after_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
