@@ -57,6 +57,7 @@ def merge_metrics(texts: list[bytes]) -> bytes:
     heads: dict[str, list[str]] = {}
     samples: dict[str, list[str]] = {}
     for worker, text in enumerate(texts):
+        family = ""
         for line in text.decode().splitlines():
             if line.startswith("# HELP ") or line.startswith("# TYPE "):
                 family = line.split(" ", 3)[2]
