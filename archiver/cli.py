@@ -1,4 +1,4 @@
-"""The ``archiver`` command line: ``run`` here; ``query`` and ``ls`` wired in from :mod:`query`.
+"""The ``archiver`` command line: ``run`` and ``demo`` here; ``query`` and ``ls`` wired in from :mod:`query`.
 
 Every command turns :class:`~archiver.errors.ArchiverError` into one line on
 stderr and the error's exit code (2 for bad options, 1 otherwise), never a
@@ -105,6 +105,11 @@ def _env_help(text: str, name: str) -> str:
     "--storage-failure-grace",
     help=_env_help("/health fails once storage has failed this long (default 2m).", "STORAGE_FAILURE_GRACE"),
 )
+@click.option(
+    "--jetstream-stream",
+    help=_env_help("Consume SUBJECT from this JetStream stream through a durable consumer (JETSTREAM_DURABLE, "
+                   "default archiver), acking once archived.", "JETSTREAM_STREAM"),
+)  # fmt: skip
 def run(**options: str | None) -> None:
     """Subscribe to the log stream and archive every message until SIGTERM."""
     config = load_run_config(options)
@@ -132,6 +137,18 @@ async def _run_service(config: RunConfig) -> None:
         loop.add_signal_handler(sig, on_signal)
     service = Service(config, open_storage(config.archive))
     await service.run(stop, abandon)
+
+
+@main.command()
+@click.option("--duration", default="20", show_default=True, help="Publish logs for this long: 20, 45s, 2m.")
+@click.option("--keep-running", is_flag=True, help="Publish and archive until Ctrl-C instead.")
+@click.option("--archive", "archive_url", help="Where to archive (default ./demo-archive).")
+@click.option("--http-port", help="Port of /health and /metrics (default: a free port).")
+def demo(duration: str, keep_running: bool, archive_url: str | None, http_port: str | None) -> None:
+    """Try it without Fly: local NATS, Fly-shaped logs, the archiver, then a query (loopback only)."""
+    from archiver.demo import run_demo
+
+    sys.exit(run_demo(duration, keep_running, archive_url, http_port))
 
 
 def _wire_query_commands() -> None:

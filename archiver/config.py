@@ -62,7 +62,8 @@ class RunConfig:
     flush_bytes: int = 64 * 1024**2
     max_buffer_bytes: int = 256 * 1024**2
     http_port: int = 8686
-    http_host: str = "0.0.0.0"
+    #: Empty: every interface, IPv4 and IPv6 (Fly's checks and 6PN). Never a public Fly service.
+    http_host: str = ""
     log_level: str = "info"
     #: None disables the spool (memory only; for benchmarks of its cost).
     spool_dir: str | None = "./spool"
@@ -74,6 +75,9 @@ class RunConfig:
     #: /health fails once NATS has been disconnected this long (a blip is normal).
     nats_disconnect_grace_s: float = 15.0
     workers: int = 1
+    #: JetStream mode: consume SUBJECT from this stream through a durable consumer (None: core NATS).
+    jetstream_stream: str | None = None
+    jetstream_durable: str = "archiver"
 
 
 #: Defaults as an instance, because slotted dataclass attributes are descriptors on the class.
@@ -199,7 +203,17 @@ def load_run_config(
     workers_text = pick("WORKERS") or "1"
     if not workers_text.isdigit() or not 1 <= int(workers_text) <= 64:
         raise ConfigError(f"WORKERS: expected a number of processes 1-64, got {workers_text!r}")
+    spool_dir = _spool_dir(pick("SPOOL_DIR"))
+    jetstream_stream = _jetstream_name("JETSTREAM_STREAM", pick("JETSTREAM_STREAM"))
+    if jetstream_stream is not None and spool_dir is None:
+        raise ConfigError("SPOOL_DIR: JetStream mode (JETSTREAM_STREAM) needs the spool, got off")
+    if jetstream_stream is not None and int(workers_text) > 1:
+        # Each worker has its own spool: a redelivery to another worker could not be recognised.
+        raise ConfigError(f"WORKERS: JetStream mode (JETSTREAM_STREAM) runs one process, got {workers_text}")
     return RunConfig(
+        jetstream_stream=jetstream_stream,
+        jetstream_durable=_jetstream_name("JETSTREAM_DURABLE", pick("JETSTREAM_DURABLE"))
+        or _DEFAULTS.jetstream_durable,
         workers=int(workers_text),
         nats_disconnect_grace_s=_duration(
             "NATS_DISCONNECT_GRACE",
@@ -222,7 +236,7 @@ def load_run_config(
         http_port=_port("HTTP_PORT", pick("HTTP_PORT"), _DEFAULTS.http_port),
         http_host=pick("HTTP_HOST") or _DEFAULTS.http_host,
         log_level=log_level,
-        spool_dir=_spool_dir(pick("SPOOL_DIR")),
+        spool_dir=spool_dir,
         spool_fsync_interval_s=_duration(
             "SPOOL_FSYNC_INTERVAL",
             pick("SPOOL_FSYNC_INTERVAL"),
@@ -237,6 +251,13 @@ def load_run_config(
             allow_zero=True,
         ),
     )
+
+
+def _jetstream_name(name: str, text: str | None) -> str | None:
+    # JetStream names become API subject tokens: no whitespace, dots, wildcards or path separators.
+    if text is not None and any(c in text for c in " \t\r\n.*>/\\"):
+        raise ConfigError(f"{name}: expected a JetStream name without spaces, '.', '*', '>' or slashes, got {text!r}")
+    return text
 
 
 def _spool_dir(text: str | None) -> str | None:

@@ -36,7 +36,7 @@ class HttpServer:
     async def start(self) -> None:
         """Bind and start accepting."""
         try:
-            self._server = await asyncio.start_server(self._handle, self._host, self._port)
+            self._server = await asyncio.start_server(self._handle, self._host or None, self._port)
         except OSError as exc:
             raise ConfigError(
                 f"HTTP_PORT: cannot listen on {self._host}:{self._port}: {exc.strerror}"

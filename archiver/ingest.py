@@ -98,6 +98,37 @@ class Ingest:
             if not self.buffers.has_room():
                 self.start_spill(spool.next_seq)
 
+    def on_tagged(self, msg: Msg, tag: bytes) -> tuple[int, tuple[str, str]] | None:
+        """JetStream: spool the record with ``tag`` after its subject; (spool seq, partition), None when full.
+
+        The tail of :meth:`on_message`, repeated rather than shared so the core-NATS path
+        pays no extra call. A message refused here is not acked, so JetStream redelivers it:
+        not a loss, hence not counted as dropped.
+        """
+        subject = msg.subject
+        route = self._routes.get(subject)
+        if route is None:
+            route = self._route(subject, msg.data)
+        buf = route[0]
+        prefix, prefix_crc = subject_prefix(route[1][2:] + tag)
+        data = msg.data
+        spool = self.spool
+        assert spool is not None
+        if not spool.append(prefix, prefix_crc, data):
+            return None
+        seq = spool.next_seq - 1
+        self.stats.bytes_received += len(data)
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self.commit)
+        elif spool.pending_records > 4096 or spool.pending_bytes >= WRITE_THRESHOLD_BYTES:
+            self.commit()
+        if not self.spilling and self.buffers.append(buf, data, seq):
+            self.flush_due()
+            if not self.buffers.has_room():
+                self.start_spill(spool.next_seq)
+        return seq, (buf.app_segment, buf.region_segment)
+
     def commit(self) -> None:
         """Group commit: write every queued record in one syscall; they now count as received."""
         self._commit_scheduled = False
@@ -186,7 +217,8 @@ class Ingest:
     def _feed(self, records: list[tuple[int, bytes, bytes]]) -> None:
         skip = self._skip
         routes: dict[bytes, PartitionBuffer] = {}
-        for i, (seq, subject, payload) in enumerate(records):
+        for i, (seq, tagged, payload) in enumerate(records):
+            subject = tagged.partition(b"\x00")[0]  # JetStream records carry a tag after the subject
             buf = routes.get(subject)
             if buf is None:
                 app_region = app_region_from_subject(subject.decode("utf-8", "replace"))

@@ -38,6 +38,8 @@ class Stats:
     nats_reconnects: int = 0
     nats_disconnects: int = 0
     stall_recoveries: int = 0
+    jetstream_acks: int = 0
+    jetstream_redeliveries: int = 0
     buffered_bytes: int = 0
     buffered_messages: int = 0
     last_message_monotonic: float | None = None
@@ -104,6 +106,10 @@ class StatsCollector(Collector):
         yield counter("nats_reconnects", "Reconnections to NATS.", s.nats_reconnects)
         yield counter("nats_disconnects", "Disconnections from NATS.", s.nats_disconnects)
         yield counter("stall_recoveries", "Re-subscriptions after the stream stalled.", s.stall_recoveries)
+        yield counter("jetstream_acks", "JetStream messages acked once archived.", s.jetstream_acks)
+        yield counter(
+            "jetstream_redeliveries", "JetStream messages delivered more than once.", s.jetstream_redeliveries
+        )
         yield gauge("buffered_bytes", "Bytes received and not yet archived.", s.buffered_bytes)
         yield gauge("buffered_messages", "Messages received and not yet archived.", s.buffered_messages)
         lag = 0.0

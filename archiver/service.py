@@ -2,7 +2,8 @@
 
 Tasks owned by :class:`Service` (all stopped and awaited on shutdown):
 
-* the NATS subscription, delivering to :meth:`archiver.ingest.Ingest.on_message`;
+* the NATS subscription, delivering to :meth:`archiver.ingest.Ingest.on_message`
+  (with JETSTREAM_STREAM, the pull consumer and its acks: :mod:`archiver.jetstream`);
 * the spool replay (recovery at start, and spills when memory is full);
 * the ticker: due partitions, spool fsync and trim, gauges;
 * the uploader's workers (:mod:`archiver.uploader`);
@@ -27,6 +28,7 @@ from archiver.buffer import Buffers, FlushBatch
 from archiver.config import RunConfig
 from archiver.http import HttpServer
 from archiver.ingest import Ingest
+from archiver.jetstream import AckTracker, JetStreamSource, recover
 from archiver.logs import event
 from archiver.metrics import Metrics, Stats
 from archiver.source import NatsSource
@@ -50,6 +52,11 @@ class Service:
         self.uploader = Uploader(storage, self.buffers, self.metrics, self.spool, self._settled)
         self.ingest = Ingest(self.buffers, self.stats, self.spool, self.uploader.submit)
         self.source = NatsSource(config, self.ingest.on_message, self.stats)
+        self.tracker: AckTracker | None = None
+        if config.jetstream_stream:
+            self.tracker = AckTracker()
+            self.source = JetStreamSource(config, self.ingest, self.tracker, self.stats)
+            self.uploader.on_archived = self.tracker.archived
         self.http = HttpServer(config.http_host, config.http_port,
                                {"/health": self._health, "/metrics": self._metrics})  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
@@ -81,6 +88,8 @@ class Service:
                 self.buffers.track(batch)
                 self.uploader.submit(batch)
                 resent += 1
+        if self.tracker is not None:
+            event(logging.INFO, "JetStream records in the spool", records=recover(self.tracker, self.spool, journal))
         start = self.spool.first_seq
         pending = self.spool.written_seq - start
         if pending:
@@ -92,7 +101,7 @@ class Service:
                  subject: bytes, payload: bytes) -> None:  # fmt: skip
         from archiver.routing import app_region_from_payload, app_region_from_subject
 
-        app_region = app_region_from_subject(subject.decode("utf-8", "replace"))
+        app_region = app_region_from_subject(subject.partition(b"\x00")[0].decode("utf-8", "replace"))
         buf = self.buffers.partition(*(app_region or app_region_from_payload(payload)))
         for intent in intents:
             if (intent.first_seq <= seq < intent.end_seq
@@ -160,6 +169,8 @@ class Service:
     async def _trim(self) -> None:
         assert self.spool is not None
         low = self.uploader.low_water_seq(self.ingest.low_water_seq())
+        if self.tracker is not None:
+            low = self.tracker.low_water_seq(low)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.uploader.journal_pool, self.spool.trim, low)
 
@@ -272,6 +283,8 @@ class Service:
         with contextlib.suppress(Exception):
             await self.source.drain()
         await self.uploader.stop()
+        if isinstance(self.source, JetStreamSource):
+            await self.source.close()  # after the uploads: the acks of what they archived
         if self.spool is not None:
             self.spool.close()
         await self.http.close()

@@ -47,6 +47,7 @@ class NatsSource:
         self.connected = False
         self.ever_connected = False
         self.subscribed = False
+        self._draining = False
         #: Monotonic time of the last (re)subscription.
         self.subscribed_at_s = 0.0
         #: Monotonic time of the last change of ``connected``.
@@ -105,6 +106,7 @@ class NatsSource:
         """Stop receiving: deliver what is pending to the callback, then close."""
         if self._nc is None:
             return
+        self._draining = True  # a disconnect we asked for is neither a warning nor a metric
         try:
             if self._nc.is_connected:
                 await self._nc.drain()
@@ -155,7 +157,7 @@ class NatsSource:
         self._log_error(error=self.last_error)
 
     async def _disconnected_cb(self) -> None:
-        if self.connected:
+        if self.connected and not self._draining:
             self._stats.nats_disconnects += 1
             event(logging.WARNING, "disconnected from NATS", url=_safe_url(self._config.nats_url))
         self._set_connected(False)

