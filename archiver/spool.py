@@ -42,17 +42,14 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-
 from archiver.errors import ArchiverError
+from archiver.journal import Intent, Journal, JournalFile, fsync_dir
 
 _FRAME = struct.Struct("<II")
 _SUBJECT_LEN = struct.Struct("<H")
 SEGMENT_SUFFIX = ".seg"
-JOURNAL_NAME = "journal"
 DEFAULT_SEGMENT_BYTES = 32 * 1024 * 1024
 #: Group-commit threshold: past this the hot path writes at once instead of waiting for the loop turn.
 WRITE_THRESHOLD_BYTES = 256 * 1024
@@ -61,42 +58,6 @@ READ_CHUNK_BYTES = 4 * 1024 * 1024
 
 class SpoolError(ArchiverError):
     """The spool directory cannot be used."""
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """A batch about to be uploaded: partition, sequence range, and its files' keys by hour."""
-
-    app_segment: str
-    region_segment: str
-    first_seq: int
-    end_seq: int
-    keys: dict[int, str] = field(default_factory=dict)
-    #: The detach time the batch was encoded with (malformed rows' timestamp), so a retry is identical.
-    received_ns: int = 0
-
-    @property
-    def batch_id(self) -> tuple[str, str, int]:
-        """Identity of the batch in the journal."""
-        return (self.app_segment, self.region_segment, self.first_seq)
-
-
-@dataclass(slots=True)
-class Journal:
-    """What the journal says: open intents and completed batch ranges per partition."""
-
-    open: dict[tuple[str, str, int], Intent] = field(default_factory=dict)
-    done: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)
-
-    def covers(self, app_segment: str, region_segment: str, seq: int) -> bool:
-        """True when ``seq`` of that partition belongs to a completed or an open (re-sent) batch."""
-        if any(a <= seq < b for a, b in self.done.get((app_segment, region_segment), ())):
-            return True
-        return any(
-            i.first_seq <= seq < i.end_seq
-            and (i.app_segment, i.region_segment) == (app_segment, region_segment)
-            for i in self.open.values()
-        )
 
 
 class Spool:
@@ -116,7 +77,7 @@ class Spool:
         self._segments: dict[int, int] = {}  # first seq -> size in bytes
         self._disk_bytes = 0
         self._cursor: tuple[int, int, int] | None = None  # (seq, segment first seq, byte offset)
-        self._journal_fd = -1
+        self.journal = JournalFile(self.directory)
         self._lock_fd = -1
         self.dirty = False
 
@@ -133,7 +94,7 @@ class Spool:
                 raise SpoolError(
                     f"SPOOL_DIR: {self.directory} is in use by another archiver (give each its own)"
                 ) from None
-            journal = self._read_journal()
+            journal = self.journal.open()
             for path in sorted(self.directory.glob(f"*{SEGMENT_SUFFIX}")):
                 first = int(path.stem)
                 count = sum(1 for _ in _records(path, first, 0))
@@ -141,9 +102,6 @@ class Spool:
                 self._disk_bytes += self._segments[first]
                 self.next_seq = max(self.next_seq, first + count)
             self.written_seq = self.next_seq
-            self._journal_fd = os.open(
-                self.directory / JOURNAL_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
-            )
             self._roll()
         except (OSError, ValueError) as exc:
             raise SpoolError(f"SPOOL_DIR: cannot use {self.directory}: {exc}") from None
@@ -249,13 +207,12 @@ class Spool:
     # -- journal and trimming ----------------------------------------------------------
 
     def write_intent(self, intent: Intent) -> None:
-        """Append an intent and fsync it (call from a thread)."""
-        self._journal_write(_intent_entry(intent))
+        """Append an intent and fsync it (call from the journal thread)."""
+        self.journal.write_intent(intent)
 
     def write_done(self, intent: Intent) -> None:
-        """Append a done record for the batch (call from a thread)."""
-        self._journal_write({"t": "done", "a": intent.app_segment, "r": intent.region_segment,
-                             "f": intent.first_seq, "e": intent.end_seq})  # fmt: skip
+        """Append a done record for the batch (call from the journal thread)."""
+        self.journal.write_done(intent)
 
     def trim(self, low_water_seq: int) -> int:
         """Delete closed segments wholly below ``low_water_seq``; bytes freed."""
@@ -268,19 +225,19 @@ class Spool:
                 self._disk_bytes -= size
                 (self.directory / _segment_name(first)).unlink(missing_ok=True)
         if freed:
-            self._compact_journal()
+            self.journal.compact(min(self._segments, default=self.next_seq))
         return freed
 
     def close(self) -> None:
         """Write what is pending, fsync and close the files."""
         self.write_pending()
-        for fd in (self._segment_fd, self._journal_fd):
-            if fd >= 0:
-                os.fsync(fd)
-                os.close(fd)
+        if self._segment_fd >= 0:
+            os.fsync(self._segment_fd)
+            os.close(self._segment_fd)
+        self.journal.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # releases the flock
-        self._segment_fd = self._journal_fd = self._lock_fd = -1
+        self._segment_fd = self._lock_fd = -1
 
     # -- internals ----------------------------------------------------------------
 
@@ -295,56 +252,7 @@ class Spool:
         self._segment_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         self._segment_size = 0
         self._segments[self._segment_first_seq] = 0
-        _fsync_dir(self.directory)
-
-    def _journal_write(self, entry: dict[str, object]) -> None:
-        os.write(self._journal_fd, orjson.dumps(entry) + b"\n")
-        os.fsync(self._journal_fd)
-
-    def _read_journal(self) -> Journal:
-        journal = Journal()
-        path = self.directory / JOURNAL_NAME
-        if not path.exists():
-            return journal
-        for line in path.read_bytes().splitlines():
-            try:
-                entry = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                break  # a torn last line
-            batch = (entry["a"], entry["r"], entry["f"])
-            if entry["t"] == "intent":
-                keys = {int(h): k for h, k in entry["k"].items()}
-                journal.open[batch] = Intent(entry["a"], entry["r"], entry["f"], entry["e"], keys, entry["n"])
-            else:
-                journal.open.pop(batch, None)
-                journal.done.setdefault((entry["a"], entry["r"]), []).append((entry["f"], entry["e"]))
-        return journal
-
-    def _compact_journal(self) -> None:
-        # Entries about records in deleted segments can never matter again; everything touching a
-        # retained segment must stay, or a replay after a crash would upload those records twice.
-        oldest = min(self._segments, default=self.next_seq)
-        journal = self._read_journal()
-        tmp = self.directory / (JOURNAL_NAME + ".tmp")
-        with tmp.open("wb") as out:
-            for (app, region), ranges in journal.done.items():
-                for first, end in ranges:
-                    if end > oldest:
-                        entry = {"t": "done", "a": app, "r": region, "f": first, "e": end}
-                        out.write(orjson.dumps(entry) + b"\n")
-            for intent in journal.open.values():
-                out.write(orjson.dumps(_intent_entry(intent)) + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.close(self._journal_fd)
-        os.replace(tmp, self.directory / JOURNAL_NAME)
-        _fsync_dir(self.directory)
-        self._journal_fd = os.open(self.directory / JOURNAL_NAME, os.O_WRONLY | os.O_APPEND, 0o600)
-
-
-def _intent_entry(intent: Intent) -> dict[str, object]:
-    return {"t": "intent", "a": intent.app_segment, "r": intent.region_segment, "f": intent.first_seq,
-            "e": intent.end_seq, "n": intent.received_ns, "k": {str(h): k for h, k in intent.keys.items()}}  # fmt: skip
+        fsync_dir(self.directory)
 
 
 def _segment_name(first_seq: int) -> str:
@@ -382,11 +290,3 @@ def _records(path: Path, seq: int, offset: int) -> Iterator[tuple[int, bytes, by
             carry = data[pos:]
             if not chunk:
                 return
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,0 +1,50 @@
+"""Peak RSS of `archiver run` at its default settings under sustained load (for fly.toml's VM size).
+
+Usage: .venv/bin/python bench/memory.py [--rate 40000] [--seconds 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from common import Archiver, nats_server, peak_rss_bytes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=float, default=40_000)
+    parser.add_argument("--seconds", type=float, default=40)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="bench-mem-")
+    with nats_server() as url:
+        archiver = Archiver(url, f"{work}/archive", SPOOL_DIR=f"{work}/spool")  # every other setting: default
+        try:
+            archiver.wait_subscribed()
+            publisher = subprocess.run(
+                [sys.executable, "-m", "archiver.loadgen", "--url", url, "--rate", str(args.rate),
+                 "--duration", f"{args.seconds}s", "--apps", "20"],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if publisher.returncode != 0:
+                raise SystemExit(publisher.stderr)
+            peak_loaded = peak_rss_bytes(archiver.proc.pid)
+            received = archiver.metric("archiver_messages_received_total")
+            buffered = archiver.metric("archiver_buffered_bytes")
+            started = time.monotonic()
+            code = archiver.stop()  # flushes the full buffers: the encode peak
+        finally:
+            if archiver.proc.poll() is None:
+                archiver.proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"rate={args.rate:.0f}/s seconds={args.seconds:.0f} received={received:.0f} "
+          f"buffered_at_end={buffered / 2**20:.0f} MiB peak_rss_loaded={peak_loaded / 2**20:.0f} MiB "
+          f"stop_seconds={time.monotonic() - started:.1f} exit={code}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
