@@ -48,12 +48,13 @@ from archiver.buffer import FlushBatch
 from archiver.config import RunConfig
 from archiver.errors import SourceError
 from archiver.ingest import Ingest
+from archiver.journal import Journal
 from archiver.layout import partition_value
 from archiver.logs import RateLimitedLog, event
 from archiver.metrics import Stats
 from archiver.routing import app_region_from_payload, app_region_from_subject
 from archiver.source import NatsSource
-from archiver.spool import Journal, Spool
+from archiver.spool import Spool
 
 FETCH_BATCH = 1000
 FETCH_TIMEOUT_S = 1.0

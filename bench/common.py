@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,3 +119,109 @@ class Archiver:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+# --- process trees, exits and metrics (used by ingest.py) ------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of a process (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat_fields(int(entry.name))[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def tree(pid: int) -> list[int]:
+    """A process and all its live descendants."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children(current))
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """user+sys CPU of a live process tree: each live process with the children it has reaped."""
+    total = 0.0
+    for member in tree(pid):
+        try:
+            total += cpu_seconds(member)
+        except OSError:
+            continue
+    return total
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident set size of a process tree now (the sum over its processes)."""
+    total = 0
+    for member in tree(pid):
+        try:
+            total += rss_bytes(member)
+        except OSError:
+            continue
+    return total
+
+
+def reap(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[int, float, int]:
+    """Wait for a child to exit and reap it: (exit code, user+sys CPU seconds of it and every
+    descendant it reaped, peak RSS of its largest process in bytes), from wait4's rusage."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            raise SystemExit(f"pid {proc.pid} did not exit within {timeout_s:.0f} s of SIGTERM (killed)")
+        time.sleep(0.02)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+
+
+def prometheus_sums(text: str) -> dict[str, float]:
+    """Prometheus text → sample name (labels dropped) → sum over its label sets."""
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, rest = line.partition(" ")
+        name = name.split("{", 1)[0]
+        try:
+            sums[name] = sums.get(name, 0.0) + float(rest.split()[0])
+        except (ValueError, IndexError):
+            continue
+    return sums
+
+
+def http_get(port: int, path: str, timeout_s: float = 5) -> tuple[int, bytes]:
+    """(status, body) of GET http://127.0.0.1:port/path; (0, b"") when unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout_s) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def machine() -> dict[str, str]:
+    """What the results were measured on."""
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {"nproc": str(os.cpu_count()), "cpu": cpu, "python": sys.version.split()[0]}
