@@ -19,13 +19,14 @@ from archiver.errors import UsageError
 from query.timespec import now_ns, parse_when, resolve_range
 
 if TYPE_CHECKING:
-    from query.run import LsRequest, QueryRequest
+    from query.listing import LsRequest
+    from query.run import QueryRequest
 
 _ARCHIVE_HELP = (
     "s3://bucket[/prefix], file:///path or a directory [env: ARCHIVE_URL, else s3://$BUCKET_NAME]."
 )
 _WHEN_HELP = (
-    "90s, 15m, 1h, 2d, 1w back from now, or 2026-11-24, 2026-11-24T13:00, RFC 3339 (UTC unless offset)."
+    "90s, 15m, 1h, 2d, 1w back from now, or 2026-11-24, 2026-11-24T13:00, RFC 3339 (UTC unless offset)"
 )
 
 
@@ -34,7 +35,10 @@ _WHEN_HELP = (
 @click.option("--region", "regions", multiple=True, help="Fly region, e.g. dfw; repeatable.")
 @click.option("--instance", "instances", multiple=True, help="Machine (instance) id; repeatable.")
 @click.option(
-    "--level", "levels", multiple=True, help="Log level (the app's own when it logs JSON); repeatable."
+    "--level",
+    "levels",
+    multiple=True,
+    help="Log level, the app's own when it logs JSON (any case); repeatable.",
 )
 @click.option("--since", help=f"Start, inclusive (default 1h): {_WHEN_HELP}.")
 @click.option("--until", help="End, exclusive (default now). Same forms as --since.")
@@ -44,7 +48,10 @@ _WHEN_HELP = (
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N logs.")
 @click.option("--tail", type=click.IntRange(min=1), help="Only the newest N logs (printed oldest first).")
 @click.option(
-    "--format", "output_format", default="text", show_default=True, help="text, json, csv or parquet."
+    "--format",
+    "output_format",
+    default="text",
+    help="text (default), json, csv, or parquet (needs --output or a pipe).",
 )
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
 @click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
@@ -101,7 +108,7 @@ def _query_request(options: dict[str, Any], now: int) -> QueryRequest:
 @click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
 def ls_command(apps: tuple[str, ...], since: str | None, archive_url: str | None) -> None:
     """List the apps in the archive, or with --app the hours that hold files, with rows and bytes."""
-    from query.run import LsRequest, run_ls
+    from query.listing import LsRequest, run_ls
 
     now = now_ns()
     since_ns = parse_when(since, now, option="--since") if since else None

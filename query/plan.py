@@ -125,7 +125,6 @@ class Planner:
         self.regions = frozenset(regions)
         self.since_ns = since_ns
         self.until_ns = until_ns
-        self.listings = 0
         self.hours_listed = 0
 
     def _keep(self, parsed: ObjectKey | None) -> bool:
@@ -137,7 +136,6 @@ class Planner:
 
     async def _list_window(self, window: Sequence[Chunk]) -> dict[int, HourFiles]:
         prefixes = [chunk.prefix(encode_value(app)) for chunk in window for app in self.apps]
-        self.listings += len(prefixes)
         self.hours_listed += sum((c.end_ns - c.start_ns) // NS_PER_HOUR for c in window)
         results = await _gather_bounded(self.storage.list(p) for p in prefixes)
         hours: dict[int, HourFiles] = {}

@@ -1,4 +1,4 @@
-"""Running a query or a listing: open the archive, plan, scan, write, report on stderr."""
+"""Running a query: open the archive, plan, scan, write as results come, report on stderr."""
 
 from __future__ import annotations
 
@@ -8,20 +8,17 @@ import os
 import sys
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import BinaryIO, TextIO
 
 import pyarrow as pa
 
 from archiver.config import ArchiveSettings
 from archiver.errors import StorageUnavailableError
-from archiver.layout import NS_PER_SECOND, app_prefix, encode_value, parse_key
 from archiver.storage import Storage, open_storage
 from archiver.units import format_bytes
-from query.decode import BadFileError
 from query.filters import Filters
 from query.format import COLUMNS, Writer, make_writer
-from query.plan import HourFiles, PlannedFile, Planner, list_apps
+from query.plan import Planner, list_apps
 from query.scan import Reader, ScanStats, scan_hours
 
 #: A scan shows progress on a TTY once it has run this long.
@@ -46,16 +43,6 @@ class QueryRequest:
     tail: int | None = None
     output_format: str = "text"
     output: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LsRequest:
-    """A checked ``archiver ls`` invocation."""
-
-    archive: ArchiveSettings
-    apps: tuple[str, ...]
-    since_ns: int | None
-    now_ns: int
 
 
 def open_reader(settings: ArchiveSettings, storage: Storage, *, ranged: bool = False) -> Reader:
@@ -88,7 +75,7 @@ def _cpus() -> int:
     )
 
 
-async def _start(settings: ArchiveSettings, storage: Storage, apps: tuple[str, ...]) -> list[str]:
+async def start(settings: ArchiveSettings, storage: Storage, apps: tuple[str, ...]) -> list[str]:
     """Check the archive is there and find the apps (all of them when none are given), concurrently."""
     if apps:
         await _check(settings, storage)
@@ -204,7 +191,7 @@ async def run_query(request: QueryRequest) -> int:
     output: BinaryIO | None = None
     writer: Writer | None = None
     try:
-        apps = await _start(request.archive, storage, request.apps)
+        apps = await start(request.archive, storage, request.apps)
         planner = Planner(storage, apps, request.since_ns, request.until_ns, request.regions)
         if request.output is not None:
             output = open(request.output, "wb")  # noqa: SIM115, ASYNC230 - closed in finally; open is instant
@@ -253,76 +240,3 @@ def _note_nothing(stats: ScanStats, planner: Planner, apps: list[str]) -> None:
         f"note: no logs found: read {stats.files} files ({format_bytes(stats.bytes)}) in {stats.hours} hours"
         f" with files, of {planner.hours_listed} hours listed{skipped}\n"
     )
-
-
-async def run_ls(request: LsRequest) -> None:
-    """List apps, or the hours of the requested apps with files, rows and bytes."""
-    storage = open_storage(request.archive)
-    try:
-        apps = await _start(request.archive, storage, request.apps)
-        if not request.apps:
-            if not apps:
-                sys.stderr.write(f"note: no apps in {storage.url}\n")
-            sys.stdout.write("".join(f"{app}\n" for app in apps))
-            return
-        groups = await _ls_hours(storage, request)
-        reader = open_reader(request.archive, storage, ranged=True)
-        try:
-            await _print_hours(reader, groups, len(request.apps) > 1)
-        finally:
-            reader.close()
-    finally:
-        await storage.close()
-
-
-async def _ls_hours(storage: Storage, request: LsRequest) -> list[tuple[str, HourFiles]]:
-    out: list[tuple[str, HourFiles]] = []
-    for app in dict.fromkeys(request.apps):
-        if request.since_ns is not None:
-            planner = Planner(storage, [app], request.since_ns, request.now_ns)
-            out.extend((app, group) for group in await planner.all_hours())
-            continue
-        hours: dict[int, HourFiles] = {}
-        for info in await storage.list(app_prefix(encode_value(app))):
-            parsed = parse_key(info.key)
-            if parsed is not None and parsed.app == app:
-                planned = PlannedFile(info.key, info.size, app, parsed.region, parsed.hour_ns)
-                hours.setdefault(parsed.hour_ns, HourFiles(parsed.hour_ns)).files.append(planned)
-        out.extend((app, hours[h]) for h in sorted(hours))
-    return out
-
-
-async def _print_hours(reader: Reader, groups: list[tuple[str, HourFiles]], show_app: bool) -> None:
-    if not groups:
-        sys.stderr.write("note: no files for these apps in that time\n")
-        return
-    files = [f for _, group in groups for f in group.files]
-    counts = dict(zip(files, await asyncio.gather(*(_rows(reader, f) for f in files)), strict=True))
-    table = [["APP"] if show_app else []]
-    table[0] += ["HOUR (UTC)", "FILES", "ROWS", "BYTES", "REGIONS"]
-    for app, group in groups:
-        hour = datetime.fromtimestamp(group.hour_ns // NS_PER_SECOND, UTC)
-        rows = sum(counts[f] or 0 for f in group.files)
-        regions = ",".join(sorted({f.region for f in group.files}))
-        cells = [app] if show_app else []
-        table.append(
-            [*cells, f"{hour:%Y-%m-%dT%H}:00Z", str(len(group.files)), str(rows), str(group.bytes), regions]
-        )
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    numeric = {len(table[0]) - 4, len(table[0]) - 3, len(table[0]) - 2}  # FILES, ROWS, BYTES align right
-    lines = [
-        "  ".join(
-            cell.rjust(w) if i in numeric else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in table
-    ]
-    sys.stdout.write("\n".join(lines) + "\n")
-
-
-async def _rows(reader: Reader, planned: PlannedFile) -> int | None:
-    try:
-        return await reader.row_count(planned)
-    except BadFileError as exc:
-        sys.stderr.write(f"warning: skipped {planned.key}: {exc}\n")
-        return None
