@@ -242,7 +242,7 @@ def run_demo(duration: str, keep_running: bool, archive: str | None, http_port: 
     if duration_s <= 0:
         raise ConfigError(f"--duration: must be greater than 0, got {duration!r}")
     began = time.monotonic()
-    setup_logging("warning")
+    setup_logging("warning", stream=sys.stderr)
     outcome = Outcome()
     with tempfile.TemporaryDirectory(prefix="archiver-demo-") as tmp:
         nats = LocalNats(Path(tmp))

@@ -1,4 +1,4 @@
-"""archiver's own logs: JSON lines when stdout is not a TTY, and rate-limited warnings.
+"""archiver's own logs: on stdout, JSON lines when it is not a TTY, and rate-limited warnings.
 
 The hot path never logs per message: repeated problems (slow-consumer drops,
 upload failures, spool full) go through :class:`RateLimitedLog`, which emits
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -42,12 +42,13 @@ class _TextFormatter(logging.Formatter):
         return f"{stamp} {record.levelname.lower():7} {record.getMessage()}" + (f"  {extra}" if extra else "")
 
 
-def setup_logging(level: str = "info", *, json_lines: bool | None = None) -> None:
-    """Send archiver's logs to stderr, as JSON lines unless it is a terminal."""
-    as_json = (not sys.stderr.isatty()) if json_lines is None else json_lines
+def setup_logging(level: str = "info", *, stream: TextIO | None = None, json_lines: bool | None = None) -> None:
+    """Send archiver's logs to ``stream`` (stdout), as JSON lines unless it is a terminal."""
+    out = sys.stdout if stream is None else stream
+    as_json = (not out.isatty()) if json_lines is None else json_lines
     formatter: logging.Formatter = _JsonFormatter() if as_json else _TextFormatter()
     formatter.converter = time.gmtime
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
     log.handlers[:] = [handler]
     log.setLevel(level.upper())
