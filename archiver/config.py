@@ -75,6 +75,8 @@ class RunConfig:
     #: /health fails once NATS has been disconnected this long (a blip is normal).
     nats_disconnect_grace_s: float = 15.0
     workers: int = 1
+    #: "auto" (uvloop when installed), "uvloop" or "asyncio".
+    event_loop: str = "auto"
     #: JetStream mode: consume SUBJECT from this stream through a durable consumer (None: core NATS).
     jetstream_stream: str | None = None
     jetstream_durable: str = "archiver"
@@ -210,7 +212,11 @@ def load_run_config(
     if jetstream_stream is not None and int(workers_text) > 1:
         # Each worker has its own spool: a redelivery to another worker could not be recognised.
         raise ConfigError(f"WORKERS: JetStream mode (JETSTREAM_STREAM) runs one process, got {workers_text}")
+    event_loop = (pick("EVENT_LOOP") or "auto").lower()
+    if event_loop not in ("auto", "uvloop", "asyncio"):
+        raise ConfigError(f"EVENT_LOOP: expected auto, uvloop or asyncio, got {event_loop!r}")
     return RunConfig(
+        event_loop=event_loop,
         jetstream_stream=jetstream_stream,
         jetstream_durable=_jetstream_name("JETSTREAM_DURABLE", pick("JETSTREAM_DURABLE"))
         or _DEFAULTS.jetstream_durable,
@@ -256,7 +262,9 @@ def load_run_config(
 def _jetstream_name(name: str, text: str | None) -> str | None:
     # JetStream names become API subject tokens: no whitespace, dots, wildcards or path separators.
     if text is not None and any(c in text for c in " \t\r\n.*>/\\"):
-        raise ConfigError(f"{name}: expected a JetStream name without spaces, '.', '*', '>' or slashes, got {text!r}")
+        raise ConfigError(
+            f"{name}: expected a JetStream name without spaces, '.', '*', '>' or slashes, got {text!r}"
+        )
     return text
 
 
@@ -271,3 +279,14 @@ def _spool_dir(text: str | None) -> str | None:
 def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
     """This process's environment with ``overrides``: what a worker process is started with."""
     return {**os.environ, **overrides}
+
+
+#: Largest file compaction writes (``COMPACT_TARGET_BYTES``); a bigger hour becomes several files.
+DEFAULT_COMPACT_TARGET_BYTES = 256 * 1024**2
+
+
+def load_compact_target_bytes(option: str | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """``--target-bytes`` or ``COMPACT_TARGET_BYTES``: the most bytes per compacted file."""
+    env = os.environ if environ is None else environ
+    text = option if option is not None else (env.get("COMPACT_TARGET_BYTES") or None)
+    return _size("COMPACT_TARGET_BYTES", text, DEFAULT_COMPACT_TARGET_BYTES)

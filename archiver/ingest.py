@@ -22,10 +22,11 @@ from collections.abc import Callable
 from nats.aio.msg import Msg
 
 from archiver.buffer import Buffers, FlushBatch, PartitionBuffer
+from archiver.journal import Journal
 from archiver.logs import RateLimitedLog, event
 from archiver.metrics import Stats
 from archiver.routing import app_region_from_payload, app_region_from_subject
-from archiver.spool import WRITE_THRESHOLD_BYTES, Journal, Spool, subject_prefix
+from archiver.spool import WRITE_THRESHOLD_BYTES, Spool, subject_prefix
 
 #: Subjects are per instance; the cache is cleared past this so churn cannot grow it forever.
 MAX_CACHED_SUBJECTS = 100_000

@@ -4,21 +4,25 @@ Exactly once rests on the spool (see :mod:`archiver.spool`); JetStream adds
 redeliveries, which this module recognises:
 
 * every message is spooled with a *tag* after its subject,
-  ``\\x00<stream seq>\\x00<ack subject>`` (core-NATS records have none), so the
-  spool itself knows which stream sequences it holds and how to ack them;
-* :class:`AckTracker` indexes the tagged records still in the spool. A
-  delivery whose stream sequence is already there is never spooled again: if
-  its batch is archived it is acked at once, otherwise its ack subject is
-  remembered for when it is. After a restart the index is rebuilt from the
-  spool and the journal (:func:`recover`); archived records are acked with
-  their stored ack subject (the server acks by stream sequence, whichever
+  ``\\x00<stream seq>\\x00<ack subject>`` (core-NATS records have none), so
+  the spool itself knows which stream sequences it holds and how to ack them;
+* :class:`~archiver.jetstream_acks.AckTracker` indexes the tagged records
+  still in the spool. A delivery whose stream sequence is already there is
+  never spooled again: if its batch is archived it is acked at once,
+  otherwise its ack subject is remembered for when it is. After a restart the
+  index is rebuilt from the spool and the journal
+  (:func:`~archiver.jetstream_acks.recover`); archived records are acked
+  with their stored ack subject (the server acks by stream sequence, whichever
   delivery the subject came from), the rest when their batch is archived;
 * a message is acked only after the *done* of its batch is journaled
   (:attr:`archiver.uploader.Uploader.on_archived`). Acks are fire-and-forget;
   the consumer's ack floor (polled every second) says which the server has
-  taken, and only records at or below it leave the index. The spool keeps
-  every segment holding a record still indexed, so a redelivery can always be
-  recognised: a lost ack costs a redelivery that is acked again, never a row.
+  taken, and only records at or below it leave the index, and only a few
+  seconds later, once every delivery received is handled: a copy redelivered
+  just before the server took our ack must still be recognised. The spool
+  keeps every segment holding a record still indexed, so a redelivery is
+  always recognised: a lost ack costs a redelivery that is acked again, never
+  a row.
 
 A message the spool refuses (full) is nak'ed with a delay: JetStream keeps it,
 so it is not counted as dropped. The ack wait of a consumer created here is
@@ -26,17 +30,15 @@ so it is not counted as dropped. The ack wait of a consumer created here is
 user) only causes harmless redeliveries. ``max_ack_pending`` bounds the
 messages delivered and not yet archived, hence the throughput at about
 ``200,000 / FLUSH_INTERVAL`` messages a second for a consumer created here.
+Deleting the durable consumer starts over: the stream is archived again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -44,145 +46,23 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from archiver.buffer import FlushBatch
 from archiver.config import RunConfig
 from archiver.errors import SourceError
 from archiver.ingest import Ingest
-from archiver.journal import Journal
-from archiver.layout import partition_value
+from archiver.jetstream_acks import AckTracker, tag
 from archiver.logs import RateLimitedLog, event
 from archiver.metrics import Stats
-from archiver.routing import app_region_from_payload, app_region_from_subject
 from archiver.source import NatsSource
-from archiver.spool import Spool
 
 FETCH_BATCH = 1000
 FETCH_TIMEOUT_S = 1.0
 MAX_ACK_PENDING = 200_000
 MIN_ACK_WAIT_S = 60.0
 FLOOR_POLL_S = 1.0
+#: Longer than a delivery takes from the server to our subscription's queue.
+CONFIRM_GRACE_S = 3.0
 SPOOL_FULL_RETRY_S = 5.0
 RETRY_S = 1.0
-
-Partition = tuple[str, str]
-
-
-class AckTracker:
-    """Tagged records still in the spool: which stream sequences they hold and when to ack them."""
-
-    def __init__(self) -> None:
-        self._spool_seq: dict[int, int] = {}  # stream seq -> spool seq, every indexed record
-        self._replies: dict[int, str] = {}  # spool seq -> ack subject, records not archived yet
-        self._unarchived: dict[Partition, list[int]] = {}  # spool seqs not archived yet, ascending
-        self._order: deque[tuple[int, int]] = deque()  # (spool seq, stream seq), spool order
-        self._to_ack: list[str] = []
-        #: Called when there is something to ack (set by the source).
-        self.wake: Callable[[], None] = lambda: None
-
-    def add(
-        self, spool_seq: int, stream_seq: int, reply: str, partition: Partition, archived: bool = False
-    ) -> None:
-        """Index a spooled record (in spool order); an ``archived`` one is acked at once."""
-        self._spool_seq[stream_seq] = spool_seq
-        self._order.append((spool_seq, stream_seq))
-        if archived:
-            self._to_ack.append(reply)
-            self.wake()
-        else:
-            self._replies[spool_seq] = reply
-            self._unarchived.setdefault(partition, []).append(spool_seq)
-
-    def redelivered(self, stream_seq: int, reply: str) -> bool:
-        """True when ``stream_seq`` is already spooled: ack it now if archived, else on archiving."""
-        spool_seq = self._spool_seq.get(stream_seq)
-        if spool_seq is None:
-            return False
-        if spool_seq in self._replies:
-            self._replies[spool_seq] = reply
-        else:
-            self._to_ack.append(reply)
-            self.wake()
-        return True
-
-    def archived(self, batch: FlushBatch) -> None:
-        """The uploader's hook: the batch's records are archived; queue their acks."""
-        seqs = self._unarchived.get((batch.app_segment, batch.region_segment))
-        if not seqs:
-            return
-        # A batch holds its partition's records in [first_seq, end_seq) not archived before it.
-        lo = bisect.bisect_left(seqs, batch.first_seq)
-        hi = bisect.bisect_left(seqs, batch.end_seq)
-        if lo == hi:
-            return
-        replies = self._replies
-        self._to_ack.extend(replies.pop(seq) for seq in seqs[lo:hi])
-        del seqs[lo:hi]
-        self.wake()
-
-    def take_acks(self) -> list[str]:
-        """The ack subjects to publish now."""
-        out, self._to_ack = self._to_ack, []
-        return out
-
-    def requeue(self, replies: list[str]) -> None:
-        """Ack subjects that could not be published: try again later."""
-        self._to_ack[:0] = replies
-
-    def confirm(self, ack_floor: int) -> None:
-        """The server holds every ack up to stream sequence ``ack_floor``: forget those records."""
-        order = self._order
-        while order and order[0][1] <= ack_floor and order[0][0] not in self._replies:
-            spool_seq, stream_seq = order.popleft()
-            if self._spool_seq.get(stream_seq) == spool_seq:
-                del self._spool_seq[stream_seq]
-
-    def low_water_seq(self, default: int) -> int:
-        """Oldest spool sequence still indexed: the spool must keep it to recognise redeliveries."""
-        return min(default, self._order[0][0]) if self._order else default
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-
-def tag(stream_seq: int, reply: str) -> bytes:
-    """What follows the subject in a JetStream record."""
-    return b"\x00%d\x00%s" % (stream_seq, reply.encode())
-
-
-def recover(tracker: AckTracker, spool: Spool, journal: Journal) -> int:
-    """Index the spool's tagged records after a restart, archived per the journal; how many."""
-    done: dict[Partition, tuple[list[int], list[int]]] = {}
-    for partition, ranges in journal.done.items():
-        starts: list[int] = []
-        ends: list[int] = []
-        for first, end in sorted(ranges):  # merged, so one bisect answers "covered?"
-            if ends and first <= ends[-1]:
-                ends[-1] = max(ends[-1], end)
-            else:
-                starts.append(first)
-                ends.append(end)
-        done[partition] = (starts, ends)
-    count = 0
-    seq = spool.first_seq
-    while seq < spool.written_seq:
-        records = spool.read(seq, spool.written_seq, 50_000)
-        if not records:
-            break
-        for rec_seq, tagged, payload in records:
-            subject, sep, rest = tagged.partition(b"\x00")
-            if not sep:
-                continue  # a core-NATS record from an earlier run
-            stream_seq, _, reply = rest.partition(b"\x00")
-            app_region = app_region_from_subject(subject.decode("utf-8", "replace"))
-            app, region = app_region or app_region_from_payload(payload)
-            partition = (partition_value(app), partition_value(region))
-            starts, ends = done.get(partition, ([], []))
-            i = bisect.bisect_right(starts, rec_seq) - 1
-            archived = i >= 0 and rec_seq < ends[i]
-            tracker.add(rec_seq, int(stream_seq), reply.decode(), partition, archived)
-            count += 1
-        seq = records[-1][0] + 1
-    return count
 
 
 class JetStreamSource(NatsSource):
@@ -201,14 +81,15 @@ class JetStreamSource(NatsSource):
         self._fetching: asyncio.Task[None] | None = None
         self._acking: asyncio.Task[None] | None = None
         self._polled_s = 0.0
-        #: From the last poll of the consumer: messages not yet delivered, delivered and not acked.
-        self.num_pending: int | None = None
-        self.num_ack_pending: int | None = None
         self._log_full = RateLimitedLog("spool full: JetStream will redeliver", level=logging.ERROR)
         self._log_js = RateLimitedLog("JetStream error, retrying")
 
     async def subscribe(self) -> None:
-        """(Re)bind the pull subscription, creating the consumer if needed; start the owned tasks."""
+        """(Re)bind the pull subscription, creating the consumer if needed; start the owned tasks.
+
+        The first binding retries until JetStream answers; a re-binding (the stall watchdog,
+        awaited by the ticker) tries once and otherwise keeps the current one.
+        """
         assert self._nc is not None
         js = self._nc.jetstream()
         attempt = 0
@@ -221,6 +102,8 @@ class JetStreamSource(NatsSource):
                 attempt += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._log_js(stream=self.stream, error=self.last_error, attempt=attempt)
+                if self._psub is not None:
+                    return
                 await asyncio.sleep(min(30.0, RETRY_S * 2 ** min(attempt, 5)))
         old, self._psub = self._psub, psub
         if old is not None:
@@ -232,6 +115,11 @@ class JetStreamSource(NatsSource):
             self._fetching = asyncio.create_task(self._fetch_loop())
         if self._acking is None or self._acking.done():
             self._acking = asyncio.create_task(self._ack_loop())
+
+    async def reconnect(self) -> None:
+        """Drop the connection and make a new one; the pull subscription is bound anew."""
+        self._psub = None  # bound to the old connection
+        await super().reconnect()
 
     async def drain(self) -> None:
         """Stop fetching; the connection stays open for the acks of what is still being archived."""
@@ -295,7 +183,7 @@ class JetStreamSource(NatsSource):
             try:
                 msgs = await psub.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT_S)
             except TimeoutError:  # nothing new (nats' TimeoutError derives from it)
-                continue
+                msgs = []
             except Exception as exc:  # the loop must outlive any client error
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._log_js(stream=self.stream, error=self.last_error)
@@ -303,6 +191,10 @@ class JetStreamSource(NatsSource):
                 continue
             for msg in msgs:
                 await self._handle(msg)
+            if psub.pending_msgs == 0:
+                # Every delivery that reached us is handled: floors seen before any copy still
+                # in transit could have arrived may now be applied.
+                self._tracker.settle(time.monotonic() - CONFIRM_GRACE_S)
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -354,9 +246,9 @@ class JetStreamSource(NatsSource):
         assert self._nc is not None
         self._polled_s = time.monotonic()
         info = await self._nc.jetstream().consumer_info(self.stream, self.durable, timeout=5)
-        self.num_pending, self.num_ack_pending = info.num_pending, info.num_ack_pending
         if info.ack_floor is not None:
-            self._tracker.confirm(info.ack_floor.stream_seq)
+            # Stamped on arrival: every copy the server sent before taking those acks left it earlier.
+            self._tracker.observe_floor(info.ack_floor.stream_seq, time.monotonic())
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

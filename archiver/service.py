@@ -28,7 +28,8 @@ from archiver.buffer import Buffers, FlushBatch
 from archiver.config import RunConfig
 from archiver.http import HttpServer
 from archiver.ingest import Ingest
-from archiver.jetstream import AckTracker, JetStreamSource, recover
+from archiver.jetstream import JetStreamSource
+from archiver.jetstream_acks import AckTracker, recover
 from archiver.logs import event
 from archiver.metrics import Metrics, Stats
 from archiver.source import NatsSource
@@ -88,14 +89,13 @@ class Service:
                 self.buffers.track(batch)
                 self.uploader.submit(batch)
                 resent += 1
-        if self.tracker is not None:
-            event(logging.INFO, "JetStream records in the spool", records=recover(self.tracker, self.spool, journal))
+        tagged = None if self.tracker is None else recover(self.tracker, self.spool, journal)
         start = self.spool.first_seq
         pending = self.spool.written_seq - start
         if pending:
             self.ingest.start_spill(start, journal)
         event(logging.INFO, "spool opened", dir=str(self.spool.directory), records=pending,
-              bytes=self.spool.bytes, resent_batches=resent)  # fmt: skip
+              bytes=self.spool.bytes, resent_batches=resent, jetstream_records=tagged)  # fmt: skip
 
     def _collect(self, intents: list[Any], batches: dict[int, FlushBatch], seq: int,
                  subject: bytes, payload: bytes) -> None:  # fmt: skip

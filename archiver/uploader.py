@@ -20,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from archiver.buffer import Buffers, FlushBatch
 from archiver.encode import EncodedBatch, encode_partition
 from archiver.errors import ArchiverError, ObjectExistsError, StorageError
+from archiver.journal import Intent
 from archiver.layout import object_key, object_name
 from archiver.logs import RateLimitedLog, event
 from archiver.metrics import Metrics
-from archiver.spool import Intent, Spool
+from archiver.spool import Spool
 from archiver.storage import Storage
 
 UPLOAD_CONCURRENCY = 4
@@ -126,7 +127,8 @@ class Uploader:
             event(logging.ERROR, "encode failed, batch lost", app=batch.app, region=batch.region,
                   messages=len(batch.payloads), error=str(exc))  # fmt: skip
             if self.on_archived is not None:
-                self.on_archived(batch)  # counted as dropped; redelivering it forever would stall the consumer
+                # Counted as dropped; redelivering it forever would stall the consumer.
+                self.on_archived(batch)
             return
         self.metrics.encode_seconds.observe(time.monotonic() - started)
         keys = {}
