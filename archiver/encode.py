@@ -11,7 +11,7 @@ with :data:`~archiver.schema.FILE_SCHEMA`, which every file is written with).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,11 +57,19 @@ def writer_options(compression_level: int) -> dict[str, Any]:
     }
 
 
-def open_writer(where: Any, compression_level: int) -> pq.ParquetWriter:
-    """A streaming writer with :func:`writer_options`; pass ``row_group_size=ROW_GROUP_SIZE`` to write_table."""
+def open_writer(
+    where: Any, compression_level: int, metadata: Mapping[bytes, bytes] | None = None
+) -> pq.ParquetWriter:
+    """A streaming writer with :func:`writer_options`; pass ``row_group_size=ROW_GROUP_SIZE`` to write_table.
+
+    ``metadata`` adds key-value metadata to the schema version, as in :func:`write_parquet`.
+    """
     options = writer_options(compression_level)
     del options["row_group_size"]  # a write_table argument, not a ParquetWriter one
-    return pq.ParquetWriter(where, schema.FILE_SCHEMA, **options)
+    file_schema = schema.FILE_SCHEMA
+    if metadata:
+        file_schema = file_schema.with_metadata({**(file_schema.metadata or {}), **metadata})
+    return pq.ParquetWriter(where, file_schema, **options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +92,20 @@ class EncodedBatch:
     raw_bytes: int
 
 
-def write_parquet(table: pa.Table, compression_level: int = LIVE_COMPRESSION_LEVEL) -> bytes:
-    """One Parquet file of ``table`` (already sorted by timestamp) with the archive's writer options."""
+def write_parquet(
+    table: pa.Table,
+    compression_level: int = LIVE_COMPRESSION_LEVEL,
+    metadata: Mapping[bytes, bytes] | None = None,
+) -> bytes:
+    """One Parquet file of ``table`` (already sorted by timestamp) with the archive's writer options.
+
+    ``metadata`` adds key-value metadata (compaction records what a file replaces) to the schema version.
+    """
     try:
         if not table.schema.equals(schema.FILE_SCHEMA, check_metadata=True):
             table = table.cast(schema.FILE_SCHEMA)
+        if metadata:
+            table = table.replace_schema_metadata({**(schema.FILE_SCHEMA.metadata or {}), **metadata})
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, **writer_options(compression_level))
         return bytes(sink.getvalue().to_pybytes())

@@ -42,7 +42,9 @@ class _TextFormatter(logging.Formatter):
         return f"{stamp} {record.levelname.lower():7} {record.getMessage()}" + (f"  {extra}" if extra else "")
 
 
-def setup_logging(level: str = "info", *, stream: TextIO | None = None, json_lines: bool | None = None) -> None:
+def setup_logging(
+    level: str = "info", *, stream: TextIO | None = None, json_lines: bool | None = None
+) -> None:
     """Send archiver's logs to ``stream`` (stdout), as JSON lines unless it is a terminal."""
     out = sys.stdout if stream is None else stream
     as_json = (not out.isatty()) if json_lines is None else json_lines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from query.decode import BadFileError
 from query.plan import HourFiles, PlannedFile, Planner
 from query.run import open_reader, start
 from query.scan import Reader
+from query.supersede import FooterReader, VanishedError, live_files
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,9 @@ async def _ls_hours(storage: Storage, request: LsRequest) -> list[tuple[str, Hou
             if parsed is not None and parsed.app == app:
                 planned = PlannedFile(info.key, info.size, app, parsed.region, parsed.hour_ns)
                 hours.setdefault(parsed.hour_ns, HourFiles(parsed.hour_ns)).files.append(planned)
+        for group in hours.values():  # files a compaction superseded are not counted (query.supersede)
+            with contextlib.suppress(VanishedError):
+                group.files = await live_files(group.files, FooterReader(storage))
         out.extend((app, hours[h]) for h in sorted(hours))
     return out
 

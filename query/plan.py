@@ -15,7 +15,9 @@ import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
+from archiver.errors import StorageError
 from archiver.layout import (
     NS_PER_HOUR,
     NS_PER_SECOND,
@@ -27,12 +29,18 @@ from archiver.layout import (
     parse_key,
 )
 from archiver.storage import ObjectInfo, Storage
+from query.supersede import FooterReader, VanishedError, live_files
+
+if TYPE_CHECKING:
+    from query.supersede import Footers
 
 NS_PER_DAY = 24 * NS_PER_HOUR
 #: Concurrent listings; S3 endpoints serve this many in parallel without throttling.
 LIST_CONCURRENCY = 32
 #: Most chunks (days or hours) listed in one window.
 MAX_WINDOW = 64
+#: Listings of one hour in a row that may find a file gone (compaction running) before giving up.
+RELIST_ATTEMPTS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +127,11 @@ class Planner:
         since_ns: int,
         until_ns: int,
         regions: Sequence[str] = (),
+        footers: Footers | None = None,
     ) -> None:
         self.storage = storage
+        #: Reads compacted files' footers where a partition mixes them with others (query.supersede).
+        self.footers = footers or FooterReader(storage)
         self.apps = list(dict.fromkeys(apps))
         self.regions = frozenset(regions)
         self.since_ns = since_ns
@@ -135,8 +146,13 @@ class Planner:
         return not self.regions or parsed.region in self.regions
 
     async def _list_window(self, window: Sequence[Chunk]) -> dict[int, HourFiles]:
-        prefixes = [chunk.prefix(encode_value(app)) for chunk in window for app in self.apps]
         self.hours_listed += sum((c.end_ns - c.start_ns) // NS_PER_HOUR for c in window)
+        hours = await self._list_window_raw(window)
+        resolved = await asyncio.gather(*(self._resolve(group) for group in hours.values()))
+        return {group.hour_ns: group for group in resolved}
+
+    async def _list_window_raw(self, window: Sequence[Chunk]) -> dict[int, HourFiles]:
+        prefixes = [chunk.prefix(encode_value(app)) for chunk in window for app in self.apps]
         results = await _gather_bounded(self.storage.list(p) for p in prefixes)
         hours: dict[int, HourFiles] = {}
         for infos in results:
@@ -150,6 +166,27 @@ class Planner:
         for group in hours.values():
             group.files.sort(key=lambda f: (f.app, f.region, f.key))
         return hours
+
+    async def _resolve(self, group: HourFiles) -> HourFiles:
+        """The hour with superseded files left out; listed again if a footer it needs is gone."""
+        try:
+            group.files = await live_files(group.files, self.footers)
+        except VanishedError:
+            return await self.relist(group.hour_ns)
+        return group
+
+    async def relist(self, hour_ns: int) -> HourFiles:
+        """List one hour again (a file of it vanished: compacted or deleted) and resolve it afresh."""
+        window = [Chunk(hour_ns, hour_ns + NS_PER_HOUR)]
+        for _ in range(RELIST_ATTEMPTS):
+            group = (await self._list_window_raw(window)).get(hour_ns, HourFiles(hour_ns))
+            try:
+                group.files = await live_files(group.files, self.footers)
+            except VanishedError:
+                continue
+            return group
+        hour = datetime.fromtimestamp(hour_ns // NS_PER_SECOND, UTC)
+        raise StorageError(f"files of hour {hour:%Y-%m-%dT%H}:00Z kept vanishing while being read; try again")
 
     async def hours(
         self, *, newest_first: bool = False, first_window: int = 1, prefetch: bool = True

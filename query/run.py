@@ -20,6 +20,7 @@ from query.filters import Filters
 from query.format import COLUMNS, Writer, make_writer
 from query.plan import Planner, list_apps
 from query.scan import Reader, ScanStats, scan_hours
+from query.supersede import FooterReader
 
 #: A scan shows progress on a TTY once it has run this long.
 PROGRESS_AFTER_S = 1.0
@@ -151,7 +152,9 @@ async def _each_table(
         hours = planner.hours()
         async with (
             contextlib.aclosing(hours),
-            contextlib.aclosing(scan_hours(reader, hours, columns, filters, stats, _warn)) as tables,
+            contextlib.aclosing(
+                scan_hours(reader, hours, columns, filters, stats, _warn, replan=planner.relist)
+            ) as tables,
         ):
             async for table in tables:
                 yield table
@@ -163,7 +166,7 @@ async def _each_table(
     async with (
         contextlib.aclosing(hours),
         contextlib.aclosing(
-            scan_hours(reader, hours, columns, filters, stats, _warn, read_ahead=0)
+            scan_hours(reader, hours, columns, filters, stats, _warn, read_ahead=0, replan=planner.relist)
         ) as tables,
     ):
         async for table in tables:
@@ -192,7 +195,8 @@ async def run_query(request: QueryRequest) -> int:
     writer: Writer | None = None
     try:
         apps = await start(request.archive, storage, request.apps)
-        planner = Planner(storage, apps, request.since_ns, request.until_ns, request.regions)
+        footers = FooterReader(storage, request.archive)
+        planner = Planner(storage, apps, request.since_ns, request.until_ns, request.regions, footers)
         if request.output is not None:
             output = open(request.output, "wb")  # noqa: SIM115, ASYNC230 - closed in finally; open is instant
             writer = make_writer(request.output_format, output)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -68,6 +68,10 @@ def merge_hour(tables: Sequence[pa.Table]) -> pa.Table:
 
 
 Warn = Callable[[str], None]
+#: Lists one hour again, as the planner would: see :meth:`query.plan.Planner.relist`.
+Replan = Callable[[int], Awaitable[HourFiles]]
+#: Times an hour is listed and read again because a file of it vanished (compaction) before warning.
+REPLAN_ATTEMPTS = 3
 
 
 class Reader:
@@ -153,11 +157,21 @@ async def _read_hour(
     filters: Filters,
     stats: ScanStats,
     warn: Warn,
+    replan: Replan | None = None,
 ) -> pa.Table:
     scan = FileScan(tuple(columns), filters, group.hour_ns)
 
+    # The hour's rows are only returned once all its files are read, so a file that vanished
+    # (compacted meanwhile) can be answered by listing the hour again before anything is printed.
+    batches = await reader.read_files(group.files, scan)
+    for _ in range(REPLAN_ATTEMPTS if replan is not None else 0):
+        if not any(str(problem) == VANISHED for batch in batches for _, problem in batch.skipped):
+            break
+        assert replan is not None
+        group = await replan(group.hour_ns)
+        batches = await reader.read_files(group.files, scan)
     tables = []
-    for batch in await reader.read_files(group.files, scan):
+    for batch in batches:
         for planned, problem in batch.skipped:
             stats.skipped += 1
             warn(f"warning: skipped {planned.key}: {problem}")
@@ -178,6 +192,7 @@ async def scan_hours(
     stats: ScanStats,
     warn: Warn,
     read_ahead: int = READ_AHEAD_HOURS,
+    replan: Replan | None = None,
 ) -> AsyncGenerator[pa.Table, None]:
     """Matching rows hour by hour, in the order ``hours`` yields them, each hour in time order."""
     wanted = list(dict.fromkeys([schema.TIMESTAMP, *columns]))
@@ -191,7 +206,7 @@ async def scan_hours(
                     exhausted = True
                     break
                 in_flight.append(
-                    asyncio.ensure_future(_read_hour(reader, group, wanted, filters, stats, warn))
+                    asyncio.ensure_future(_read_hour(reader, group, wanted, filters, stats, warn, replan))
                 )
             if not in_flight:
                 return

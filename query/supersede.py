@@ -1,0 +1,106 @@
+"""Reading around compaction: which listed files of an hour a query reads (see :mod:`archiver.supersede`).
+
+When a partition's listing mixes compacted files (``c-*.parquet``) with
+others, or holds several compaction groups, the ``archiver.replaces`` list
+in one footer per complete group decides which files are live; everything
+else is left out, so a query running during or after an interrupted
+compaction reads each row exactly once. In the usual cases (no compacted
+file, or one complete group alone) nothing extra is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from archiver.config import ArchiveSettings
+from archiver.errors import ObjectNotFoundError
+from archiver.storage import Storage
+from archiver.supersede import COMPACT_PREFIX, metadata_needed, replaces_from_metadata, resolve
+
+if TYPE_CHECKING:  # query.plan imports this module
+    from query.plan import PlannedFile
+
+    Footers = Callable[[PlannedFile], Awaitable[Mapping[bytes, bytes] | None]]
+
+
+class VanishedError(Exception):
+    """A file disappeared between its listing and its read: the hour must be listed again."""
+
+
+class FooterReader:
+    """Key-value metadata of archive files: footer-only reads through pyarrow when settings are given.
+
+    Without settings (or before the filesystem exists) a whole-object GET through
+    :class:`~archiver.storage.Storage`; compacted footers are read only in the rare
+    mixed partitions, so the ranged filesystem is created on first use.
+    """
+
+    def __init__(self, storage: Storage, settings: ArchiveSettings | None = None) -> None:
+        self.storage = storage
+        self.settings = settings
+        self._filesystem: tuple[Any, str] | None = None
+
+    def _fs(self) -> tuple[Any, str]:
+        if self._filesystem is None:
+            assert self.settings is not None
+            if self.settings.scheme == "s3":
+                from archiver.storage.s3 import pyarrow_filesystem as s3_filesystem
+
+                self._filesystem = s3_filesystem(self.settings)
+            else:
+                from archiver.storage.local import pyarrow_filesystem
+
+                self._filesystem = pyarrow_filesystem(self.settings)
+        return self._filesystem
+
+    def _ranged(self, planned: PlannedFile) -> Mapping[bytes, bytes] | None:
+        import pyarrow.dataset as ds
+
+        fs, base = self._fs()
+        # A fragment with a known size reads just the footer: one ranged GET on S3, no HEAD.
+        fragment = ds.ParquetFileFormat().make_fragment(
+            f"{base}/{planned.key}", filesystem=fs, file_size=planned.size
+        )
+        metadata: Mapping[bytes, bytes] | None = fragment.metadata.metadata
+        return metadata
+
+    async def __call__(self, planned: PlannedFile) -> Mapping[bytes, bytes] | None:
+        """The file's key-value metadata; None when unreadable; VanishedError when it is gone."""
+        try:
+            if self.settings is not None:
+                return await asyncio.to_thread(self._ranged, planned)
+            data = await self.storage.get(planned.key)
+            metadata: Mapping[bytes, bytes] | None = pq.read_metadata(pa.BufferReader(data)).metadata
+            return metadata
+        except (FileNotFoundError, ObjectNotFoundError):
+            raise VanishedError(planned.key) from None
+        except (pa.ArrowException, OSError, ValueError):
+            return None  # not readable: its group counts as incomplete, its inputs are read if there
+
+
+async def live_files(files: Sequence[PlannedFile], footers: Footers) -> list[PlannedFile]:
+    """The files of one hour to read, each partition resolved; VanishedError when a footer is gone."""
+    partitions: dict[tuple[str, str], list[PlannedFile]] = {}
+    for planned in files:
+        partitions.setdefault((planned.app, planned.region), []).append(planned)
+
+    async def one(group: list[PlannedFile]) -> list[PlannedFile]:
+        by_name = {f.key.rpartition("/")[2]: f for f in group}
+        if not any(name.startswith(COMPACT_PREFIX) for name in by_name):
+            return group  # the common case: nothing compacted here
+        needed = metadata_needed(list(by_name))
+        if not needed:
+            plain = resolve(list(by_name), {})
+            return [by_name[n] for n in plain.live]
+        metas = await asyncio.gather(*(footers(by_name[n]) for n in needed))
+        replaces = {n: replaces_from_metadata(m) for n, m in zip(needed, metas, strict=True)}
+        keep = set(resolve(list(by_name), replaces).live)
+        return [f for f in group if f.key.rpartition("/")[2] in keep]
+
+    kept = {id(f) for group in await asyncio.gather(*map(one, partitions.values())) for f in group}
+    return [f for f in files if id(f) in kept]
