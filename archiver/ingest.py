@@ -82,7 +82,8 @@ class Ingest:
                     self._room.clear()
                     await self._room.wait()
             return
-        if not spool.append(prefix, prefix_crc, data):
+        pending = spool.append(prefix, prefix_crc, data)
+        if not pending:
             stats.dropped["spool_full"] += 1
             self._log_full(dropped_total=stats.dropped["spool_full"], spool_bytes=spool.bytes)
             return
@@ -90,7 +91,7 @@ class Ingest:
         if not self._commit_scheduled:
             self._commit_scheduled = True
             asyncio.get_running_loop().call_soon(self.commit)
-        elif spool.pending_records > 4096 or spool.pending_bytes >= WRITE_THRESHOLD_BYTES:
+        elif pending >= WRITE_THRESHOLD_BYTES:
             self.commit()
         if self.spilling:
             return
@@ -115,14 +116,15 @@ class Ingest:
         data = msg.data
         spool = self.spool
         assert spool is not None
-        if not spool.append(prefix, prefix_crc, data):
+        pending = spool.append(prefix, prefix_crc, data)
+        if not pending:
             return None
         seq = spool.next_seq - 1
         self.stats.bytes_received += len(data)
         if not self._commit_scheduled:
             self._commit_scheduled = True
             asyncio.get_running_loop().call_soon(self.commit)
-        elif spool.pending_records > 4096 or spool.pending_bytes >= WRITE_THRESHOLD_BYTES:
+        elif pending >= WRITE_THRESHOLD_BYTES:
             self.commit()
         if not self.spilling and self.buffers.append(buf, data, seq):
             self.flush_due()

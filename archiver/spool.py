@@ -141,20 +141,21 @@ class Spool:
 
     # -- the hot path ---------------------------------------------------------------
 
-    def append(self, prefix: bytes, prefix_crc: int, payload: bytes) -> bool:
+    def append(self, prefix: bytes, prefix_crc: int, payload: bytes) -> int:
         """Queue one record (``prefix`` from :func:`subject_prefix`) for the next group commit.
 
-        False when the spool is full: the caller drops and counts the message.
+        Returns the bytes now pending (the caller commits early past WRITE_THRESHOLD_BYTES),
+        or 0 when the spool is full: the caller drops and counts the message.
         """
         body_len = len(prefix) + len(payload)
-        if self._disk_bytes + len(self._pending) + body_len + 8 > self.max_bytes:
-            return False
         pending = self._pending
+        if self._disk_bytes + len(pending) + body_len + 8 > self.max_bytes:
+            return 0
         pending += _FRAME.pack(body_len, zlib.crc32(payload, prefix_crc))
         pending += prefix
         pending += payload
         self.next_seq += 1
-        return True
+        return len(pending)
 
     @property
     def pending_bytes(self) -> int:
