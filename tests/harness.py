@@ -184,3 +184,22 @@ def normalise(payload: bytes) -> bytes:
         return orjson.dumps(orjson.loads(payload), option=orjson.OPT_SORT_KEYS)
     except orjson.JSONDecodeError:
         return payload
+
+
+def unique_messages(seed: int, n: int) -> list[tuple[str, bytes]]:
+    """n unique Fly messages (distinct seeds and time windows never collide)."""
+    from archiver.layout import NS_PER_HOUR, hour_start_ns
+    from archiver.loadgen import FlyLogGenerator
+
+    start = hour_start_ns(time.time_ns()) - 3 * NS_PER_HOUR + seed * 1_000_003
+    gen = FlyLogGenerator(seed=seed, apps=3, regions=2, instances=2, start_ns=start, span_ns=2 * NS_PER_HOUR)
+    return gen.messages(n)
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str, proc: ArchiverProcess | None = None) -> None:
+    """Poll ``predicate`` until true; fail with the archiver's log after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}" + (f":\n{proc.log()}" if proc else ""))
+        time.sleep(0.05)

@@ -13,26 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import ArchiverProcess, archived_payloads, normalise, read_archive, start_archiver
+from harness import archived_payloads, normalise, read_archive, start_archiver, unique_messages, wait_for
 
 from archiver.config import ArchiveSettings
-from archiver.layout import NS_PER_HOUR, hour_start_ns
-from archiver.loadgen import FlyLogGenerator, publish
+from archiver.loadgen import publish
 
-
-def batch(seed: int, n: int) -> list[tuple[str, bytes]]:
-    """n unique Fly messages (distinct seeds and time windows never collide)."""
-    start = hour_start_ns(time.time_ns()) - 3 * NS_PER_HOUR + seed * 1_000_003
-    gen = FlyLogGenerator(seed=seed, apps=3, regions=2, instances=2, start_ns=start, span_ns=2 * NS_PER_HOUR)
-    return gen.messages(n)
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str, proc: ArchiverProcess | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}" + (f":\n{proc.log()}" if proc else ""))
-        time.sleep(0.05)
+batch = unique_messages
 
 
 def check_exactly(settings: ArchiveSettings, sent: list[tuple[str, bytes]]) -> tuple[int, int]:

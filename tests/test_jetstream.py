@@ -13,33 +13,19 @@ from typing import Any
 
 import nats
 import pytest
-from harness import ArchiverProcess, archived_payloads, normalise, read_archive, start_archiver
+from harness import archived_payloads, normalise, read_archive, start_archiver, unique_messages, wait_for
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from archiver.buffer import FlushBatch
 from archiver.config import ArchiveSettings, load_run_config
 from archiver.errors import ConfigError
 from archiver.jetstream_acks import AckTracker
-from archiver.layout import NS_PER_HOUR, hour_start_ns
-from archiver.loadgen import FlyLogGenerator
 
 STREAM = "LOGS"
 SUBJECT = "logs.>"
 
 
-def messages(seed: int, n: int) -> list[tuple[str, bytes]]:
-    """n unique Fly messages."""
-    start = hour_start_ns(time.time_ns()) - 3 * NS_PER_HOUR + seed * 1_000_003
-    gen = FlyLogGenerator(seed=seed, apps=3, regions=2, instances=2, start_ns=start, span_ns=2 * NS_PER_HOUR)
-    return gen.messages(n)
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str, proc: ArchiverProcess | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}" + (f":\n{proc.log()}" if proc else ""))
-        time.sleep(0.05)
+messages = unique_messages
 
 
 async def _create(url: str, consumer: ConsumerConfig | None) -> None:

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import archived_payloads, read_archive, start_archiver
+from harness import archived_payloads, read_archive, start_archiver, wait_for
 from prometheus_client.parser import text_string_to_metric_families
-from test_crash_safety import batch, check_exactly, wait_for
+from test_crash_safety import batch, check_exactly
 
 from archiver.config import ArchiveSettings
 from archiver.loadgen import publish
