@@ -214,14 +214,15 @@ def duck_rows(
 ) -> list[Row]:
     """DuckDB's answer on the same files, in time order (timestamps are unique in this archive).
 
-    DuckDB reads a UTC nanosecond timestamp as TIMESTAMPTZ (microseconds; 2.x
-    keeps nanoseconds), so the [lo, hi) range is applied to microseconds in SQL
-    and then exactly to the nanoseconds of the rows it returned (by file and row number).
+    DuckDB 1.x reads a UTC nanosecond timestamp as TIMESTAMPTZ (microseconds,
+    truncated); 2.x keeps nanoseconds and rounds when cast to microseconds. So the
+    [lo, hi) range is applied loosely (one microsecond of slack) in SQL, and then
+    exactly to the nanoseconds of the rows it returned (by file and row number).
     """
     if lo is not None:
-        where += f" AND epoch_us(timestamp) >= {lo // 1000}"
+        where += f" AND epoch_us(timestamp::TIMESTAMPTZ) >= {lo // 1000 - 1}"
     if hi is not None:
-        where += f" AND epoch_us(timestamp) <= {(hi - 1) // 1000}"
+        where += f" AND epoch_us(timestamp::TIMESTAMPTZ) <= {(hi - 1) // 1000 + 1}"
     sql = (
         "SELECT filename, file_row_number, app, region, instance, level, message FROM read_parquet("
         f"'{settings.prefix}/**/*.parquet', hive_partitioning=true, filename=true, file_row_number=true) "
