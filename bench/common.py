@@ -224,4 +224,4 @@ def machine() -> dict[str, str]:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    return {"nproc": str(os.cpu_count()), "cpu": cpu, "python": sys.version.split()[0]}
+    return {"nproc": str(len(os.sched_getaffinity(0))), "cpu": cpu, "python": sys.version.split()[0]}

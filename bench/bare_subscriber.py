@@ -1,0 +1,80 @@
+"""The floor of the ingest benchmark: a nats-py subscriber on uvloop whose callback only counts.
+
+Same subscription settings as the archiver (subject, pending limits, reconnect
+forever), nothing else. Its counts are served on a loopback TCP port as one
+JSON line per connection (``{"received": N, "dropped": N, "disconnects": N,
+"subscribed": true}``) and printed on stdout at SIGTERM/SIGINT, then it exits 0.
+
+Usage: python bench/bare_subscriber.py --url nats://127.0.0.1:4222 --port 9999 [--subject 'logs.>']
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+
+import nats
+import uvloop
+from nats.errors import SlowConsumerError
+
+# The archiver's own limits (archiver.source), so both drop at the same backlog.
+PENDING_MSGS_LIMIT = 512 * 1024
+PENDING_BYTES_LIMIT = 128 * 1024 * 1024
+
+
+async def run(url: str, subject: str, port: int) -> None:
+    counts = {"received": 0, "dropped": 0, "disconnects": 0, "subscribed": False}
+
+    async def on_message(msg: object) -> None:
+        counts["received"] += 1
+
+    async def on_error(exc: Exception) -> None:
+        if isinstance(exc, SlowConsumerError):
+            counts["dropped"] += 1
+
+    async def on_disconnect() -> None:
+        counts["disconnects"] += 1
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(json.dumps(counts).encode() + b"\n")
+        await writer.drain()
+        writer.close()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    nc = await nats.connect(
+        url,
+        name="bare-subscriber",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+    )
+    await nc.subscribe(
+        subject, cb=on_message, pending_msgs_limit=PENDING_MSGS_LIMIT, pending_bytes_limit=PENDING_BYTES_LIMIT
+    )
+    await nc.flush()
+    counts["subscribed"] = True
+    server = await asyncio.start_server(serve, "127.0.0.1", port)
+    await stop.wait()
+    final = json.dumps(counts)  # before close(): closing fires disconnected_cb
+    server.close()
+    await nc.close()
+    print(final, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--subject", default="logs.>")
+    args = parser.parse_args()
+    uvloop.run(run(args.url, args.subject, args.port))
+
+
+if __name__ == "__main__":
+    main()
