@@ -1,0 +1,459 @@
+"""Query: ``archiver query`` against DuckDB's SQL over the same files, as whole processes.
+
+Two archives, both ending at "now" (pinned at half past the previous hour, see
+below):
+
+* 1 day: the 24 hours before now (26 hour partitions with both edges);
+* 30 days: the same 26 hours plus 694 older hours.
+
+20 apps over 4 regions (the 5 busiest apps in all 4, the next 7 in 2, the
+rest in 1: 42 partitions), volume per app-hour skewed 1/(i+1)^0.7 and
+following the day (busy hours ~8,000 rows for the busiest app, ~1,000 for the
+quietest), LogHub text wrapped as Fly messages by archiver.loadgen, app i
+talking like LogHub system i. Files are written with
+``archiver.encode.encode_partition`` in the hive layout of
+``archiver.layout.object_key``, the way the archive looks once closed hours
+are compacted: the hour "now" is in as the live service leaves it (a file per
+(app, region) per 60 s flush, archiver.encode's live level), every older hour
+one file per (app, region) at the compaction level. Hours older than 26 h in
+the 30-day archive are hard links to a real file of the same partition and
+hour of day (same size and rows, timestamps not rewritten): no query here
+reads them, they are what listing and planning have to get past. Every answer
+is checked: all variants of a question must print the same number of rows.
+
+"Now" is pinned at half past the previous hour and passed as explicit
+``--since``/``--until`` (and the same bounds in SQL), so every run of both
+tools and every run of the benchmark, whatever the time of day, asks the same
+question of the same shape: the last hour = 30 min of a compacted hour + 30
+min of live files.
+
+Local directories under /tmp and, on SeaweedFS (``weed mini`` started by
+tests/servers.py's SeaweedFS), two buckets. DuckDB reads S3 through the
+``httpfs`` extension of PyPI's ``duckdb-extension-httpfs`` (it pins the duckdb
+version it was built for), loaded from its file.
+
+Questions (archiver / DuckDB):
+
+* ``--app X --since 1h``: the busiest app / ``app = X``, the hive (date, hour)
+  partitions of the range and the timestamp range, ``ORDER BY timestamp``;
+  DuckDB with the README's archive-wide glob and with the app's own glob;
+* ``--grep RE --since 24h``: every app / ``regexp_matches(message, RE)``;
+* ``--app X --tail 100``: the newest 100 of the last hour / ``ORDER BY
+  timestamp DESC LIMIT 100``, re-sorted.
+
+Each is a whole process (Python start-up and imports included), stdout to a
+file (archiver: text; DuckDB: ``COPY ... TO '/dev/stdout'`` CSV), median of
+``--runs`` after one warm-up, every variant of a question (both tools, both
+archives) alternating in one loop so they share the machine's conditions.
+
+Usage: .venv/bin/python bench/query_speed.py [--quick] [--runs 5] [--keep] [--json-out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from common import LOGHUB, ROOT
+from storage import live_batches
+
+from archiver import encode
+from archiver.layout import NS_PER_HOUR, NS_PER_SECOND, hour_start_ns, object_key, object_name
+from archiver.loadgen import REGIONS as _ALL_REGIONS
+from archiver.loadgen import FlyLogGenerator, _app_names, sample_systems
+
+APPS = 20
+REGIONS = ("iad", "ams", "sin", "syd")
+assert all(r in _ALL_REGIONS for r in REGIONS)
+PEAK_ROWS = 8_000  # rows per hour of the busiest app at the busiest hour
+GREP = "timeout|refused|denied"
+LIVE_HOURS = 1  # the hour "now" is in is not compacted yet
+REAL_HOURS = 26  # hours with generated data (the 1-day archive): 24 h back and both edges
+WRITER = "bench0001"
+
+
+def regions_of(index: int) -> tuple[str, ...]:
+    return REGIONS if index < 5 else REGIONS[:2] if index < 12 else REGIONS[:1]
+
+
+def rows_per_hour(index: int, hour_ns: int) -> int:
+    """Busiest around 15:00 UTC, quietest around 03:00 UTC: 0.3 .. 1.0 of the peak."""
+    hour_of_day = hour_ns // NS_PER_HOUR % 24
+    day = 0.65 + 0.35 * math.cos((hour_of_day - 15) / 24 * 2 * math.pi)
+    return max(1, round(PEAK_ROWS / (index + 1) ** 0.7 * day))
+
+
+# --- building the archives -------------------------------------------------------------------------
+
+
+def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
+    """Write the 1-day archive under base/day1 and the 30-day one under base/day30 (hard links)."""
+    started = time.monotonic()
+    day1, day30 = base / "day1", base / "day30"
+    systems = sample_systems(LOGHUB if LOGHUB.is_dir() else None)
+    apps = _app_names(APPS)
+    current = hour_start_ns(now_ns)
+    rng = random.Random(11)
+    real: dict[tuple[str, str, int], Path] = {}  # (app, region, hours back) -> the compacted file
+    files = rows = 0
+    sequence = 0
+    interval_ns = 60 * NS_PER_SECOND
+    for index, app in enumerate(apps):
+        clock: list[Iterator[int]] = [iter(())]
+        system = sorted(systems)[index % len(systems)]  # app i talks like LogHub system i
+        generator = FlyLogGenerator(seed=100 + index, apps=[app], regions=list(regions_of(index)), instances=2,
+                                    systems={system: systems[system]}, clock=lambda c=clock: next(c[0]))  # fmt: skip
+        for back in range(REAL_HOURS):
+            hour = current - back * NS_PER_HOUR
+            end = min(hour + NS_PER_HOUR, now_ns - 10 * NS_PER_SECOND)
+            if end <= hour:
+                continue
+            count = max(1, round(rows_per_hour(index, hour) * (end - hour) / NS_PER_HOUR))
+            times = sorted(hour + rng.randrange(end - hour) for _ in range(count))
+            clock[0] = iter(times)  # event times in order, within the hour
+            by_region: dict[str, list[tuple[bytes, int]]] = {}
+            for (subject, payload), ns in zip(generator.messages(count), times, strict=True):
+                by_region.setdefault(subject.split(".")[2], []).append((payload, ns))
+            rows += count
+            for region, items in by_region.items():
+                if back < LIVE_HOURS:
+                    batches = live_batches(items, interval_ns, 64 * 1024**2)  # one file per 60 s flush
+                    level = encode.LIVE_COMPRESSION_LEVEL
+                else:
+                    batches = [[p for p, _ in items]]
+                    level = encode.COMPACT_COMPRESSION_LEVEL
+                for batch in batches:
+                    for f in encode.encode_partition(app, region, batch, hour, level).files:
+                        sequence += 1
+                        key = object_key(
+                            app, region, f.hour_ns, object_name(f.min_timestamp_ns, WRITER, sequence)
+                        )
+                        path = day1 / key
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_bytes(f.data)
+                        files += 1
+                        if back >= LIVE_HOURS:
+                            real[(app, region, back)] = path
+    # The 30-day archive: the same files (hard links) plus older hours copied from the real ones.
+    shutil.copytree(day1, day30, copy_function=os.link)
+    old_files = 0
+    days = 30
+    for older in range(REAL_HOURS, days * 24):
+        source = older % 24 + (24 if older % 24 < LIVE_HOURS else 0)  # a compacted hour, same hour of day
+        for (app, region, back), path in real.items():
+            if back != source:
+                continue
+            hour = current - older * NS_PER_HOUR
+            sequence += 1
+            key = object_key(app, region, hour, object_name(hour, WRITER, sequence))
+            target = day30 / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, target)
+            old_files += 1
+    return {
+        "apps": APPS,
+        "partitions": sum(len(regions_of(i)) for i in range(APPS)),
+        "day1_files": files,
+        "day1_rows": rows,
+        "day1_bytes": sum(p.stat().st_size for p in day1.rglob("*.parquet")),
+        "day30_files": files + old_files,
+        "build_s": round(time.monotonic() - started, 1),
+    }
+
+
+# --- SeaweedFS -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def seaweed(work: Path) -> Iterator[Any]:
+    sys.path.insert(0, str(ROOT))
+    from tests.servers import SeaweedFS
+
+    server = SeaweedFS(work)
+    server.start(timeout=60)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def upload(server: Any, bucket: str, root: Path) -> tuple[int, float]:
+    from botocore.config import Config
+
+    server.create_bucket(bucket)
+    import botocore.session
+
+    client = botocore.session.get_session().create_client(
+        "s3", endpoint_url=server.endpoint_url, region_name="us-east-1", aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        config=Config(s3={"addressing_style": "path"}, max_pool_connections=32, retries={"max_attempts": 5}),
+    )  # fmt: skip
+    paths = sorted(root.rglob("*.parquet"))
+    started = time.monotonic()
+
+    def put(path: Path) -> None:
+        client.put_object(Bucket=bucket, Key=str(path.relative_to(root)), Body=path.read_bytes())
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(put, paths))
+    client.close()
+    return len(paths), time.monotonic() - started
+
+
+# --- the questions -----------------------------------------------------------------------------------
+
+
+def _partition_filter(since_ns: int, until_ns: int) -> str:
+    """SQL on the hive columns (date, hour) covering [since, until): what lets DuckDB prune paths."""
+    terms = []
+    hour = hour_start_ns(since_ns)
+    while hour < until_ns:
+        t = time.gmtime(hour // NS_PER_SECOND)
+        terms.append(f"(date = '{time.strftime('%Y-%m-%d', t)}' AND hour = {t.tm_hour})")
+        hour += NS_PER_HOUR
+    return "(" + " OR ".join(terms) + ")"
+
+
+def _ts(ns: int) -> str:
+    """A timestamp literal (whole seconds: the window's ends are)."""
+    return f"TIMESTAMPTZ '{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(ns // NS_PER_SECOND))}+00'"
+
+
+def _iso(ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns // NS_PER_SECOND))
+
+
+DUCKDB_PROGRAM = r"""
+import json, sys, duckdb
+spec = json.loads(sys.argv[1])
+s3 = spec.get("s3")
+con = duckdb.connect(config={"allow_unsigned_extensions": "true"} if s3 else {})
+con.execute("SET enable_progress_bar = false")  # it draws on stdout, among the rows
+if s3:
+    con.execute(f"LOAD '{s3['extension']}'")
+    con.execute(f"CREATE SECRET (TYPE s3, KEY_ID '{s3['key']}', SECRET '{s3['secret']}', "
+                f"ENDPOINT '{s3['endpoint']}', URL_STYLE 'path', USE_SSL false, REGION 'us-east-1')")
+con.execute(f"COPY ({spec['sql']}) TO '/dev/stdout' (FORMAT csv, HEADER false)")
+"""
+
+
+def duckdb_sql(glob: str, question: str, app: str, since_ns: int, until_ns: int) -> str:
+    source = f"read_parquet('{glob}', hive_partitioning = true)"
+    cols = "timestamp, app, region, instance, level, message"
+    where = f"{_partition_filter(since_ns, until_ns)} AND timestamp >= {_ts(since_ns)} AND timestamp < {_ts(until_ns)}"
+    if question == "since":
+        return f"SELECT {cols} FROM {source} WHERE app = '{app}' AND {where} ORDER BY timestamp"
+    if question == "grep":
+        return f"SELECT {cols} FROM {source} WHERE {where} AND regexp_matches(message, '{GREP}') ORDER BY timestamp"
+    return (f"SELECT * FROM (SELECT {cols} FROM {source} WHERE app = '{app}' AND {where} "
+            "ORDER BY timestamp DESC LIMIT 100) ORDER BY timestamp")  # fmt: skip
+
+
+def run_process(argv: list[str], env: dict[str, str], out: Path) -> tuple[float, float, int]:
+    """(wall seconds, user+sys seconds, lines printed) of one whole process; exit 0 required."""
+    with open(out, "wb") as stdout, open(out.with_suffix(".err"), "wb") as stderr:
+        began = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, cwd=ROOT
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - began
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:6])}... exited {proc.returncode}:\n"
+                         f"{out.with_suffix('.err').read_text(errors='replace')[-2000:]}")  # fmt: skip
+    with open(out, "rb") as f:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    return wall, usage.ru_utime + usage.ru_stime, lines
+
+
+def compare(variants: dict[str, tuple[list[str], dict[str, str]]], runs: int, work: Path) -> dict[str, Any]:
+    """Run every variant once to warm up, then ``runs`` rounds alternating them; medians and row counts."""
+    walls: dict[str, list[float]] = {name: [] for name in variants}
+    cpus: dict[str, list[float]] = {name: [] for name in variants}
+    lines: dict[str, set[int]] = {name: set() for name in variants}
+    for round_ in range(runs + 1):
+        for name, (argv, env) in variants.items():
+            wall, cpu, count = run_process(argv, env, work / "out.txt")
+            if round_:
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+            lines[name].add(count)
+    return {
+        name: {
+            "median_s": round(statistics.median(walls[name]), 3),
+            "runs_s": [round(w, 3) for w in walls[name]],
+            "cpu_s": round(statistics.median(cpus[name]), 3),
+            "rows": sorted(lines[name]),
+        }
+        for name in variants
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="local only, 3 runs")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per variant (default 5, quick 3)")
+    parser.add_argument("--json-out", default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the archives under /tmp")
+    args = parser.parse_args()
+    runs = args.runs or (2 if args.quick else 5)
+    base = Path(tempfile.mkdtemp(prefix="bench-query-"))
+    summary: dict[str, Any] = {"runs": runs, "grep": GREP}
+    try:
+        # "Now" is pinned at half past the previous hour: every run of both tools, and every run of the
+        # benchmark whatever the time, sees the same shape of "the last hour": 30 minutes of live files
+        # (60 s flushes) after 30 minutes of a compacted hour.
+        now = hour_start_ns(time.time_ns()) - NS_PER_HOUR // 2
+        summary["archive"] = build(base, now, args.quick)
+        summary["now"] = _iso(now)
+        print(f"query: archives built {summary['archive']}", flush=True)
+        app = _app_names(APPS)[0]
+        env = dict(os.environ)
+        archiver = [sys.executable, "-m", "archiver", "query"]
+        duck = [sys.executable, "-c", DUCKDB_PROGRAM]
+        hour, day = now - NS_PER_HOUR, now - 24 * NS_PER_HOUR
+        questions = {
+            "since": (["--app", app, "--since", _iso(hour), "--until", _iso(now)], hour),
+            "grep": (["--grep", GREP, "--since", _iso(day), "--until", _iso(now)], day),
+            "tail": (["--app", app, "--tail", "100", "--since", _iso(hour), "--until", _iso(now)], hour),
+        }
+        summary["questions"] = {q: " ".join(o) for q, (o, _) in questions.items()}
+
+        def spec(glob: str, question: str, s3: dict[str, str] | None = None) -> str:
+            sql = duckdb_sql(glob, question, app, questions[question][1], now)
+            return json.dumps({"sql": sql, "s3": s3})
+
+        results: dict[str, Any] = {}
+        stores: list[tuple[str, Any]] = [("local", None)]
+        weed_ctx = None
+        if not args.quick:
+            weed_ctx = seaweed(base / "weed")
+            server = weed_ctx.__enter__()
+            stores.append(("s3", server))
+        try:
+            for store, server in stores:
+                places: dict[str, tuple[list[str], dict[str, str], dict[str, str] | None, str]] = {}
+                for archive in ("day1", "day30"):
+                    if store == "local":
+                        root = str(base / archive)
+                        places[archive] = (["--archive", root], env, None, root)
+                        continue
+                    bucket = f"bench-{archive}"
+                    count, seconds = upload(server, bucket, base / archive)
+                    summary.setdefault("upload", {})[archive] = {
+                        "objects": count,
+                        "seconds": round(seconds, 1),
+                    }
+                    print(f"query: uploaded {count} objects to s3://{bucket} in {seconds:.1f} s", flush=True)
+                    s3_env = {**env, "AWS_ENDPOINT_URL_S3": server.endpoint_url, "AWS_REGION": "us-east-1",
+                              "AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key}  # fmt: skip
+                    places[archive] = (
+                        ["--archive", f"s3://{bucket}"],
+                        s3_env,
+                        httpfs_spec(server),
+                        f"s3://{bucket}",
+                    )
+                for question, (options, _) in questions.items():
+                    # Both archives and both tools in one alternating loop: same conditions for every ratio.
+                    variants: dict[str, tuple[list[str], dict[str, str]]] = {}
+                    for archive, (location, a_env, s3, prefix) in places.items():
+                        variants[f"{archive}/archiver"] = ([*archiver, *options, *location], a_env)
+                        if store == "s3" and s3 is None:
+                            continue  # DuckDB on S3: n/a (the reason is in summary["duckdb_s3"])
+                        variants[f"{archive}/duckdb"] = (
+                            [*duck, spec(f"{prefix}/**/*.parquet", question, s3)],
+                            env,
+                        )
+                        if question == "since":
+                            variants[f"{archive}/duckdb_app_glob"] = (
+                                [*duck, spec(f"{prefix}/app={app}/**/*.parquet", question, s3)], env)  # fmt: skip
+                    measured = compare(variants, runs, base)
+                    for name, figures in measured.items():
+                        archive, tool = name.split("/")
+                        results.setdefault(f"{store}/{archive}/{question}", {})[tool] = figures
+                    for archive in places:
+                        key = f"{store}/{archive}/{question}"
+                        shown = ", ".join(
+                            f"{n} {r['median_s']:.3f}s ({r['rows']} rows)" for n, r in results[key].items()
+                        )
+                        print(f"  {key:22} {shown}", flush=True)
+        finally:
+            if weed_ctx is not None:
+                weed_ctx.__exit__(None, None, None)
+        summary["results"] = results
+        summary["duckdb_s3"] = _httpfs_status()
+        failures = [f"{key}: row counts differ {({n: r['rows'] for n, r in res.items()})}"
+                    for key, res in results.items() if len({tuple(r["rows"]) for r in res.values()}) != 1]  # fmt: skip
+        summary["failures"] = failures
+        summary["targets"] = targets(results, summary["archive"])
+        print(json.dumps(summary["targets"], indent=1))
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(summary, indent=1))
+        if failures:
+            print("QUERY BENCHMARK FAILED: the tools disagree", *failures, sep="\n  ", file=sys.stderr)
+            sys.exit(1)
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _extension_path() -> Path | None:
+    try:
+        import duckdb_extension_httpfs  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    found = sorted(Path(duckdb_extension_httpfs.__file__).parent.glob("extensions/*/httpfs.duckdb_extension"))
+    return found[-1] if found else None
+
+
+def _httpfs_status() -> str:
+    path = _extension_path()
+    if path is None:
+        return "n/a: duckdb-extension-httpfs is not installed (pip install duckdb-extension-httpfs)"
+    import duckdb
+
+    return f"httpfs loaded from {path} into duckdb {duckdb.__version__}"
+
+
+def httpfs_spec(server: Any) -> dict[str, str] | None:
+    path = _extension_path()
+    if path is None:
+        return None
+    return {"extension": str(path), "key": server.access_key, "secret": server.secret_key,
+            "endpoint": server.endpoint_url.removeprefix("http://")}  # fmt: skip
+
+
+def targets(results: dict[str, Any], archive: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, res in results.items():
+        if "duckdb" in res:
+            out[f"{key} archiver/duckdb time"] = round(
+                res["archiver"]["median_s"] / res["duckdb"]["median_s"], 3
+            )
+    for store in ("local", "s3"):
+        for question in ("since", "grep", "tail"):
+            one, thirty = results.get(f"{store}/day1/{question}"), results.get(f"{store}/day30/{question}")
+            if one and thirty:
+                out[f"{store} {question} archiver 30d/1d"] = round(
+                    thirty["archiver"]["median_s"] / one["archiver"]["median_s"], 3
+                )
+    return out
+
+
+if __name__ == "__main__":
+    main()
