@@ -106,6 +106,11 @@ def _duration(name: str, text: str | None, default_s: float, *, allow_zero: bool
     return seconds
 
 
+def duration_option(name: str, text: str) -> float:
+    """A positive duration given to an option ``name``; ConfigError (one line) otherwise."""
+    return _duration(name, text, 0.0)
+
+
 def _size(name: str, text: str | None, default: int) -> int:
     if text is None:
         return default

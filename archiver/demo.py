@@ -24,12 +24,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from archiver.config import RunConfig, load_run_config
-from archiver.errors import ArchiverError, ConfigError
+from archiver.config import RunConfig, duration_option, load_run_config
+from archiver.errors import ArchiverError
 from archiver.loadgen import APP_NAMES, FlyLogGenerator, publish
 from archiver.service import Service
 from archiver.storage import open_storage
-from archiver.units import DURATION_HELP, format_bytes, parse_duration_s
+from archiver.units import format_bytes
 
 DEFAULT_ARCHIVE = "demo-archive"
 #: Outside the archive directory: the spool is the archiver's private state, not archive data.
@@ -235,12 +235,7 @@ def run_demo(duration: str, keep_running: bool, archive: str | None, http_port: 
     from archiver.cli import run_async
     from archiver.logs import setup_logging
 
-    try:
-        duration_s = parse_duration_s(duration)
-    except ValueError:
-        raise ConfigError(f"--duration: expected {DURATION_HELP}, got {duration!r}") from None
-    if duration_s <= 0:
-        raise ConfigError(f"--duration: must be greater than 0, got {duration!r}")
+    duration_s = duration_option("--duration", duration)
     began = time.monotonic()
     setup_logging("warning", stream=sys.stderr)
     outcome = Outcome()
