@@ -13,7 +13,7 @@ from collections.abc import Callable
 from archiver.buffer import FlushBatch
 from archiver.journal import Journal
 from archiver.layout import partition_value
-from archiver.routing import app_region_from_payload, app_region_from_subject
+from archiver.routing import app_region_of_record
 from archiver.spool import Spool
 
 Partition = tuple[str, str]
@@ -145,8 +145,7 @@ def recover(tracker: AckTracker, spool: Spool, journal: Journal) -> int:
             if not sep:
                 continue  # a core-NATS record from an earlier run
             stream_seq, _, reply = rest.partition(b"\x00")
-            app_region = app_region_from_subject(subject.decode("utf-8", "replace"))
-            app, region = app_region or app_region_from_payload(payload)
+            app, region = app_region_of_record(subject, payload)
             partition = (partition_value(app), partition_value(region))
             starts, ends = done.get(partition, ([], []))
             i = bisect.bisect_right(starts, rec_seq) - 1

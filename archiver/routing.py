@@ -30,3 +30,9 @@ def app_region_from_payload(payload: bytes) -> tuple[str | None, str | None]:
     name = app.get("name") if isinstance(app, dict) else None
     region = fly.get("region")
     return (name if isinstance(name, str) else None, region if isinstance(region, str) else None)
+
+
+def app_region_of_record(subject: bytes, payload: bytes) -> tuple[str | None, str | None]:
+    """(app, region) of a spooled record: its subject (minus a JetStream tag), else its payload."""
+    plain = subject.partition(b"\x00")[0]
+    return app_region_from_subject(plain.decode("utf-8", "replace")) or app_region_from_payload(payload)

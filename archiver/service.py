@@ -32,6 +32,7 @@ from archiver.jetstream import JetStreamSource
 from archiver.jetstream_acks import AckTracker, recover
 from archiver.logs import event
 from archiver.metrics import Metrics, Stats
+from archiver.routing import app_region_of_record
 from archiver.source import NatsSource
 from archiver.spool import Spool
 from archiver.storage import Storage
@@ -99,10 +100,7 @@ class Service:
 
     def _collect(self, intents: list[Any], batches: dict[int, FlushBatch], seq: int,
                  subject: bytes, payload: bytes) -> None:  # fmt: skip
-        from archiver.routing import app_region_from_payload, app_region_from_subject
-
-        app_region = app_region_from_subject(subject.partition(b"\x00")[0].decode("utf-8", "replace"))
-        buf = self.buffers.partition(*(app_region or app_region_from_payload(payload)))
+        buf = self.buffers.partition(*app_region_of_record(subject, payload))
         for intent in intents:
             if (intent.first_seq <= seq < intent.end_seq
                     and (intent.app_segment, intent.region_segment) == (buf.app_segment, buf.region_segment)):  # fmt: skip
