@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from servers import NatsServer, SeaweedFS
 
 from archiver.config import ArchiveSettings
@@ -20,6 +21,14 @@ from archiver.config import ArchiveSettings
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 S3_TEST_PREFIX = "archive/v1"
+
+# Property tests: a quick pass in the suite; `./dev fuzz` runs the same properties with many more examples.
+settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "100000")), deadline=None,
+    suppress_health_check=list(HealthCheck),
+)  # fmt: skip
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture
