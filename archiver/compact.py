@@ -53,7 +53,7 @@ import pyarrow.parquet as pq
 
 from archiver.errors import ObjectExistsError, ObjectNotFoundError
 from archiver.layout import NS_PER_HOUR, NS_PER_SECOND, app_prefix, encode_value, parse_key
-from archiver.merge import Merger
+from archiver.merge import Merger, input_problem
 from archiver.storage import ObjectInfo, Storage
 from archiver.supersede import (
     compact_name,
@@ -193,7 +193,8 @@ async def compact_partition(
         try:
             replaces[name] = replaces_from_metadata(_metadata(fetched[prefix + name]))
         except (pa.ArrowException, OSError) as exc:
-            _warn(say, f"warning: skipped {prefix}: unreadable {name}: {exc}")
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            _warn(say, f"warning: skipped {prefix}{name}: {reason} (its partition is left as it is)")
             stats.skipped += 1
             return
     live = resolve(names, replaces).live
@@ -228,6 +229,13 @@ async def _merge(
         stats.skipped += 1
         return
     fetched |= more
+    # Never merge (and so delete) a file that is not an archive file: the partition waits, named.
+    problems = {n: p for n in live if (p := input_problem(fetched[prefix + n])) is not None}
+    for name, problem in problems.items():
+        _warn(say, f"warning: skipped {prefix}{name}: {problem} (its partition is left as it is)")
+    if problems:
+        stats.skipped += 1
+        return
     # Transitive: a compacted input's own replaced set (every part carries it; the probe read one).
     covered = set(live)
     for group_parts in groups_of(live).values():

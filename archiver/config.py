@@ -4,7 +4,10 @@ Every setting comes from an environment variable and may be overridden by a
 command-line option of the same meaning (an option wins). Invalid values
 raise :class:`~archiver.errors.ConfigError` with one line naming the
 variable and what it accepts. Secrets are held in fields excluded from
-``repr`` so they never reach logs or error messages.
+``repr`` so they never reach logs or error messages; NATS_URL credentials
+(``nats://user:pass@host``) are split out of the URL into such fields, and
+every secret is registered with :mod:`archiver.redact`, the safety net at
+the process's boundaries.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from archiver.errors import ConfigError
+from archiver.redact import redact, register_secret, split_url_credentials
 from archiver.units import DURATION_HELP, SIZE_HELP, parse_duration_s, parse_size_bytes
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Longest S3 key prefix: leaves room for archiver's keys (under 400 bytes) within S3's 1,024.
+MAX_S3_PREFIX_BYTES = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +35,11 @@ class S3Settings:
     region: str = "auto"
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # The key id is not a credential by itself, but it names the account: masked too.
+        register_secret(self.access_key_id)
+        register_secret(self.secret_access_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +64,20 @@ class RunConfig:
     """Settings of ``archiver run``."""
 
     archive: ArchiveSettings
+    #: Never holds credentials: ``nats://user:pass@host`` is split into the two fields below.
     nats_url: str = "nats://[fdaa::3]:4223"
     org: str = "personal"
     access_token: str | None = field(default=None, repr=False)
+    #: User and password from NATS_URL's userinfo (a user without password is a token).
+    nats_url_user: str | None = field(default=None, repr=False)
+    nats_url_password: str | None = field(default=None, repr=False)
     subject: str = "logs.>"
     queue: str | None = None
     flush_interval_s: float = 60.0
     flush_bytes: int = 64 * 1024**2
     max_buffer_bytes: int = 256 * 1024**2
+    #: A longer message is truncated to this many bytes, marked and counted (never dropped).
+    max_message_bytes: int = 4 * 1024**2
     http_port: int = 8686
     #: Empty: every interface, IPv4 and IPv6 (Fly's checks and 6PN). Never a public Fly service.
     http_host: str = ""
@@ -80,6 +97,20 @@ class RunConfig:
     #: JetStream mode: consume SUBJECT from this stream through a durable consumer (None: core NATS).
     jetstream_stream: str | None = None
     jetstream_durable: str = "archiver"
+
+    def __post_init__(self) -> None:
+        register_secret(self.access_token)
+        user, password, bare_url = split_url_credentials(self.nats_url)
+        # As written in the URL (maybe percent-encoded) and as sent (decoded, like nats.go does).
+        register_secret(password if password is not None else user)  # a user alone is a token
+        if user is not None:
+            # Frozen dataclass: set once here, so no code path ever sees the credentials in the URL.
+            object.__setattr__(self, "nats_url", bare_url)
+            object.__setattr__(self, "nats_url_user", unquote(user))
+            object.__setattr__(self, "nats_url_password", None if password is None else unquote(password))
+        register_secret(self.nats_url_password)
+        if self.nats_url_password is None:
+            register_secret(self.nats_url_user)
 
 
 #: Defaults as an instance, because slotted dataclass attributes are descriptors on the class.
@@ -131,12 +162,20 @@ def _port(name: str, text: str | None, default: int) -> int:
     return int(text)
 
 
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return ""
+
+
 def load_s3_settings(environ: Mapping[str, str] | None = None) -> S3Settings:
     """S3 settings from the standard AWS variables."""
     env = os.environ if environ is None else environ
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
-    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
-        raise ConfigError(f"AWS_ENDPOINT_URL_S3: expected an http(s):// URL, got {endpoint!r}")
+    register_secret(env.get("AWS_SESSION_TOKEN"))  # botocore may pick it up from the environment
+    if endpoint is not None and _scheme(endpoint) not in ("http", "https"):
+        raise ConfigError(f"AWS_ENDPOINT_URL_S3: expected an http(s):// URL, got {redact(endpoint)!r}")
     return S3Settings(
         endpoint_url=endpoint,
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "auto",
@@ -160,7 +199,14 @@ def load_archive_settings(
 def parse_archive_url(text: str, s3: S3Settings | None = None) -> ArchiveSettings:
     """Parse ``s3://bucket[/prefix]``, ``file:///abs/path`` or a plain directory path."""
     accepts = "expected s3://bucket[/prefix], file:///abs/path or a directory path"
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise ConfigError(f"ARCHIVE_URL: {accepts}, got {redact(text)!r}") from None
+    if "@" in parts.netloc:
+        raise ConfigError(
+            "ARCHIVE_URL: credentials do not belong in the URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
     if parts.scheme == "s3":
         bucket = parts.netloc
         prefix = parts.path.strip("/")
@@ -168,6 +214,11 @@ def parse_archive_url(text: str, s3: S3Settings | None = None) -> ArchiveSetting
             raise ConfigError(f"ARCHIVE_URL: {accepts}, got {text!r}")
         if any(seg in ("", ".", "..") for seg in prefix.split("/")) and prefix:
             raise ConfigError(f"ARCHIVE_URL: prefix may not hold empty, '.' or '..' segments: {text!r}")
+        if len(prefix.encode()) > MAX_S3_PREFIX_BYTES:
+            # Keys below it take up to 400 bytes (archiver.layout) and S3 stops at 1,024.
+            raise ConfigError(
+                f"ARCHIVE_URL: prefix longer than {MAX_S3_PREFIX_BYTES} bytes: {text[:80]!r}..."
+            )
         return ArchiveSettings("s3", bucket, prefix, s3 or S3Settings())
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
@@ -194,8 +245,8 @@ def load_run_config(
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     nats_url = pick("NATS_URL") or _DEFAULTS.nats_url
-    if urlsplit(nats_url).scheme not in ("nats", "tls", "ws", "wss"):
-        raise ConfigError(f"NATS_URL: expected nats://host:port, got {nats_url!r}")
+    if _scheme(nats_url) not in ("nats", "tls", "ws", "wss"):
+        raise ConfigError(f"NATS_URL: expected nats://host:port, got {redact(nats_url)!r}")
     subject = pick("SUBJECT") or _DEFAULTS.subject
     if " " in subject or subject.startswith(".") or subject.endswith(".") or ".." in subject:
         raise ConfigError(
@@ -244,6 +295,7 @@ def load_run_config(
         flush_interval_s=_duration("FLUSH_INTERVAL", pick("FLUSH_INTERVAL"), _DEFAULTS.flush_interval_s),
         flush_bytes=flush_bytes,
         max_buffer_bytes=max_buffer,
+        max_message_bytes=_size("MAX_MESSAGE_BYTES", pick("MAX_MESSAGE_BYTES"), _DEFAULTS.max_message_bytes),
         http_port=_port("HTTP_PORT", pick("HTTP_PORT"), _DEFAULTS.http_port),
         http_host=pick("HTTP_HOST") or _DEFAULTS.http_host,
         log_level=log_level,
@@ -279,6 +331,16 @@ def _spool_dir(text: str | None) -> str | None:
     if text.lower() in ("off", "none"):
         return None
     return str(Path(text).expanduser().resolve())
+
+
+def register_environment_secrets(environ: Mapping[str, str] | None = None) -> None:
+    """Register the secrets of the environment with :mod:`archiver.redact` (before anything is parsed)."""
+    env = os.environ if environ is None else environ
+    for name in ("ACCESS_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN"):
+        register_secret(env.get(name))
+    user, password, _ = split_url_credentials(env.get("NATS_URL") or "")
+    register_secret(password if password is not None else user)
+    register_secret(unquote(password) if password is not None else None)
 
 
 def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:

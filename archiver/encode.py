@@ -12,7 +12,7 @@ with :data:`~archiver.schema.FILE_SCHEMA`, which every file is written with).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -72,6 +72,17 @@ def open_writer(
     return pq.ParquetWriter(where, file_schema, **options)
 
 
+def use_lean_memory_pool() -> str:
+    """Make Arrow allocate from jemalloc (else the system allocator) for this process; its name."""
+    # pyarrow's default, mimalloc, kept ~2x the live Arrow bytes resident while parsing and did not
+    # give them back; jemalloc returns freed pages within a second (bench/memory.py, BENCHMARKS.md).
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:  # a pyarrow built without jemalloc
+        pa.set_memory_pool(pa.system_memory_pool())
+    return str(pa.default_memory_pool().backend_name)
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedFile:
     """One Parquet file: the rows of one UTC hour, sorted by timestamp."""
@@ -90,6 +101,9 @@ class EncodedBatch:
     files: list[EncodedFile]
     malformed: int
     raw_bytes: int
+    #: Malformed rows by kind and regular rows with a wrong-typed field (see ParsedBatch).
+    malformed_kinds: dict[str, int] = field(default_factory=dict)
+    wrong_type: int = 0
 
 
 def write_parquet(
@@ -141,10 +155,11 @@ def encode_partition(
     payloads: Sequence[bytes],
     received_ns: int,
     compression_level: int = LIVE_COMPRESSION_LEVEL,
+    newest_ns: int | None = None,
 ) -> EncodedBatch:
-    """Parse one (app, region) batch and encode it as one Parquet file per UTC hour."""
+    """Parse one (app, region) batch (see parse_batch) and encode it as one Parquet file per UTC hour."""
     try:
-        parsed = parse_batch(app, region, payloads, received_ns)
+        parsed = parse_batch(app, region, payloads, received_ns, newest_ns)
         files = []
         for hour_ns, rows in split_hours(parsed.table):
             timestamps = rows.column(schema.TIMESTAMP)
@@ -157,6 +172,7 @@ def encode_partition(
                     max_timestamp_ns=timestamps[-1].value,
                 )
             )
-        return EncodedBatch(files=files, malformed=parsed.malformed, raw_bytes=sum(map(len, payloads)))
+        return EncodedBatch(files, parsed.malformed, sum(map(len, payloads)), parsed.malformed_kinds,
+                            parsed.wrong_type)  # fmt: skip
     except (pa.ArrowException, ValueError, TypeError) as exc:
         raise EncodeError(f"cannot encode {len(payloads)} messages of app {app!r}: {exc}") from exc

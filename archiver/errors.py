@@ -15,7 +15,9 @@ the module that talks to them, so callers handle this tree only::
     └── EncodeError          a batch could not be turned into Parquet
 
 Messages never contain secrets: code that builds them must not format
-credentials, tokens or signed URLs into them.
+credentials, tokens or signed URLs into them (a third-party error's text is
+passed through :func:`archiver.redact.redact` before it is kept). The CLI and
+the log handler redact once more on the way out.
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
 Per message, :meth:`Ingest.on_message` looks up the partition by subject
 (cached), queues the record for the spool's next group commit, and appends
-the payload to its partition buffer. Nothing is parsed.
+the payload to its partition buffer. Nothing is parsed. A payload longer
+than ``MAX_MESSAGE_BYTES`` (one length compare) is first replaced by its
+marked, truncated form (:func:`archiver.message.truncate_payload`), which is
+what the spool keeps and routing sees, so a replay treats it alike.
 
 When the buffers reach ``MAX_BUFFER_BYTES`` (storage slow or down, a burst),
 ingest *spills*: new records go to the spool only, and :meth:`Ingest.replay`
@@ -24,6 +27,7 @@ from nats.aio.msg import Msg
 from archiver.buffer import Buffers, FlushBatch, PartitionBuffer
 from archiver.journal import Journal
 from archiver.logs import RateLimitedLog, event
+from archiver.message import truncate_payload
 from archiver.metrics import Stats
 from archiver.routing import app_region_from_payload, app_region_from_subject
 from archiver.spool import WRITE_THRESHOLD_BYTES, Spool, subject_prefix
@@ -31,6 +35,8 @@ from archiver.spool import WRITE_THRESHOLD_BYTES, Spool, subject_prefix
 #: Subjects are per instance; the cache is cleared past this so churn cannot grow it forever.
 MAX_CACHED_SUBJECTS = 100_000
 REPLAY_CHUNK_RECORDS = 20_000
+#: Default of ``MAX_MESSAGE_BYTES`` (the config's default; repeated so tests can build an Ingest).
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024**2
 
 Route = tuple[PartitionBuffer, bytes, int]
 
@@ -39,9 +45,15 @@ class Ingest:
     """Route, spool and buffer messages; hand due batches to ``on_batch``."""
 
     def __init__(
-        self, buffers: Buffers, stats: Stats, spool: Spool | None, on_batch: Callable[[FlushBatch], None]
+        self,
+        buffers: Buffers,
+        stats: Stats,
+        spool: Spool | None,
+        on_batch: Callable[[FlushBatch], None],
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.buffers = buffers
+        self.max_message_bytes = max_message_bytes
         self.stats = stats
         self.spool = spool
         self._on_batch = on_batch
@@ -59,17 +71,20 @@ class Ingest:
         self._caught_up = asyncio.Event()
         self._caught_up.set()
         self._log_full = RateLimitedLog("spool full: dropping messages", level=logging.ERROR)
+        self._log_truncated = RateLimitedLog("message over MAX_MESSAGE_BYTES: truncated")
 
     # -- hot path -----------------------------------------------------------------
 
     async def on_message(self, msg: Msg) -> None:
         """Route, spool, append, count: nothing else happens per message."""
         subject = msg.subject
+        data = msg.data
+        if len(data) > self.max_message_bytes:
+            data = self._truncate(subject, data)
         route = self._routes.get(subject)
         if route is None:
-            route = self._route(subject, msg.data)
+            route = self._route(subject, data)
         buf, prefix, prefix_crc = route
-        data = msg.data
         spool = self.spool
         stats = self.stats
         if spool is None:
@@ -108,12 +123,14 @@ class Ingest:
         not a loss, hence not counted as dropped.
         """
         subject = msg.subject
+        data = msg.data
+        if len(data) > self.max_message_bytes:
+            data = self._truncate(subject, data)
         route = self._routes.get(subject)
         if route is None:
-            route = self._route(subject, msg.data)
+            route = self._route(subject, data)
         buf = route[0]
         prefix, prefix_crc = subject_prefix(route[1][2:] + tag)
-        data = msg.data
         spool = self.spool
         assert spool is not None
         pending = spool.append(prefix, prefix_crc, data)
@@ -141,10 +158,17 @@ class Ingest:
                 self.stats.messages_received += written
                 self.stats.last_message_monotonic = time.monotonic()
 
+    def _truncate(self, subject: str, data: bytes) -> bytes:
+        self.stats.messages_truncated += 1
+        self._log_truncated(subject=subject, bytes=len(data), max_message_bytes=self.max_message_bytes)
+        return truncate_payload(data, self.max_message_bytes)
+
     def _route(self, subject: str, payload: bytes) -> Route:
         app_region = app_region_from_subject(subject)
         prefix, prefix_crc = subject_prefix(subject.encode())
         if app_region is None:
+            # Not cached, so counted once per message; the payload names the partition instead.
+            self.stats.unrouted["subject_shape"] += 1
             return self.buffers.partition(*app_region_from_payload(payload)), prefix, prefix_crc
         if len(self._routes) >= MAX_CACHED_SUBJECTS:
             self._routes.clear()

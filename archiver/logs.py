@@ -4,6 +4,10 @@ The hot path never logs per message: repeated problems (slow-consumer drops,
 upload failures, spool full) go through :class:`RateLimitedLog`, which emits
 the first occurrence at once and then at most one summary per interval with
 the count suppressed meanwhile.
+
+Every line, archiver's own and third-party libraries' (nats-py, botocore,
+asyncio), goes through one handler whose formatters pass the text through
+:func:`archiver.redact.redact`, so a secret echoed by a library is masked.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import time
 from typing import Any, TextIO
 
 import orjson
+
+from archiver.redact import redact
 
 LOGGER_NAME = "archiver"
 log = logging.getLogger(LOGGER_NAME)
@@ -26,12 +32,15 @@ class _JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "msg": record.getMessage(),
         }
+        if record.name != LOGGER_NAME and not record.name.startswith(LOGGER_NAME + "."):
+            entry["logger"] = record.name
         fields = getattr(record, "fields", None)
         if fields:
             entry.update(fields)
         if record.exc_info and record.levelno >= logging.ERROR:
+            # The last line only (type and message): a traceback would spread one event over many lines.
             entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return orjson.dumps(entry, default=str).decode()
+        return redact(orjson.dumps(entry, default=str).decode())
 
 
 class _TextFormatter(logging.Formatter):
@@ -39,7 +48,14 @@ class _TextFormatter(logging.Formatter):
         fields = getattr(record, "fields", None) or {}
         extra = " ".join(f"{k}={v}" for k, v in fields.items())
         stamp = self.formatTime(record, "%H:%M:%S")
-        return f"{stamp} {record.levelname.lower():7} {record.getMessage()}" + (f"  {extra}" if extra else "")
+        line = f"{stamp} {record.levelname.lower():7} {record.getMessage()}" + (f"  {extra}" if extra else "")
+        if record.exc_info and record.levelno >= logging.ERROR:
+            line += "  error=" + self.formatException(record.exc_info).splitlines()[-1]
+        return redact(line)
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """archiver's handler: a later setup_logging replaces it, other handlers (pytest's) stay."""
 
 
 def setup_logging(
@@ -50,13 +66,17 @@ def setup_logging(
     as_json = (not out.isatty()) if json_lines is None else json_lines
     formatter: logging.Formatter = _JsonFormatter() if as_json else _TextFormatter()
     formatter.converter = time.gmtime
-    handler = logging.StreamHandler(out)
+    handler = _Handler(out)
     handler.setFormatter(formatter)
     log.handlers[:] = [handler]
     log.setLevel(level.upper())
     log.propagate = False
-    # Third-party loggers stay quiet unless debugging: their messages may echo URLs.
-    logging.getLogger().setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
+    # Third-party loggers (nats-py, botocore, asyncio) write through the same redacting handler, and
+    # stay quiet unless debugging; without a root handler Python would print their tracebacks raw.
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _Handler)] + [handler]
+    root.setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
+    logging.captureWarnings(True)  # Python warnings too: through the handler, not raw to stderr
 
 
 def event(level: int, message: str, **fields: Any) -> None:

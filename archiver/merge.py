@@ -33,6 +33,43 @@ from archiver.encode import COMPACT_COMPRESSION_LEVEL, ROW_GROUP_SIZE, open_writ
 BATCH_ROWS = 16 * 1024
 
 
+def _stringish(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        return _stringish(kind.value_type)
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+def schema_problem(file_schema: pa.Schema, *, exact: bool = False) -> str | None:
+    """Why a Parquet file is not an archive file, from its schema; None when it is one.
+
+    An archive file has a timestamp column and string columns. ``exact`` (for
+    compaction, which rewrites and then deletes its inputs) also wants every
+    column of schema v1 and no other, so no foreign data is dropped or converted.
+    """
+    names = file_schema.names
+    if schema.TIMESTAMP not in names or not pa.types.is_timestamp(file_schema.field(schema.TIMESTAMP).type):
+        return "not an archive file (no timestamp column)"
+    for field in file_schema:
+        if (
+            field.name in schema.FILE_SCHEMA.names
+            and field.name != schema.TIMESTAMP
+            and not _stringish(field.type)
+        ):
+            return f"not an archive file (column {field.name} is {field.type})"
+    if exact and sorted(names) != sorted(schema.FILE_SCHEMA.names):
+        return f"not an archive file of schema v1 (columns {', '.join(names)})"
+    return None
+
+
+def input_problem(data: bytes) -> str | None:
+    """Why one compaction input cannot be merged without losing or altering data; None when it can."""
+    try:
+        metadata = pq.read_metadata(pa.BufferReader(data))
+        return schema_problem(metadata.schema.to_arrow_schema(), exact=True)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 def _normal(table: pa.Table) -> pa.Table:
     return table.replace_schema_metadata(None).cast(schema.FILE_SCHEMA)
 

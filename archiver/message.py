@@ -15,6 +15,18 @@ partition values imply, with keys in the order Fly sends them; ``extra``
 A malformed row (``extra`` carries :data:`~archiver.schema.MALFORMED_MARK`)
 holds the payload verbatim in ``message``, or in
 :data:`~archiver.schema.RAW_BASE64_MARK` when it was not valid UTF-8.
+
+Truncation (``MAX_MESSAGE_BYTES``): the hot path replaces a payload longer
+than the limit by :func:`truncate_payload`'s form, :data:`TRUNCATED_MAGIC`,
+the original size in ASCII digits, ``:`` and the first bytes of the payload
+(cut back to a UTF-8 character boundary). The marker travels inside the
+payload, so it survives the spool and its replay unchanged;
+:func:`split_truncated` recognises it when parsing. The magic starts with
+NUL and 0xFF, bytes no JSON or UTF-8 text starts with, so only a deliberately
+crafted binary payload could be mistaken for a truncated one. A truncated
+row is malformed, with :data:`~archiver.schema.TRUNCATED_MARK` and
+:data:`~archiver.schema.ORIGINAL_BYTES_MARK` in ``extra``; it rebuilds to
+the kept bytes.
 """
 
 from __future__ import annotations
@@ -39,10 +51,39 @@ _MISSING: Any = object()
 # RFC 3339 plus the leniencies seen in practice: a space for "T", lower-case
 # "t"/"z", offsets without a colon, no offset at all (read as UTC). ASCII digits
 # only: \d would also match other scripts' digits.
+#: Starts a truncated payload (see the module docstring).
+TRUNCATED_MAGIC = b"\x00\xffarchiver-truncated:"
+_MAX_SIZE_DIGITS = 20
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
     r"(?:\.([0-9]+))?(?:[Zz]|([+-])([0-9]{2}):?([0-9]{2}))?\Z"
 )
+
+
+def truncate_payload(payload: bytes, max_bytes: int) -> bytes:
+    """The stored form of a payload longer than ``max_bytes``: marker, original size, first bytes."""
+    cut = start = max_bytes
+    # payload[max_bytes] is the first byte dropped: when it continues a UTF-8 character, cut
+    # before that character's lead byte (at most 3 bytes back) so valid text stays valid.
+    while start > 0 and start > max_bytes - 3 and 0x80 <= payload[start] < 0xC0:
+        start -= 1
+    if start < cut and payload[start] >= 0xC0:
+        cut = start
+    return b"%s%d:%s" % (TRUNCATED_MAGIC, len(payload), payload[:cut])
+
+
+def split_truncated(payload: bytes) -> tuple[int, bytes] | None:
+    """(original size in bytes, kept bytes) of a :func:`truncate_payload` form; None for any other payload."""
+    if not payload.startswith(TRUNCATED_MAGIC):
+        return None
+    start = len(TRUNCATED_MAGIC)
+    end = payload.find(b":", start, start + _MAX_SIZE_DIGITS + 1)
+    digits = payload[start:end]
+    if end < 0 or not digits.isdigit():
+        return None
+    kept = payload[end + 1 :]
+    original_bytes = int(digits)
+    return (original_bytes, kept) if original_bytes > len(kept) else None
 
 
 def format_timestamp_ns(ns: int) -> str:

@@ -15,7 +15,11 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from archiver.schema import MALFORMED_KINDS
+
 DROP_REASONS = ("slow_consumer", "spool_full", "encode_error")
+#: Why a message was not routed by its subject (``archiver_messages_unrouted_total``).
+UNROUTED_REASONS = ("subject_shape",)
 #: Per-app series beyond this many apps are summed under app="_other" (bounded cardinality).
 MAX_APP_LABELS = 100
 OTHER_APPS = "_other"
@@ -29,6 +33,10 @@ class Stats:
     bytes_received: int = 0
     messages_archived: int = 0
     messages_malformed: int = 0
+    malformed_kinds: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MALFORMED_KINDS, 0))
+    messages_wrong_type: int = 0
+    messages_truncated: int = 0
+    unrouted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(UNROUTED_REASONS, 0))
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
     slow_consumer_events: int = 0
     files_written: int = 0
@@ -46,6 +54,13 @@ class Stats:
     newest_event_ns: int | None = None
     started_s: float = field(default_factory=time.time)
     app_messages_archived: dict[str, int] = field(default_factory=dict)
+
+    def count_parsed(self, malformed_kinds: dict[str, int], wrong_type: int) -> None:
+        """Add an archived batch's malformed rows (by kind) and wrong-typed rows."""
+        for kind, count in malformed_kinds.items():
+            self.malformed_kinds[kind] = self.malformed_kinds.get(kind, 0) + count
+            self.messages_malformed += count
+        self.messages_wrong_type += wrong_type
 
     def count_app(self, app: str, rows: int) -> None:
         """Add archived rows to an app's series (or to the overflow series past the cap)."""
@@ -75,11 +90,32 @@ class StatsCollector(Collector):
         yield counter("messages_received", "Messages received from NATS.", s.messages_received)
         yield counter("bytes_received", "Payload bytes received from NATS.", s.bytes_received)
         yield counter("messages_archived", "Messages durably written to the archive.", s.messages_archived)
-        yield counter(
-            "messages_malformed",
-            "Messages archived as raw text (not a Fly JSON message).",
-            s.messages_malformed,
+        malformed = CounterMetricFamily(
+            "archiver_messages_malformed",
+            "Messages archived as raw text (not a Fly JSON message), by kind; summed: every kind.",
+            labels=["kind"],
         )
+        for kind, count in sorted(s.malformed_kinds.items()):
+            malformed.add_metric([kind], count)
+        yield malformed
+        yield counter(
+            "messages_wrong_type",
+            "Fly messages archived as rows with a known field of another type (kept in extra).",
+            s.messages_wrong_type,
+        )
+        yield counter(
+            "messages_truncated",
+            "Messages longer than MAX_MESSAGE_BYTES, truncated on receipt (archived as malformed).",
+            s.messages_truncated,
+        )
+        unrouted = CounterMetricFamily(
+            "archiver_messages_unrouted",
+            "Messages whose subject is not logs.<app>.<region>.<instance> (routed by payload), by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(s.unrouted.items()):
+            unrouted.add_metric([reason], count)
+        yield unrouted
         dropped = CounterMetricFamily(
             "archiver_messages_dropped", "Messages that could not be archived, by reason.", labels=["reason"]
         )
@@ -110,7 +146,11 @@ class StatsCollector(Collector):
         yield counter(
             "jetstream_redeliveries", "JetStream messages delivered more than once.", s.jetstream_redeliveries
         )
-        yield gauge("buffered_bytes", "Bytes received and not yet archived.", s.buffered_bytes)
+        yield gauge(
+            "buffered_bytes",
+            "Memory held by messages not yet archived, as the MAX_BUFFER_BYTES cap counts it.",
+            s.buffered_bytes,
+        )
         yield gauge("buffered_messages", "Messages received and not yet archived.", s.buffered_messages)
         lag = 0.0
         if s.newest_event_ns is not None:

@@ -16,14 +16,28 @@ and the rows that fail a check, take the exact path.
 
 Exact path (orjson, per payload):
 
-* MALFORMED when the payload is not valid JSON, not a JSON object, has no
-  ``timestamp`` string that :func:`archiver.message.parse_timestamp` accepts,
-  has a top-level :data:`~archiver.schema.MALFORMED_MARK` key (so the marker
-  stays unambiguous) or fields nested deeper than orjson writes (255). The
-  row gets ``timestamp = received_ns``, the payload as UTF-8 text (errors
-  replaced) in ``message``, other columns null, and ``extra =
-  {"_malformed": true}``, plus ``"_raw_base64"`` only when the payload was
-  not valid UTF-8.
+* MALFORMED when the payload is empty or only whitespace, not valid JSON
+  (text, truncated JSON, raw control characters such as NUL in a string),
+  not UTF-8, not a JSON object (array, number, string), has no ``timestamp``
+  string that :func:`archiver.message.parse_timestamp` accepts *within the
+  accepted window*, has a top-level :data:`~archiver.schema.MALFORMED_MARK`
+  key (so the marker stays unambiguous), fields nested deeper than orjson
+  writes (255), or was cut at ``MAX_MESSAGE_BYTES``
+  (:func:`archiver.message.truncate_payload`); the kinds are
+  :data:`~archiver.schema.MALFORMED_KINDS`, counted in
+  :attr:`ParsedBatch.malformed_kinds`. The row gets ``timestamp =
+  received_ns``, the payload as UTF-8 text (errors replaced) in
+  ``message``, other columns null, and ``extra = {"_malformed": true}``,
+  plus ``"_raw_base64"`` only when the payload was not valid UTF-8, and
+  ``"_truncated": true, "_original_bytes": N`` for a truncated one (whose
+  ``message`` is the kept part).
+* The accepted window of event times: from 2000-01-01T00:00:00Z
+  (:data:`~archiver.parse_exact.MIN_TIMESTAMP_NS`) to ``newest_ns`` when
+  given (the live service passes the receive time plus one day,
+  :func:`~archiver.parse_exact.newest_accepted_ns`; ``archiver import`` of old
+  logs passes none). A year-1 or year-9999 time (beyond int64 nanoseconds)
+  is unparseable anyway. The bulk path applies the same window to the
+  canonical text, whose lexical order is its time order.
 * Otherwise each known field holding a string goes to its column, and
   ``extra`` gets what the columns and partition values do not imply (unknown
   fields at any depth, non-string known fields, a non-canonical timestamp
@@ -35,6 +49,8 @@ Exact path (orjson, per payload):
   ``fly.app.name``/``fly.region``, which rebuilds as a missing key). Numbers
   are kept as orjson reads them (integers beyond 64 bits become floats).
   ``extra`` is null when empty; :mod:`archiver.message` has the merge rules.
+  A known field of another type than Fly's (a ``message`` object, a numeric
+  ``host``) is such a regular row, counted in :attr:`ParsedBatch.wrong_type`.
 
 ``app`` and ``region`` must be the values a reader decodes from the file's
 key (see :mod:`archiver.layout`): a differing value in the message is then
@@ -51,14 +67,15 @@ vectorised regexes; only they are parsed with orjson.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from archiver import schema
-from archiver.parse_exact import LEVEL_KEY, exact_rows, level_of
+from archiver.message import format_timestamp_ns
+from archiver.parse_exact import LEVEL_KEY, MIN_TIMESTAMP_NS, exact_table, level_of
 
 #: Payloads per bulk read: large enough to amortise the reader, small enough to stay in cache.
 CHUNK_ROWS = 8192
@@ -84,6 +101,7 @@ _CANONICAL_TS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{
 # The level tests run vectorised here (Arrow, RE2) and per row in parse_exact (re), alike.
 _JSON_WHITESPACE = " \t\r\n"
 _MAX_BLOCK = 2**31 - 1  # ReadOptions.block_size is an int32
+_MIN_TIMESTAMP_TEXT = format_timestamp_ns(MIN_TIMESTAMP_NS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,35 +110,47 @@ class ParsedBatch:
 
     table: pa.Table
     malformed: int
+    #: Malformed rows by kind (:data:`~archiver.schema.MALFORMED_KINDS`); only kinds seen.
+    malformed_kinds: dict[str, int] = field(default_factory=dict)
+    #: Regular rows with a known field of another type than Fly's (kept in ``extra``).
+    wrong_type: int = 0
 
 
-def parse_batch(app: str, region: str, payloads: Sequence[bytes], received_ns: int) -> ParsedBatch:
+def parse_batch(
+    app: str, region: str, payloads: Sequence[bytes], received_ns: int, newest_ns: int | None = None
+) -> ParsedBatch:
     """Parse raw payloads of one (app, region) into one row each (see the module docstring)."""
     parts: list[pa.Table] = []
     exact: list[int] = []
+    newest_text = None if newest_ns is None else format_timestamp_ns(newest_ns)
     for start in range(0, len(payloads), CHUNK_ROWS):
         end = min(start + CHUNK_ROWS, len(payloads))
-        _bulk(payloads, start, end, app, region, parts, exact, [2 * (end - start)])
-    malformed = 0
-    if exact:
-        table, malformed = exact_rows([payloads[i] for i in exact], app, region, received_ns)
-        parts.append(table)
-    if not parts:
-        return ParsedBatch(schema.FILE_SCHEMA.empty_table(), 0)
-    return ParsedBatch(pa.concat_tables(parts) if len(parts) > 1 else parts[0], malformed)
+        _bulk(payloads, start, end, (app, region, newest_text), parts, exact, [2 * (end - start)])
+    if not exact:
+        if not parts:
+            return ParsedBatch(schema.FILE_SCHEMA.empty_table(), 0)
+        return ParsedBatch(pa.concat_tables(parts) if len(parts) > 1 else parts[0], 0)
+    result = exact_table([payloads[i] for i in exact], app, region, received_ns, newest_ns)
+    parts.append(result.table)
+    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    malformed = sum(result.malformed_kinds.values())
+    return ParsedBatch(table, malformed, result.malformed_kinds, result.wrong_type)
+
+
+#: What a bulk read checks rows against: app, region, newest canonical timestamp text (or None).
+_Target = tuple[str, str, str | None]
 
 
 def _bulk(
     payloads: Sequence[bytes],
     lo: int,
     hi: int,
-    app: str,
-    region: str,
+    target: _Target,
     parts: list[pa.Table],
     exact: list[int],
     budget: list[int],
 ) -> None:
-    result = _read_bulk(payloads[lo:hi], app, region)
+    result = _read_bulk(payloads[lo:hi], target)
     if result is not None:
         table, rejected = result
         if table.num_rows:
@@ -135,11 +165,11 @@ def _bulk(
         exact.extend(range(lo, hi))
         return
     mid = (lo + hi) // 2
-    _bulk(payloads, lo, mid, app, region, parts, exact, budget)
-    _bulk(payloads, mid, hi, app, region, parts, exact, budget)
+    _bulk(payloads, lo, mid, target, parts, exact, budget)
+    _bulk(payloads, mid, hi, target, parts, exact, budget)
 
 
-def _read_bulk(chunk: Sequence[bytes], app: str, region: str) -> tuple[pa.Table, list[int]] | None:
+def _read_bulk(chunk: Sequence[bytes], target: _Target) -> tuple[pa.Table, list[int]] | None:
     """The exact rows of a chunk and the positions of the others; None if the reader refuses it."""
     count = len(chunk)
     # One line per payload, each starting with "{": then the reader gives one row per payload
@@ -161,14 +191,20 @@ def _read_bulk(chunk: Sequence[bytes], app: str, region: str) -> tuple[pa.Table,
         )
         if raw.num_rows != count:
             return None
-        return _exact_bulk_rows(raw.combine_chunks().flatten().flatten(), app, region)
+        return _exact_bulk_rows(raw.combine_chunks().flatten().flatten(), target)
     except (pa.ArrowException, ValueError):  # ArrowInvalid and UnicodeDecodeError are ValueErrors
         return None
 
 
-def _exact_bulk_rows(flat: pa.Table, app: str, region: str) -> tuple[pa.Table, list[int]]:
+def _exact_bulk_rows(flat: pa.Table, target: _Target) -> tuple[pa.Table, list[int]]:
+    app, region, newest_text = target
     ts_text = flat.column("timestamp")
     ok = pc.fill_null(pc.match_substring_regex(ts_text, _CANONICAL_TS), False)
+    # Canonical texts have one width, so their lexical order is their time order: the window
+    # check needs no cast, and a year the cast refuses (9999) is rejected here, not by the cast.
+    ok = pc.and_(ok, pc.fill_null(pc.greater_equal(ts_text, _MIN_TIMESTAMP_TEXT), False))
+    if newest_text is not None:
+        ok = pc.and_(ok, pc.fill_null(pc.less_equal(ts_text, newest_text), False))
     for name in flat.column_names:  # flatten() propagated parent nulls: a null leaf = absent
         ok = pc.and_(ok, pc.is_valid(flat.column(name)))
     ok = pc.and_(ok, pc.fill_null(pc.equal(flat.column("fly.app.name"), app), False))

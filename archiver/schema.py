@@ -10,6 +10,14 @@ The app and region are partition values: they live in the object key only
 (hive layout, see :mod:`archiver.layout`), never in the file. Everything the
 columns below do not hold exactly is kept in ``extra`` (a JSON object text,
 null when empty) so the original message can be rebuilt field for field.
+
+Malformed rows (see :mod:`archiver.parse` for which payloads): ``timestamp``
+is the time the archiver received the batch, ``message`` the payload as
+text, the other columns null, and ``extra`` a JSON object whose first key is
+:data:`MALFORMED_MARK` (``true``), so the flag is found without parsing JSON;
+in DuckDB ``WHERE extra LIKE '{"_malformed":true%'`` (or
+``json_extract(extra, '$._malformed')``). A regular row's ``extra`` never
+holds that key: a message carrying it is itself archived as malformed.
 """
 
 from __future__ import annotations
@@ -42,6 +50,18 @@ HOUR = "hour"
 MALFORMED_MARK = "_malformed"
 #: Marker in ``extra`` holding base64 of a malformed payload that was not valid UTF-8.
 RAW_BASE64_MARK = "_raw_base64"
+#: Marker in ``extra`` of a malformed row whose payload was cut at ``MAX_MESSAGE_BYTES``.
+TRUNCATED_MARK = "_truncated"
+#: Key in ``extra`` of a truncated row: the payload's size in bytes before the cut.
+ORIGINAL_BYTES_MARK = "_original_bytes"
+
+#: Why a row is malformed (the ``kind`` label of ``archiver_messages_malformed_total``):
+#: nothing but whitespace; not JSON; not UTF-8; JSON but not an object; no usable timestamp
+#: (absent, not a string, unparseable or outside the accepted window); a top-level
+#: MALFORMED_MARK key; nested too deep to store; cut at ``MAX_MESSAGE_BYTES``.
+MALFORMED_KINDS = (
+    "empty", "not_json", "invalid_utf8", "not_object", "bad_timestamp", "reserved_key", "too_deep", "truncated",
+)  # fmt: skip
 
 TIMESTAMP_TYPE = pa.timestamp("ns", tz="UTC")
 

@@ -24,8 +24,9 @@ from typing import Any
 
 import orjson
 
-from archiver.buffer import Buffers, FlushBatch
+from archiver.buffer import Buffers, FlushBatch, Payloads
 from archiver.config import RunConfig
+from archiver.encode import use_lean_memory_pool
 from archiver.http import HttpServer
 from archiver.ingest import Ingest
 from archiver.jetstream import JetStreamSource
@@ -52,7 +53,9 @@ class Service:
         self.buffers = Buffers(config.flush_bytes, config.flush_interval_s, config.max_buffer_bytes)
         self.spool = Spool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
         self.uploader = Uploader(storage, self.buffers, self.metrics, self.spool, self._settled)
-        self.ingest = Ingest(self.buffers, self.stats, self.spool, self.uploader.submit)
+        self.ingest = Ingest(
+            self.buffers, self.stats, self.spool, self.uploader.submit, config.max_message_bytes
+        )
         self.source = NatsSource(config, self.ingest.on_message, self.stats)
         self.tracker: AckTracker | None = None
         if config.jetstream_stream:
@@ -107,7 +110,7 @@ class Service:
                 batch = batches.get(intent.first_seq)
                 if batch is None:
                     batch = batches[intent.first_seq] = FlushBatch(
-                        buf.app, buf.region, buf.app_segment, buf.region_segment, [], 0,
+                        buf.app, buf.region, buf.app_segment, buf.region_segment, Payloads(), 0,
                         intent.received_ns, intent.first_seq, intent.end_seq, 0, intent.keys)  # fmt: skip
                 batch.payloads.append(payload)
                 batch.bytes += len(payload)
@@ -223,6 +226,8 @@ class Service:
                                         0 if self.uploader.failing_since_s is None
                                         else time.monotonic() - self.uploader.failing_since_s),
             "nats_connected": ("1 while connected to NATS.", 1 if self.source.connected else 0),
+            "nats_pending_bytes": ("Bytes received from NATS and queued for the archiver (not yet spooled).",
+                                   self.source.pending_bytes),
         }  # fmt: skip
 
     def _health(self) -> tuple[int, str, bytes]:
@@ -238,17 +243,19 @@ class Service:
 
     async def run(self, stop: asyncio.Event, abandon: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set, then drain and flush everything; ``abandon`` cuts that short."""
-        await self.storage.check()
-        self._recover()
-        await self.http.start()
-        event(logging.INFO, "starting", archive=self.storage.url, writer=self.uploader.writer_id,
-              http_port=self.http.port, spool=self.config.spool_dir, flush_interval_s=self.config.flush_interval_s,
-              flush_bytes=self.config.flush_bytes, max_buffer_bytes=self.config.max_buffer_bytes)  # fmt: skip
-        self.uploader.start()
-        self._tasks = [asyncio.create_task(self._ticker())]
-        if self.spool is not None:
-            self._tasks.append(asyncio.create_task(self.ingest.replay()))
-        try:
+        try:  # from the first step: a failed start-up check must still close the storage client
+            await self.storage.check()
+            memory_pool = use_lean_memory_pool()
+            self._recover()
+            await self.http.start()
+            event(logging.INFO, "starting", archive=self.storage.url, writer=self.uploader.writer_id,
+                  http_port=self.http.port, spool=self.config.spool_dir, flush_interval_s=self.config.flush_interval_s,
+                  flush_bytes=self.config.flush_bytes, max_buffer_bytes=self.config.max_buffer_bytes,
+                  arrow_memory_pool=memory_pool)  # fmt: skip
+            self.uploader.start()
+            self._tasks = [asyncio.create_task(self._ticker())]
+            if self.spool is not None:
+                self._tasks.append(asyncio.create_task(self.ingest.replay()))
             if await _first(self.source.start(), stop.wait()):
                 await stop.wait()
             event(logging.INFO, "stopping: draining NATS and flushing buffers")

@@ -26,6 +26,7 @@ from archiver.config import RunConfig
 from archiver.errors import SourceError
 from archiver.logs import RateLimitedLog, event
 from archiver.metrics import Stats
+from archiver.redact import redact, safe_url
 
 #: The callback only appends, so a deep queue absorbs bursts (GC pauses, flushes) without drops.
 PENDING_MSGS_LIMIT = 512 * 1024
@@ -66,11 +67,11 @@ class NatsSource:
             except (NatsError, OSError, TimeoutError) as exc:
                 attempt += 1
                 self.last_error = _describe(exc)
-                self._log_error(url=_safe_url(self._config.nats_url), error=self.last_error, attempt=attempt)
+                self._log_error(url=safe_url(self._config.nats_url), error=self.last_error, attempt=attempt)
                 await asyncio.sleep(min(30.0, RECONNECT_WAIT_S * 2 ** min(attempt, 5)))
         self._set_connected(True)
         await self.subscribe()
-        event(logging.INFO, "subscribed", url=_safe_url(self._config.nats_url),
+        event(logging.INFO, "subscribed", url=safe_url(self._config.nats_url),
               subject=self._config.subject, queue=self._config.queue)  # fmt: skip
 
     async def subscribe(self) -> None:
@@ -119,6 +120,11 @@ class NatsSource:
         self._set_connected(False)
 
     @property
+    def pending_bytes(self) -> int:
+        """Bytes nats-py has received and queued for the callback (held in memory outside the cap)."""
+        return int(self._sub.pending_bytes) if self._sub is not None else 0
+
+    @property
     def client(self) -> Client | None:
         """The nats-py client, for tests and the watchdog."""
         return self._nc
@@ -142,9 +148,16 @@ class NatsSource:
             "reconnected_cb": self._reconnected_cb,
             "closed_cb": self._closed_cb,
         }
-        if self._config.access_token:
-            options["user"] = self._config.org
-            options["password"] = self._config.access_token
+        # Credentials travel as options, never in the server URL: nats-py puts the URL in errors.
+        config = self._config
+        if config.access_token:  # ORG/ACCESS_TOKEN win over NATS_URL's userinfo, as in nats-py
+            options["user"] = config.org
+            options["password"] = config.access_token
+        elif config.nats_url_password is not None:
+            options["user"] = config.nats_url_user
+            options["password"] = config.nats_url_password
+        elif config.nats_url_user:
+            options["token"] = config.nats_url_user
         return options
 
     async def _error_cb(self, exc: Exception) -> None:
@@ -159,26 +172,19 @@ class NatsSource:
     async def _disconnected_cb(self) -> None:
         if self.connected and not self._draining:
             self._stats.nats_disconnects += 1
-            event(logging.WARNING, "disconnected from NATS", url=_safe_url(self._config.nats_url))
+            event(logging.WARNING, "disconnected from NATS", url=safe_url(self._config.nats_url))
         self._set_connected(False)
 
     async def _reconnected_cb(self) -> None:
         self._stats.nats_reconnects += 1
         self._set_connected(True)
-        event(logging.INFO, "reconnected to NATS", url=_safe_url(self._config.nats_url))
+        event(logging.INFO, "reconnected to NATS", url=safe_url(self._config.nats_url))
 
     async def _closed_cb(self) -> None:
         self._set_connected(False)
 
 
 def _describe(exc: BaseException) -> str:
+    """One line naming a nats-py error, safe for logs and /health."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _safe_url(url: str) -> str:
-    """The URL without any user:password part."""
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://{rest.rpartition('@')[2]}"
-    return url
+    return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)

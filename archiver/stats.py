@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +34,7 @@ from archiver.compact import app_segments, list_partitions
 from archiver.config import ArchiveSettings
 from archiver.errors import StorageError
 from archiver.layout import NS_PER_SECOND, ObjectKey, parse_key
+from archiver.merge import schema_problem
 from archiver.message import rebuild_payload
 from archiver.storage import ObjectInfo, open_storage
 from archiver.units import format_bytes
@@ -101,18 +102,30 @@ class _Files:
     def _open(self, info: FileInfo) -> pq.ParquetFile:
         return pq.ParquetFile(self.fs.open_input_file(f"{self.base}/{info.key}"))
 
-    def rows(self, info: FileInfo) -> int:
+    def rows(self, info: FileInfo) -> int | str:
+        """Rows from the footer, or why the file is not an archive file."""
         import pyarrow.dataset as ds
 
-        # A fragment with a known size reads just the footer: one ranged GET on S3, no HEAD.
-        fragment = ds.ParquetFileFormat().make_fragment(
-            f"{self.base}/{info.key}", filesystem=self.fs, file_size=info.size
-        )
-        return int(fragment.metadata.num_rows)
+        try:
+            # A fragment with a known size reads just the footer: one ranged GET on S3, no HEAD.
+            fragment = ds.ParquetFileFormat().make_fragment(
+                f"{self.base}/{info.key}", filesystem=self.fs, file_size=info.size
+            )
+            metadata = fragment.metadata
+            problem = schema_problem(metadata.schema.to_arrow_schema())
+        except FileNotFoundError:
+            return "it vanished after listing (compacted or deleted)"
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            return (str(exc).splitlines() or [type(exc).__name__])[0]
+        return problem if problem is not None else int(metadata.num_rows)
 
     def levels(self, info: FileInfo) -> Counter[str]:
-        column = self._open(info).read(columns=["level"]).column(0)
         counts: Counter[str] = Counter()
+        pf = self._open(info)
+        if schema.LEVEL not in pf.schema_arrow.names:
+            counts["other"] += pf.metadata.num_rows
+            return counts
+        column = pf.read(columns=[schema.LEVEL]).column(0)
         for item in pc.value_counts(column).to_pylist():
             counts[level_group(item["values"])] += item["counts"]
         return counts
@@ -130,8 +143,19 @@ class _Files:
         return [len(rebuild_payload(row, app, region)) + 1 for row in rows]  # +1: the newline
 
 
-async def collect(settings: ArchiveSettings, apps: Sequence[str], since_ns: int, hours: int) -> Report:
-    """List and read what :func:`print_report` shows."""
+async def collect(
+    settings: ArchiveSettings,
+    apps: Sequence[str],
+    since_ns: int,
+    hours: int,
+    warn: Callable[[str], None] | None = None,
+    strict: bool = False,
+) -> Report:
+    """List and read what :func:`print_report` shows.
+
+    A file that is not an archive file (corrupt, foreign) is left out with a
+    ``warn`` line naming it, or with ``strict`` fails the run (StorageError naming it).
+    """
     storage = open_storage(settings)
     try:
         await storage.check()
@@ -155,8 +179,17 @@ async def collect(settings: ArchiveSettings, apps: Sequence[str], since_ns: int,
             return asyncio.gather(*(loop.run_in_executor(pool, fn, item) for item in items))
 
         try:
+            readable = []
             for info, rows in zip(files, await run(reader.rows, files), strict=True):
+                if isinstance(rows, str):
+                    if strict:
+                        raise StorageError(f"cannot read {info.key}: {rows} (--strict)")
+                    if warn is not None:
+                        warn(f"warning: skipped {info.key}: {rows}")
+                    continue
                 info.rows = rows
+                readable.append(info)
+            files = readable
             by_hour: dict[int, list[FileInfo]] = defaultdict(list)
             for info in files:
                 by_hour[info.parsed.hour_ns].append(info)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*\Z")
+# ASCII digits only: str.isdigit-style Unicode digits are not a number anyone types in a setting.
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)?\s*\Z")
 _DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|[KMGT]|B)?\s*\Z", re.IGNORECASE)
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|[KMGT]|B)?\s*\Z", re.IGNORECASE)
 _SIZE_UNITS = {
     "B": 1,
     "K": 1000, "KB": 1000, "KIB": 1024,
@@ -14,6 +17,11 @@ _SIZE_UNITS = {
     "G": 1000**3, "GB": 1000**3, "GIB": 1024**3,
     "T": 1000**4, "TB": 1000**4, "TIB": 1024**4,
 }  # fmt: skip
+
+#: Longest duration accepted (100 years): beyond it timers and thread waits overflow.
+MAX_DURATION_S = 100 * 365.25 * 86400.0
+#: Largest size accepted: what a signed 64-bit byte count holds.
+MAX_SIZE_BYTES = 2**63 - 1
 
 DURATION_HELP = "a duration such as 90, 90s, 500ms, 5m, 1h, 2d, 1w"
 SIZE_HELP = "a size such as 1048576, 10MB, 32MiB, 1GiB"
@@ -24,7 +32,10 @@ def parse_duration_s(text: str) -> float:
     match = _DURATION.match(text)
     if match is None:
         raise ValueError(f"expected {DURATION_HELP}, got {text!r}")
-    return float(match[1]) * _DURATION_UNITS_S[match[2] or "s"]
+    seconds = float(match[1]) * _DURATION_UNITS_S[match[2] or "s"]
+    if not math.isfinite(seconds) or seconds > MAX_DURATION_S:
+        raise ValueError(f"duration too long (at most 100 years), got {text!r}")
+    return seconds
 
 
 def parse_size_bytes(text: str) -> int:
@@ -32,7 +43,11 @@ def parse_size_bytes(text: str) -> int:
     match = _SIZE.match(text)
     if match is None:
         raise ValueError(f"expected {SIZE_HELP}, got {text!r}")
-    return int(float(match[1]) * _SIZE_UNITS[(match[2] or "B").upper()])
+    # Decimal, not float: exact for any digits ("1.1GB" is 1100000000) and no overflow to infinity.
+    size = int(Decimal(match[1]) * _SIZE_UNITS[(match[2] or "B").upper()])
+    if size > MAX_SIZE_BYTES:
+        raise ValueError(f"size too large (at most {MAX_SIZE_BYTES} bytes), got {text!r}")
+    return size
 
 
 def format_bytes(count: float) -> str:

@@ -16,19 +16,24 @@ import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
-from archiver.buffer import Buffers, FlushBatch
+from archiver.buffer import Buffers, FlushBatch, Payloads
 from archiver.encode import EncodedBatch, encode_partition
 from archiver.errors import ArchiverError, ObjectExistsError, StorageError
 from archiver.journal import Intent
 from archiver.layout import object_key, object_name
 from archiver.logs import RateLimitedLog, event
 from archiver.metrics import Metrics
+from archiver.parse_exact import newest_accepted_ns
 from archiver.spool import Spool
 from archiver.storage import Storage
 
 UPLOAD_CONCURRENCY = 4
 ENCODE_THREADS = 2
+#: Memory an encode needs beyond the payloads, as a share of their bytes (JSON→Arrow columns, then
+#: Parquet pages): measured ~1x with jemalloc as Arrow's pool (bench/memory.py, BENCHMARKS.md).
+ENCODE_WORKING_SET_RATIO = 1.0
 RETRY_BASE_S = 0.25
 RETRY_CAP_S = 15.0
 
@@ -111,10 +116,13 @@ class Uploader:
     async def _archive(self, batch: FlushBatch) -> None:
         started = time.monotonic()
         loop = asyncio.get_running_loop()
+        rows = len(batch.payloads)
+        # Charged against the cap while it runs, so the hot path spills instead of outgrowing it.
+        self.buffers.charge(batch, batch.memory_bytes + int(batch.bytes * ENCODE_WORKING_SET_RATIO))
         try:
             encoded: EncodedBatch = await loop.run_in_executor(
                 self._encode_pool,
-                encode_partition,
+                partial(encode_partition, newest_ns=newest_accepted_ns(batch.detached_ns)),
                 batch.app,
                 batch.region,
                 batch.payloads,
@@ -131,6 +139,10 @@ class Uploader:
                 self.on_archived(batch)
             return
         self.metrics.encode_seconds.observe(time.monotonic() - started)
+        # From here on only the files are needed (a retry re-puts them, recovery re-reads the spool).
+        batch.payloads = Payloads()
+        self.buffers.charge(batch, sum(len(file.data) for file in encoded.files))
+        self._on_settled()
         keys = {}
         for file in encoded.files:
             fixed = (batch.keys or {}).get(file.hour_ns)
@@ -156,9 +168,9 @@ class Uploader:
             await loop.run_in_executor(self.journal_pool, self.spool.write_done, intent)
         if self.on_archived is not None:
             self.on_archived(batch)
-        self.stats.messages_malformed += encoded.malformed
+        self.stats.count_parsed(encoded.malformed_kinds, encoded.wrong_type)
         event(logging.INFO, "flushed", app=batch.app, region=batch.region, files=len(encoded.files),
-              rows=len(batch.payloads), raw_bytes=batch.bytes, bytes=written,
+              rows=rows, raw_bytes=batch.bytes, bytes=written,
               seconds=round(time.monotonic() - started, 3), recovered=batch.keys is not None)  # fmt: skip
 
     async def _put_forever(self, key: str, data: bytes) -> None:

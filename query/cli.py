@@ -8,6 +8,7 @@ line); heavy imports (pyarrow, the S3 client) happen only inside a command so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 
 _ARCHIVE_HELP = (
     "s3://bucket[/prefix], file:///path or a directory [env: ARCHIVE_URL, else s3://$BUCKET_NAME]."
+)
+_STRICT_HELP = (
+    "Fail (exit 1, one line naming it) at the first file that is not a readable archive file, "
+    "instead of skipping it with a warning. Rows already printed stay printed."
 )
 _WHEN_HELP = (
     "90s, 15m, 1h, 2d, 1w back from now, or 2026-11-24, 2026-11-24T13:00, RFC 3339 (UTC unless offset)"
@@ -55,25 +60,71 @@ _WHEN_HELP = (
 )
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
 @click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
+@click.option("--strict", is_flag=True, help=_STRICT_HELP)
 def query_command(**options: Any) -> None:
     """Print archived logs in time order, like `fly logs`, filtered by app, region, time and text."""
     request = _query_request(options, now_ns())
-    from query.run import run_query
+    from query.run import OutputError, run_query
 
     try:
         code = asyncio.run(run_query(request))
     except BrokenPipeError:
         # The reader went away (| head): stop quietly, and keep Python from complaining at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         code = 0
+    except OutputError:
+        if request.output is None:
+            _drop_stdout()  # stdout failed (disk full): its buffer must not fail again at exit
+        raise
     if code:
         sys.exit(code)
+
+
+def _drop_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError):  # ValueError: io.UnsupportedOperation, no real fd
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+#: Options whose values go to Arrow or into keys: they must be text (a shell can pass any bytes).
+_TEXT_OPTIONS = {
+    "apps": "--app",
+    "regions": "--region",
+    "instances": "--instance",
+    "levels": "--level",
+    "grep": "--grep",
+    "contains": "--contains",
+    "since": "--since",
+    "until": "--until",
+}
+#: Options where an empty value is a mistake (an unset shell variable), not "the default".
+_NOT_EMPTY = ("since", "until", "archive_url", "output")
+
+
+def check_text_options(options: dict[str, Any]) -> None:
+    """UsageError for an option value that is empty where that means nothing, or is not valid UTF-8."""
+    for name in _NOT_EMPTY:
+        value = options.get(name)
+        if value is not None and not value.strip():
+            flag = "--archive" if name == "archive_url" else f"--{name}"
+            raise UsageError(f"{flag}: empty value")
+    for name, flag in _TEXT_OPTIONS.items():
+        value = options.get(name)
+        for text in value if isinstance(value, tuple) else (value,):
+            if text is None:
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                # Undecodable bytes arrive as surrogate escapes; show them as the bytes they were.
+                shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                raise UsageError(f"{flag}: not valid UTF-8: {shown!r}") from None
 
 
 def _query_request(options: dict[str, Any], now: int) -> QueryRequest:
     from query.format import check_format
     from query.run import QueryRequest
 
+    check_text_options(options)
     fmt = check_format(options["output_format"])
     if options["limit"] is not None and options["tail"] is not None:
         raise UsageError("--limit and --tail cannot be combined")
@@ -99,6 +150,7 @@ def _query_request(options: dict[str, Any], now: int) -> QueryRequest:
         tail=options["tail"],
         output_format=fmt,
         output=options["output"],
+        strict=options.get("strict", False),
     )
 
 
@@ -106,14 +158,16 @@ def _query_request(options: dict[str, Any], now: int) -> QueryRequest:
 @click.option("--app", "apps", multiple=True, help="List this app's hours (files, rows, bytes); repeatable.")
 @click.option("--since", help=f"Only hours from this time on (default: all): {_WHEN_HELP}.")
 @click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
-def ls_command(apps: tuple[str, ...], since: str | None, archive_url: str | None) -> None:
+@click.option("--strict", is_flag=True, help=_STRICT_HELP)
+def ls_command(apps: tuple[str, ...], since: str | None, archive_url: str | None, strict: bool) -> None:
     """List the apps in the archive, or with --app the hours that hold files, with rows and bytes."""
     from query.listing import LsRequest, run_ls
 
+    check_text_options({"apps": apps, "since": since, "archive_url": archive_url})
     now = now_ns()
-    since_ns = parse_when(since, now, option="--since") if since else None
-    request: LsRequest = LsRequest(load_archive_settings(archive_url), apps, since_ns, now)
+    since_ns = parse_when(since, now, option="--since") if since is not None else None
+    request: LsRequest = LsRequest(load_archive_settings(archive_url), apps, since_ns, now, strict)
     try:
         asyncio.run(run_ls(request))
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()

@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs
 import pyarrow.parquet as pq
 
 from archiver import schema
+from archiver.errors import ArchiverError
+from query import kernels as pc  # not pyarrow.compute: see query.kernels
 from query.filters import Filters
 from query.plan import PlannedFile
 
@@ -31,10 +32,19 @@ OUTPUT_SCHEMA = pa.schema(
     ]
 )
 VANISHED = "it vanished after listing (compacted or deleted)"
+_REE_STRING = pa.run_end_encoded(pa.int32(), pa.string())
 
 
 class BadFileError(Exception):
     """A file that cannot be read as an archive file; it is skipped with a warning."""
+
+
+class DamagedFileError(ArchiverError):
+    """``--strict``: a file that cannot be read as an archive file fails the command (exit 1)."""
+
+    def __init__(self, key: str, problem: BadFileError | str) -> None:
+        super().__init__(f"cannot read {key}: {problem} (--strict)")
+        self.key = key
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +101,7 @@ def _normalize(table: pa.Table, target: pa.Schema) -> pa.Table:
         return table
     # A readable file that is not byte-for-byte schema v1 (another writer): cast and fill in nulls.
     arrays = [
-        table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        pc.cast(table[f.name], f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
         for f in target
     ]
     return pa.Table.from_arrays(arrays, schema=target.remove_metadata())
@@ -170,15 +180,20 @@ def decode_files(
     runs = [(t.num_rows, f) for t, f in zip(tables, batch.read, strict=True) if t.num_rows]
     ends = pa.array(itertools.accumulate(n for n, _ in runs), pa.int32())
     for name in (schema.APP, schema.REGION):
-        values = pa.array([getattr(f, name) for _, f in runs], pa.string())
-        column = pc.run_end_decode(pa.RunEndEncodedArray.from_arrays(ends, values)) if runs else values
+        column = values = pa.array([getattr(f, name) for _, f in runs], pa.string())
+        if runs:
+            # from_buffers, not from_arrays: that one infers a scalar's type for the length,
+            # which imports dateutil (6 ms) on the first call of a process.
+            ree = pa.RunEndEncodedArray.from_buffers(_REE_STRING, len(table), [None], 0, 0, [ends, values])
+            column = pc.run_end_decode(ree)
         table = table.append_column(name, column)
     mask = scan.filters.mask(table, scan.hour_ns)
     if mask is not None:
-        table = table.filter(mask)
+        table = pc.filter(table, mask)
     keep = {*scan.columns, schema.APP, schema.REGION}
-    batch.table = table.select([f.name for f in OUTPUT_SCHEMA if f.name in keep]).cast(
-        pa.schema([f for f in OUTPUT_SCHEMA if f.name in keep])
+    batch.table = pc.conform(
+        table.select([f.name for f in OUTPUT_SCHEMA if f.name in keep]),
+        pa.schema([f for f in OUTPUT_SCHEMA if f.name in keep]),
     )
     return batch
 

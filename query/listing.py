@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from archiver.config import ArchiveSettings
-from archiver.layout import NS_PER_SECOND, app_prefix, encode_value, parse_key
+from archiver.layout import NS_PER_SECOND, app_prefix, encode_value, parse_key, stored_value
 from archiver.storage import Storage, open_storage
-from query.decode import BadFileError
+from query.decode import BadFileError, DamagedFileError
 from query.plan import HourFiles, PlannedFile, Planner
 from query.run import open_reader, start
 from query.scan import Reader
@@ -26,6 +26,7 @@ class LsRequest:
     apps: tuple[str, ...]
     since_ns: int | None
     now_ns: int
+    strict: bool = False
 
 
 async def run_ls(request: LsRequest) -> None:
@@ -41,7 +42,7 @@ async def run_ls(request: LsRequest) -> None:
         groups = await _ls_hours(storage, request)
         reader = open_reader(request.archive, storage, ranged=True)
         try:
-            await _print_hours(reader, groups, len(request.apps) > 1)
+            await _print_hours(reader, groups, len(request.apps) > 1, request.strict)
         finally:
             reader.close()
     finally:
@@ -58,7 +59,7 @@ async def _ls_hours(storage: Storage, request: LsRequest) -> list[tuple[str, Hou
         hours: dict[int, HourFiles] = {}
         for info in await storage.list(app_prefix(encode_value(app))):
             parsed = parse_key(info.key)
-            if parsed is not None and parsed.app == app:
+            if parsed is not None and parsed.app == stored_value(app):
                 planned = PlannedFile(info.key, info.size, app, parsed.region, parsed.hour_ns)
                 hours.setdefault(parsed.hour_ns, HourFiles(parsed.hour_ns)).files.append(planned)
         for group in hours.values():  # files a compaction superseded are not counted (query.supersede)
@@ -68,12 +69,23 @@ async def _ls_hours(storage: Storage, request: LsRequest) -> list[tuple[str, Hou
     return out
 
 
-async def _print_hours(reader: Reader, groups: list[tuple[str, HourFiles]], show_app: bool) -> None:
+async def _print_hours(
+    reader: Reader, groups: list[tuple[str, HourFiles]], show_app: bool, strict: bool = False
+) -> None:
     if not groups:
         sys.stderr.write("note: no files for these apps in that time\n")
         return
     files = [f for _, group in groups for f in group.files]
-    counts = dict(zip(files, await asyncio.gather(*(_rows(reader, f) for f in files)), strict=True))
+    found = await asyncio.gather(*(_rows(reader, f) for f in files))
+    counts: dict[PlannedFile, int | None] = {}
+    for planned, rows in zip(files, found, strict=True):
+        if isinstance(rows, BadFileError):
+            if strict:
+                raise DamagedFileError(planned.key, rows)
+            sys.stderr.write(f"warning: skipped {planned.key}: {rows}\n")
+            counts[planned] = None
+        else:
+            counts[planned] = rows
     table = [["APP"] if show_app else []]
     table[0] += ["HOUR (UTC)", "FILES", "ROWS", "BYTES", "REGIONS"]
     for app, group in groups:
@@ -96,9 +108,8 @@ async def _print_hours(reader: Reader, groups: list[tuple[str, HourFiles]], show
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-async def _rows(reader: Reader, planned: PlannedFile) -> int | None:
+async def _rows(reader: Reader, planned: PlannedFile) -> int | BadFileError:
     try:
         return await reader.row_count(planned)
     except BadFileError as exc:
-        sys.stderr.write(f"warning: skipped {planned.key}: {exc}\n")
-        return None
+        return exc  # reported in listing order, after every read is done

@@ -27,6 +27,7 @@ from archiver.layout import (
     hour_prefix,
     hour_start_ns,
     parse_key,
+    stored_value,
 )
 from archiver.storage import ObjectInfo, Storage
 from query.supersede import FooterReader, VanishedError, live_files
@@ -103,7 +104,10 @@ async def list_apps(storage: Storage) -> list[str]:
     for entry in await storage.list_dirs(""):
         name = entry.rstrip("/")
         if name.startswith("app=") and len(name) > 4:
-            apps.append(decode_value(name[4:]))
+            try:
+                apps.append(decode_value(name[4:]))
+            except ValueError:
+                continue  # not written by archiver: no key under it would parse either
     return sorted(apps)
 
 
@@ -133,7 +137,8 @@ class Planner:
         #: Reads compacted files' footers where a partition mixes them with others (query.supersede).
         self.footers = footers or FooterReader(storage)
         self.apps = list(dict.fromkeys(apps))
-        self.regions = frozenset(regions)
+        # As keys give them back: a region too long for a key is compared in its shortened form.
+        self.regions = frozenset(stored_value(region) for region in regions)
         self.since_ns = since_ns
         self.until_ns = until_ns
         self.hours_listed = 0

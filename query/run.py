@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import sys
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
 import pyarrow as pa
 
 from archiver.config import ArchiveSettings
-from archiver.errors import StorageUnavailableError
-from archiver.storage import Storage, open_storage
+from archiver.errors import ArchiverError, StorageUnavailableError, UsageError
+from archiver.storage import Storage, open_read_storage
 from archiver.units import format_bytes
 from query.filters import Filters
 from query.format import COLUMNS, Writer, make_writer
@@ -24,6 +25,25 @@ from query.supersede import FooterReader
 
 #: A scan shows progress on a TTY once it has run this long.
 PROGRESS_AFTER_S = 1.0
+
+
+class OutputError(ArchiverError):
+    """The results could not be written (disk full, I/O error): one line, exit 1."""
+
+
+@contextlib.contextmanager
+def _writing(where: str) -> Iterator[None]:
+    # Writers raise OSError (pyarrow's ArrowIOError included); a closed pipe stays BrokenPipeError
+    # for the CLI to end quietly, anything else is one error line instead of a traceback.
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.EPIPE or "Broken pipe" in str(exc):
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe") from None
+        reason = exc.strerror or str(exc).splitlines()[0]
+        raise OutputError(f"cannot write {where}: {reason}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +64,7 @@ class QueryRequest:
     tail: int | None = None
     output_format: str = "text"
     output: str | None = None
+    strict: bool = False
 
 
 def open_reader(settings: ArchiveSettings, storage: Storage, *, ranged: bool = False) -> Reader:
@@ -153,7 +174,16 @@ async def _each_table(
         async with (
             contextlib.aclosing(hours),
             contextlib.aclosing(
-                scan_hours(reader, hours, columns, filters, stats, _warn, replan=planner.relist)
+                scan_hours(
+                    reader,
+                    hours,
+                    columns,
+                    filters,
+                    stats,
+                    _warn,
+                    replan=planner.relist,
+                    strict=request.strict,
+                )
             ) as tables,
         ):
             async for table in tables:
@@ -166,7 +196,17 @@ async def _each_table(
     async with (
         contextlib.aclosing(hours),
         contextlib.aclosing(
-            scan_hours(reader, hours, columns, filters, stats, _warn, read_ahead=0, replan=planner.relist)
+            scan_hours(
+                reader,
+                hours,
+                columns,
+                filters,
+                stats,
+                _warn,
+                read_ahead=0,
+                replan=planner.relist,
+                strict=request.strict,
+            )
         ) as tables,
     ):
         async for table in tables:
@@ -187,7 +227,7 @@ def _warn(line: str) -> None:
 
 async def run_query(request: QueryRequest) -> int:
     """Run a query, writing results as they come; the exit code."""
-    storage = open_storage(request.archive)
+    storage = open_read_storage(request.archive)
     reader = open_reader(request.archive, storage)
     stats = ScanStats()
     progress = Progress(stats, sys.stderr)
@@ -197,22 +237,29 @@ async def run_query(request: QueryRequest) -> int:
         apps = await start(request.archive, storage, request.apps)
         footers = FooterReader(storage, request.archive)
         planner = Planner(storage, apps, request.since_ns, request.until_ns, request.regions, footers)
+        where = request.output or "the results to stdout"
         if request.output is not None:
-            output = open(request.output, "wb")  # noqa: SIM115, ASYNC230 - closed in finally; open is instant
-            writer = make_writer(request.output_format, output)
+            try:
+                output = open(request.output, "wb")  # noqa: SIM115, ASYNC230 - closed in finally; open is instant
+            except OSError as exc:
+                raise UsageError(f"--output: cannot write {request.output}: {exc.strerror or exc}") from None
+            with _writing(where):
+                writer = make_writer(request.output_format, output)
         progress.start()
         remaining = request.limit
         written = 0
         tables = _each_table(request, storage, reader, stats, planner)
         async for table in tables:
             if remaining is not None:
-                table = table.slice(0, remaining)
+                # min(): a huge --limit would overflow Arrow's int64 length.
+                table = table.slice(0, min(remaining, table.num_rows))
                 remaining -= table.num_rows
-            if writer is None:
-                # Lazily on stdout: nothing found prints nothing.
-                writer = make_writer(request.output_format, sys.stdout.buffer)
-            progress.clear()
-            writer.write(table)
+            with _writing(where):
+                if writer is None:
+                    # Lazily on stdout: nothing found prints nothing.
+                    writer = make_writer(request.output_format, sys.stdout.buffer)
+                progress.clear()
+                writer.write(table)
             written += table.num_rows
             if remaining == 0:
                 await tables.aclose()  # stop listing and reading ahead
@@ -220,7 +267,8 @@ async def run_query(request: QueryRequest) -> int:
         progress.stop()
         if writer is not None:
             finishing, writer = writer, None
-            finishing.close()
+            with _writing(where):
+                finishing.close()
         if not written:
             _note_nothing(stats, planner, apps)
         return 0
@@ -230,7 +278,10 @@ async def run_query(request: QueryRequest) -> int:
             if writer is not None:
                 with contextlib.suppress(Exception):  # already failing: keep what was written readable
                     writer.close()
-            output.close()
+            with contextlib.suppress(
+                OSError
+            ):  # flushed by the writer's close; only fails when failing already
+                output.close()
         reader.close()
         await storage.close()
 

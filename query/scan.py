@@ -21,13 +21,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs
 
 from archiver import schema
 from archiver.errors import ObjectNotFoundError
 from archiver.storage import Storage
-from query.decode import VANISHED, BadFileError, Batch, FileScan, decode_files, empty_table, footer_rows
+from query import kernels as pc  # not pyarrow.compute: see query.kernels
+from query.decode import (
+    VANISHED,
+    BadFileError,
+    Batch,
+    DamagedFileError,
+    FileScan,
+    decode_files,
+    empty_table,
+    footer_rows,
+)
 from query.filters import Filters
 from query.plan import HourFiles, PlannedFile
 
@@ -64,7 +73,7 @@ def merge_hour(tables: Sequence[pa.Table]) -> pa.Table:
     ts = merged[schema.TIMESTAMP]
     if len(ts) < 2 or pc.all(pc.less_equal(ts.slice(0, len(ts) - 1), ts.slice(1))).as_py():
         return merged
-    return merged.take(pc.sort_indices(merged, sort_keys=[(schema.TIMESTAMP, "ascending")]))
+    return pc.take(merged, pc.sort_indices(merged, sort_keys=[(schema.TIMESTAMP, "ascending")]))
 
 
 Warn = Callable[[str], None]
@@ -158,6 +167,7 @@ async def _read_hour(
     stats: ScanStats,
     warn: Warn,
     replan: Replan | None = None,
+    strict: bool = False,
 ) -> pa.Table:
     scan = FileScan(tuple(columns), filters, group.hour_ns)
 
@@ -173,6 +183,9 @@ async def _read_hour(
     tables = []
     for batch in batches:
         for planned, problem in batch.skipped:
+            if strict:
+                # Before any row of this hour is yielded: output stops at the previous hour.
+                raise DamagedFileError(planned.key, problem)
             stats.skipped += 1
             warn(f"warning: skipped {planned.key}: {problem}")
         stats.files += len(batch.read)
@@ -193,8 +206,13 @@ async def scan_hours(
     warn: Warn,
     read_ahead: int = READ_AHEAD_HOURS,
     replan: Replan | None = None,
+    strict: bool = False,
 ) -> AsyncGenerator[pa.Table, None]:
-    """Matching rows hour by hour, in the order ``hours`` yields them, each hour in time order."""
+    """Matching rows hour by hour, in the order ``hours`` yields them, each hour in time order.
+
+    A file that is not an archive file is skipped through ``warn``; with ``strict``
+    it raises :class:`~query.decode.DamagedFileError` instead.
+    """
     wanted = list(dict.fromkeys([schema.TIMESTAMP, *columns]))
     in_flight: deque[asyncio.Task[pa.Table]] = deque()
     exhausted = False
@@ -206,7 +224,9 @@ async def scan_hours(
                     exhausted = True
                     break
                 in_flight.append(
-                    asyncio.ensure_future(_read_hour(reader, group, wanted, filters, stats, warn, replan))
+                    asyncio.ensure_future(
+                        _read_hour(reader, group, wanted, filters, stats, warn, replan, strict)
+                    )
                 )
             if not in_flight:
                 return
@@ -216,3 +236,5 @@ async def scan_hours(
     finally:
         for task in in_flight:
             task.cancel()
+            if task.done() and not task.cancelled():
+                task.exception()  # read ahead and failed too: retrieved, so asyncio does not log it at exit

@@ -67,16 +67,16 @@ class FooterReader:
             f"{base}/{planned.key}", filesystem=fs, file_size=planned.size
         )
         metadata: Mapping[bytes, bytes] | None = fragment.metadata.metadata
-        return metadata
+        return metadata or {}
 
     async def __call__(self, planned: PlannedFile) -> Mapping[bytes, bytes] | None:
-        """The file's key-value metadata; None when unreadable; VanishedError when it is gone."""
+        """The file's key-value metadata ({} when none); None when unreadable; VanishedError when gone."""
         try:
             if self.settings is not None:
                 return await asyncio.to_thread(self._ranged, planned)
             data = await self.storage.get(planned.key)
             metadata: Mapping[bytes, bytes] | None = pq.read_metadata(pa.BufferReader(data)).metadata
-            return metadata
+            return metadata or {}
         except (FileNotFoundError, ObjectNotFoundError):
             raise VanishedError(planned.key) from None
         except (pa.ArrowException, OSError, ValueError):
@@ -100,6 +100,9 @@ async def live_files(files: Sequence[PlannedFile], footers: Footers) -> list[Pla
         metas = await asyncio.gather(*(footers(by_name[n]) for n in needed))
         replaces = {n: replaces_from_metadata(m) for n, m in zip(needed, metas, strict=True)}
         keep = set(resolve(list(by_name), replaces).live)
+        # A compacted file whose footer cannot be read may hold the only copy of its rows (its inputs
+        # deleted): read it anyway, so the reader names it in a warning (an error with --strict).
+        keep.update(n for n, m in zip(needed, metas, strict=True) if m is None)
         return [f for f in group if f.key.rpartition("/")[2] in keep]
 
     kept = {id(f) for group in await asyncio.gather(*map(one, partitions.values())) for f in group}

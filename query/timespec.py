@@ -28,12 +28,16 @@ _UNIT_NS = {
     "d": 86400 * NS_PER_SECOND,
     "w": 7 * 86400 * NS_PER_SECOND,
 }
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h|d|w)")
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ns|us|ms|s|m|h|d|w))+\Z")
+#: Times must fit Arrow's timestamp[ns] (signed 64-bit): 1677-09-21 to 2262-04-11.
+MIN_NS, MAX_NS = -(2**63), 2**63 - 1
+# re.ASCII: \d would match any Unicode digit, which Decimal and strptime then treat inconsistently.
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h|d|w)", re.ASCII)
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ns|us|ms|s|m|h|d|w))+\Z", re.ASCII)
 _ABSOLUTE = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})"
     r"(?:[Tt ](?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:[.,](?P<fraction>\d{1,9}))?)?"
-    r"(?P<offset>[Zz]|[+-]\d{2}:?\d{2})?)?\Z"
+    r"(?P<offset>[Zz]|[+-]\d{2}:?\d{2})?)?\Z",
+    re.ASCII,
 )
 WHEN_HELP = (
     "a duration back from now such as 90s, 15m, 1h, 2d, 1w, "
@@ -98,13 +102,21 @@ def parse_when(text: str, now: int, *, option: str = "WHEN") -> int:
     try:
         duration = parse_duration_ns(text)
         if duration is not None:
-            return now - duration
+            return _in_range(now - duration, text, option)
         absolute = parse_absolute_ns(text)
     except (ValueError, InvalidOperation, OverflowError) as exc:
         raise UsageError(f"{option}: {exc}; expected {WHEN_HELP}") from None
     if absolute is None:
         raise UsageError(f"{option}: expected {WHEN_HELP}, got {text!r}")
-    return absolute
+    return _in_range(absolute, text, option)
+
+
+def _in_range(when_ns: int, text: str, option: str) -> int:
+    if not MIN_NS <= when_ns <= MAX_NS:
+        raise UsageError(
+            f"{option}: {text!r} is outside 1677-09-21..2262-04-11, the range of the archive's timestamps"
+        )
+    return when_ns
 
 
 def resolve_range(since: str | None, until: str | None, now: int | None = None) -> tuple[int, int]:

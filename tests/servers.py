@@ -138,17 +138,27 @@ class ManagedProcess:
 class NatsServer(ManagedProcess):
     """nats-server with JetStream on a fixed loopback port; restarts keep port and store dir."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, max_payload_bytes: int | None = None) -> None:
         work_dir.mkdir(parents=True, exist_ok=True)
         super().__init__("nats-server", work_dir / "nats-server.log")
         self.binary = find_binary("nats-server")
         self.port = free_port()
         self.store_dir = work_dir / "jetstream"
         self.url = f"nats://{HOST}:{self.port}"
+        #: Largest message the server accepts; None keeps nats-server's default (1 MiB).
+        self.max_payload_bytes = max_payload_bytes
+        self.config_path = work_dir / "nats-server.conf"
 
     def argv(self) -> list[str]:
         """nats-server bound to loopback, JetStream stored under store_dir."""
-        return [self.binary, "-a", HOST, "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
+        argv = [self.binary, "-a", HOST, "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
+        if self.max_payload_bytes is not None:
+            # No command-line flag sets max_payload: a config file does (flags still win for the rest).
+            # max_pending must hold at least one message.
+            pending = max(64 * 1024**2, 2 * self.max_payload_bytes)
+            self.config_path.write_text(f"max_payload: {self.max_payload_bytes}\nmax_pending: {pending}\n")
+            argv += ["-c", str(self.config_path)]
+        return argv
 
     def wait_ready(self, deadline: float) -> bool:
         """Ready once the client port accepts connections."""

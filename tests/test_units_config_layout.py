@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from archiver.buffer import Buffers
+from archiver.buffer import PAYLOAD_OVERHEAD_BYTES, Buffers, Payloads
 from archiver.config import load_archive_settings, load_run_config
 from archiver.errors import ConfigError
 from archiver.layout import (
@@ -121,9 +121,10 @@ def test_partition_values_round_trip_and_stay_in_one_segment(value: str) -> None
     assert parsed is not None and (parsed.app, parsed.region) == (value, value)
 
 
-def test_plain_fly_names_unchanged_and_long_values_unknown() -> None:
+def test_plain_fly_names_unchanged_and_long_values_shortened() -> None:
     assert encode_value("my-app-42") == "my-app-42"
-    assert partition_value("x" * 500) == "unknown"
+    long = partition_value("x" * 500)
+    assert len(long) <= 128 and long.startswith("x" * 95 + "~") and long == encode_value("x" * 500)
     assert partition_value(None) == "unknown"
 
 
@@ -164,28 +165,49 @@ def test_flush_on_size_and_age_and_nothing_when_empty() -> None:
     assert [(x.app, len(x.payloads)) for x in buffers.due()] == [("b", 1)]
     clock.now += 3600
     assert buffers.due() == []  # nothing new, nothing written
-    assert buffers.inflight_bytes == 110
+    assert buffers.inflight_bytes == 110 + 3 * PAYLOAD_OVERHEAD_BYTES  # memory, not only payload bytes
     for batch in batches:
         buffers.settle(batch)
-    assert buffers.inflight_bytes == 10
+    assert buffers.inflight_bytes == 10 + PAYLOAD_OVERHEAD_BYTES
 
 
 def test_memory_cap_flushes_largest_first_and_backpressure() -> None:
-    buffers = Buffers(flush_bytes=10_000, flush_interval_s=60, max_buffer_bytes=1000, clock=FakeClock())
+    o = PAYLOAD_OVERHEAD_BYTES  # every payload is charged its length plus this
+    cap = 1000 + 4 * o
+    buffers = Buffers(flush_bytes=10_000, flush_interval_s=60, max_buffer_bytes=cap, clock=FakeClock())
     small = buffers.partition("small", "r")
     big = buffers.partition("big", "r")
     buffers.append(small, b"s" * 200)
     buffers.append(big, b"b" * 700)
-    assert buffers.append(big, b"b" * 100)  # 1000 >= cap
+    assert not buffers.append(big, b"b" * 99)
+    assert buffers.append(small, b"s")  # 1000 bytes + 4 overheads >= cap
     batches = buffers.due()
     assert [x.app for x in batches] == ["big"]  # largest first, until open <= cap / 2
-    assert buffers.open_bytes == 200
-    assert not buffers.has_room()  # still 1000 held: the callback waits for the upload
+    assert buffers.open_bytes == 201 + 2 * o
+    assert not buffers.has_room()  # still all held: the callback waits for the upload
+    buffers.charge(batches[0], 50)  # encoded: now only its file is held
+    assert buffers.has_room() and buffers.buffered_bytes == 251 + 2 * o
     buffers.settle(batches[0])
     assert buffers.has_room()
-    buffers.append(small, b"s" * 900)  # 1100 open
+    buffers.append(small, b"s" * (cap - 201 - 2 * o))
     more = buffers.due()
     assert [x.app for x in more] == ["small"]
     assert not buffers.has_room()
     buffers.settle(more[0])
     assert buffers.has_room() and buffers.buffered_bytes == 0
+
+
+def test_payloads_store_back_to_back_and_read_back_exactly() -> None:
+    payloads = Payloads([b"a", b"", b"bcd", b"{x}"])
+    assert len(payloads) == 4 and payloads.nbytes == 7
+    assert [payloads[0], payloads[1], payloads[2], payloads[-1]] == [b"a", b"", b"bcd", b"{x}"]
+    assert payloads[1:3] == [b"", b"bcd"] and payloads[::2] == [b"a", b"bcd"] and payloads[5:9] == []
+    payloads.append(b"z")
+    assert list(payloads) == [b"a", b"", b"bcd", b"{x}", b"z"]
+    buffers = Buffers(flush_bytes=10_000, flush_interval_s=60, max_buffer_bytes=10**6, clock=FakeClock())
+    part = buffers.partition("a", "r")
+    for i in range(20_000):  # more than one slice of __iter__
+        buffers.append(part, b"%d" % i, i)
+    batch = buffers.detach(part)
+    assert batch is not None and list(batch.payloads) == [b"%d" % i for i in range(20_000)]
+    assert len(part.ends) == 0 and len(part.data) == 0  # the buffer starts afresh
