@@ -13,22 +13,95 @@ hot path:
   over the cap, :meth:`Buffers.has_room` is false and the caller applies
   back-pressure until uploads settle;
 * a partition with nothing new is never flushed.
+
+A partition keeps its payloads back to back in one ``bytearray`` with an
+array of end offsets (:class:`Payloads`), not as a list of ``bytes``: a
+Python object per ~400-byte message cost ~90 bytes more, and the small-object
+allocator kept the freed ones resident (RSS stayed ~200 MiB above the bytes
+held, BENCHMARKS.md); one buffer per partition goes back to the OS whole.
+
+The memory cap counts what the bytes really cost: each payload is charged
+:data:`PAYLOAD_OVERHEAD_BYTES` on top of its length, and the uploader charges
+a batch's encode working set while it is encoded (:meth:`Buffers.charge`),
+so RSS stays near ``max_buffer_bytes`` plus the process's fixed base.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from archiver.layout import decode_value, partition_value
+
+#: Memory a buffered payload costs beyond its length: its end offset (8 bytes) and the share of the
+#: bytearray's growth reserve of a ~400-byte message (CPython over-allocates by 1/8).
+PAYLOAD_OVERHEAD_BYTES = 56
+
+
+class Payloads(Sequence[bytes]):
+    """Payloads stored back to back in one bytearray, with their end offsets."""
+
+    __slots__ = ("data", "ends")
+
+    def __init__(self, payloads: Sequence[bytes] = (), *, data: bytearray | None = None,
+                 ends: array[int] | None = None) -> None:  # fmt: skip
+        """``payloads`` copied in, or the ``data``/``ends`` pair of a partition buffer adopted as is."""
+        self.data = bytearray() if data is None else data
+        self.ends = array("Q") if ends is None else ends
+        for payload in payloads:
+            self.append(payload)
+
+    def append(self, payload: bytes) -> None:
+        """Add one payload at the end."""
+        self.data += payload
+        self.ends.append(len(self.data))
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        ends = self.ends
+        if isinstance(index, slice):
+            lo, hi, step = index.indices(len(ends))
+            if step != 1:
+                return [self[i] for i in range(lo, hi, step)]
+            view = memoryview(self.data)
+            try:
+                start = ends[lo - 1] if lo else 0
+                out = []
+                for end in ends[lo:hi]:
+                    out.append(bytes(view[start:end]))
+                    start = end
+                return out
+            finally:
+                view.release()  # an export would stop the bytearray from growing
+        if index < 0:
+            index += len(ends)
+        start = ends[index - 1] if index else 0
+        return bytes(self.data[start : ends[index]])
+
+    def __iter__(self) -> Iterator[bytes]:
+        for start in range(0, len(self.ends), 8192):  # in slices: never a copy of the whole batch at once
+            yield from self[start : start + 8192]
+
+    @property
+    def nbytes(self) -> int:
+        """Total length of the payloads."""
+        return len(self.data)
 
 
 class PartitionBuffer:
     """Raw payloads of one (app, region) waiting to be encoded."""
 
     __slots__ = (
-        "app", "app_segment", "bytes", "first_seq", "opened_ns", "opened_s", "payloads", "region", "region_segment",
+        "app", "app_segment", "bytes", "data", "ends", "first_seq", "opened_ns", "opened_s", "region", "region_segment",
     )  # fmt: skip
 
     def __init__(self, app_segment: str, region_segment: str) -> None:
@@ -37,7 +110,9 @@ class PartitionBuffer:
         # The decoded values are what the file's rows are compared against.
         self.app = decode_value(app_segment)
         self.region = decode_value(region_segment)
-        self.payloads: list[bytes] = []
+        #: The payloads back to back, and where each ends (see :class:`Payloads`).
+        self.data = bytearray()
+        self.ends: array[int] = array("Q")
         self.bytes = 0
         self.opened_s = 0.0
         self.opened_ns = 0
@@ -53,7 +128,7 @@ class FlushBatch:
     region: str
     app_segment: str
     region_segment: str
-    payloads: list[bytes]
+    payloads: Payloads
     bytes: int
     #: Wall-clock time of the detach; malformed rows without a timestamp get it.
     detached_ns: int
@@ -64,6 +139,8 @@ class FlushBatch:
     opened_ns: int = 0
     #: Object key per hour fixed by a journal intent (recovery); empty for a new batch.
     keys: dict[int, str] | None = None
+    #: Memory charged against the cap for this batch (set when detached or tracked).
+    memory_bytes: int = 0
 
 
 class Buffers:
@@ -100,28 +177,33 @@ class Buffers:
 
     def append(self, buf: PartitionBuffer, payload: bytes, seq: int = 0) -> bool:
         """Add one payload (spool sequence ``seq``); True when a flush is now needed."""
-        if not buf.payloads:
+        ends = buf.ends
+        if not ends:
             buf.opened_s = self._clock()
             buf.opened_ns = self._wall_clock_ns()
             buf.first_seq = seq
         self.fed_seq = seq + 1
-        buf.payloads.append(payload)
+        data = buf.data
+        data += payload
+        ends.append(len(data))
         size = len(payload)
         buf.bytes += size
-        self.open_bytes += size
+        self.open_bytes += size + PAYLOAD_OVERHEAD_BYTES
         return buf.bytes >= self.flush_bytes or self.open_bytes + self.inflight_bytes >= self.max_buffer_bytes
 
     def detach(self, buf: PartitionBuffer) -> FlushBatch | None:
         """Take the partition's payloads out as a batch (None when empty)."""
-        if not buf.payloads:
+        if not buf.ends:
             return None
+        memory = buf.bytes + len(buf.ends) * PAYLOAD_OVERHEAD_BYTES
         batch = FlushBatch(
-            buf.app, buf.region, buf.app_segment, buf.region_segment, buf.payloads, buf.bytes,
-            self._wall_clock_ns(), buf.first_seq, self.fed_seq, buf.opened_ns,
+            buf.app, buf.region, buf.app_segment, buf.region_segment, Payloads(data=buf.data, ends=buf.ends), buf.bytes,
+            self._wall_clock_ns(), buf.first_seq, self.fed_seq, buf.opened_ns, memory_bytes=memory,
         )  # fmt: skip
-        self.open_bytes -= buf.bytes
-        self.inflight_bytes += buf.bytes
-        buf.payloads = []
+        self.open_bytes -= memory
+        self.inflight_bytes += memory
+        buf.data = bytearray()
+        buf.ends = array("Q")
         buf.bytes = 0
         return batch
 
@@ -130,16 +212,14 @@ class Buffers:
         now = self._clock()
         batches = []
         for buf in self.partitions.values():
-            if buf.payloads and (
-                buf.bytes >= self.flush_bytes or now - buf.opened_s >= self.flush_interval_s
-            ):
+            if buf.ends and (buf.bytes >= self.flush_bytes or now - buf.opened_s >= self.flush_interval_s):
                 batch = self.detach(buf)
                 if batch is not None:
                     batches.append(batch)
         if self.open_bytes + self.inflight_bytes >= self.max_buffer_bytes:
             # Largest first: the fewest, biggest files free the most memory.
             for buf in sorted(self.partitions.values(), key=lambda b: b.bytes, reverse=True):
-                if self.open_bytes <= self.max_buffer_bytes // 2 or not buf.payloads:
+                if self.open_bytes <= self.max_buffer_bytes // 2 or not buf.ends:
                     break
                 batch = self.detach(buf)
                 if batch is not None:
@@ -152,19 +232,26 @@ class Buffers:
 
     def track(self, batch: FlushBatch) -> None:
         """Count a batch that did not come from a buffer (recovered from the spool) as in flight."""
-        self.inflight_bytes += batch.bytes
+        batch.memory_bytes = batch.bytes + len(batch.payloads) * PAYLOAD_OVERHEAD_BYTES
+        self.inflight_bytes += batch.memory_bytes
 
     def low_water_seq(self, default: int) -> int:
         """Oldest spool sequence an open buffer still needs (``default`` when none)."""
-        return min([default, *(b.first_seq for b in self.partitions.values() if b.payloads)])
+        return min([default, *(b.first_seq for b in self.partitions.values() if b.ends)])
 
     def oldest_open_ns(self) -> int | None:
         """Arrival time of the oldest buffered payload."""
-        return min((b.opened_ns for b in self.partitions.values() if b.payloads), default=None)
+        return min((b.opened_ns for b in self.partitions.values() if b.ends), default=None)
+
+    def charge(self, batch: FlushBatch, memory_bytes: int) -> None:
+        """Change what ``batch`` is charged against the cap (encode working set, then encoded size)."""
+        self.inflight_bytes += memory_bytes - batch.memory_bytes
+        batch.memory_bytes = memory_bytes
 
     def settle(self, batch: FlushBatch) -> None:
         """Forget a batch's bytes once it is archived."""
-        self.inflight_bytes -= batch.bytes
+        self.inflight_bytes -= batch.memory_bytes
+        batch.memory_bytes = 0
 
     def has_room(self) -> bool:
         """False while the bytes held reach the memory cap."""
@@ -172,10 +259,10 @@ class Buffers:
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes received and not yet archived."""
+        """Memory held by messages received and not yet archived (payloads, overhead, encoding)."""
         return self.open_bytes + self.inflight_bytes
 
     def next_deadline_s(self) -> float | None:
         """Monotonic time at which the oldest open partition becomes due, if any."""
-        opened = [b.opened_s for b in self.partitions.values() if b.payloads]
+        opened = [b.opened_s for b in self.partitions.values() if b.ends]
         return min(opened) + self.flush_interval_s if opened else None

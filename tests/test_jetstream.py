@@ -16,7 +16,7 @@ import pytest
 from harness import archived_payloads, normalise, read_archive, start_archiver, unique_messages, wait_for
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from archiver.buffer import FlushBatch
+from archiver.buffer import FlushBatch, Payloads
 from archiver.config import ArchiveSettings, load_run_config
 from archiver.errors import ConfigError
 from archiver.jetstream_acks import AckTracker
@@ -184,7 +184,7 @@ def test_jetstream_mode_needs_the_spool() -> None:
 
 
 def _batch(partition: tuple[str, str], first: int, end: int) -> FlushBatch:
-    return FlushBatch("a", "r", partition[0], partition[1], [], 0, 0, first, end)
+    return FlushBatch("a", "r", partition[0], partition[1], Payloads(), 0, 0, first, end)
 
 
 def test_tracker_acks_once_archived_and_recognises_redeliveries() -> None:
