@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from archiver import schema
 from archiver.errors import UsageError
 from archiver.layout import NS_PER_HOUR
+from query import kernels as pc  # not pyarrow.compute: see query.kernels
 
 
 def check_regex(pattern: str) -> None:
@@ -69,9 +69,9 @@ class Filters:
         since, until = self.time_bounds(hour_ns)
         ts = table[schema.TIMESTAMP]
         if since is not None:
-            parts.append(pc.greater_equal(ts, pa.scalar(since, schema.TIMESTAMP_TYPE).cast(ts.type)))
+            parts.append(pc.greater_equal(ts, pc.cast(pa.scalar(since, schema.TIMESTAMP_TYPE), ts.type)))
         if until is not None:
-            parts.append(pc.less(ts, pa.scalar(until, schema.TIMESTAMP_TYPE).cast(ts.type)))
+            parts.append(pc.less(ts, pc.cast(pa.scalar(until, schema.TIMESTAMP_TYPE), ts.type)))
         if self.levels:
             # Apps write INFO, info or Info: levels compare case-insensitively.
             lowered = pa.array([level.lower() for level in self.levels], pa.string())

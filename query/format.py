@@ -11,11 +11,11 @@ from typing import BinaryIO, Protocol
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from archiver import schema
 from archiver.errors import UsageError
 from archiver.message import rebuild_message
+from query import kernels as pc  # not pyarrow.compute: see query.kernels
 from query.decode import OUTPUT_SCHEMA
 
 FORMATS = ("text", "json", "csv", "parquet")
@@ -27,7 +27,6 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "csv": _ALL_COLUMNS,
     "parquet": _ALL_COLUMNS,
 }
-_RFC3339_NS = "%Y-%m-%dT%H:%M:%SZ"  # %S of a nanosecond timestamp prints the nine fraction digits
 
 
 class Writer(Protocol):
@@ -50,7 +49,13 @@ def check_format(name: str) -> str:
 
 def timestamp_text(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     """RFC 3339 UTC text with nanoseconds, as Fly writes it: ``2026-11-24T13:04:05.123456789Z``."""
-    return pc.strftime(column, format=_RFC3339_NS)
+    # A UTC timestamp cast to a naive one keeps its value, and naive timestamps cast to text as
+    # "2026-11-24 13:04:05.123456789": 0.5 ms for 7,000 rows against 20 ms for strftime with the
+    # time zone (same text over the whole int64 range, nulls included: tests/test_query_kernels.py).
+    text = pc.cast(pc.cast(column, pa.timestamp(column.type.unit)), pa.string())
+    return pc.binary_join_element_wise(
+        pc.utf8_replace_slice(text, 10, 11, "T"), "Z", "", null_replacement=None
+    )
 
 
 def _write_string_array(stream: BinaryIO, array: pa.StringArray) -> None:
@@ -86,8 +91,6 @@ class TextWriter:
             table[schema.MESSAGE],
             "\n",
             "",  # the separator
-            null_handling="replace",
-            null_replacement="",
         )
         for chunk in lines.chunks:
             _write_string_array(self.stream, chunk)
@@ -107,7 +110,9 @@ class JsonWriter:
         """Write rows as JSON lines."""
         # Integer nanoseconds: to_pylist would turn timestamps into microsecond datetimes.
         index = table.schema.get_field_index(schema.TIMESTAMP)
-        rows = table.set_column(index, schema.TIMESTAMP, table[schema.TIMESTAMP].cast(pa.int64())).to_pylist()
+        rows = table.set_column(
+            index, schema.TIMESTAMP, pc.cast(table[schema.TIMESTAMP], pa.int64())
+        ).to_pylist()
         out = bytearray()
         for row in rows:
             out += orjson.dumps(rebuild_message(row, row[schema.APP], row[schema.REGION]))
@@ -164,7 +169,7 @@ class ParquetWriter:
 
     def write(self, table: pa.Table) -> None:
         """Write rows as a row group."""
-        self.writer.write_table(_flat(table).cast(OUTPUT_SCHEMA))
+        self.writer.write_table(pc.conform(_flat(table), OUTPUT_SCHEMA))
 
     def close(self) -> None:
         """Write the footer."""

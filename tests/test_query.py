@@ -422,7 +422,7 @@ class CountingStorage:
 def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """Counts listings (by prefix) and files read by ``archiver query``."""
     seen: dict[str, Any] = {"storage": None, "read": []}
-    real_open_storage, real_read = storage_module.open_storage, Reader.read_files
+    real_open_storage, real_read = storage_module.open_read_storage, Reader.read_files
 
     def open_counting(settings: ArchiveSettings) -> Any:
         seen["storage"] = CountingStorage(real_open_storage(settings))
@@ -432,7 +432,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         seen["read"].extend(planned.key for planned in files)
         return await real_read(self, files, *args)
 
-    monkeypatch.setattr(query_run, "open_storage", open_counting)
+    monkeypatch.setattr(query_run, "open_read_storage", open_counting)
     monkeypatch.setattr(Reader, "read_files", read)
     yield seen
 

@@ -13,7 +13,7 @@ from servers import SeaweedFS, free_port
 
 from archiver.config import ArchiveSettings, S3Settings
 from archiver.errors import ObjectExistsError, ObjectNotFoundError, StorageError, StorageUnavailableError
-from archiver.storage import ObjectInfo, Storage, local, open_storage, s3
+from archiver.storage import ObjectInfo, Storage, local, open_read_storage, open_storage, s3, s3_http
 
 MALICIOUS_KEYS = ["../x", "/abs", "a//b", "", "a/./b", "a/../../x", "a/", ".", "..", "x/.tmp-1", "a\x00b"]
 SPECIAL_KEYS = [
@@ -24,17 +24,26 @@ SPECIAL_KEYS = [
 ]
 
 
-@pytest.fixture(params=["local", "s3"])
-def settings(request: pytest.FixtureRequest) -> ArchiveSettings:
-    """Archive settings of each backend in turn."""
-    value: ArchiveSettings = request.getfixturevalue(f"{request.param}_settings")
+@pytest.fixture(params=["local", "s3", "s3-http-reads"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each backend in turn; s3-http-reads is what queries open (reads over signed HTTP, see s3_http)."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def settings(backend: str, request: pytest.FixtureRequest) -> ArchiveSettings:
+    """Archive settings of the backend."""
+    value: ArchiveSettings = request.getfixturevalue(f"{backend.split('-')[0]}_settings")
     return value
 
 
 @pytest.fixture
-async def storage(settings: ArchiveSettings) -> AsyncIterator[Storage]:
+async def storage(settings: ArchiveSettings, backend: str) -> AsyncIterator[Storage]:
     """An open backend for the settings, closed afterwards."""
-    store = open_storage(settings)
+    store = open_read_storage(settings) if backend == "s3-http-reads" else open_storage(settings)
+    if backend == "s3-http-reads":
+        assert isinstance(store, s3_http.S3HttpStorage)
     yield store
     await store.close()
 
@@ -43,6 +52,7 @@ async def storage(settings: ArchiveSettings) -> AsyncIterator[Storage]:
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the S3 backoff short so error paths stay fast."""
     monkeypatch.setattr(s3, "RETRY_BASE_DELAY_S", 0.01)
+    monkeypatch.setattr(s3_http, "RETRY_BASE_DELAY_S", 0.01)
 
 
 def parent_settings(settings: ArchiveSettings) -> ArchiveSettings:

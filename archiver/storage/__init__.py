@@ -1,5 +1,8 @@
 """One small storage interface, two backends: S3-compatible buckets and local directories.
 
+Queries read S3 through a third, read-mostly backend (:func:`open_read_storage`,
+:mod:`archiver.storage.s3_http`: plain signed HTTP, no aiobotocore start-up).
+
 Keys are relative to the archive prefix and use ``/`` as separator. Every
 backend converts its own errors into :mod:`archiver.errors` at this boundary.
 The contract (``tests/test_storage_contract.py``) runs over every backend.
@@ -67,3 +70,15 @@ def open_storage(settings: ArchiveSettings) -> Storage:
     from archiver.storage.local import LocalStorage
 
     return LocalStorage(settings.prefix)
+
+
+def open_read_storage(settings: ArchiveSettings) -> Storage:
+    """The backend for a read-mostly command (``query``): on S3 with an explicit endpoint and keys, plain
+    signed HTTP reads (:mod:`archiver.storage.s3_http`, no aiobotocore start-up); else :func:`open_storage`.
+    """
+    s3 = settings.s3
+    if settings.scheme == "s3" and s3.endpoint_url and s3.access_key_id and s3.secret_access_key:
+        from archiver.storage.s3_http import S3HttpStorage
+
+        return S3HttpStorage(settings)
+    return open_storage(settings)
