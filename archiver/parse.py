@@ -74,6 +74,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from archiver import schema
+from archiver.buffer import Payloads
 from archiver.message import format_timestamp_ns
 from archiver.parse_exact import LEVEL_KEY, MIN_TIMESTAMP_NS, exact_table, level_of
 
@@ -150,7 +151,9 @@ def _bulk(
     exact: list[int],
     budget: list[int],
 ) -> None:
-    result = _read_bulk(payloads[lo:hi], target)
+    # A batch all ASCII (the usual case, one scan) needs no UTF-8 check per chunk.
+    ascii_batch = isinstance(payloads, Payloads) and payloads.is_ascii
+    result = _read_bulk(_json_lines(payloads, lo, hi), hi - lo, target, ascii_batch)
     if result is not None:
         table, rejected = result
         if table.num_rows:
@@ -169,21 +172,31 @@ def _bulk(
     _bulk(payloads, mid, hi, target, parts, exact, budget)
 
 
-def _read_bulk(chunk: Sequence[bytes], target: _Target) -> tuple[pa.Table, list[int]] | None:
-    """The exact rows of a chunk and the positions of the others; None if the reader refuses it."""
-    count = len(chunk)
-    # One line per payload, each starting with "{": then the reader gives one row per payload
-    # or fails (it skips blank lines silently, and "{..}{..}" would make two rows: counted below).
+def _json_lines(payloads: Sequence[bytes], lo: int, hi: int) -> bytes | memoryview | None:
+    """Payloads ``lo:hi`` joined by newlines if each is one line starting with "{", else None.
+
+    One line per payload, each starting with "{": then the reader gives one row per payload
+    or fails (it skips blank lines silently, and "{..}{..}" would make two rows: counted).
+    """
+    if isinstance(payloads, Payloads):  # the service's batches: already laid out so, no copy
+        return payloads.json_lines(lo, hi)
+    chunk = payloads[lo:hi]
     # Cheaper than bytes.count(b"\n{") on the joined text; "int in bytes" is a memchr.
     if not all(payload[:1] == b"{" and 10 not in payload for payload in chunk):  # 10: newline
         return None
-    joined = b"\n".join(chunk)
-    if len(joined) >= _MAX_BLOCK:  # the reader's block must hold the whole chunk: halve it
+    return b"\n".join(chunk)
+
+
+def _read_bulk(
+    joined: bytes | memoryview | None, count: int, target: _Target, ascii_batch: bool = False
+) -> tuple[pa.Table, list[int]] | None:
+    """The exact rows of ``count`` payloads as JSON lines and the positions of the others; None if refused."""
+    if joined is None or len(joined) >= _MAX_BLOCK:  # the reader's block must hold the whole chunk
         return None
     try:
         # The reader does not check UTF-8 inside strings: check the payloads.
-        if not joined.isascii():
-            joined.decode("utf-8")
+        if not (joined.isascii() if isinstance(joined, bytes) else ascii_batch):
+            str(joined, "utf-8")
         raw = pj.read_json(
             pa.py_buffer(joined),
             read_options=pj.ReadOptions(use_threads=False, block_size=len(joined) + 1),

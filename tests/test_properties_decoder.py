@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from archiver import schema
+from archiver.buffer import Payloads
 from archiver.message import (
     format_timestamp_ns,
     parse_timestamp,
@@ -232,6 +233,9 @@ def check_batch(batch: list[bytes]) -> None:
     # The bulk path and the exact path agree row for row.
     exact = rows_of(exact_table(batch, APP, REGION, RECEIVED, NEWEST).table)
     assert sorted(map(repr, rows)) == sorted(map(repr, exact))
+    # The service's batches (payloads back to back in one buffer) parse exactly like a list.
+    stored = parse_batch(APP, REGION, Payloads(batch), RECEIVED, NEWEST)
+    assert stored.table.equals(result.table) and stored.malformed_kinds == result.malformed_kinds
 
 
 @QUICK
