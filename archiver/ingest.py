@@ -34,7 +34,7 @@ from archiver.spool import WRITE_THRESHOLD_BYTES, Spool, subject_prefix
 
 #: Subjects are per instance; the cache is cleared past this so churn cannot grow it forever.
 MAX_CACHED_SUBJECTS = 100_000
-REPLAY_CHUNK_RECORDS = 20_000
+REPLAY_CHUNK_RECORDS = 5_000
 #: Default of ``MAX_MESSAGE_BYTES`` (the config's default; repeated so tests can build an Ingest).
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024**2
 

@@ -33,7 +33,7 @@ UPLOAD_CONCURRENCY = 4
 ENCODE_THREADS = 2
 #: Memory an encode needs beyond the payloads, as a share of their bytes (JSON→Arrow columns, then
 #: Parquet pages): measured ~1x with jemalloc as Arrow's pool (bench/memory.py, BENCHMARKS.md).
-ENCODE_WORKING_SET_RATIO = 1.0
+ENCODE_WORKING_SET_RATIO = 1.5
 RETRY_BASE_S = 0.25
 RETRY_CAP_S = 15.0
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from common import Archiver, nats_server, peak_rss_bytes, rss_bytes
 
@@ -37,7 +38,12 @@ def main() -> None:
             while publisher.poll() is None:
                 time.sleep(0.5)
                 if args.trace:
+                    status = dict(
+                        line.split(":", 1)
+                        for line in Path(f"/proc/{archiver.proc.pid}/status").read_text().splitlines()
+                    )
                     print(f"t={time.monotonic() - began:5.1f}s rss={rss_bytes(archiver.proc.pid) / 2**20:4.0f} MiB "
+                          f"(anon {int(status['RssAnon'].split()[0]) / 1024:4.0f}, file {int(status['RssFile'].split()[0]) / 1024:3.0f}) "
                           f"buffered={archiver.metric('archiver_buffered_bytes') / 2**20:4.0f} MiB "
                           f"nats_pending={archiver.metric('archiver_nats_pending_bytes') / 2**20:4.0f} MiB "
                           f"spool={archiver.metric('archiver_spool_bytes') / 2**20:4.0f} MiB")  # fmt: skip
