@@ -21,9 +21,13 @@ allocator kept the freed ones resident (RSS stayed ~200 MiB above the bytes
 held, BENCHMARKS.md); one buffer per partition goes back to the OS whole.
 
 The memory cap counts what the bytes really cost: each payload is charged
-:data:`PAYLOAD_OVERHEAD_BYTES` on top of its length, and the uploader charges
-a batch's encode working set while it is encoded (:meth:`Buffers.charge`),
-so RSS stays near ``max_buffer_bytes`` plus the process's fixed base.
+:data:`PAYLOAD_OVERHEAD_BYTES` on top of its length, and a detached batch is
+also charged the working set its encoding will need
+(:data:`ENCODE_WORKING_SET_RATIO`) until the uploader replaces the charge by
+its files' size (:meth:`Buffers.charge`). Reserving it at detach time, not
+when the encode starts, is what keeps the peak near the cap: the hot path
+spills to the spool while a backlog of detached batches waits to be encoded,
+instead of refilling the buffers that the encodes then add to.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ from archiver.layout import decode_value, partition_value
 #: Memory a buffered payload costs beyond its length: its end offset (8 bytes) and the share of the
 #: bytearray's growth reserve of a ~400-byte message (CPython over-allocates by 1/8).
 PAYLOAD_OVERHEAD_BYTES = 56
+#: Memory an encode needs beyond the payloads, as a share of their bytes (JSON→Arrow columns, the
+#: sort, Parquet pages): ~1.1x measured with jemalloc as Arrow's pool, charged with a margin.
+ENCODE_WORKING_SET_RATIO = 1.5
 
 
 class Payloads(Sequence[bytes]):
@@ -171,6 +178,11 @@ class FlushBatch:
     memory_bytes: int = 0
 
 
+def _charge(payload_bytes: int, payloads: int) -> int:
+    """What a detached batch is charged until encoded: payloads, their overhead, the encode."""
+    return payload_bytes + payloads * PAYLOAD_OVERHEAD_BYTES + int(payload_bytes * ENCODE_WORKING_SET_RATIO)
+
+
 class Buffers:
     """All partition buffers of one process, with the byte accounting of the memory cap."""
 
@@ -224,12 +236,12 @@ class Buffers:
         """Take the partition's payloads out as a batch (None when empty)."""
         if not buf.ends:
             return None
-        memory = buf.bytes + len(buf.ends) * PAYLOAD_OVERHEAD_BYTES
+        memory = _charge(buf.bytes, len(buf.ends))
         batch = FlushBatch(
             buf.app, buf.region, buf.app_segment, buf.region_segment, Payloads(data=buf.data, ends=buf.ends), buf.bytes,
             self._wall_clock_ns(), buf.first_seq, self.fed_seq, buf.opened_ns, memory_bytes=memory,
         )  # fmt: skip
-        self.open_bytes -= memory
+        self.open_bytes -= buf.bytes + len(buf.ends) * PAYLOAD_OVERHEAD_BYTES
         self.inflight_bytes += memory
         buf.data = bytearray()
         buf.ends = array("Q")
@@ -261,7 +273,7 @@ class Buffers:
 
     def track(self, batch: FlushBatch) -> None:
         """Count a batch that did not come from a buffer (recovered from the spool) as in flight."""
-        batch.memory_bytes = batch.bytes + len(batch.payloads) * PAYLOAD_OVERHEAD_BYTES
+        batch.memory_bytes = _charge(batch.bytes, len(batch.payloads))
         self.inflight_bytes += batch.memory_bytes
 
     def low_water_seq(self, default: int) -> int:

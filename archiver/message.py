@@ -23,7 +23,9 @@ the original size in ASCII digits, ``:`` and the first bytes of the payload
 payload, so it survives the spool and its replay unchanged;
 :func:`split_truncated` recognises it when parsing. The magic starts with
 NUL and 0xFF, bytes no JSON or UTF-8 text starts with, so only a deliberately
-crafted binary payload could be mistaken for a truncated one. A truncated
+crafted binary payload could be mistaken for a truncated one; since the size
+must be in canonical digits, even that one loses no byte (it is exactly
+``TRUNCATED_MAGIC + size + b":" + kept``). A truncated
 row is malformed, with :data:`~archiver.schema.TRUNCATED_MARK` and
 :data:`~archiver.schema.ORIGINAL_BYTES_MARK` in ``extra``; it rebuilds to
 the kept bytes.
@@ -79,7 +81,9 @@ def split_truncated(payload: bytes) -> tuple[int, bytes] | None:
     start = len(TRUNCATED_MAGIC)
     end = payload.find(b":", start, start + _MAX_SIZE_DIGITS + 1)
     digits = payload[start:end]
-    if end < 0 or not digits.isdigit():
+    # Canonical digits only (no leading zero): then a crafted payload that merely looks like this
+    # form is still given back byte for byte, as the same marker, size and kept bytes.
+    if end < 0 or not digits.isdigit() or digits != b"%d" % int(digits):
         return None
     kept = payload[end + 1 :]
     original_bytes = int(digits)

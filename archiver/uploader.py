@@ -30,10 +30,10 @@ from archiver.spool import Spool
 from archiver.storage import Storage
 
 UPLOAD_CONCURRENCY = 4
-ENCODE_THREADS = 2
-#: Memory an encode needs beyond the payloads, as a share of their bytes (JSON→Arrow columns, then
-#: Parquet pages): measured ~1x with jemalloc as Arrow's pool (bench/memory.py, BENCHMARKS.md).
-ENCODE_WORKING_SET_RATIO = 1.5
+#: One encode thread keeps up with ~300k msg/s (~3 us a message, the GIL released in Arrow); a second
+#: one gained no rate on 2 cores but held its own encode working set and allocator caches: peak RSS
+#: at 110k msg/s 454 MiB with 2 threads, 385 MiB with 1 (BENCHMARKS.md).
+ENCODE_THREADS = 1
 RETRY_BASE_S = 0.25
 RETRY_CAP_S = 15.0
 
@@ -117,8 +117,6 @@ class Uploader:
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         rows = len(batch.payloads)
-        # Charged against the cap while it runs, so the hot path spills instead of outgrowing it.
-        self.buffers.charge(batch, batch.memory_bytes + int(batch.bytes * ENCODE_WORKING_SET_RATIO))
         try:
             encoded: EncodedBatch = await loop.run_in_executor(
                 self._encode_pool,

@@ -22,6 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=float, default=40_000)
     parser.add_argument("--seconds", type=float, default=40)
+    parser.add_argument("--apps", type=int, default=20)
     parser.add_argument("--trace", action="store_true", help="print RSS and buffered bytes every 0.5 s")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="bench-mem-")
@@ -31,7 +32,7 @@ def main() -> None:
             archiver.wait_subscribed()
             publisher = subprocess.Popen(
                 [sys.executable, "-m", "archiver.loadgen", "--url", url, "--rate", str(args.rate),
-                 "--duration", f"{args.seconds}s", "--apps", "20"],
+                 "--duration", f"{args.seconds}s", "--apps", str(args.apps)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
             began = time.monotonic()

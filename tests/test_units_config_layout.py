@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from archiver.buffer import PAYLOAD_OVERHEAD_BYTES, Buffers, Payloads
+from archiver.buffer import ENCODE_WORKING_SET_RATIO, PAYLOAD_OVERHEAD_BYTES, Buffers, Payloads
 from archiver.config import load_archive_settings, load_run_config
 from archiver.errors import ConfigError
 from archiver.layout import (
@@ -165,10 +165,12 @@ def test_flush_on_size_and_age_and_nothing_when_empty() -> None:
     assert [(x.app, len(x.payloads)) for x in buffers.due()] == [("b", 1)]
     clock.now += 3600
     assert buffers.due() == []  # nothing new, nothing written
-    assert buffers.inflight_bytes == 110 + 3 * PAYLOAD_OVERHEAD_BYTES  # memory, not only payload bytes
+    encode = ENCODE_WORKING_SET_RATIO
+    # Memory, not only payload bytes: overheads and the encode working set are reserved.
+    assert buffers.inflight_bytes == 110 + 3 * PAYLOAD_OVERHEAD_BYTES + int(100 * encode) + int(10 * encode)
     for batch in batches:
         buffers.settle(batch)
-    assert buffers.inflight_bytes == 10 + PAYLOAD_OVERHEAD_BYTES
+    assert buffers.inflight_bytes == 10 + PAYLOAD_OVERHEAD_BYTES + int(10 * encode)
 
 
 def test_memory_cap_flushes_largest_first_and_backpressure() -> None:
@@ -185,6 +187,7 @@ def test_memory_cap_flushes_largest_first_and_backpressure() -> None:
     assert [x.app for x in batches] == ["big"]  # largest first, until open <= cap / 2
     assert buffers.open_bytes == 201 + 2 * o
     assert not buffers.has_room()  # still all held: the callback waits for the upload
+    assert buffers.inflight_bytes == 799 + 2 * o + int(799 * ENCODE_WORKING_SET_RATIO)  # encode reserved
     buffers.charge(batches[0], 50)  # encoded: now only its file is held
     assert buffers.has_room() and buffers.buffered_bytes == 251 + 2 * o
     buffers.settle(batches[0])
