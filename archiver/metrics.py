@@ -8,7 +8,7 @@ turns them into metric families when ``/metrics`` is scraped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -87,17 +87,21 @@ class StatsCollector(Collector):
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(f"archiver_{name}", doc, value=value)
 
+        def labelled(name: str, doc: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:
+            family = CounterMetricFamily(f"archiver_{name}", doc, labels=[label])
+            for value, count in sorted(counts.items()):
+                family.add_metric([value], count)
+            return family
+
         yield counter("messages_received", "Messages received from NATS.", s.messages_received)
         yield counter("bytes_received", "Payload bytes received from NATS.", s.bytes_received)
         yield counter("messages_archived", "Messages durably written to the archive.", s.messages_archived)
-        malformed = CounterMetricFamily(
-            "archiver_messages_malformed",
+        yield labelled(
+            "messages_malformed",
             "Messages archived as raw text (not a Fly JSON message), by kind; summed: every kind.",
-            labels=["kind"],
+            "kind",
+            s.malformed_kinds,
         )
-        for kind, count in sorted(s.malformed_kinds.items()):
-            malformed.add_metric([kind], count)
-        yield malformed
         yield counter(
             "messages_wrong_type",
             "Fly messages archived as rows with a known field of another type (kept in extra).",
@@ -108,20 +112,15 @@ class StatsCollector(Collector):
             "Messages longer than MAX_MESSAGE_BYTES, truncated on receipt (archived as malformed).",
             s.messages_truncated,
         )
-        unrouted = CounterMetricFamily(
-            "archiver_messages_unrouted",
+        yield labelled(
+            "messages_unrouted",
             "Messages whose subject is not logs.<app>.<region>.<instance> (routed by payload), by reason.",
-            labels=["reason"],
+            "reason",
+            s.unrouted,
         )
-        for reason, count in sorted(s.unrouted.items()):
-            unrouted.add_metric([reason], count)
-        yield unrouted
-        dropped = CounterMetricFamily(
-            "archiver_messages_dropped", "Messages that could not be archived, by reason.", labels=["reason"]
+        yield labelled(
+            "messages_dropped", "Messages that could not be archived, by reason.", "reason", s.dropped
         )
-        for reason, count in sorted(s.dropped.items()):
-            dropped.add_metric([reason], count)
-        yield dropped
         yield counter(
             "slow_consumer_events",
             "Slow-consumer errors reported by the NATS client.",

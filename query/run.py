@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import sys
 from collections.abc import AsyncGenerator, Iterator
@@ -169,22 +170,15 @@ async def _each_table(
         ignore_case=request.ignore_case,
     )
     columns = COLUMNS[request.output_format]
+    scan = functools.partial(
+        scan_hours, reader, columns=columns, filters=filters, stats=stats, warn=_warn,
+        replan=planner.relist, strict=request.strict,
+    )  # fmt: skip
     if request.tail is None:
         hours = planner.hours()
         async with (
             contextlib.aclosing(hours),
-            contextlib.aclosing(
-                scan_hours(
-                    reader,
-                    hours,
-                    columns,
-                    filters,
-                    stats,
-                    _warn,
-                    replan=planner.relist,
-                    strict=request.strict,
-                )
-            ) as tables,
+            contextlib.aclosing(scan(hours)) as tables,
         ):
             async for table in tables:
                 yield table
@@ -195,19 +189,7 @@ async def _each_table(
     hours = planner.hours(newest_first=True, prefetch=False)
     async with (
         contextlib.aclosing(hours),
-        contextlib.aclosing(
-            scan_hours(
-                reader,
-                hours,
-                columns,
-                filters,
-                stats,
-                _warn,
-                read_ahead=0,
-                replan=planner.relist,
-                strict=request.strict,
-            )
-        ) as tables,
+        contextlib.aclosing(scan(hours, read_ahead=0)) as tables,
     ):
         async for table in tables:
             newest.append(table)

@@ -26,9 +26,10 @@ from botocore import exceptions as boto
 from botocore import xform_name
 from botocore.config import Config
 
-from archiver.errors import ObjectExistsError, ObjectNotFoundError, StorageError, StorageUnavailableError
+from archiver.errors import ObjectExistsError, StorageError, StorageUnavailableError
 from archiver.storage import ObjectInfo, Storage
 from archiver.storage.local import validate_key, validate_prefix
+from archiver.storage.s3_errors import THROTTLE_CODES, ConflictError, answer_error
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -50,20 +51,10 @@ ABORT_TIMEOUT_S = 10.0
 MAX_POOL_CONNECTIONS = 32
 DELETE_BATCH = 1000
 
-_THROTTLE_CODES = frozenset(
-    {"SlowDown", "Throttling", "ThrottlingException", "TooManyRequests", "RequestLimitExceeded"}
-    | {"RequestTimeout", "InternalError", "ServiceUnavailable"}
-)
-_AUTH_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"})
-_WRITE_OPS = frozenset({"PutObject", "CompleteMultipartUpload"})
 _TRANSPORT_ERRORS = (boto.ConnectionError, boto.HTTPClientError, aiohttp.ClientError, TimeoutError)
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class _ConflictError(ObjectExistsError):
-    """409 ConditionalRequestConflict: another conditional write of the key is in flight."""
 
 
 def _code(exc: boto.ClientError) -> str:
@@ -77,7 +68,7 @@ def _status(exc: boto.ClientError) -> int:
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, boto.ClientError):
         status = _status(exc)
-        return status >= 500 or status == 429 or _code(exc) in _THROTTLE_CODES
+        return status >= 500 or status == 429 or _code(exc) in THROTTLE_CODES
     return isinstance(exc, _TRANSPORT_ERRORS)
 
 
@@ -145,19 +136,7 @@ class S3Storage(Storage):
         where = self._where(key)
         if isinstance(exc, boto.ClientError):
             code, status = _code(exc), _status(exc)
-            if op in _WRITE_OPS and (code == "PreconditionFailed" or status == 412):
-                return ObjectExistsError(f"{where} already exists")
-            if op in _WRITE_OPS and (code == "ConditionalRequestConflict" or status == 409):
-                return _ConflictError(f"{where} is being written concurrently")
-            if code == "NoSuchKey" or (status == 404 and op in ("GetObject", "HeadObject")):
-                return ObjectNotFoundError(f"no object {where}")
-            if code == "NoSuchBucket" or (status == 404 and op == "HeadBucket"):
-                return StorageUnavailableError(f"bucket {self._bucket} does not exist at {self._endpoint}")
-            if status == 403 or code in _AUTH_CODES:
-                return StorageUnavailableError(
-                    f"access denied to bucket {self._bucket} (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
-                )
-            return StorageError(f"S3 {op} failed for {where}: {code or 'error'} (HTTP {status})")
+            return answer_error(op, code, status, bucket=self._bucket, endpoint=self._endpoint, where=where)
         if isinstance(exc, (boto.NoCredentialsError, boto.PartialCredentialsError)):
             return StorageUnavailableError("no S3 credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
         if isinstance(
@@ -201,7 +180,7 @@ class S3Storage(Storage):
                 else:
                     await self._s3("PutObject", key, Key=full, Body=data, IfNoneMatch="*")
                 return
-            except _ConflictError:
+            except ConflictError:
                 if attempt == MAX_ATTEMPTS:
                     raise
             await asyncio.sleep(_backoff_s(attempt))

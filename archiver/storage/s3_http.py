@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
-from archiver.errors import ObjectNotFoundError, StorageError, StorageUnavailableError
+from archiver.errors import StorageError, StorageUnavailableError
 from archiver.storage import ObjectInfo, Storage
 from archiver.storage.local import validate_key, validate_prefix
+from archiver.storage.s3_errors import THROTTLE_CODES, answer_error
 
 if TYPE_CHECKING:
     from archiver.config import ArchiveSettings
@@ -55,11 +56,6 @@ LIST_PAGE_KEYS = 1000
 THREADS = 16
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
-_THROTTLE_CODES = frozenset(
-    {"SlowDown", "Throttling", "ThrottlingException", "TooManyRequests", "RequestLimitExceeded"}
-    | {"RequestTimeout", "InternalError", "ServiceUnavailable"}
-)
-_AUTH_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
 
 
 class _Failure(Exception):
@@ -78,7 +74,7 @@ def _xml(body: bytes) -> ElementTree.Element:
 
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, _Failure):
-        return exc.status >= 500 or exc.status == 429 or exc.code in _THROTTLE_CODES
+        return exc.status >= 500 or exc.status == 429 or exc.code in THROTTLE_CODES
     return isinstance(exc, (OSError, http.client.HTTPException))
 
 
@@ -186,16 +182,9 @@ class S3HttpStorage(Storage):
     def _convert(self, exc: BaseException, op: str, key: str | None) -> StorageError:
         where = f"s3://{self._bucket}/{self._base}{key}" if key is not None else f"s3://{self._bucket}"
         if isinstance(exc, _Failure):
-            code, status = exc.code, exc.status
-            if code == "NoSuchKey" or (status == 404 and op == "GetObject"):
-                return ObjectNotFoundError(f"no object {where}")
-            if code == "NoSuchBucket" or (status == 404 and op == "HeadBucket"):
-                return StorageUnavailableError(f"bucket {self._bucket} does not exist at {self._endpoint}")
-            if status == 403 or code in _AUTH_CODES:
-                return StorageUnavailableError(
-                    f"access denied to bucket {self._bucket} (check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
-                )
-            return StorageError(f"S3 {op} failed for {where}: {code or 'error'} (HTTP {status})")
+            return answer_error(
+                op, exc.code, exc.status, bucket=self._bucket, endpoint=self._endpoint, where=where
+            )
         if isinstance(exc, (ConnectionRefusedError, TimeoutError, ssl.SSLError)) or (
             isinstance(exc, OSError) and not isinstance(exc, ConnectionError)
         ):
