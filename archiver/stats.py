@@ -36,7 +36,7 @@ from archiver.errors import StorageError
 from archiver.layout import NS_PER_SECOND, ObjectKey, parse_key
 from archiver.merge import schema_problem
 from archiver.message import rebuild_payload
-from archiver.storage import ObjectInfo, open_storage
+from archiver.storage import ObjectInfo, open_read_storage
 from archiver.units import format_bytes
 
 SAMPLE_ROWS = 1000
@@ -156,7 +156,7 @@ async def collect(
     A file that is not an archive file (corrupt, foreign) is left out with a
     ``warn`` line naming it, or with ``strict`` fails the run (StorageError naming it).
     """
-    storage = open_storage(settings)
+    storage = open_read_storage(settings)
     try:
         await storage.check()
         infos: list[ObjectInfo] = []

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from archiver.config import ArchiveSettings
 from archiver.layout import NS_PER_SECOND, app_prefix, encode_value, parse_key, stored_value
-from archiver.storage import Storage, open_storage
+from archiver.storage import Storage, open_read_storage
 from query.decode import BadFileError, DamagedFileError
 from query.plan import HourFiles, PlannedFile, Planner
 from query.run import open_reader, start
@@ -31,7 +31,7 @@ class LsRequest:
 
 async def run_ls(request: LsRequest) -> None:
     """List apps, or the hours of the requested apps with files, rows and bytes."""
-    storage = open_storage(request.archive)
+    storage = open_read_storage(request.archive)
     try:
         apps = await start(request.archive, storage, request.apps)
         if not request.apps:
