@@ -14,11 +14,10 @@ hot path:
   back-pressure until uploads settle;
 * a partition with nothing new is never flushed.
 
-A partition keeps its payloads back to back in one ``bytearray`` with an
-array of end offsets (:class:`Payloads`), not as a list of ``bytes``: a
-Python object per ~400-byte message cost ~90 bytes more, and the small-object
-allocator kept the freed ones resident (RSS stayed ~200 MiB above the bytes
-held, BENCHMARKS.md); one buffer per partition goes back to the OS whole.
+A partition keeps its payloads in one ``bytearray`` with an array of end
+offsets, handed over as :class:`~archiver.payloads.Payloads` when detached
+(why: that module's docstring; RSS had stayed ~200 MiB above the bytes held
+with a list of ``bytes``, BENCHMARKS.md).
 
 The memory cap counts what the bytes really cost: each payload is charged
 :data:`PAYLOAD_OVERHEAD_BYTES` on top of its length, and a detached batch is
@@ -34,11 +33,11 @@ from __future__ import annotations
 
 import time
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import overload
 
 from archiver.layout import decode_value, partition_value
+from archiver.payloads import Payloads
 
 #: Memory a buffered payload costs beyond its length: its end offset (8 bytes) and the share of the
 #: bytearray's growth reserve of a ~400-byte message (CPython over-allocates by 1/8).
@@ -46,90 +45,6 @@ PAYLOAD_OVERHEAD_BYTES = 56
 #: Memory an encode needs beyond the payloads, as a share of their bytes (JSON→Arrow columns, the
 #: sort, Parquet pages): ~1.1x measured with jemalloc as Arrow's pool, charged with a margin.
 ENCODE_WORKING_SET_RATIO = 1.5
-
-
-class Payloads(Sequence[bytes]):
-    """Payloads stored in one bytearray, each followed by a newline, with their end offsets.
-
-    The newlines make a run of payloads that are JSON objects of one line each a ready-made
-    input for the bulk JSON reader, without a copy (:meth:`json_lines`).
-    """
-
-    __slots__ = ("_ascii", "data", "ends")
-
-    def __init__(self, payloads: Sequence[bytes] = (), *, data: bytearray | None = None,
-                 ends: array[int] | None = None) -> None:  # fmt: skip
-        """``payloads`` copied in, or the ``data``/``ends`` pair of a partition buffer adopted as is."""
-        self.data = bytearray() if data is None else data
-        self.ends = array("Q") if ends is None else ends
-        self._ascii: bool | None = None
-        for payload in payloads:
-            self.append(payload)
-
-    @property
-    def is_ascii(self) -> bool:
-        """True when every payload is ASCII (scanned once; valid once no more payloads are added)."""
-        if self._ascii is None:
-            self._ascii = self.data.isascii()
-        return self._ascii
-
-    def append(self, payload: bytes) -> None:
-        """Add one payload at the end."""
-        self._ascii = None
-        data = self.data
-        data += payload
-        self.ends.append(len(data))
-        data += b"\n"
-
-    def __len__(self) -> int:
-        return len(self.ends)
-
-    @property
-    def nbytes(self) -> int:
-        """Total length of the payloads."""
-        return len(self.data) - len(self.ends)
-
-    def json_lines(self, lo: int, hi: int) -> memoryview | None:
-        """Payloads ``lo:hi`` as newline-separated text, if each is one line starting with "{"."""
-        ends, data = self.ends, self.data
-        if hi <= lo:
-            return None
-        start = ends[lo - 1] + 1 if lo else 0
-        stop = ends[hi - 1]
-        if data.count(b"\n", start, stop) != hi - lo - 1:  # a payload holds a newline
-            return None
-        if data[start] != 123 or not all(data[end + 1] == 123 for end in ends[lo : hi - 1]):  # 123: "{"
-            return None
-        return memoryview(data)[start:stop]
-
-    @overload
-    def __getitem__(self, index: int) -> bytes: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[bytes]: ...
-    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
-        ends = self.ends
-        if isinstance(index, slice):
-            lo, hi, step = index.indices(len(ends))
-            if step != 1:
-                return [self[i] for i in range(lo, hi, step)]
-            view = memoryview(self.data)
-            try:
-                start = ends[lo - 1] + 1 if lo else 0
-                out = []
-                for end in ends[lo:hi]:
-                    out.append(bytes(view[start:end]))
-                    start = end + 1
-                return out
-            finally:
-                view.release()  # an export would stop the bytearray from growing
-        if index < 0:
-            index += len(ends)
-        start = ends[index - 1] + 1 if index else 0
-        return bytes(self.data[start : ends[index]])
-
-    def __iter__(self) -> Iterator[bytes]:
-        for start in range(0, len(self.ends), 8192):  # in slices: never a copy of the whole batch at once
-            yield from self[start : start + 8192]
 
 
 class PartitionBuffer:

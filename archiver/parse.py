@@ -74,9 +74,9 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from archiver import schema
-from archiver.buffer import Payloads
 from archiver.message import format_timestamp_ns
 from archiver.parse_exact import LEVEL_KEY, MIN_TIMESTAMP_NS, exact_table, level_of
+from archiver.payloads import Payloads
 
 #: Payloads per bulk read: large enough to amortise the reader, small enough to stay in cache.
 CHUNK_ROWS = 8192

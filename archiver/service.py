@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from archiver.buffer import Buffers, FlushBatch, Payloads
+from archiver.buffer import Buffers, FlushBatch
 from archiver.config import RunConfig
 from archiver.encode import use_lean_memory_pool
 from archiver.http import HttpServer
@@ -33,6 +33,7 @@ from archiver.jetstream import JetStreamSource
 from archiver.jetstream_acks import AckTracker, recover
 from archiver.logs import event
 from archiver.metrics import Metrics, Stats
+from archiver.payloads import Payloads
 from archiver.routing import app_region_of_record
 from archiver.source import NatsSource
 from archiver.spool import Spool

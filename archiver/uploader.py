@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
-from archiver.buffer import Buffers, FlushBatch, Payloads
+from archiver.buffer import Buffers, FlushBatch
 from archiver.encode import EncodedBatch, encode_partition
 from archiver.errors import ArchiverError, ObjectExistsError, StorageError
 from archiver.journal import Intent
@@ -26,6 +26,7 @@ from archiver.layout import object_key, object_name
 from archiver.logs import RateLimitedLog, event
 from archiver.metrics import Metrics
 from archiver.parse_exact import newest_accepted_ns
+from archiver.payloads import Payloads
 from archiver.spool import Spool
 from archiver.storage import Storage
 

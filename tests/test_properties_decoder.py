@@ -23,7 +23,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from archiver import schema
-from archiver.buffer import Payloads
 from archiver.message import (
     format_timestamp_ns,
     parse_timestamp,
@@ -34,6 +33,7 @@ from archiver.message import (
 )
 from archiver.parse import parse_batch
 from archiver.parse_exact import MIN_TIMESTAMP_NS, exact_table, newest_accepted_ns
+from archiver.payloads import Payloads
 
 pytestmark = pytest.mark.fuzz
 # Generating these payloads costs ~50 ms an example: the suite runs fewer than the "ci" profile's 200.

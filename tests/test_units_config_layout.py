@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from archiver.buffer import ENCODE_WORKING_SET_RATIO, PAYLOAD_OVERHEAD_BYTES, Buffers, Payloads
+from archiver.buffer import ENCODE_WORKING_SET_RATIO, PAYLOAD_OVERHEAD_BYTES, Buffers
 from archiver.config import load_archive_settings, load_run_config
 from archiver.errors import ConfigError
 from archiver.layout import (
@@ -17,6 +17,7 @@ from archiver.layout import (
     parse_key,
     partition_value,
 )
+from archiver.payloads import Payloads
 from archiver.units import parse_duration_s, parse_size_bytes
 
 
