@@ -1,7 +1,7 @@
 """``archiver demo``: a local nats-server, Fly-shaped logs, the archiver, then a query, all on loopback.
 
 The archiver runs in this process exactly as ``archiver run`` would (the same
-:class:`~archiver.service.Service`), fed by :func:`archiver.loadgen.publish`.
+:class:`~archiver.service.Service`), fed by :func:`archiver.publish.publish`.
 When the publishing ends (``--duration``, or Ctrl-C with ``--keep-running``)
 the archiver stops as on SIGTERM, flushing everything, and the demo then runs
 ``archiver query`` and ``archiver ls`` as a user would, in subprocesses, so
@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from archiver.config import RunConfig, duration_option, load_run_config
+from archiver.corpus import APP_NAMES
 from archiver.errors import ArchiverError
-from archiver.loadgen import APP_NAMES, FlyLogGenerator, publish
+from archiver.loadgen import FlyLogGenerator
+from archiver.publish import publish
 from archiver.service import Service
 from archiver.storage import open_storage
 from archiver.units import format_bytes

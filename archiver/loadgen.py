@@ -1,4 +1,4 @@
-"""Fly-shaped log generator and NATS publisher for ``archiver demo``, tests and benchmarks.
+"""Fly-shaped log generator for ``archiver demo``, tests and benchmarks.
 
 Messages look like the Fly log stream (see the project's notes): subject
 ``logs.<app>.<region>.<instance>``, a JSON envelope whose fields are all
@@ -8,84 +8,26 @@ own JSON log line carrying its real level under ``level``/``severity``/``lvl``
 (strings or pino numbers).
 
 Generation is pure and deterministic for a seed, except that timestamps read
-the clock when no ``start_ns`` is given. Run ``python -m archiver.loadgen
---help`` for the benchmark publisher.
+the clock when no ``start_ns`` is given. The sample text and its tables live in
+:mod:`archiver.corpus` and NATS publishing in :mod:`archiver.publish`, so this
+module is only the generator. Run ``python -m archiver.loadgen --help`` for the
+benchmark publisher.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import bisect
-import contextlib
-import importlib.resources
 import json
-import os
 import random
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import islice
-from pathlib import Path
 from typing import Any
 
-import zstandard
-
-from archiver.units import DURATION_HELP, parse_duration_s
-
-#: Default app names; more apps than names get a numeric suffix.
-APP_NAMES = (
-    "sandwich",
-    "billing-api",
-    "web-frontend",
-    "queue-worker",
-    "auth-service",
-    "image-resizer",
-    "search-indexer",
-    "chat-gateway",
-    "metrics-proxy",
-    "dc-team-52-simon",
-)
-#: Fly region codes that apps are spread over.
-REGIONS = (
-    "ams", "arn", "atl", "bog", "bom", "bos", "cdg", "den", "dfw", "ewr", "eze", "fra",
-    "gdl", "gig", "gru", "hkg", "iad", "jnb", "lax", "lhr", "mad", "mia", "nrt", "ord",
-    "otp", "phx", "qro", "scl", "sea", "sin", "sjc", "syd", "waw", "yul", "yyz",
-)  # fmt: skip
-
-# What the platform's runner says about a machine (provider "runner").
-_RUNNER_MESSAGES = (
-    "Pulling container image registry.fly.io/{app}:deployment-01HZX3K4QF7T2M8V9W0YBCDE5G",
-    "Successfully prepared image registry.fly.io/{app}:deployment-01HZX3K4QF7T2M8V9W0YBCDE5G (1.84s)",
-    "Configuring firecracker",
-    "Starting machine",
-    "Preparing to run: `/app/start.sh` as root",
-    "machine did not have a restart policy, defaulting to restart",
-    "Sending signal SIGINT to main child process w/ PID 313",
-    "Main child exited normally with code: 0",
-    "Reaped child process with pid: 314, exit code: 0",
-    "machine exited with exit code 0, not restarting",
-)
-
-# Application log levels as the JSON logging libraries spell them: name, weight,
-# then the spellings of zap (level), Cloud Logging (severity), log15 (lvl), pino (level number)
-# and structlog (level).
-_LEVELS = (
-    ("debug", 0.10, "debug", "DEBUG", "dbug", 20, "debug"),
-    ("info", 0.62, "info", "INFO", "info", 30, "info"),
-    ("warn", 0.15, "warn", "WARNING", "warn", 40, "warning"),
-    ("error", 0.11, "error", "ERROR", "eror", 50, "error"),
-    ("fatal", 0.02, "fatal", "CRITICAL", "crit", 60, "critical"),
-)
-_LEVEL_CUMULATIVE = tuple(sum(level[1] for level in _LEVELS[: i + 1]) for i in range(len(_LEVELS)))
-# A line that names its own level keeps it when wrapped in JSON, so text and level agree.
-_LEVEL_WORD = re.compile(r"\b(debug|info|warn|warning|error|fatal|critical)\b", re.IGNORECASE)
-_ANDROID_LEVEL = re.compile(r"^\d\d-\d\d [\d:.]+\s+\d+\s+\d+ ([VDIWEF]) ")
-_LEVEL_OF_WORD = {"debug": 0, "info": 1, "warn": 2, "warning": 2, "error": 3, "fatal": 4, "critical": 4}
-_LEVEL_OF_LETTER = {"V": 0, "D": 0, "I": 1, "W": 2, "E": 3, "F": 4}
+from archiver.corpus import LEVELS, REGIONS, RUNNER_MESSAGES, default_app_names, level_of, sample_systems
 
 # Where the event time goes inside an app's JSON line.
 _TIME_NONE, _TIME_SECONDS, _TIME_MILLIS, _TIME_RFC3339 = range(4)
@@ -109,40 +51,6 @@ class Instance:
     def subject(self) -> str:
         """The NATS subject its messages are published on."""
         return f"logs.{self.app}.{self.region}.{self.instance}"
-
-
-def _read_log(name: str, data: bytes) -> list[str]:
-    if name.endswith(".zst"):
-        data = zstandard.ZstdDecompressor().stream_reader(data).read()
-    return [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
-
-
-def _system_name(file_name: str) -> str:
-    # "HDFS_2k.log", "HDFS_300.log.zst" and "HDFS.log" all name the system "HDFS".
-    return file_name.split(".", 1)[0].split("_", 1)[0]
-
-
-def sample_systems(directory: str | os.PathLike[str] | None = None) -> dict[str, list[str]]:
-    """Sample lines by system, from a directory's ``*.log``/``*.log.zst`` or else the shipped sample."""
-    systems: dict[str, list[str]] = {}
-    if directory is not None:
-        files = [(p.name, p.read_bytes) for p in sorted(Path(directory).iterdir())]
-    else:
-        sample = importlib.resources.files("archiver") / "sample"
-        files = [(p.name, p.read_bytes) for p in sorted(sample.iterdir(), key=lambda p: p.name)]
-    for name, read in files:
-        if name.endswith((".log", ".log.zst")):
-            lines = _read_log(name, read())
-            if lines:
-                systems.setdefault(_system_name(name), []).extend(lines)
-    if not systems:
-        raise FileNotFoundError(f"no *.log or *.log.zst files with text in {directory or 'archiver/sample'}")
-    return systems
-
-
-def sample_lines(directory: str | os.PathLike[str] | None = None) -> list[str]:
-    """All sample log lines (system by system, in name order), from a directory or the shipped sample."""
-    return [line for lines in sample_systems(directory).values() for line in lines]
 
 
 def _escaped(text: str) -> str:
@@ -197,7 +105,7 @@ class FlyLogGenerator:
         system_names = sorted(name for name, lines in corpus.items() if lines)
         if not system_names:
             raise ValueError("systems holds no lines")
-        app_names = list(apps) if not isinstance(apps, int) else _app_names(apps)
+        app_names = list(apps) if not isinstance(apps, int) else default_app_names(apps)
         if not app_names or instances < 1:
             raise ValueError("need at least one app and one instance per region")
         names = app_names + ([] if isinstance(regions, int) else list(regions))
@@ -233,7 +141,7 @@ class FlyLogGenerator:
         json_pools = {name: _json_pool(rng, corpus[name], name) for name in system_names}
         self._sources: list[tuple[str, str, str, list[str], list[tuple[int, str, str]], list[str]]] = []
         for inst in self.instances:
-            runner = [_escaped(text.format(app=inst.app)) for text in _RUNNER_MESSAGES]
+            runner = [_escaped(text.format(app=inst.app)) for text in RUNNER_MESSAGES]
             self._sources.append(
                 (
                     inst.subject,
@@ -313,15 +221,6 @@ def _envelope_head(inst: Instance, provider: str) -> str:
     )
 
 
-def _app_names(count: int) -> list[str]:
-    if count < 1:
-        raise ValueError("need at least one app")
-    return [
-        APP_NAMES[i % len(APP_NAMES)] + (f"-{i // len(APP_NAMES)}" if i >= len(APP_NAMES) else "")
-        for i in range(count)
-    ]
-
-
 def _weighted_table(weights: Sequence[float]) -> tuple[int, list[int]]:
     """A power-of-two lookup table so one ``getrandbits`` picks an index by weight."""
     bits = max(12, (64 * len(weights) - 1).bit_length())
@@ -341,17 +240,6 @@ def _weighted_table(weights: Sequence[float]) -> tuple[int, list[int]]:
     return bits, table
 
 
-def _level_of(text: str, draw: float) -> int:
-    """Index into _LEVELS: the level the line names, else one drawn by weight."""
-    letter = _ANDROID_LEVEL.match(text)
-    if letter:
-        return _LEVEL_OF_LETTER[letter[1]]
-    word = _LEVEL_WORD.search(text)
-    if word:
-        return _LEVEL_OF_WORD[word[1].lower()]
-    return min(bisect.bisect_right(_LEVEL_CUMULATIVE, draw), len(_LEVELS) - 1)
-
-
 def _json_pool(rng: random.Random, lines: Sequence[str], system: str) -> list[tuple[int, str, str]]:
     """Pre-built app JSON lines, escaped for the envelope, split where the event time goes."""
     pool: list[tuple[int, str, str]] = []
@@ -359,7 +247,7 @@ def _json_pool(rng: random.Random, lines: Sequence[str], system: str) -> list[tu
     for _ in range(1 << _JSON_POOL_BITS):
         text = lines[rng.randrange(len(lines))]
         draw = rng.random()
-        level = _LEVELS[_level_of(text, draw)]
+        level = LEVELS[level_of(text, draw)]
         style = rng.randrange(5)
         record: dict[str, Any]
         if style == 0:  # zap
@@ -395,156 +283,12 @@ def _json_pool(rng: random.Random, lines: Sequence[str], system: str) -> list[tu
     return pool
 
 
-async def publish(
-    url: str,
-    source: FlyLogGenerator | Iterable[tuple[str, bytes]],
-    rate_per_s: float | None = None,
-    duration_s: float | None = None,
-    *,
-    count: int | None = None,
-    user: str | None = None,
-    password: str | None = None,
-    stop: asyncio.Event | None = None,
-    batch_size: int | None = None,
-) -> int:
-    """Publish at ``rate_per_s`` (None: flat out) until count, duration or stop; return how many were sent."""
-    import nats  # deferred: pure generation should not need a NATS client
-
-    if rate_per_s is not None and rate_per_s <= 0:
-        raise ValueError("rate_per_s must be positive (None for as fast as possible)")
-    # Paced for a duration: send exactly rate x duration (fewer only if the loop cannot keep up),
-    # so a benchmark knows how many messages to expect downstream.
-    if count is None and rate_per_s is not None and duration_s is not None:
-        count = round(rate_per_s * duration_s)
-    if batch_size is None:
-        # About 100 batches a second when paced: smooth enough, and cheap on the event loop.
-        batch_size = 1000 if rate_per_s is None else max(1, min(1000, int(rate_per_s / 100)))
-    if isinstance(source, FlyLogGenerator):
-        batches: Iterator[list[tuple[str, bytes]]] = source.batches(batch_size)
-    else:
-        iterator = iter(source)
-        batches = iter(lambda: list(islice(iterator, batch_size)), [])
-
-    nc = await nats.connect(
-        url, name="archiver-loadgen", user=user, password=password, max_reconnect_attempts=-1
-    )
-    loop = asyncio.get_running_loop()
-    sent = 0
-    try:
-        start = loop.time()
-        deadline = None if duration_s is None else start + duration_s
-        while count is None or sent < count:
-            if (stop is not None and stop.is_set()) or (deadline is not None and loop.time() >= deadline):
-                break
-            batch = next(batches, None)
-            if not batch:
-                break
-            if count is not None and sent + len(batch) > count:
-                batch = batch[: count - sent]
-            for subject, payload in batch:
-                await nc.publish(subject, payload)
-            sent += len(batch)
-            if rate_per_s is None:
-                await asyncio.sleep(0)  # let the client's flusher write between batches
-                continue
-            delay = start + sent / rate_per_s - loop.time()
-            if deadline is not None:
-                delay = min(delay, deadline - loop.time())
-            if delay > 0:
-                if stop is None:
-                    await asyncio.sleep(delay)
-                else:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), delay)
-            else:
-                await asyncio.sleep(0)
-        await nc.flush(timeout=30)
-    finally:
-        await nc.close()
-    return sent
-
-
-def _duration_arg(text: str) -> float:
-    try:
-        return parse_duration_s(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {DURATION_HELP}") from None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line publisher for benchmarks: ``python -m archiver.loadgen --rate 10000 --duration 10``."""
-    parser = argparse.ArgumentParser(prog="python -m archiver.loadgen", description=main.__doc__)
-    parser.add_argument("--url", default="nats://127.0.0.1:4222", help="NATS server (default: %(default)s)")
-    parser.add_argument(
-        "--rate", type=float, default=None, help="messages per second (default: as fast as possible)"
-    )
-    parser.add_argument("--duration", type=_duration_arg, default=None, help="stop after this long, e.g. 10s")
-    parser.add_argument("--count", type=int, default=None, help="stop after this many messages")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--apps", type=int, default=4)
-    parser.add_argument("--regions", type=int, default=3, help="regions per app")
-    parser.add_argument("--instances", type=int, default=2, help="machines per app and region")
-    parser.add_argument("--json-fraction", type=float, default=0.35)
-    parser.add_argument(
-        "--corpus", default=None, help="directory of *.log files (default: the shipped sample)"
-    )
-    parser.add_argument(
-        "--spread",
-        type=_duration_arg,
-        default=None,
-        help="event times spread over this much of the past, e.g. 2d",
-    )
-    parser.add_argument("--dry-run", action="store_true", help="only generate --count messages and time it")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    args = parser.parse_args(argv)
-    if args.count is None and args.duration is None and args.dry_run:
-        parser.error("--dry-run needs --count")
+    """Command-line publisher for benchmarks; see :func:`archiver.publish.main`."""
+    # Deferred: archiver.publish imports this module for FlyLogGenerator, so a top-level import would cycle.
+    from archiver.publish import main as publish_main
 
-    start_ns = span_ns = None
-    if args.spread is not None:
-        span_ns = int(args.spread * _NS)
-        start_ns = time.time_ns() - span_ns
-    generator = FlyLogGenerator(
-        seed=args.seed,
-        apps=args.apps,
-        regions=args.regions,
-        instances=args.instances,
-        systems=sample_systems(args.corpus) if args.corpus else None,
-        json_fraction=args.json_fraction,
-        start_ns=start_ns,
-        span_ns=span_ns or 0,
-    )
-    began = time.perf_counter()
-    if args.dry_run:
-        sent = 0
-        nbytes = 0
-        while sent < args.count:
-            batch = generator.messages(min(10_000, args.count - sent))
-            sent += len(batch)
-            nbytes += sum(len(payload) for _, payload in batch)
-    else:
-        try:
-            import uvloop  # the publisher should not be the bottleneck of a benchmark
-
-            run: Callable[[Any], int] = uvloop.run
-        except ImportError:
-            run = asyncio.run
-        sent = run(publish(args.url, generator, args.rate, args.duration, count=args.count))
-        nbytes = 0
-    seconds = time.perf_counter() - began
-    result = {
-        "sent": sent,
-        "seconds": round(seconds, 3),
-        "rate_per_s": round(sent / seconds) if seconds else 0,
-    }
-    if args.dry_run:
-        result["avg_bytes"] = round(nbytes / sent) if sent else 0
-    if args.json:
-        print(json.dumps(result))
-    else:
-        verb = "generated" if args.dry_run else "published"
-        print(f"{verb} {sent} messages in {seconds:.2f} s ({result['rate_per_s']} msg/s)", file=sys.stderr)
-    return 0
+    return publish_main(argv)
 
 
 if __name__ == "__main__":

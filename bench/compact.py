@@ -29,9 +29,10 @@ from common import LOGHUB
 
 from archiver.compact import compact_archive
 from archiver.config import DEFAULT_COMPACT_TARGET_BYTES, ArchiveSettings
+from archiver.corpus import sample_systems
 from archiver.encode import encode_partition
 from archiver.layout import NS_PER_HOUR, NS_PER_SECOND, object_key, object_name, partition_value
-from archiver.loadgen import FlyLogGenerator, sample_systems
+from archiver.loadgen import FlyLogGenerator
 from archiver.message import parse_timestamp
 from archiver.storage import open_storage
 

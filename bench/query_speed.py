@@ -78,9 +78,10 @@ from common import LOGHUB, ROOT
 from storage import live_batches
 
 from archiver import encode
+from archiver.corpus import REGIONS as _ALL_REGIONS
+from archiver.corpus import default_app_names, sample_systems
 from archiver.layout import NS_PER_HOUR, NS_PER_SECOND, hour_start_ns, object_key, object_name
-from archiver.loadgen import REGIONS as _ALL_REGIONS
-from archiver.loadgen import FlyLogGenerator, _app_names, sample_systems
+from archiver.loadgen import FlyLogGenerator
 
 APPS = 20
 REGIONS = ("iad", "ams", "sin", "syd")
@@ -111,7 +112,7 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
     started = time.monotonic()
     day1, day30 = base / "day1", base / "day30"
     systems = sample_systems(LOGHUB if LOGHUB.is_dir() else None)
-    apps = _app_names(APPS)
+    apps = default_app_names(APPS)
     current = hour_start_ns(now_ns)
     rng = random.Random(11)
     real: dict[tuple[str, str, int], Path] = {}  # (app, region, hours back) -> the compacted file
@@ -344,7 +345,7 @@ def main() -> None:
             built.write_text(str(now))
         summary["now"] = _iso(now)
         print(f"query: archives built {summary['archive']}", flush=True)
-        app = _app_names(APPS)[0]
+        app = default_app_names(APPS)[0]
         env = dict(os.environ)
         # Bytecode as an installed package has it (pip compiles at install): where
         # PYTHONDONTWRITEBYTECODE is set (this sandbox), the project's own modules would otherwise be

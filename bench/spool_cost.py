@@ -13,7 +13,8 @@ import time
 
 from common import Archiver, cpu_seconds, median, nats_server
 
-from archiver.loadgen import FlyLogGenerator, publish
+from archiver.loadgen import FlyLogGenerator
+from archiver.publish import publish
 
 
 def one_run(

@@ -43,8 +43,9 @@ from common import LOGHUB
 
 from archiver import encode
 from archiver.config import RunConfig
+from archiver.corpus import sample_systems
 from archiver.layout import NS_PER_HOUR, NS_PER_SECOND
-from archiver.loadgen import FlyLogGenerator, sample_systems
+from archiver.loadgen import FlyLogGenerator
 
 DEFAULTS = RunConfig(archive=None)  # type: ignore[arg-type]
 HOUR0_NS = 1_767_225_600 * NS_PER_SECOND  # 2026-01-01T00:00Z: any hour start will do

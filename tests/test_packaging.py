@@ -34,6 +34,6 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     for command in ("run", "query", "ls", "demo"):
         assert command in result.stdout
-    sample = subprocess.run([sys.executable, "-c", "from archiver.loadgen import sample_lines; print(len(sample_lines()))"],
+    sample = subprocess.run([sys.executable, "-c", "from archiver.corpus import sample_lines; print(len(sample_lines()))"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert sample.returncode == 0 and int(sample.stdout) >= 1000, sample.stderr

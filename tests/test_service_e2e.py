@@ -21,8 +21,10 @@ from harness import (
 )
 
 from archiver.config import ArchiveSettings
+from archiver.corpus import sample_systems
 from archiver.layout import NS_PER_HOUR, hour_start_ns
-from archiver.loadgen import FlyLogGenerator, publish, sample_systems
+from archiver.loadgen import FlyLogGenerator
+from archiver.publish import publish
 from archiver.schema import FILE_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
 LOGHUB = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "loghub"
