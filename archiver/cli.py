@@ -1,4 +1,4 @@
-"""The ``archiver`` command line: ``run`` and ``demo`` here; ``query`` and ``ls`` wired in from :mod:`query`.
+"""The ``archiver`` command line: ``run`` and ``demo`` here, the management commands from :mod:`archiver.cli_manage`, ``query`` and ``ls`` wired in from :mod:`query`.
 
 Every command turns :class:`~archiver.errors.ArchiverError` into one line on
 stderr and the error's exit code (2 for bad options, 1 otherwise), never a
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import functools
 import gc
 import signal
 import sys
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 
 import click
 
+from archiver.cli_manage import compact, env_help, import_command, prune, stats
 from archiver.config import RunConfig, load_run_config, register_environment_secrets
 from archiver.errors import ArchiverError, ConfigError
 from archiver.logs import setup_logging
@@ -87,66 +87,62 @@ def main() -> None:
     """Archive the Fly.io log stream as zstd Parquet, and search it."""
 
 
-def _env_help(text: str, name: str) -> str:
-    return f"{text} [env: {name}]"
-
-
 @main.command()
-@click.option("--nats-url", help=_env_help("NATS server URL (default nats://[fdaa::3]:4223).", "NATS_URL"))
-@click.option("--org", help=_env_help("NATS user: your Fly org slug (default personal).", "ORG"))
+@click.option("--nats-url", help=env_help("NATS server URL (default nats://[fdaa::3]:4223).", "NATS_URL"))
+@click.option("--org", help=env_help("NATS user: your Fly org slug (default personal).", "ORG"))
 @click.option(
     "--access-token",
-    help=_env_help("NATS password: a Fly token. Prefer the variable: options show in `ps`.", "ACCESS_TOKEN"),
+    help=env_help("NATS password: a Fly token. Prefer the variable: options show in `ps`.", "ACCESS_TOKEN"),
 )
 @click.option(
-    "--subject", help=_env_help("Subject to subscribe to, NATS wildcards (default logs.>).", "SUBJECT")
+    "--subject", help=env_help("Subject to subscribe to, NATS wildcards (default logs.>).", "SUBJECT")
 )
-@click.option("--queue", help=_env_help("Queue group shared by several archivers for HA.", "QUEUE"))
+@click.option("--queue", help=env_help("Queue group shared by several archivers for HA.", "QUEUE"))
 @click.option(
     "--archive", "archive_url",
-    help=_env_help("s3://bucket[/prefix], file:///path or a directory (default s3://$BUCKET_NAME or ./archive).",
+    help=env_help("s3://bucket[/prefix], file:///path or a directory (default s3://$BUCKET_NAME or ./archive).",
                    "ARCHIVE_URL"),
 )  # fmt: skip
 @click.option(
-    "--flush-interval", help=_env_help("Flush a partition after this age (default 60s).", "FLUSH_INTERVAL")
+    "--flush-interval", help=env_help("Flush a partition after this age (default 60s).", "FLUSH_INTERVAL")
 )
 @click.option(
-    "--flush-bytes", help=_env_help("Flush a partition at this many bytes (default 64MiB).", "FLUSH_BYTES")
+    "--flush-bytes", help=env_help("Flush a partition at this many bytes (default 64MiB).", "FLUSH_BYTES")
 )
 @click.option(
     "--max-buffer-bytes",
-    help=_env_help("Memory cap over all partitions (default 256MiB).", "MAX_BUFFER_BYTES"),
+    help=env_help("Memory cap over all partitions (default 256MiB).", "MAX_BUFFER_BYTES"),
 )
 @click.option(
     "--max-message-bytes",
-    help=_env_help("Truncate longer messages to this size, marked (default 4MiB).", "MAX_MESSAGE_BYTES"),
+    help=env_help("Truncate longer messages to this size, marked (default 4MiB).", "MAX_MESSAGE_BYTES"),
 )
-@click.option("--http-port", help=_env_help("Port of /health and /metrics (default 8686).", "HTTP_PORT"))
-@click.option("--log-level", help=_env_help("debug, info, warning or error (default info).", "LOG_LEVEL"))
+@click.option("--http-port", help=env_help("Port of /health and /metrics (default 8686).", "HTTP_PORT"))
+@click.option("--log-level", help=env_help("debug, info, warning or error (default info).", "LOG_LEVEL"))
 @click.option(
-    "--workers", help=_env_help("Processes sharing the stream in one queue group (default 1).", "WORKERS")
+    "--workers", help=env_help("Processes sharing the stream in one queue group (default 1).", "WORKERS")
 )
 @click.option(
     "--stall-timeout",
-    help=_env_help("Re-subscribe after this long without a message while connected; 0 disables (default 10m).",
+    help=env_help("Re-subscribe after this long without a message while connected; 0 disables (default 10m).",
                    "STALL_TIMEOUT"),
 )  # fmt: skip
 @click.option(
     "--spool-dir",
-    help=_env_help("Write-ahead spool directory; off disables it (default ./spool).", "SPOOL_DIR"),
+    help=env_help("Write-ahead spool directory; off disables it (default ./spool).", "SPOOL_DIR"),
 )
-@click.option("--spool-max-bytes", help=_env_help("Disk cap of the spool (default 2GiB).", "SPOOL_MAX_BYTES"))
+@click.option("--spool-max-bytes", help=env_help("Disk cap of the spool (default 2GiB).", "SPOOL_MAX_BYTES"))
 @click.option(
     "--spool-fsync-interval",
-    help=_env_help("fsync the spool this often; 0 = every write (default 200ms).", "SPOOL_FSYNC_INTERVAL"),
+    help=env_help("fsync the spool this often; 0 = every write (default 200ms).", "SPOOL_FSYNC_INTERVAL"),
 )
 @click.option(
     "--storage-failure-grace",
-    help=_env_help("/health fails once storage has failed this long (default 2m).", "STORAGE_FAILURE_GRACE"),
+    help=env_help("/health fails once storage has failed this long (default 2m).", "STORAGE_FAILURE_GRACE"),
 )
 @click.option(
     "--jetstream-stream",
-    help=_env_help("Consume SUBJECT from this JetStream stream through a durable consumer (JETSTREAM_DURABLE, "
+    help=env_help("Consume SUBJECT from this JetStream stream through a durable consumer (JETSTREAM_DURABLE, "
                    "default archiver), acking once archived.", "JETSTREAM_STREAM"),
 )  # fmt: skip
 def run(**options: str | None) -> None:
@@ -190,163 +186,8 @@ def demo(duration: str, keep_running: bool, archive_url: str | None, http_port: 
     sys.exit(run_demo(duration, keep_running, archive_url, http_port))
 
 
-_ARCHIVE_HELP = (
-    "s3://bucket[/prefix], file:///path or a directory [env: ARCHIVE_URL, else s3://$BUCKET_NAME]."
-)
-
-
-def _open_archive(archive_url: str | None) -> Any:
-    """Settings and storage of an archive that must already exist (never creates a local directory)."""
-    import os
-
-    from archiver.config import load_archive_settings
-    from archiver.errors import StorageUnavailableError
-    from archiver.storage import open_storage
-
-    if archive_url is not None and not archive_url.strip():
-        raise ConfigError("--archive: empty value")  # an unset shell variable, not "the default archive"
-    settings = load_archive_settings(archive_url)
-    if settings.scheme == "file" and not os.path.isdir(settings.prefix):
-        raise StorageUnavailableError(f"archive directory {settings.prefix} does not exist")
-    return settings, open_storage(settings)
-
-
-def _when(text: str, option: str) -> int:
-    from query.timespec import now_ns, parse_when  # WHEN arguments mean the same as in `archiver query`
-
-    return parse_when(text, now_ns(), option=option)
-
-
-def _say(line: str) -> None:
-    click.echo(line)
-
-
-@main.command()
-@click.option("--app", "apps", multiple=True, help="Only this app; repeatable (default: every app).")
-@click.option(
-    "--before",
-    default="2h",
-    show_default=True,
-    help="Compact the hours that ended before this: 3h, 1d, 2026-11-24T13:00.",
-)
-@click.option(
-    "--target-bytes", help=_env_help("Largest compacted file (default 256MiB).", "COMPACT_TARGET_BYTES")
-)
-@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
-def compact(apps: tuple[str, ...], before: str, target_bytes: str | None, archive_url: str | None) -> None:
-    """Merge the files of each closed hour partition into one sorted file (safe while queries run)."""
-    from archiver.compact import compact_archive
-    from archiver.config import load_compact_target_bytes
-    from archiver.units import format_bytes
-
-    target = load_compact_target_bytes(target_bytes)
-    before_ns = _when(before, "--before")
-    _, storage = _open_archive(archive_url)
-
-    async def go() -> Any:
-        try:
-            await storage.check()
-            return await compact_archive(storage, apps, before_ns, target, _say)
-        finally:
-            await storage.close()
-
-    s = asyncio.run(go())
-    click.echo(
-        f"compacted {s.compacted} of {s.partitions} closed partitions: {s.files_in} files "
-        f"({format_bytes(s.bytes_in)}) -> {s.files_out} ({format_bytes(s.bytes_out)}), {s.rows} rows; "
-        f"{s.deleted} files deleted" + (f"; {s.skipped} partitions skipped" if s.skipped else ""),
-        err=True,
-    )
-
-
-@main.command()
-@click.option(
-    "--older-than", required=True, help="Retention: delete partitions older than this (30d, 12w, 90d)."
-)
-@click.option("--app", "apps", multiple=True, help="Only this app; repeatable (default: every app).")
-@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
-@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
-def prune(older_than: str, apps: tuple[str, ...], dry_run: bool, archive_url: str | None) -> None:
-    """Delete whole hour and day partitions whose logs are all older than the retention (by event time)."""
-    import time
-
-    from archiver.prune import prune as prune_archive
-    from archiver.units import DURATION_HELP, format_bytes, parse_duration_s
-
-    try:
-        seconds = parse_duration_s(older_than)
-    except ValueError:
-        raise ConfigError(f"--older-than: expected {DURATION_HELP}, got {older_than!r}") from None
-    cutoff_ns = time.time_ns() - int(seconds * 1e9)
-    _, storage = _open_archive(archive_url)
-
-    async def go() -> Any:
-        try:
-            await storage.check()
-            return await prune_archive(storage, apps, cutoff_ns, dry_run=dry_run, say=_say)
-        finally:
-            await storage.close()
-
-    s = asyncio.run(go())
-    verb = "would prune" if dry_run else "pruned"
-    click.echo(f"{verb} {s.prefixes} partitions: {s.files} files, {format_bytes(s.bytes)}", err=True)
-
-
-@main.command("import")
-@click.argument("sources", nargs=-1, required=True)
-@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
-def import_command(sources: tuple[str, ...], archive_url: str | None) -> None:
-    """Backfill from Fly log JSON lines: files, directories, - (stdin) or s3://bucket/prefix; plain, .gz, .zst."""
-    from archiver.config import load_archive_settings
-    from archiver.importer import run_import
-    from archiver.storage import open_storage
-    from archiver.units import format_bytes
-
-    storage = open_storage(load_archive_settings(archive_url))
-
-    async def go() -> Any:
-        try:
-            await storage.check()
-            return await run_import(list(sources), storage)
-        finally:
-            await storage.close()
-
-    s = asyncio.run(go())
-    blank = f", {s.blank} blank lines skipped" if s.blank else ""
-    click.echo(
-        f"imported {s.sources} sources ({format_bytes(s.bytes_read)}): {s.lines} lines into {s.written} new "
-        f"files ({s.existing} already there); {s.malformed} malformed lines archived as raw text{blank}",
-        err=True,
-    )
-
-
-@main.command()
-@click.option("--app", "apps", multiple=True, help="Only this app; repeatable (default: every app).")
-@click.option("--since", default="7d", show_default=True, help="From this time on: 1d, 2w, 2026-11-01.")
-@click.option(
-    "--hours",
-    default=48,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Hours in the volume chart (the newest with logs); 0 for none.",
-)
-@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
-@click.option(
-    "--strict",
-    is_flag=True,
-    help="Fail (exit 1) at a file that is not an archive file instead of skipping it.",
-)
-def stats(apps: tuple[str, ...], since: str, hours: int, archive_url: str | None, strict: bool) -> None:
-    """Files, rows, bytes and compression per app and day, and a chart of log volume per hour."""
-    import sys
-
-    from archiver.stats import collect, print_report
-
-    since_ns = _when(since, "--since")
-    settings, storage = _open_archive(archive_url)
-    asyncio.run(storage.close())  # only the existence check; stats reads through pyarrow
-    warn = functools.partial(click.echo, err=True)
-    print_report(asyncio.run(collect(settings, apps, since_ns, hours, warn, strict)), sys.stdout)
+for _command in (compact, prune, import_command, stats):
+    main.add_command(_command)
 
 
 def _wire_query_commands() -> None:
