@@ -19,13 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-import nats
 import orjson
 from harness import (
     ARCHIVER,
     archive_env,
     archived_payloads,
     normalise,
+    publish_all,
     read_archive,
     start_archiver,
     wait_for,
@@ -94,17 +94,6 @@ def outgoing() -> dict[str, list[tuple[str, bytes]]]:
             for i in range(MESSAGES_PER_NAME)
         ]
     return out
-
-
-async def publish_all(url: str, messages: list[tuple[str, bytes]]) -> None:
-    """Publish every message on its subject and flush."""
-    client = await nats.connect(url)
-    try:
-        for subject, payload in messages:
-            await client.publish(subject, payload)
-        await client.flush()
-    finally:
-        await client.close()
 
 
 def query_app(settings: ArchiveSettings, app: str) -> subprocess.CompletedProcess[bytes]:

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import nats
 import orjson
 import pyarrow as pa
-from harness import ArchivedFile, read_archive, start_archiver, wait_for
+from harness import ArchivedFile, publish_all, read_archive, start_archiver, wait_for
 from servers import NatsServer
 
 from archiver import schema
@@ -247,16 +246,6 @@ def test_max_message_bytes_setting() -> None:
 
 
 # -- end to end ---------------------------------------------------------------------------
-
-
-async def publish_all(url: str, messages: list[tuple[str, bytes]]) -> None:
-    nc = await nats.connect(url)
-    try:
-        for subject, payload in messages:
-            await nc.publish(subject, payload)
-        await nc.flush()
-    finally:
-        await nc.close()
 
 
 def test_hostile_messages_end_to_end(tmp_path: Path, local_settings: ArchiveSettings) -> None:
