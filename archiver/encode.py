@@ -25,6 +25,7 @@ from archiver import schema
 from archiver.errors import EncodeError
 from archiver.layout import hour_start_ns
 from archiver.parse import parse_batch
+from archiver.payloads import Payloads
 
 #: Level for live flushes: zstd-3 costs little CPU on the hot path.
 LIVE_COMPRESSION_LEVEL = 3
@@ -79,11 +80,11 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 256 * 1024
 
 
-def use_lean_memory_pool() -> str:
-    """Make Arrow allocate from jemalloc (else the system allocator) for this process; its name.
+def use_lean_memory() -> str:
+    """Arrow on jemalloc (else the system allocator), glibc's mmap threshold fixed; Arrow's pool name.
 
-    Also fixes glibc's mmap threshold, so that a partition's buffer (one growing ``bytearray``) is
-    mmap()ed and given back to the OS whole when freed.
+    The fixed threshold makes a partition's buffer (one growing ``bytearray``) mmap()ed, so it
+    goes back to the OS whole when freed.
     """
     # pyarrow's default, mimalloc, kept ~2x the live Arrow bytes resident while parsing and did not
     # give them back; jemalloc returns freed pages within a second (bench/memory.py, BENCHMARKS.md).
@@ -188,7 +189,7 @@ def encode_partition(
                     max_timestamp_ns=timestamps[-1].value,
                 )
             )
-        return EncodedBatch(files, parsed.malformed, sum(map(len, payloads)), parsed.malformed_kinds,
+        return EncodedBatch(files, parsed.malformed, Payloads.total_bytes(payloads), parsed.malformed_kinds,
                             parsed.wrong_type)  # fmt: skip
     except (pa.ArrowException, ValueError, TypeError) as exc:
         raise EncodeError(f"cannot encode {len(payloads)} messages of app {app!r}: {exc}") from exc

@@ -151,9 +151,7 @@ def _bulk(
     exact: list[int],
     budget: list[int],
 ) -> None:
-    # A batch all ASCII (the usual case, one scan) needs no UTF-8 check per chunk.
-    ascii_batch = isinstance(payloads, Payloads) and payloads.is_ascii
-    result = _read_bulk(_json_lines(payloads, lo, hi), hi - lo, target, ascii_batch)
+    result = _read_bulk(_json_lines(payloads, lo, hi), hi - lo, target)
     if result is not None:
         table, rejected = result
         if table.num_rows:
@@ -173,30 +171,38 @@ def _bulk(
 
 
 def _json_lines(payloads: Sequence[bytes], lo: int, hi: int) -> bytes | memoryview | None:
-    """Payloads ``lo:hi`` joined by newlines if each is one line starting with "{", else None.
+    """Payloads ``lo:hi`` joined by newlines if each is one line starting with "{" and all is UTF-8.
 
     One line per payload, each starting with "{": then the reader gives one row per payload
     or fails (it skips blank lines silently, and "{..}{..}" would make two rows: counted).
+    The reader does not check UTF-8 inside strings, hence the check here. None otherwise.
     """
     if isinstance(payloads, Payloads):  # the service's batches: already laid out so, no copy
-        return payloads.json_lines(lo, hi)
-    chunk = payloads[lo:hi]
-    # Cheaper than bytes.count(b"\n{") on the joined text; "int in bytes" is a memchr.
-    if not all(payload[:1] == b"{" and 10 not in payload for payload in chunk):  # 10: newline
+        text: bytes | memoryview | None = payloads.json_lines(lo, hi)
+        checked = payloads.is_ascii  # one scan of the batch spares the check of each chunk
+    else:
+        chunk = payloads[lo:hi]
+        # Cheaper than bytes.count(b"\n{") on the joined text; "int in bytes" is a memchr.
+        if not all(payload[:1] == b"{" and 10 not in payload for payload in chunk):  # 10: newline
+            return None
+        text = b"\n".join(chunk)
+        checked = text.isascii()
+    if text is None or checked:
+        return text
+    try:
+        str(text, "utf-8")
+    except UnicodeDecodeError:
         return None
-    return b"\n".join(chunk)
+    return text
 
 
 def _read_bulk(
-    joined: bytes | memoryview | None, count: int, target: _Target, ascii_batch: bool = False
+    joined: bytes | memoryview | None, count: int, target: _Target
 ) -> tuple[pa.Table, list[int]] | None:
     """The exact rows of ``count`` payloads as JSON lines and the positions of the others; None if refused."""
     if joined is None or len(joined) >= _MAX_BLOCK:  # the reader's block must hold the whole chunk
         return None
     try:
-        # The reader does not check UTF-8 inside strings: check the payloads.
-        if not (joined.isascii() if isinstance(joined, bytes) else ascii_batch):
-            str(joined, "utf-8")
         raw = pj.read_json(
             pa.py_buffer(joined),
             read_options=pj.ReadOptions(use_threads=False, block_size=len(joined) + 1),
@@ -205,7 +211,7 @@ def _read_bulk(
         if raw.num_rows != count:
             return None
         return _exact_bulk_rows(raw.combine_chunks().flatten().flatten(), target)
-    except (pa.ArrowException, ValueError):  # ArrowInvalid and UnicodeDecodeError are ValueErrors
+    except (pa.ArrowException, ValueError):  # ArrowInvalid is a ValueError
         return None
 
 

@@ -55,6 +55,11 @@ class Payloads(Sequence[bytes]):
         """Total length of the payloads."""
         return len(self.data) - len(self.ends)
 
+    @staticmethod
+    def total_bytes(payloads: Sequence[bytes]) -> int:
+        """Total length of ``payloads``, without copying them out when they are a :class:`Payloads`."""
+        return payloads.nbytes if isinstance(payloads, Payloads) else sum(map(len, payloads))
+
     def json_lines(self, lo: int, hi: int) -> memoryview | None:
         """Payloads ``lo:hi`` as newline-separated text, if each is one line starting with "{"."""
         ends, data = self.ends, self.data

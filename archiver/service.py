@@ -26,7 +26,7 @@ import orjson
 
 from archiver.buffer import Buffers, FlushBatch
 from archiver.config import RunConfig
-from archiver.encode import use_lean_memory_pool
+from archiver.encode import use_lean_memory
 from archiver.http import HttpServer
 from archiver.ingest import Ingest
 from archiver.jetstream import JetStreamSource
@@ -53,7 +53,7 @@ class Service:
         self.metrics = Metrics(self.stats)
         self.buffers = Buffers(config.flush_bytes, config.flush_interval_s, config.max_buffer_bytes)
         self.spool = Spool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
-        self.uploader = Uploader(storage, self.buffers, self.metrics, self.spool, self._settled)
+        self.uploader = Uploader(storage, self.buffers, self.metrics, self.spool, self._room_freed)
         self.ingest = Ingest(
             self.buffers, self.stats, self.spool, self.uploader.submit, config.max_message_bytes
         )
@@ -176,7 +176,7 @@ class Service:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.uploader.journal_pool, self.spool.trim, low)
 
-    def _settled(self) -> None:
+    def _room_freed(self) -> None:
         self.ingest.room_freed()
 
     # -- HTTP -------------------------------------------------------------------------
@@ -246,7 +246,7 @@ class Service:
         """Run until ``stop`` is set, then drain and flush everything; ``abandon`` cuts that short."""
         try:  # from the first step: a failed start-up check must still close the storage client
             await self.storage.check()
-            memory_pool = use_lean_memory_pool()
+            memory_pool = use_lean_memory()
             self._recover()
             await self.http.start()
             event(logging.INFO, "starting", archive=self.storage.url, writer=self.uploader.writer_id,

@@ -48,14 +48,14 @@ class Uploader:
         buffers: Buffers,
         metrics: Metrics,
         spool: Spool | None,
-        on_settled: Callable[[], None],
+        on_room_freed: Callable[[], None],
     ) -> None:
         self.storage = storage
         self.buffers = buffers
         self.metrics = metrics
         self.stats = metrics.stats
         self.spool = spool
-        self._on_settled = on_settled
+        self._on_room_freed = on_room_freed
         #: Called once a batch's records are settled for good (JetStream acks them); None when unused.
         self.on_archived: Callable[[FlushBatch], None] | None = None
         self.writer_id = secrets.token_hex(5)
@@ -112,7 +112,7 @@ class Uploader:
                 self._inflight.pop(id(batch), None)
                 self.buffers.settle(batch)
                 self._queue.task_done()
-                self._on_settled()
+                self._on_room_freed()
 
     async def _archive(self, batch: FlushBatch) -> None:
         started = time.monotonic()
@@ -141,7 +141,7 @@ class Uploader:
         # From here on only the files are needed (a retry re-puts them, recovery re-reads the spool).
         batch.payloads = Payloads()
         self.buffers.charge(batch, sum(len(file.data) for file in encoded.files))
-        self._on_settled()
+        self._on_room_freed()
         keys = {}
         for file in encoded.files:
             fixed = (batch.keys or {}).get(file.hour_ns)
