@@ -215,7 +215,7 @@ def parse_archive_url(text: str, s3: S3Settings | None = None) -> ArchiveSetting
         if any(seg in ("", ".", "..") for seg in prefix.split("/")) and prefix:
             raise ConfigError(f"ARCHIVE_URL: prefix may not hold empty, '.' or '..' segments: {text!r}")
         if len(prefix.encode()) > MAX_S3_PREFIX_BYTES:
-            # Keys below it take up to 400 bytes (archiver.layout) and S3 stops at 1,024.
+            # Keys below it take up to 400 bytes (archiver.archive.layout) and S3 stops at 1,024.
             raise ConfigError(
                 f"ARCHIVE_URL: prefix longer than {MAX_S3_PREFIX_BYTES} bytes: {text[:80]!r}..."
             )

@@ -19,7 +19,7 @@ import nats
 import uvloop
 from nats.errors import SlowConsumerError
 
-# The archiver's own limits (archiver.source), so both drop at the same backlog.
+# The archiver's own limits (archiver.service.source), so both drop at the same backlog.
 PENDING_MSGS_LIMIT = 512 * 1024
 PENDING_BYTES_LIMIT = 128 * 1024 * 1024
 

@@ -1,12 +1,12 @@
 """Compaction: files and bytes of a live-written archive before and after ``archiver compact``, against gzip-6.
 
 LogHub text (``../shared/corpus/loghub`` when present, else the package's
-sample) as Fly messages from archiver.loadgen (apps skewed 1/(i+1), each in
+sample) as Fly messages from archiver.demo.loadgen (apps skewed 1/(i+1), each in
 ``--regions`` regions, event times uniform over ``--hours`` hours). The
 archive is written as ``archiver run`` would at FLUSH_INTERVAL=60s: one
 ``encode_partition`` flush per (app, region) and minute of event time, so each
 hour partition holds about 60 small files. Then the real
-:func:`archiver.compact.compact_archive` runs over the local directory.
+:func:`archiver.manage.compact.compact_archive` runs over the local directory.
 
 gzip-6 JSON lines: one file per (app, region, hour) of the same payloads, one
 per line (the best case for the shipper's format: it writes far smaller files).
@@ -27,13 +27,13 @@ from pathlib import Path
 
 from common import LOGHUB
 
-from archiver.compact import compact_archive
+from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, object_key, object_name, partition_value
+from archiver.archive.message import parse_timestamp
+from archiver.codec.encode import encode_partition
 from archiver.config import DEFAULT_COMPACT_TARGET_BYTES, ArchiveSettings
-from archiver.corpus import sample_systems
-from archiver.encode import encode_partition
-from archiver.layout import NS_PER_HOUR, NS_PER_SECOND, object_key, object_name, partition_value
-from archiver.loadgen import FlyLogGenerator
-from archiver.message import parse_timestamp
+from archiver.demo.corpus import sample_systems
+from archiver.demo.loadgen import FlyLogGenerator
+from archiver.manage.compact import compact_archive
 from archiver.storage import open_storage
 
 START_NS = 1_795_000_000 * NS_PER_SECOND // NS_PER_HOUR * NS_PER_HOUR

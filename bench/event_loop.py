@@ -10,7 +10,7 @@ import argparse
 from common import median, nats_server
 from spool_cost import one_run
 
-from archiver.loadgen import FlyLogGenerator
+from archiver.demo.loadgen import FlyLogGenerator
 
 
 def main() -> None:

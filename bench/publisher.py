@@ -1,6 +1,6 @@
 """Benchmark publisher: Fly-shaped messages over the raw NATS protocol, paced or flat out, in its own process.
 
-The messages come from archiver.loadgen's FlyLogGenerator and are generated
+The messages come from archiver.demo.loadgen's FlyLogGenerator and are generated
 *before* sending into one pre-encoded block of ``PUB`` frames (cycled when a
 run needs more), so sending costs a slice and a ``sendall`` per few hundred
 messages: the publisher stays far below one core even flat out and does not
@@ -23,7 +23,7 @@ import sys
 import time
 from urllib.parse import urlsplit
 
-from archiver.loadgen import FlyLogGenerator
+from archiver.demo.loadgen import FlyLogGenerator
 
 MAX_POOL = 400_000
 #: Most messages in one sendall.

@@ -9,12 +9,12 @@ below):
 20 apps over 4 regions (the 5 busiest apps in all 4, the next 7 in 2, the
 rest in 1: 42 partitions), volume per app-hour skewed 1/(i+1)^0.7 and
 following the day (busy hours ~8,000 rows for the busiest app, ~1,000 for the
-quietest), LogHub text wrapped as Fly messages by archiver.loadgen, app i
+quietest), LogHub text wrapped as Fly messages by archiver.demo.loadgen, app i
 talking like LogHub system i. Files are written with
-``archiver.encode.encode_partition`` in the hive layout of
-``archiver.layout.object_key``, the way the archive looks once closed hours
+``archiver.codec.encode.encode_partition`` in the hive layout of
+``archiver.archive.layout.object_key``, the way the archive looks once closed hours
 are compacted: the hour "now" is in as the live service leaves it (a file per
-(app, region) per 60 s flush, archiver.encode's live level), every older hour
+(app, region) per 60 s flush, archiver.codec.encode's live level), every older hour
 one file per (app, region) at the compaction level. Hours older than 26 h in
 the 30-day archive are hard links to a real file of the same partition and
 hour of day (same size and rows, timestamps not rewritten): no query here
@@ -77,11 +77,11 @@ from typing import Any
 from common import LOGHUB, ROOT
 from storage import live_batches
 
-from archiver import encode
-from archiver.corpus import REGIONS as _ALL_REGIONS
-from archiver.corpus import default_app_names, sample_systems
-from archiver.layout import NS_PER_HOUR, NS_PER_SECOND, hour_start_ns, object_key, object_name
-from archiver.loadgen import FlyLogGenerator
+from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, hour_start_ns, object_key, object_name
+from archiver.codec import encode
+from archiver.demo.corpus import REGIONS as _ALL_REGIONS
+from archiver.demo.corpus import default_app_names, sample_systems
+from archiver.demo.loadgen import FlyLogGenerator
 
 APPS = 20
 REGIONS = ("iad", "ams", "sin", "syd")

@@ -13,8 +13,8 @@ import time
 
 from common import Archiver, cpu_seconds, median, nats_server
 
-from archiver.loadgen import FlyLogGenerator
-from archiver.publish import publish
+from archiver.demo.loadgen import FlyLogGenerator
+from archiver.demo.publish import publish
 
 
 def one_run(

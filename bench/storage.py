@@ -1,17 +1,17 @@
 """Storage: archive bytes per message against gzip-6 and zstd-3 JSON lines, live and after compaction.
 
 LogHub text (``../shared/corpus/loghub`` when present, else the sample the
-package ships) is wrapped as Fly messages by archiver.loadgen's
+package ships) is wrapped as Fly messages by archiver.demo.loadgen's
 FlyLogGenerator: 8 apps (volume skewed 1/(i+1)) x 4 regions x 2 machines, event
 times in order. Messages are grouped the way each format would be:
 
 * live archive: what ``archiver run`` writes at the default thresholds. Each
   (app, region) buffer is flushed when its oldest message has waited
   FLUSH_INTERVAL (60 s of event time) or it holds FLUSH_BYTES (64 MiB), and each
-  flushed batch goes through ``archiver.encode.encode_partition`` at the live
+  flushed batch goes through ``archiver.codec.encode.encode_partition`` at the live
   settings (one file per UTC hour in the batch);
 * compacted: the live files written to a local archive and merged by
-  ``archiver.compact.compact_archive`` (what ``archiver compact`` does: one
+  ``archiver.manage.compact.compact_archive`` (what ``archiver compact`` does: one
   file per (app, region, hour) at COMPACT_COMPRESSION_LEVEL); without that
   module, emulated as ``encode.write_parquet`` over the hour's rows;
 * gzip-6 JSON lines (the Fly Log Shipper's format) and zstd-3 JSON lines: one
@@ -41,11 +41,11 @@ import pyarrow.parquet as pq
 import zstandard
 from common import LOGHUB
 
-from archiver import encode
+from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND
+from archiver.codec import encode
 from archiver.config import RunConfig
-from archiver.corpus import sample_systems
-from archiver.layout import NS_PER_HOUR, NS_PER_SECOND
-from archiver.loadgen import FlyLogGenerator
+from archiver.demo.corpus import sample_systems
+from archiver.demo.loadgen import FlyLogGenerator
 
 DEFAULTS = RunConfig(archive=None)  # type: ignore[arg-type]
 HOUR0_NS = 1_767_225_600 * NS_PER_SECOND  # 2026-01-01T00:00Z: any hour start will do
@@ -94,14 +94,14 @@ def compact_hour(files: list[bytes]) -> bytes:
 
 
 def run_compact(hour_files: dict[tuple[str, str, int], list[bytes]]) -> int:
-    """Bytes after ``archiver compact`` (archiver.compact.compact_archive) over the live files in a local archive."""
+    """Bytes after ``archiver compact`` (archiver.manage.compact.compact_archive) over the live files in a local archive."""
     import asyncio
     import shutil
     import tempfile
 
-    from archiver.compact import compact_archive
+    from archiver.archive.layout import object_key, object_name
     from archiver.config import DEFAULT_COMPACT_TARGET_BYTES
-    from archiver.layout import object_key, object_name
+    from archiver.manage.compact import compact_archive
     from archiver.storage.local import LocalStorage
 
     root = Path(tempfile.mkdtemp(prefix="bench-compact-"))
@@ -150,7 +150,7 @@ def measure(count: int, rate: float, systems: dict[str, list[str]]) -> dict[str,
                 hour_files[(app, region, f.hour_ns)].append(f.data)
 
     began = time.process_time()
-    if importlib.util.find_spec("archiver.compact") is not None:
+    if importlib.util.find_spec("archiver.manage.compact") is not None:
         compacted = run_compact(hour_files)
     else:
         compacted = sum(len(compact_hour(files)) for files in hour_files.values())
@@ -203,7 +203,7 @@ def main() -> None:
     rates = [1000.0] if args.quick else [100.0, 1000.0, 5000.0]
     corpus = LOGHUB if LOGHUB.is_dir() else None
     systems = sample_systems(corpus)
-    has_compact = importlib.util.find_spec("archiver.compact") is not None
+    has_compact = importlib.util.find_spec("archiver.manage.compact") is not None
     started = time.monotonic()
     results = []
     for rate in rates:
@@ -215,7 +215,7 @@ def main() -> None:
               f"compacted {b['compacted_parquet']}; gzip/live {result['gzip_over_live']}x, "
               f"gzip/compacted {result['gzip_over_compacted']}x", flush=True)  # fmt: skip
     summary = {
-        "corpus": str(corpus) if corpus else "archiver/sample (package)",
+        "corpus": str(corpus) if corpus else "archiver/demo/sample (package)",
         "corpus_lines": sum(len(v) for v in systems.values()),
         "systems": sorted(systems),
         "apps": APPS,
@@ -224,7 +224,7 @@ def main() -> None:
         "flush_bytes": DEFAULTS.flush_bytes,
         "live_level": encode.LIVE_COMPRESSION_LEVEL,
         "compact_level": encode.COMPACT_COMPRESSION_LEVEL,
-        "compaction": "archiver.compact.compact_archive over the live files"
+        "compaction": "archiver.manage.compact.compact_archive over the live files"
         if has_compact
         else "emulated: encode.write_parquet over the hour's rows",
         "results": results,

@@ -1,4 +1,4 @@
-"""``archiver query`` and ``archiver ls``: the click commands (wired into :mod:`archiver.cli`).
+"""``archiver query`` and ``archiver ls``: the click commands (wired into :mod:`archiver.cli.main`).
 
 Arguments are checked before anything is read (bad ones exit 2 with one
 line); heavy imports (pyarrow, the S3 client) happen only inside a command so
@@ -17,7 +17,7 @@ import click
 
 from archiver.config import load_archive_settings
 from archiver.errors import UsageError
-from query.timespec import now_ns, parse_when, resolve_range
+from archiver.timespec import now_ns, parse_when, resolve_range
 
 if TYPE_CHECKING:
     from query.listing import LsRequest

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.fs
 import pyarrow.parquet as pq
 
-from archiver import schema
+from archiver.archive import schema
 from archiver.errors import ArchiverError
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
 from query.filters import Filters

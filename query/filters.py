@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from archiver import schema
+from archiver.archive import schema
+from archiver.archive.layout import NS_PER_HOUR
 from archiver.errors import UsageError
-from archiver.layout import NS_PER_HOUR
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
 
 

@@ -12,9 +12,9 @@ from typing import BinaryIO, Protocol
 import orjson
 import pyarrow as pa
 
-from archiver import schema
+from archiver.archive import schema
+from archiver.archive.message import rebuild_message
 from archiver.errors import UsageError
-from archiver.message import rebuild_message
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
 from query.decode import OUTPUT_SCHEMA
 

@@ -8,8 +8,8 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from archiver.archive.layout import NS_PER_SECOND, app_prefix, encode_value, parse_key, stored_value
 from archiver.config import ArchiveSettings
-from archiver.layout import NS_PER_SECOND, app_prefix, encode_value, parse_key, stored_value
 from archiver.storage import Storage, open_read_storage
 from query.decode import BadFileError, DamagedFileError
 from query.plan import HourFiles, PlannedFile, Planner

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from archiver.errors import StorageError
-from archiver.layout import (
+from archiver.archive.layout import (
     NS_PER_HOUR,
     NS_PER_SECOND,
     ObjectKey,
@@ -29,6 +28,7 @@ from archiver.layout import (
     parse_key,
     stored_value,
 )
+from archiver.errors import StorageError
 from archiver.storage import ObjectInfo, Storage
 from query.supersede import FooterReader, VanishedError, live_files
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.fs
 
-from archiver import schema
+from archiver.archive import schema
 from archiver.errors import ObjectNotFoundError
 from archiver.storage import Storage
 from query import kernels as pc  # not pyarrow.compute: see query.kernels

@@ -1,4 +1,4 @@
-"""Reading around compaction: which listed files of an hour a query reads (see :mod:`archiver.supersede`).
+"""Reading around compaction: which listed files of an hour a query reads (see :mod:`archiver.archive.supersede`).
 
 When a partition's listing mixes compacted files (``c-*.parquet``) with
 others, or holds several compaction groups, the ``archiver.replaces`` list
@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from archiver.archive.supersede import COMPACT_PREFIX, metadata_needed, replaces_from_metadata, resolve
 from archiver.config import ArchiveSettings
 from archiver.errors import ObjectNotFoundError
 from archiver.storage import Storage
-from archiver.supersede import COMPACT_PREFIX, metadata_needed, replaces_from_metadata, resolve
 
 if TYPE_CHECKING:  # query.plan imports this module
     from query.plan import PlannedFile

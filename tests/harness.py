@@ -20,9 +20,9 @@ import orjson
 import pyarrow.parquet as pq
 from servers import free_port
 
+from archiver.archive.layout import parse_key
+from archiver.archive.message import rebuild_payload
 from archiver.config import ArchiveSettings
-from archiver.layout import parse_key
-from archiver.message import rebuild_payload
 from archiver.storage import open_storage
 
 ARCHIVER = [sys.executable, "-m", "archiver"]
@@ -188,8 +188,8 @@ def normalise(payload: bytes) -> bytes:
 
 def unique_messages(seed: int, n: int) -> list[tuple[str, bytes]]:
     """n unique Fly messages (distinct seeds and time windows never collide)."""
-    from archiver.layout import NS_PER_HOUR, hour_start_ns
-    from archiver.loadgen import FlyLogGenerator
+    from archiver.archive.layout import NS_PER_HOUR, hour_start_ns
+    from archiver.demo.loadgen import FlyLogGenerator
 
     start = hour_start_ns(time.time_ns()) - 3 * NS_PER_HOUR + seed * 1_000_003
     gen = FlyLogGenerator(seed=seed, apps=3, regions=2, instances=2, start_ns=start, span_ns=2 * NS_PER_HOUR)

@@ -16,7 +16,7 @@ import pytest
 from harness import archived_payloads, normalise, read_archive, start_archiver, unique_messages, wait_for
 
 from archiver.config import ArchiveSettings
-from archiver.publish import publish
+from archiver.demo.publish import publish
 
 batch = unique_messages
 

@@ -167,9 +167,9 @@ def test_dockerfile_copies_exist_and_are_in_the_build_context() -> None:
         assert (ROOT / source).exists(), f"COPY {source}: missing, the image would not build"
         assert not dockerignore_excludes(source), f"COPY {source}: excluded by .dockerignore"
     # The shipped sample text (and its licence) is package data and must reach the image.
-    for sample in (ROOT / "archiver" / "sample").iterdir():
-        assert not dockerignore_excludes(f"archiver/sample/{sample.name}"), sample.name
-    assert not dockerignore_excludes("archiver/loadgen.py")
+    for sample in (ROOT / "archiver" / "demo" / "sample").iterdir():
+        assert not dockerignore_excludes(f"archiver/demo/sample/{sample.name}"), sample.name
+    assert not dockerignore_excludes("archiver/demo/loadgen.py")
 
 
 def test_dockerignore_keeps_local_state_out_of_the_image() -> None:

@@ -32,8 +32,8 @@ from harness import (
 )
 from servers import NatsServer, SeaweedFS
 
+from archiver.archive.layout import MAX_SEGMENT_CHARS, encode_value, is_shortened
 from archiver.config import ArchiveSettings
-from archiver.layout import MAX_SEGMENT_CHARS, encode_value, is_shortened
 
 #: (app, region) carried in the subject: any byte but whitespace and the token separator ".".
 VIA_SUBJECT = [

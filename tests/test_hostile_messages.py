@@ -1,6 +1,6 @@
 """Hostile messages never crash, stall or get lost: each is archived once, flagged, and counted by kind.
 
-A table of every hostile kind goes through ``archiver.parse`` (fast, both the
+A table of every hostile kind goes through ``archiver.codec.parse`` (fast, both the
 bulk and the exact path, surrounded by good messages), then through a real
 ``archiver run`` against a real nats-server whose ``max_payload`` allows
 messages of several MiB.
@@ -20,13 +20,13 @@ import pyarrow as pa
 from harness import ArchivedFile, publish_all, read_archive, start_archiver, wait_for
 from servers import NatsServer
 
-from archiver import schema
+from archiver.archive import schema
+from archiver.archive.layout import NS_PER_HOUR
+from archiver.archive.message import format_timestamp_ns, rebuild_payload, split_truncated, truncate_payload
+from archiver.codec.parse import parse_batch
+from archiver.codec.parse_exact import MAX_FUTURE_NS, newest_accepted_ns
 from archiver.config import ArchiveSettings, load_run_config
-from archiver.layout import NS_PER_HOUR
-from archiver.loadgen import FlyLogGenerator
-from archiver.message import format_timestamp_ns, rebuild_payload, split_truncated, truncate_payload
-from archiver.parse import parse_batch
-from archiver.parse_exact import MAX_FUTURE_NS, newest_accepted_ns
+from archiver.demo.loadgen import FlyLogGenerator
 
 APP, REGION, INSTANCE = "web", "ord", "0e286551c30586"
 SUBJECT = f"logs.{APP}.{REGION}.{INSTANCE}"

@@ -1,6 +1,6 @@
 """The /health and /metrics HTTP server, attacked with raw sockets.
 
-An in-process :class:`archiver.http.HttpServer` on a loopback port serves the
+An in-process :class:`archiver.service.http.HttpServer` on a loopback port serves the
 same code as ``archiver run``; the bind-address test runs the real service.
 """
 
@@ -18,10 +18,10 @@ import pytest
 from harness import start_archiver
 from servers import NatsServer
 
-import archiver.http as http_module
+import archiver.service.http as http_module
 from archiver.config import ArchiveSettings
-from archiver.http import HttpServer
 from archiver.redact import register_secret
+from archiver.service.http import HttpServer
 
 SECRET = "http-test-secret-7f3a9c"
 

@@ -16,11 +16,11 @@ import pytest
 from harness import archived_payloads, normalise, read_archive, start_archiver, unique_messages, wait_for
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from archiver.buffer import FlushBatch
+from archiver.codec.payloads import Payloads
 from archiver.config import ArchiveSettings, load_run_config
 from archiver.errors import ConfigError
-from archiver.jetstream_acks import AckTracker
-from archiver.payloads import Payloads
+from archiver.service.buffer import FlushBatch
+from archiver.service.jetstream_acks import AckTracker
 
 STREAM = "LOGS"
 SUBJECT = "logs.>"

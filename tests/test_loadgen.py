@@ -1,4 +1,4 @@
-"""The Fly-shaped log generator, its sample corpus and the publisher (archiver.loadgen, .corpus, .publish)."""
+"""The Fly-shaped log generator, its sample corpus and the publisher (archiver.demo.loadgen, .corpus, .publish)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from servers import NatsServer
 
-from archiver import loadgen
-from archiver.corpus import sample_lines, sample_systems
-from archiver.loadgen import FlyLogGenerator
-from archiver.publish import publish
+from archiver.demo import loadgen
+from archiver.demo.corpus import sample_lines, sample_systems
+from archiver.demo.loadgen import FlyLogGenerator
+from archiver.demo.publish import publish
 
 TIMESTAMP = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z\Z")
 SUBJECT = re.compile(r"\Alogs\.([a-z0-9-]+)\.([a-z]{3})\.([0-9a-f]{14})\Z")

@@ -1,7 +1,7 @@
 """Issue 7: compaction (under queries, crashes, a rival compactor), prune, import and stats, local and on SeaweedFS.
 
 Archives are written the live way (``encode_partition`` per flush, many small
-files per hour partition) from ``archiver.loadgen`` messages in November 2026,
+files per hour partition) from ``archiver.demo.loadgen`` messages in November 2026,
 so every hour is closed for ``archiver compact``.
 """
 
@@ -27,16 +27,22 @@ from click.testing import CliRunner, Result
 from harness import ARCHIVER, archive_env, archived_payloads, normalise, read_archive
 from servers import SeaweedFS
 
-from archiver.cli import main
-from archiver.compact import CompactStats, app_segments, compact_archive, compact_partition, list_partitions
+from archiver.archive.layout import NS_PER_HOUR, object_key, object_name, partition_value
+from archiver.archive.supersede import parse_compact_name, resolve
+from archiver.cli.main import main
+from archiver.codec.encode import encode_partition
 from archiver.config import ArchiveSettings
-from archiver.encode import encode_partition
+from archiver.demo.loadgen import FlyLogGenerator
 from archiver.errors import StorageError
-from archiver.layout import NS_PER_HOUR, object_key, object_name, partition_value
-from archiver.loadgen import FlyLogGenerator
-from archiver.routing import app_region_from_subject
+from archiver.manage.compact import (
+    CompactStats,
+    app_segments,
+    compact_archive,
+    compact_partition,
+    list_partitions,
+)
+from archiver.service.routing import app_region_from_subject
 from archiver.storage import Storage, open_storage
-from archiver.supersede import parse_compact_name, resolve
 from query.filters import Filters
 from query.plan import Planner, list_apps
 from query.run import QueryRequest, open_reader, run_query

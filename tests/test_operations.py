@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_crash_safety import batch, check_exactly
 
 from archiver.config import ArchiveSettings
-from archiver.publish import publish
+from archiver.demo.publish import publish
 
 
 def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -22,8 +22,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from archiver import parse, parse_exact, schema
-from archiver.encode import (
+from archiver.archive import schema
+from archiver.archive.layout import NS_PER_HOUR, hour_start_ns
+from archiver.archive.message import (
+    format_timestamp_ns,
+    parse_timestamp,
+    rebuild_message,
+    rebuild_payload,
+    timestamp_ns,
+)
+from archiver.codec import parse, parse_exact
+from archiver.codec.encode import (
     COMPACT_COMPRESSION_LEVEL,
     LIVE_COMPRESSION_LEVEL,
     ROW_GROUP_SIZE,
@@ -33,16 +42,8 @@ from archiver.encode import (
     write_parquet,
     writer_options,
 )
+from archiver.codec.parse import parse_batch
 from archiver.errors import EncodeError
-from archiver.layout import NS_PER_HOUR, hour_start_ns
-from archiver.message import (
-    format_timestamp_ns,
-    parse_timestamp,
-    rebuild_message,
-    rebuild_payload,
-    timestamp_ns,
-)
-from archiver.parse import parse_batch
 
 APP, REGION = "web", "ord"
 RECEIVED = 1_800_000_000_123_456_789

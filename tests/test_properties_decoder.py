@@ -22,8 +22,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archiver import schema
-from archiver.message import (
+from archiver.archive import schema
+from archiver.archive.message import (
     format_timestamp_ns,
     parse_timestamp,
     rebuild_message,
@@ -31,9 +31,9 @@ from archiver.message import (
     split_truncated,
     truncate_payload,
 )
-from archiver.parse import parse_batch
-from archiver.parse_exact import MIN_TIMESTAMP_NS, exact_table, newest_accepted_ns
-from archiver.payloads import Payloads
+from archiver.codec.parse import parse_batch
+from archiver.codec.parse_exact import MIN_TIMESTAMP_NS, exact_table, newest_accepted_ns
+from archiver.codec.payloads import Payloads
 
 pytestmark = pytest.mark.fuzz
 # Generating these payloads costs ~50 ms an example: the suite runs fewer than the "ci" profile's 200.
@@ -192,7 +192,7 @@ def expected_key(payload: bytes) -> tuple[str, bytes]:
     ns = parse_timestamp(text) if isinstance(text, str) else None
     if ns is None or not MIN_TIMESTAMP_NS <= ns <= NEWEST:
         return "raw", payload
-    # The documented exception (archiver.parse): a null fly.app.name / fly.region rebuilds as absent.
+    # The documented exception (archiver.codec.parse): a null fly.app.name / fly.region rebuilds as absent.
     fly = obj.get("fly")
     if isinstance(fly, dict):
         if fly.get("region", 0) is None:

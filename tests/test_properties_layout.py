@@ -16,9 +16,7 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from archiver.config import duration_option
-from archiver.errors import ConfigError, UsageError
-from archiver.layout import (
+from archiver.archive.layout import (
     MAX_SEGMENT_CHARS,
     NS_PER_HOUR,
     NS_PER_SECOND,
@@ -33,9 +31,11 @@ from archiver.layout import (
     partition_value,
     stored_value,
 )
-from archiver.routing import app_region_from_payload, app_region_from_subject, app_region_of_record
+from archiver.config import duration_option
+from archiver.errors import ConfigError, UsageError
+from archiver.service.routing import app_region_from_payload, app_region_from_subject, app_region_of_record
+from archiver.timespec import MAX_NS, MIN_NS, parse_absolute_ns, parse_duration_ns, parse_when
 from archiver.units import MAX_DURATION_S, MAX_SIZE_BYTES, format_bytes, parse_duration_s, parse_size_bytes
-from query.timespec import MAX_NS, MIN_NS, parse_absolute_ns, parse_duration_ns, parse_when
 
 pytestmark = pytest.mark.fuzz
 

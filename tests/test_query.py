@@ -30,11 +30,11 @@ from click.testing import CliRunner, Result
 from servers import SeaweedFS, free_port
 
 from archiver import storage as storage_module
-from archiver.cli import main
+from archiver.archive.layout import NS_PER_HOUR, object_key, object_name, partition_value
+from archiver.archive.message import format_timestamp_ns
+from archiver.cli.main import main
+from archiver.codec.encode import encode_partition
 from archiver.config import ArchiveSettings
-from archiver.encode import encode_partition
-from archiver.layout import NS_PER_HOUR, object_key, object_name, partition_value
-from archiver.message import format_timestamp_ns
 from archiver.storage import ObjectInfo, Storage, open_storage
 from query import run as query_run
 from query.plan import PlannedFile

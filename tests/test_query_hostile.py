@@ -28,11 +28,11 @@ import pytest
 from click.testing import CliRunner, Result
 from servers import SeaweedFS
 
-from archiver.cli import main
+from archiver.archive.layout import NS_PER_HOUR, object_key
+from archiver.archive.message import format_timestamp_ns
+from archiver.cli.main import main
+from archiver.codec.encode import encode_partition
 from archiver.config import ArchiveSettings
-from archiver.encode import encode_partition
-from archiver.layout import NS_PER_HOUR, object_key
-from archiver.message import format_timestamp_ns
 from archiver.storage import open_storage
 
 S = 1_000_000_000

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from archiver.encode import encode_partition
-from archiver.layout import object_key, object_name
+from archiver.archive.layout import object_key, object_name
+from archiver.codec.encode import encode_partition
 from query import kernels
 from query.format import timestamp_text
 
@@ -77,7 +77,7 @@ def test_a_query_process_does_not_import_pyarrow_compute(tmp_path: Path) -> None
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(f.data)
     program = (
-        "import sys\nfrom archiver.cli import main\n"
+        "import sys\nfrom archiver.cli.main import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print('pyarrow.compute' in sys.modules, file=sys.stderr)\n"
     )

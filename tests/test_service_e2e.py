@@ -20,12 +20,12 @@ from harness import (
     start_archiver,
 )
 
+from archiver.archive.layout import NS_PER_HOUR, hour_start_ns
+from archiver.archive.schema import FILE_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY
 from archiver.config import ArchiveSettings
-from archiver.corpus import sample_systems
-from archiver.layout import NS_PER_HOUR, hour_start_ns
-from archiver.loadgen import FlyLogGenerator
-from archiver.publish import publish
-from archiver.schema import FILE_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from archiver.demo.corpus import sample_systems
+from archiver.demo.loadgen import FlyLogGenerator
+from archiver.demo.publish import publish
 
 LOGHUB = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "loghub"
 MESSAGES = 21_000

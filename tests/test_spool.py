@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver.spool import Intent, Spool, SpoolError, subject_prefix
+from archiver.service.spool import Intent, Spool, SpoolError, subject_prefix
 
 PREFIX = subject_prefix(b"logs.app.dfw.0123456789abcd")
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from archiver.errors import UsageError
-from query.timespec import parse_absolute_ns, parse_duration_ns, parse_when, resolve_range
+from archiver.timespec import parse_absolute_ns, parse_duration_ns, parse_when, resolve_range
 
 S = 1_000_000_000
 NOW = 1_795_000_000 * S + 123_456_789  # 2026-11-18T...Z, with a fraction

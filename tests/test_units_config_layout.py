@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from archiver.buffer import ENCODE_WORKING_SET_RATIO, PAYLOAD_OVERHEAD_BYTES, Buffers
-from archiver.config import load_archive_settings, load_run_config
-from archiver.errors import ConfigError
-from archiver.layout import (
+from archiver.archive.layout import (
     NS_PER_HOUR,
     decode_value,
     encode_value,
@@ -17,7 +14,10 @@ from archiver.layout import (
     parse_key,
     partition_value,
 )
-from archiver.payloads import Payloads
+from archiver.codec.payloads import Payloads
+from archiver.config import load_archive_settings, load_run_config
+from archiver.errors import ConfigError
+from archiver.service.buffer import ENCODE_WORKING_SET_RATIO, PAYLOAD_OVERHEAD_BYTES, Buffers
 from archiver.units import parse_duration_s, parse_size_bytes
 
 

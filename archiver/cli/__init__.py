@@ -1,0 +1,1 @@
+"""The ``archiver`` command line: thin wiring of the other packages."""

@@ -1,0 +1,180 @@
+"""The archive-management commands: ``compact``, ``prune``, ``import`` and ``stats``.
+
+Plain click commands that :mod:`archiver.cli.main` adds to the ``archiver`` group
+(whose error handling they share); heavy modules are imported inside each
+command so that ``archiver --help`` and the other commands start fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+import click
+
+from archiver.errors import ConfigError
+
+
+def env_help(text: str, name: str) -> str:
+    """An option's help naming the environment variable it defaults from (never its value)."""
+    return f"{text} [env: {name}]"
+
+
+_ARCHIVE_HELP = (
+    "s3://bucket[/prefix], file:///path or a directory [env: ARCHIVE_URL, else s3://$BUCKET_NAME]."
+)
+
+
+def _open_archive(archive_url: str | None) -> Any:
+    """Settings and storage of an archive that must already exist (never creates a local directory)."""
+    import os
+
+    from archiver.config import load_archive_settings
+    from archiver.errors import StorageUnavailableError
+    from archiver.storage import open_storage
+
+    if archive_url is not None and not archive_url.strip():
+        raise ConfigError("--archive: empty value")  # an unset shell variable, not "the default archive"
+    settings = load_archive_settings(archive_url)
+    if settings.scheme == "file" and not os.path.isdir(settings.prefix):
+        raise StorageUnavailableError(f"archive directory {settings.prefix} does not exist")
+    return settings, open_storage(settings)
+
+
+def _when(text: str, option: str) -> int:
+    from archiver.timespec import now_ns, parse_when  # WHEN arguments mean the same as in `archiver query`
+
+    return parse_when(text, now_ns(), option=option)
+
+
+def _say(line: str) -> None:
+    click.echo(line)
+
+
+@click.command()
+@click.option("--app", "apps", multiple=True, help="Only this app; repeatable (default: every app).")
+@click.option(
+    "--before",
+    default="2h",
+    show_default=True,
+    help="Compact the hours that ended before this: 3h, 1d, 2026-11-24T13:00.",
+)
+@click.option(
+    "--target-bytes", help=env_help("Largest compacted file (default 256MiB).", "COMPACT_TARGET_BYTES")
+)
+@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
+def compact(apps: tuple[str, ...], before: str, target_bytes: str | None, archive_url: str | None) -> None:
+    """Merge the files of each closed hour partition into one sorted file (safe while queries run)."""
+    from archiver.config import load_compact_target_bytes
+    from archiver.manage.compact import compact_archive
+    from archiver.units import format_bytes
+
+    target = load_compact_target_bytes(target_bytes)
+    before_ns = _when(before, "--before")
+    _, storage = _open_archive(archive_url)
+
+    async def go() -> Any:
+        try:
+            await storage.check()
+            return await compact_archive(storage, apps, before_ns, target, _say)
+        finally:
+            await storage.close()
+
+    s = asyncio.run(go())
+    click.echo(
+        f"compacted {s.compacted} of {s.partitions} closed partitions: {s.files_in} files "
+        f"({format_bytes(s.bytes_in)}) -> {s.files_out} ({format_bytes(s.bytes_out)}), {s.rows} rows; "
+        f"{s.deleted} files deleted" + (f"; {s.skipped} partitions skipped" if s.skipped else ""),
+        err=True,
+    )
+
+
+@click.command()
+@click.option(
+    "--older-than", required=True, help="Retention: delete partitions older than this (30d, 12w, 90d)."
+)
+@click.option("--app", "apps", multiple=True, help="Only this app; repeatable (default: every app).")
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
+@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
+def prune(older_than: str, apps: tuple[str, ...], dry_run: bool, archive_url: str | None) -> None:
+    """Delete whole hour and day partitions whose logs are all older than the retention (by event time)."""
+    import time
+
+    from archiver.manage.prune import prune as prune_archive
+    from archiver.units import DURATION_HELP, format_bytes, parse_duration_s
+
+    try:
+        seconds = parse_duration_s(older_than)
+    except ValueError:
+        raise ConfigError(f"--older-than: expected {DURATION_HELP}, got {older_than!r}") from None
+    cutoff_ns = time.time_ns() - int(seconds * 1e9)
+    _, storage = _open_archive(archive_url)
+
+    async def go() -> Any:
+        try:
+            await storage.check()
+            return await prune_archive(storage, apps, cutoff_ns, dry_run=dry_run, say=_say)
+        finally:
+            await storage.close()
+
+    s = asyncio.run(go())
+    verb = "would prune" if dry_run else "pruned"
+    click.echo(f"{verb} {s.prefixes} partitions: {s.files} files, {format_bytes(s.bytes)}", err=True)
+
+
+@click.command("import")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
+def import_command(sources: tuple[str, ...], archive_url: str | None) -> None:
+    """Backfill from Fly log JSON lines: files, directories, - (stdin) or s3://bucket/prefix; plain, .gz, .zst."""
+    from archiver.config import load_archive_settings
+    from archiver.manage.importer import run_import
+    from archiver.storage import open_storage
+    from archiver.units import format_bytes
+
+    storage = open_storage(load_archive_settings(archive_url))
+
+    async def go() -> Any:
+        try:
+            await storage.check()
+            return await run_import(list(sources), storage)
+        finally:
+            await storage.close()
+
+    s = asyncio.run(go())
+    blank = f", {s.blank} blank lines skipped" if s.blank else ""
+    click.echo(
+        f"imported {s.sources} sources ({format_bytes(s.bytes_read)}): {s.lines} lines into {s.written} new "
+        f"files ({s.existing} already there); {s.malformed} malformed lines archived as raw text{blank}",
+        err=True,
+    )
+
+
+@click.command()
+@click.option("--app", "apps", multiple=True, help="Only this app; repeatable (default: every app).")
+@click.option("--since", default="7d", show_default=True, help="From this time on: 1d, 2w, 2026-11-01.")
+@click.option(
+    "--hours",
+    default=48,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Hours in the volume chart (the newest with logs); 0 for none.",
+)
+@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail (exit 1) at a file that is not an archive file instead of skipping it.",
+)
+def stats(apps: tuple[str, ...], since: str, hours: int, archive_url: str | None, strict: bool) -> None:
+    """Files, rows, bytes and compression per app and day, and a chart of log volume per hour."""
+    import sys
+
+    from archiver.manage.stats import collect, print_report
+
+    since_ns = _when(since, "--since")
+    settings, storage = _open_archive(archive_url)
+    asyncio.run(storage.close())  # only the existence check; stats reads through pyarrow
+    warn = functools.partial(click.echo, err=True)
+    print_report(asyncio.run(collect(settings, apps, since_ns, hours, warn, strict)), sys.stdout)

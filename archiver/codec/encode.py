@@ -1,0 +1,195 @@
+"""Parquet encoding: the one place for writer options, and a batch turned into one file per UTC hour.
+
+Every writer of archive files (live flushes and compaction) takes its options
+from :func:`writer_options`, so all files share one layout: zstd, dictionaries
+only on the low-cardinality columns, DELTA_BINARY_PACKED nanosecond
+timestamps sorted ascending, row-group statistics on every column but the
+free text (min/max on ``timestamp`` is what readers prune on), the Arrow
+schema stored, and the schema version in the key-value metadata (it travels
+with :data:`~archiver.archive.schema.FILE_SCHEMA`, which every file is written with).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from archiver.archive import schema
+from archiver.archive.layout import hour_start_ns
+from archiver.codec.parse import parse_batch
+from archiver.codec.payloads import Payloads
+from archiver.errors import EncodeError
+
+#: Level for live flushes: zstd-3 costs little CPU on the hot path.
+LIVE_COMPRESSION_LEVEL = 3
+#: Level for compaction. Measured on the 20k LogHub lines as Fly messages, one file per app
+#: (bytes/message; write CPU/row): gzip-6 JSON lines 29.9; zstd-3 22.7 B, ~0.6 us; zstd-9 20.1 B,
+#: ~1.4 us; zstd-19 18.4 B, ~40-55 us. 9 is 11% smaller than 3; 19 saves 8% more but costs ~30x
+#: the CPU of 9, which a compactor sharing a small machine with the live path cannot afford.
+COMPACT_COMPRESSION_LEVEL = 9
+#: Rows per row group (~45 MB of ~350-byte messages). 32Ki, 128Ki and 1Mi rows gave sizes within 1%
+#: on 256k rows; groups this size still let min/max on timestamp skip parts of a compacted hour.
+ROW_GROUP_SIZE = 128 * 1024
+#: Target data page size, the unit zstd compresses: 64 KiB pages made files 13% bigger than 1 MiB.
+DATA_PAGE_SIZE = 1024 * 1024
+_NO_STATISTICS = (schema.MESSAGE, schema.EXTRA)
+
+
+def writer_options(compression_level: int) -> dict[str, Any]:
+    """Keyword arguments for ``pq.write_table``; :func:`open_writer` adapts them for ``ParquetWriter``."""
+    return {
+        "version": "2.6",  # nanosecond timestamps need format 2.6
+        "compression": "zstd",
+        "compression_level": compression_level,
+        "use_dictionary": list(schema.DICTIONARY_COLUMNS),
+        # Sorted ns timestamps have small deltas. Allowed because timestamp is not in use_dictionary.
+        "column_encoding": {schema.TIMESTAMP: "DELTA_BINARY_PACKED"},
+        # min/max of free text prunes nothing and costs ~1% of a small file in page headers and footer.
+        "write_statistics": [name for name in schema.FILE_SCHEMA.names if name not in _NO_STATISTICS],
+        "row_group_size": ROW_GROUP_SIZE,
+        "data_page_size": DATA_PAGE_SIZE,
+        # Also what writes the schema metadata (the version key) into the Parquet key-value metadata.
+        "store_schema": True,
+    }
+
+
+def open_writer(
+    where: Any, compression_level: int, metadata: Mapping[bytes, bytes] | None = None
+) -> pq.ParquetWriter:
+    """A streaming writer with :func:`writer_options`; pass ``row_group_size=ROW_GROUP_SIZE`` to write_table.
+
+    ``metadata`` adds key-value metadata to the schema version, as in :func:`write_parquet`.
+    """
+    options = writer_options(compression_level)
+    del options["row_group_size"]  # a write_table argument, not a ParquetWriter one
+    file_schema = schema.FILE_SCHEMA
+    if metadata:
+        file_schema = file_schema.with_metadata({**(file_schema.metadata or {}), **metadata})
+    return pq.ParquetWriter(where, file_schema, **options)
+
+
+#: glibc's M_MMAP_THRESHOLD parameter of mallopt(3), and the size from which blocks are mmap()ed.
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 256 * 1024
+
+
+def use_lean_memory() -> str:
+    """Arrow on jemalloc (else the system allocator), glibc's mmap threshold fixed; Arrow's pool name.
+
+    The fixed threshold makes a partition's buffer (one growing ``bytearray``) mmap()ed, so it
+    goes back to the OS whole when freed.
+    """
+    # pyarrow's default, mimalloc, kept ~2x the live Arrow bytes resident while parsing and did not
+    # give them back; jemalloc returns freed pages within a second (bench/memory.py, BENCHMARKS.md).
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:  # a pyarrow built without jemalloc
+        pa.set_memory_pool(pa.system_memory_pool())
+    # glibc raises its threshold (up to 32 MiB) each time an mmap()ed block is freed, after which
+    # buffers of a few MiB come from the heap and their freed space stays resident: under a long
+    # spill RSS crept to ~2x the bytes held. A fixed threshold kept it within ~60 MiB of them.
+    with contextlib.suppress(AttributeError, OSError):  # not glibc (musl, macOS): nothing to tune
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    return str(pa.default_memory_pool().backend_name)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFile:
+    """One Parquet file: the rows of one UTC hour, sorted by timestamp."""
+
+    hour_ns: int
+    data: bytes
+    rows: int
+    min_timestamp_ns: int
+    max_timestamp_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    """The files of one flushed (app, region) batch, its malformed count and raw payload bytes."""
+
+    files: list[EncodedFile]
+    malformed: int
+    raw_bytes: int
+    #: Malformed rows by kind and regular rows with a wrong-typed field (see ParsedBatch).
+    malformed_kinds: dict[str, int] = field(default_factory=dict)
+    wrong_type: int = 0
+
+
+def write_parquet(
+    table: pa.Table,
+    compression_level: int = LIVE_COMPRESSION_LEVEL,
+    metadata: Mapping[bytes, bytes] | None = None,
+) -> bytes:
+    """One Parquet file of ``table`` (already sorted by timestamp) with the archive's writer options.
+
+    ``metadata`` adds key-value metadata (compaction records what a file replaces) to the schema version.
+    """
+    try:
+        if not table.schema.equals(schema.FILE_SCHEMA, check_metadata=True):
+            table = table.cast(schema.FILE_SCHEMA)
+        if metadata:
+            table = table.replace_schema_metadata({**(schema.FILE_SCHEMA.metadata or {}), **metadata})
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, **writer_options(compression_level))
+        return bytes(sink.getvalue().to_pybytes())
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        raise EncodeError(f"cannot write {table.num_rows} rows as Parquet: {exc}") from exc
+
+
+def split_hours(table: pa.Table) -> list[tuple[int, pa.Table]]:
+    """The rows of each UTC hour (start in ns), sorted by timestamp (stable), hours ascending."""
+    if table.num_rows == 0:
+        return []
+    stamps = table.column(schema.TIMESTAMP).cast(pa.int64())
+    if not pc.all(pc.less_equal(stamps.slice(0, len(stamps) - 1), stamps.slice(1))).as_py():
+        # sort_indices is stable: rows with equal timestamps keep their arrival order.
+        table = table.take(pc.sort_indices(table, sort_keys=[(schema.TIMESTAMP, "ascending")]))
+        stamps = table.column(schema.TIMESTAMP).cast(pa.int64())
+    first, last = hour_start_ns(stamps[0].as_py()), hour_start_ns(stamps[-1].as_py())
+    if first == last:  # the common case: skip the per-row hour computation
+        return [(first, table)]
+    hours = pc.floor_temporal(table.column(schema.TIMESTAMP), unit="hour").cast(pa.int64())
+    runs = pc.run_end_encode(hours.combine_chunks())
+    out: list[tuple[int, pa.Table]] = []
+    start = 0
+    for end, hour_ns in zip(runs.run_ends.to_pylist(), runs.values.to_pylist(), strict=True):
+        out.append((hour_ns, table.slice(start, end - start)))
+        start = end
+    return out
+
+
+def encode_partition(
+    app: str,
+    region: str,
+    payloads: Sequence[bytes],
+    received_ns: int,
+    compression_level: int = LIVE_COMPRESSION_LEVEL,
+    newest_ns: int | None = None,
+) -> EncodedBatch:
+    """Parse one (app, region) batch (see parse_batch) and encode it as one Parquet file per UTC hour."""
+    try:
+        parsed = parse_batch(app, region, payloads, received_ns, newest_ns)
+        files = []
+        for hour_ns, rows in split_hours(parsed.table):
+            timestamps = rows.column(schema.TIMESTAMP)
+            files.append(
+                EncodedFile(
+                    hour_ns=hour_ns,
+                    data=write_parquet(rows, compression_level),
+                    rows=rows.num_rows,
+                    min_timestamp_ns=timestamps[0].value,
+                    max_timestamp_ns=timestamps[-1].value,
+                )
+            )
+        return EncodedBatch(files, parsed.malformed, Payloads.total_bytes(payloads), parsed.malformed_kinds,
+                            parsed.wrong_type)  # fmt: skip
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        raise EncodeError(f"cannot encode {len(payloads)} messages of app {app!r}: {exc}") from exc

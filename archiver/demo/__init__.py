@@ -1,0 +1,1 @@
+"""The demo and the Fly-shaped load generator: sample text, generation, publishing."""

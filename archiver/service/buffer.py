@@ -1,0 +1,224 @@
+"""Per-partition buffers and the flush policy (pure: no I/O, injectable clock).
+
+A partition is one (app, region). The message callback appends raw payload
+bytes to its :class:`PartitionBuffer`; everything else happens here, off the
+hot path:
+
+* a partition is *due* when its buffered bytes reach ``flush_bytes`` or its
+  oldest buffered message has waited ``flush_interval_s``;
+* when the bytes held in memory (open buffers plus detached batches still
+  being encoded or uploaded) exceed ``max_buffer_bytes``, the largest open
+  partitions are detached early until the open bytes are back under half
+  the cap (their uploads are what frees memory); while the total is at or
+  over the cap, :meth:`Buffers.has_room` is false and the caller applies
+  back-pressure until uploads settle;
+* a partition with nothing new is never flushed.
+
+A partition keeps its payloads in one ``bytearray`` with an array of end
+offsets, handed over as :class:`~archiver.codec.payloads.Payloads` when detached
+(why: that module's docstring; RSS had stayed ~200 MiB above the bytes held
+with a list of ``bytes``, BENCHMARKS.md).
+
+The memory cap counts what the bytes really cost: each payload is charged
+:data:`PAYLOAD_OVERHEAD_BYTES` on top of its length, and a detached batch is
+also charged the working set its encoding will need
+(:data:`ENCODE_WORKING_SET_RATIO`) until the uploader replaces the charge by
+its files' size (:meth:`Buffers.charge`). Reserving it at detach time, not
+when the encode starts, is what keeps the peak near the cap: the hot path
+spills to the spool while a backlog of detached batches waits to be encoded,
+instead of refilling the buffers that the encodes then add to.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from archiver.archive.layout import decode_value, partition_value
+from archiver.codec.payloads import Payloads
+
+#: Memory a buffered payload costs beyond its length: its end offset (8 bytes) and the share of the
+#: bytearray's growth reserve of a ~400-byte message (CPython over-allocates by 1/8).
+PAYLOAD_OVERHEAD_BYTES = 56
+#: Memory an encode needs beyond the payloads, as a share of their bytes (JSON→Arrow columns, the
+#: sort, Parquet pages): ~1.1x measured with jemalloc as Arrow's pool, charged with a margin.
+ENCODE_WORKING_SET_RATIO = 1.5
+
+
+class PartitionBuffer:
+    """Raw payloads of one (app, region) waiting to be encoded."""
+
+    __slots__ = (
+        "app", "app_segment", "bytes", "data", "ends", "first_seq", "opened_ns", "opened_s", "region", "region_segment",
+    )  # fmt: skip
+
+    def __init__(self, app_segment: str, region_segment: str) -> None:
+        self.app_segment = app_segment
+        self.region_segment = region_segment
+        # The decoded values are what the file's rows are compared against.
+        self.app = decode_value(app_segment)
+        self.region = decode_value(region_segment)
+        #: The payloads back to back, and where each ends (see :class:`Payloads`).
+        self.data = bytearray()
+        self.ends: array[int] = array("Q")
+        self.bytes = 0
+        self.opened_s = 0.0
+        self.opened_ns = 0
+        #: Spool sequence number of the oldest buffered payload.
+        self.first_seq = 0
+
+
+@dataclass(slots=True)
+class FlushBatch:
+    """Payloads detached from a partition, to be encoded and uploaded."""
+
+    app: str
+    region: str
+    app_segment: str
+    region_segment: str
+    payloads: Payloads
+    bytes: int
+    #: Wall-clock time of the detach; malformed rows without a timestamp get it.
+    detached_ns: int
+    #: The batch is this partition's spooled records with first_seq <= seq < end_seq.
+    first_seq: int = 0
+    end_seq: int = 0
+    #: Wall-clock time the oldest payload arrived.
+    opened_ns: int = 0
+    #: Object key per hour fixed by a journal intent (recovery); empty for a new batch.
+    keys: dict[int, str] | None = None
+    #: Memory charged against the cap for this batch (set when detached or tracked).
+    memory_bytes: int = 0
+
+
+def _charge(payload_bytes: int, payloads: int) -> int:
+    """What a detached batch is charged until encoded: payloads, their overhead, the encode."""
+    return payload_bytes + payloads * PAYLOAD_OVERHEAD_BYTES + int(payload_bytes * ENCODE_WORKING_SET_RATIO)
+
+
+class Buffers:
+    """All partition buffers of one process, with the byte accounting of the memory cap."""
+
+    def __init__(
+        self,
+        flush_bytes: int,
+        flush_interval_s: float,
+        max_buffer_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.flush_bytes = flush_bytes
+        self.flush_interval_s = flush_interval_s
+        self.max_buffer_bytes = max_buffer_bytes
+        self._clock = clock
+        self._wall_clock_ns = wall_clock_ns
+        self.partitions: dict[tuple[str, str], PartitionBuffer] = {}
+        #: Bytes in open buffers (appended, not yet detached).
+        self.open_bytes = 0
+        #: Bytes detached and not yet archived.
+        self.inflight_bytes = 0
+        #: Spool sequence after the last payload fed to a buffer (the end of any batch detached now).
+        self.fed_seq = 0
+
+    def partition(self, app: str | None, region: str | None) -> PartitionBuffer:
+        """The buffer of (app, region), created on first use; values are encoded for the key."""
+        key = (partition_value(app), partition_value(region))
+        buf = self.partitions.get(key)
+        if buf is None:
+            buf = self.partitions[key] = PartitionBuffer(*key)
+        return buf
+
+    def append(self, buf: PartitionBuffer, payload: bytes, seq: int = 0) -> bool:
+        """Add one payload (spool sequence ``seq``); True when a flush is now needed."""
+        ends = buf.ends
+        if not ends:
+            buf.opened_s = self._clock()
+            buf.opened_ns = self._wall_clock_ns()
+            buf.first_seq = seq
+        self.fed_seq = seq + 1
+        data = buf.data
+        data += payload
+        ends.append(len(data))
+        data += b"\n"
+        size = len(payload)
+        buf.bytes += size
+        self.open_bytes += size + PAYLOAD_OVERHEAD_BYTES
+        return buf.bytes >= self.flush_bytes or self.open_bytes + self.inflight_bytes >= self.max_buffer_bytes
+
+    def detach(self, buf: PartitionBuffer) -> FlushBatch | None:
+        """Take the partition's payloads out as a batch (None when empty)."""
+        if not buf.ends:
+            return None
+        memory = _charge(buf.bytes, len(buf.ends))
+        batch = FlushBatch(
+            buf.app, buf.region, buf.app_segment, buf.region_segment, Payloads(data=buf.data, ends=buf.ends), buf.bytes,
+            self._wall_clock_ns(), buf.first_seq, self.fed_seq, buf.opened_ns, memory_bytes=memory,
+        )  # fmt: skip
+        self.open_bytes -= buf.bytes + len(buf.ends) * PAYLOAD_OVERHEAD_BYTES
+        self.inflight_bytes += memory
+        buf.data = bytearray()
+        buf.ends = array("Q")
+        buf.bytes = 0
+        return batch
+
+    def due(self) -> list[FlushBatch]:
+        """Detach every partition over its size threshold or age, then enforce the memory cap."""
+        now = self._clock()
+        batches = []
+        for buf in self.partitions.values():
+            if buf.ends and (buf.bytes >= self.flush_bytes or now - buf.opened_s >= self.flush_interval_s):
+                batch = self.detach(buf)
+                if batch is not None:
+                    batches.append(batch)
+        if self.open_bytes + self.inflight_bytes >= self.max_buffer_bytes:
+            # Largest first: the fewest, biggest files free the most memory.
+            for buf in sorted(self.partitions.values(), key=lambda b: b.bytes, reverse=True):
+                if self.open_bytes <= self.max_buffer_bytes // 2 or not buf.ends:
+                    break
+                batch = self.detach(buf)
+                if batch is not None:
+                    batches.append(batch)
+        return batches
+
+    def detach_all(self) -> list[FlushBatch]:
+        """Detach every non-empty partition (shutdown)."""
+        return [b for b in (self.detach(buf) for buf in self.partitions.values()) if b is not None]
+
+    def track(self, batch: FlushBatch) -> None:
+        """Count a batch that did not come from a buffer (recovered from the spool) as in flight."""
+        batch.memory_bytes = _charge(batch.bytes, len(batch.payloads))
+        self.inflight_bytes += batch.memory_bytes
+
+    def low_water_seq(self, default: int) -> int:
+        """Oldest spool sequence an open buffer still needs (``default`` when none)."""
+        return min([default, *(b.first_seq for b in self.partitions.values() if b.ends)])
+
+    def oldest_open_ns(self) -> int | None:
+        """Arrival time of the oldest buffered payload."""
+        return min((b.opened_ns for b in self.partitions.values() if b.ends), default=None)
+
+    def charge(self, batch: FlushBatch, memory_bytes: int) -> None:
+        """Change what ``batch`` is charged against the cap (encode working set, then encoded size)."""
+        self.inflight_bytes += memory_bytes - batch.memory_bytes
+        batch.memory_bytes = memory_bytes
+
+    def settle(self, batch: FlushBatch) -> None:
+        """Forget a batch's bytes once it is archived."""
+        self.inflight_bytes -= batch.memory_bytes
+        batch.memory_bytes = 0
+
+    def has_room(self) -> bool:
+        """False while the bytes held reach the memory cap."""
+        return self.open_bytes + self.inflight_bytes < self.max_buffer_bytes
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Memory held by messages received and not yet archived (payloads, overhead, encoding)."""
+        return self.open_bytes + self.inflight_bytes
+
+    def next_deadline_s(self) -> float | None:
+        """Monotonic time at which the oldest open partition becomes due, if any."""
+        opened = [b.opened_s for b in self.partitions.values() if b.ends]
+        return min(opened) + self.flush_interval_s if opened else None

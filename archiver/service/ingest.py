@@ -1,0 +1,263 @@
+"""The hot path: route, spool, buffer — and replay from the spool when memory is full.
+
+Per message, :meth:`Ingest.on_message` looks up the partition by subject
+(cached), queues the record for the spool's next group commit, and appends
+the payload to its partition buffer. Nothing is parsed. A payload longer
+than ``MAX_MESSAGE_BYTES`` (one length compare) is first replaced by its
+marked, truncated form (:func:`archiver.archive.message.truncate_payload`), which is
+what the spool keeps and routing sees, so a replay treats it alike.
+
+When the buffers reach ``MAX_BUFFER_BYTES`` (storage slow or down, a burst),
+ingest *spills*: new records go to the spool only, and :meth:`Ingest.replay`
+feeds them to the buffers from disk, oldest first, as memory frees. The same
+replay recovers the spool after a restart. Without a spool (``SPOOL_DIR=off``)
+a full memory applies back-pressure instead: nats-py queues behind the
+callback and counts the drops if its own limits fill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from nats.aio.msg import Msg
+
+from archiver.archive.message import truncate_payload
+from archiver.logs import RateLimitedLog, event
+from archiver.service.buffer import Buffers, FlushBatch, PartitionBuffer
+from archiver.service.journal import Journal
+from archiver.service.metrics import Stats
+from archiver.service.routing import app_region_from_payload, app_region_from_subject
+from archiver.service.spool import WRITE_THRESHOLD_BYTES, Spool, subject_prefix
+
+#: Subjects are per instance; the cache is cleared past this so churn cannot grow it forever.
+MAX_CACHED_SUBJECTS = 100_000
+REPLAY_CHUNK_RECORDS = 5_000
+#: Default of ``MAX_MESSAGE_BYTES`` (the config's default; repeated so tests can build an Ingest).
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024**2
+
+Route = tuple[PartitionBuffer, bytes, int]
+
+
+class Ingest:
+    """Route, spool and buffer messages; hand due batches to ``on_batch``."""
+
+    def __init__(
+        self,
+        buffers: Buffers,
+        stats: Stats,
+        spool: Spool | None,
+        on_batch: Callable[[FlushBatch], None],
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.buffers = buffers
+        self.max_message_bytes = max_message_bytes
+        self.stats = stats
+        self.spool = spool
+        self._on_batch = on_batch
+        self._routes: dict[str, Route] = {}
+        self._commit_scheduled = False
+        #: True while records go to the spool only; replay_seq is the next record to feed.
+        self.spilling = False
+        self.replay_seq = 0
+        self.spill_started_ns = 0
+        self._skip: Journal | None = None
+        self._leftover: list[tuple[int, bytes, bytes]] = []
+        self._room = asyncio.Event()
+        self._room.set()
+        self._spill = asyncio.Event()
+        self._caught_up = asyncio.Event()
+        self._caught_up.set()
+        self._log_full = RateLimitedLog("spool full: dropping messages", level=logging.ERROR)
+        self._log_truncated = RateLimitedLog("message over MAX_MESSAGE_BYTES: truncated")
+
+    # -- hot path -----------------------------------------------------------------
+
+    async def on_message(self, msg: Msg) -> None:
+        """Route, spool, append, count: nothing else happens per message."""
+        subject = msg.subject
+        data = msg.data
+        if len(data) > self.max_message_bytes:
+            data = self._truncate(subject, data)
+        route = self._routes.get(subject)
+        if route is None:
+            route = self._route(subject, data)
+        buf, prefix, prefix_crc = route
+        spool = self.spool
+        stats = self.stats
+        if spool is None:
+            stats.messages_received += 1
+            stats.bytes_received += len(data)
+            stats.last_message_monotonic = time.monotonic()
+            if self.buffers.append(buf, data):
+                self.flush_due()
+                if not self.buffers.has_room():
+                    self._room.clear()
+                    await self._room.wait()
+            return
+        pending = spool.append(prefix, prefix_crc, data)
+        if not pending:
+            stats.dropped["spool_full"] += 1
+            self._log_full(dropped_total=stats.dropped["spool_full"], spool_bytes=spool.bytes)
+            return
+        stats.bytes_received += len(data)
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self.commit)
+        elif pending >= WRITE_THRESHOLD_BYTES:
+            self.commit()
+        if self.spilling:
+            return
+        if self.buffers.append(buf, data, spool.next_seq - 1):
+            self.flush_due()
+            if not self.buffers.has_room():
+                self.start_spill(spool.next_seq)
+
+    def on_tagged(self, msg: Msg, tag: bytes) -> tuple[int, tuple[str, str]] | None:
+        """JetStream: spool the record with ``tag`` after its subject; (spool seq, partition), None when full.
+
+        The tail of :meth:`on_message`, repeated rather than shared so the core-NATS path
+        pays no extra call. A message refused here is not acked, so JetStream redelivers it:
+        not a loss, hence not counted as dropped.
+        """
+        subject = msg.subject
+        data = msg.data
+        if len(data) > self.max_message_bytes:
+            data = self._truncate(subject, data)
+        route = self._routes.get(subject)
+        if route is None:
+            route = self._route(subject, data)
+        buf = route[0]
+        prefix, prefix_crc = subject_prefix(route[1][2:] + tag)
+        spool = self.spool
+        assert spool is not None
+        pending = spool.append(prefix, prefix_crc, data)
+        if not pending:
+            return None
+        seq = spool.next_seq - 1
+        self.stats.bytes_received += len(data)
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self.commit)
+        elif pending >= WRITE_THRESHOLD_BYTES:
+            self.commit()
+        if not self.spilling and self.buffers.append(buf, data, seq):
+            self.flush_due()
+            if not self.buffers.has_room():
+                self.start_spill(spool.next_seq)
+        return seq, (buf.app_segment, buf.region_segment)
+
+    def commit(self) -> None:
+        """Group commit: write every queued record in one syscall; they now count as received."""
+        self._commit_scheduled = False
+        if self.spool is not None:
+            written = self.spool.write_pending()
+            if written:
+                self.stats.messages_received += written
+                self.stats.last_message_monotonic = time.monotonic()
+
+    def _truncate(self, subject: str, data: bytes) -> bytes:
+        self.stats.messages_truncated += 1
+        self._log_truncated(subject=subject, bytes=len(data), max_message_bytes=self.max_message_bytes)
+        return truncate_payload(data, self.max_message_bytes)
+
+    def _route(self, subject: str, payload: bytes) -> Route:
+        app_region = app_region_from_subject(subject)
+        prefix, prefix_crc = subject_prefix(subject.encode())
+        if app_region is None:
+            # Not cached, so counted once per message; the payload names the partition instead.
+            self.stats.unrouted["subject_shape"] += 1
+            return self.buffers.partition(*app_region_from_payload(payload)), prefix, prefix_crc
+        if len(self._routes) >= MAX_CACHED_SUBJECTS:
+            self._routes.clear()
+        route = self._routes[subject] = (self.buffers.partition(*app_region), prefix, prefix_crc)
+        return route
+
+    # -- flushing ---------------------------------------------------------------------
+
+    def flush_due(self) -> None:
+        """Hand every due partition to the uploader."""
+        for batch in self.buffers.due():
+            self._on_batch(batch)
+
+    def room_freed(self) -> None:
+        """Called when an upload settled: wake whoever waits for memory."""
+        if self.buffers.has_room():
+            self._room.set()
+
+    def low_water_seq(self) -> int:
+        """Oldest spool sequence still needed by a buffer or the replay."""
+        assert self.spool is not None
+        default = self.replay_seq if self.spilling else self.spool.next_seq
+        return min(self.buffers.low_water_seq(default), default)
+
+    # -- spill and replay -----------------------------------------------------------------
+
+    def start_spill(self, from_seq: int, skip: Journal | None = None) -> None:
+        """From ``from_seq`` on, records reach the buffers through :meth:`replay` only."""
+        if not self.spilling:
+            self.spilling = True
+            self.spill_started_ns = time.time_ns()
+            self.replay_seq = from_seq
+            self._skip = skip
+            self._caught_up.clear()
+            self._spill.set()
+            event(logging.INFO, "spilling to the spool until memory frees", from_seq=from_seq)
+
+    async def wait_caught_up(self) -> None:
+        """Until the replay has fed every spooled record to the buffers."""
+        await self._caught_up.wait()
+
+    async def replay(self) -> None:
+        """Owned task: feed spilled (or recovered) records to the buffers as memory allows."""
+        assert self.spool is not None
+        spool = self.spool
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._spill.wait()
+            if not self.buffers.has_room():
+                self._room.clear()
+                await self._room.wait()
+                continue
+            self.commit()
+            if self._leftover:
+                records, self._leftover = self._leftover, []
+                self._feed(records)
+                continue
+            if self.replay_seq >= spool.written_seq:
+                self.spilling = False
+                self._skip = None
+                self._spill.clear()
+                self._caught_up.set()
+                event(logging.INFO, "spool replay caught up", seq=self.replay_seq)
+                continue
+            records = await loop.run_in_executor(
+                None, spool.read, self.replay_seq, spool.written_seq, REPLAY_CHUNK_RECORDS
+            )
+            if not records:  # a torn tail below written_seq cannot happen; guard against a stuck loop
+                self.replay_seq = spool.written_seq
+                continue
+            self._feed(records)
+
+    def _feed(self, records: list[tuple[int, bytes, bytes]]) -> None:
+        skip = self._skip
+        routes: dict[bytes, PartitionBuffer] = {}
+        for i, (seq, tagged, payload) in enumerate(records):
+            subject = tagged.partition(b"\x00")[0]  # JetStream records carry a tag after the subject
+            buf = routes.get(subject)
+            if buf is None:
+                app_region = app_region_from_subject(subject.decode("utf-8", "replace"))
+                buf = self.buffers.partition(*(app_region or app_region_from_payload(payload)))
+                if app_region is not None:
+                    routes[subject] = buf
+            self.replay_seq = seq + 1
+            if skip is not None and skip.covers(buf.app_segment, buf.region_segment, seq):
+                continue
+            if self.buffers.append(buf, payload, seq):
+                self.flush_due()
+                if not self.buffers.has_room():
+                    # Kept rather than re-read: the spool reader only moves forward cheaply.
+                    self._leftover = records[i + 1 :]
+                    return
