@@ -31,7 +31,7 @@ def main() -> None:
         try:
             archiver.wait_subscribed()
             publisher = subprocess.Popen(
-                [sys.executable, "-m", "archiver.demo.loadgen", "--url", url, "--rate", str(args.rate),
+                [sys.executable, "-m", "archiver.demo.publish", "--url", url, "--rate", str(args.rate),
                  "--duration", f"{args.seconds}s", "--apps", str(args.apps)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip

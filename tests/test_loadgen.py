@@ -18,6 +18,7 @@ from servers import NatsServer
 from archiver.demo import loadgen
 from archiver.demo.corpus import sample_lines, sample_systems
 from archiver.demo.loadgen import FlyLogGenerator
+from archiver.demo.publish import main as publish_main
 from archiver.demo.publish import publish
 
 TIMESTAMP = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z\Z")
@@ -287,11 +288,11 @@ async def test_publish_a_list_as_fast_as_possible_and_stop(nats_url: str) -> Non
 
 
 def test_cli_dry_run_reports_json(capsys: pytest.CaptureFixture[str]) -> None:
-    assert loadgen.main(["--dry-run", "--count", "20000", "--spread", "2d", "--json"]) == 0
+    assert publish_main(["--dry-run", "--count", "20000", "--spread", "2d", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["sent"] == 20000 and result["rate_per_s"] > 0 and 200 < result["avg_bytes"] < 1000
 
 
 def test_cli_publishes(nats_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert loadgen.main(["--url", nats_url, "--rate", "1000", "--duration", "0.3", "--json"]) == 0
+    assert publish_main(["--url", nats_url, "--rate", "1000", "--duration", "0.3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["sent"] == 300

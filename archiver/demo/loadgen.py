@@ -10,7 +10,7 @@ own JSON log line carrying its real level under ``level``/``severity``/``lvl``
 Generation is pure and deterministic for a seed, except that timestamps read
 the clock when no ``start_ns`` is given. The sample text and its tables live in
 :mod:`archiver.demo.corpus` and NATS publishing in :mod:`archiver.demo.publish`, so this
-module is only the generator. Run ``python -m archiver.demo.loadgen --help`` for the
+module is only the generator. Run ``python -m archiver.demo.publish --help`` for the
 benchmark publisher.
 """
 
@@ -20,7 +20,6 @@ import bisect
 import json
 import random
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -281,15 +280,3 @@ def _json_pool(rng: random.Random, lines: Sequence[str], system: str) -> list[tu
         before, after = literal.split(marker)
         pool.append((kind, before, after))
     return pool
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line publisher for benchmarks; see :func:`archiver.demo.publish.main`."""
-    # Deferred: archiver.demo.publish imports this module for FlyLogGenerator, so a top-level import would cycle.
-    from archiver.demo.publish import main as publish_main
-
-    return publish_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """NATS publishing of generated logs: :func:`publish` and the benchmark command line.
 
 Split from :mod:`archiver.demo.loadgen`, which keeps only pure, deterministic
-generation (no NATS client needed); ``python -m archiver.demo.loadgen`` still runs
-:func:`main` here through a small entry point in that module.
+generation (no NATS client needed). The command line is
+``python -m archiver.demo.publish --rate 10000 --duration 10`` (``--help`` for more).
 """
 
 from __future__ import annotations
@@ -101,8 +101,8 @@ def _duration_arg(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line publisher for benchmarks: ``python -m archiver.demo.loadgen --rate 10000 --duration 10``."""
-    parser = argparse.ArgumentParser(prog="python -m archiver.demo.loadgen", description=main.__doc__)
+    """Command-line publisher for benchmarks: ``python -m archiver.demo.publish --rate 10000 --duration 10``."""
+    parser = argparse.ArgumentParser(prog="python -m archiver.demo.publish", description=main.__doc__)
     parser.add_argument("--url", default="nats://127.0.0.1:4222", help="NATS server (default: %(default)s)")
     parser.add_argument(
         "--rate", type=float, default=None, help="messages per second (default: as fast as possible)"
@@ -174,3 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         verb = "generated" if args.dry_run else "published"
         print(f"{verb} {sent} messages in {seconds:.2f} s ({result['rate_per_s']} msg/s)", file=sys.stderr)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
