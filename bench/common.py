@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,23 +17,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from archiver.demo.servers import NatsServer, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 LOGHUB = ROOT.parent / "shared" / "corpus" / "loghub"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def binary(name: str) -> str:
-    here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
-    if not found:
-        raise SystemExit(f"{name} not found: run ./dev test once to install the test extras")
-    return found
 
 
 def cpu_seconds(pid: int) -> float:
@@ -62,24 +49,14 @@ def peak_rss_bytes(pid: int) -> int:
 
 @contextmanager
 def nats_server() -> Iterator[str]:
-    port = free_port()
-    work = tempfile.mkdtemp(prefix="bench-nats-")
-    proc = subprocess.Popen([binary("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", work],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    """A JetStream nats-server on a free loopback port for the block: its URL."""
+    work = Path(tempfile.mkdtemp(prefix="bench-nats-"))
+    server = NatsServer(work)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"nats://127.0.0.1:{port}"
+        server.start(timeout_s=10)
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

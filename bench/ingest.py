@@ -61,7 +61,6 @@ from typing import Any
 import pyarrow.parquet as pq
 from common import (
     children,
-    free_port,
     http_get,
     nats_server,
     prometheus_sums,
@@ -69,6 +68,8 @@ from common import (
     tree_cpu_seconds,
     tree_rss_bytes,
 )
+
+from archiver.demo.servers import free_port
 
 HERE = Path(__file__).resolve().parent
 #: A sustained rate leaves at most this much backlog behind the publisher's last message: 5% of the run

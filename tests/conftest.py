@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
-from servers import NatsServer, SeaweedFS
+from servers import SeaweedFS
 
 from archiver.config import ArchiveSettings
+from archiver.demo.servers import NatsServer
 
 # Tests may talk to loopback only: keep AWS SDKs (botocore, pyarrow's C++ SDK) off the EC2 metadata address.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")

@@ -18,11 +18,11 @@ from typing import Any
 
 import orjson
 import pyarrow.parquet as pq
-from servers import free_port
 
 from archiver.archive.layout import parse_key
 from archiver.archive.message import rebuild_payload
 from archiver.config import ArchiveSettings
+from archiver.demo.servers import free_port
 from archiver.storage import open_storage
 
 ARCHIVER = [sys.executable, "-m", "archiver"]

@@ -1,36 +1,24 @@
-"""Real servers for tests: nats-server and SeaweedFS (``weed mini``) on free loopback ports.
+"""SeaweedFS (``weed mini``) on free loopback ports, for the tests.
 
-Each server runs in its own process group, logs to a file (a pipe could fill
-up and stall it), and can be stopped and started again on the same ports and
-data directory, so tests can simulate outages.
+It runs under the launcher that nats-server uses too,
+:class:`archiver.demo.servers.ManagedProcess`: its own process group, output to
+a log file, stopped and started again on the same ports and data directory so
+that tests can simulate outages.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import signal
 import socket
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from archiver.config import ArchiveSettings, S3Settings
+from archiver.demo.servers import HOST, ManagedProcess, find_binary, free_port, port_open
 
-HOST = "127.0.0.1"
 SEAWEED_ACCESS_KEY = "archiver-test"
 SEAWEED_SECRET_KEY = "archiver-test-secret"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def free_port_pair(offset: int) -> tuple[int, int]:
@@ -48,123 +36,6 @@ def free_port_pair(offset: int) -> tuple[int, int]:
     raise RuntimeError(f"no free pair of loopback ports {offset} apart")
 
 
-def find_binary(name: str) -> str:
-    """The executable from the venv's bin directory (next to sys.executable), else from PATH."""
-    venv_bin = Path(sys.executable).parent
-    found = shutil.which(name, path=str(venv_bin)) or shutil.which(name)
-    if found is None:
-        raise RuntimeError(f"{name} not found in {venv_bin} or PATH; install the test extras")
-    return found
-
-
-def port_open(port: int, host: str = HOST) -> bool:
-    """Whether something accepts TCP connections on host:port."""
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-        return True
-    return False
-
-
-class ManagedProcess:
-    """A server process in its own process group with output appended to a log file."""
-
-    def __init__(self, name: str, log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.log_path = log_path
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def argv(self) -> list[str]:
-        """The command line; subclasses define it."""
-        raise NotImplementedError
-
-    def wait_ready(self, deadline: float) -> bool:
-        """Whether the server answers; subclasses define it."""
-        raise NotImplementedError
-
-    @property
-    def running(self) -> bool:
-        """Whether the process is alive."""
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self, timeout: float = 30.0) -> None:
-        """Start the server and wait until it serves; raise with the log tail if it does not."""
-        if self.running:
-            return
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n===== starting {self.name} at {time.strftime('%H:%M:%S')} =====\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                self.argv(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                break
-            if self.wait_ready(deadline):
-                return
-            time.sleep(0.05)
-        self.stop()
-        tail = self.log_path.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{self.name} did not become ready; log {self.log_path}:\n{tail}")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the whole process group: SIGTERM, then SIGKILL after ``timeout`` seconds."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        self._signal(proc, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
-        # Children (if any) die with the group even when the leader already exited.
-        self._signal(proc, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-
-    def kill(self) -> None:
-        """Stop at once with SIGKILL, like a crash."""
-        self.stop(timeout=0)
-
-    @staticmethod
-    def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-
-
-class NatsServer(ManagedProcess):
-    """nats-server with JetStream on a fixed loopback port; restarts keep port and store dir."""
-
-    def __init__(self, work_dir: Path, max_payload_bytes: int | None = None) -> None:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        super().__init__("nats-server", work_dir / "nats-server.log")
-        self.binary = find_binary("nats-server")
-        self.port = free_port()
-        self.store_dir = work_dir / "jetstream"
-        self.url = f"nats://{HOST}:{self.port}"
-        #: Largest message the server accepts; None keeps nats-server's default (1 MiB).
-        self.max_payload_bytes = max_payload_bytes
-        self.config_path = work_dir / "nats-server.conf"
-
-    def argv(self) -> list[str]:
-        """nats-server bound to loopback, JetStream stored under store_dir."""
-        argv = [self.binary, "-a", HOST, "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
-        if self.max_payload_bytes is not None:
-            # No command-line flag sets max_payload: a config file does (flags still win for the rest).
-            # max_pending must hold at least one message.
-            pending = max(64 * 1024**2, 2 * self.max_payload_bytes)
-            self.config_path.write_text(f"max_payload: {self.max_payload_bytes}\nmax_pending: {pending}\n")
-            argv += ["-c", str(self.config_path)]
-        return argv
-
-    def wait_ready(self, deadline: float) -> bool:
-        """Ready once the client port accepts connections."""
-        return port_open(self.port)
-
-
 class SeaweedFS(ManagedProcess):
     """``weed mini`` (master, volume, filer, S3, WebDAV, admin) with every listener on a free loopback port."""
 
@@ -176,7 +47,7 @@ class SeaweedFS(ManagedProcess):
         # weed puts its gRPC unix sockets and glog files in TMPDIR; keep them in the work dir.
         env["TMPDIR"] = str(work_dir)
         super().__init__("weed mini", work_dir / "weed.log", env)
-        self.binary = find_binary("weed")
+        self.binary = find_binary("weed", "install the test extras: ./dev test")
         self.work_dir = work_dir
         self.data_dir = work_dir / "data"
         self.data_dir.mkdir(exist_ok=True)

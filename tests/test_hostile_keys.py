@@ -30,10 +30,11 @@ from harness import (
     start_archiver,
     wait_for,
 )
-from servers import NatsServer, SeaweedFS
+from servers import SeaweedFS
 
 from archiver.archive.layout import MAX_SEGMENT_CHARS, encode_value, is_shortened
 from archiver.config import ArchiveSettings
+from archiver.demo.servers import NatsServer
 
 #: (app, region) carried in the subject: any byte but whitespace and the token separator ".".
 VIA_SUBJECT = [

@@ -18,7 +18,6 @@ import duckdb
 import orjson
 import pyarrow as pa
 from harness import ArchivedFile, publish_all, read_archive, start_archiver, wait_for
-from servers import NatsServer
 
 from archiver.archive import schema
 from archiver.archive.layout import NS_PER_HOUR
@@ -27,6 +26,7 @@ from archiver.codec.parse import parse_batch
 from archiver.codec.parse_exact import MAX_FUTURE_NS, newest_accepted_ns
 from archiver.config import ArchiveSettings, load_run_config
 from archiver.demo.loadgen import FlyLogGenerator
+from archiver.demo.servers import NatsServer
 
 APP, REGION, INSTANCE = "web", "ord", "0e286551c30586"
 SUBJECT = f"logs.{APP}.{REGION}.{INSTANCE}"

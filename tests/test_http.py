@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 from harness import start_archiver
-from servers import NatsServer
 
 import archiver.service.http as http_module
 from archiver.config import ArchiveSettings
+from archiver.demo.servers import NatsServer
 from archiver.redact import register_secret
 from archiver.service.http import HttpServer
 

@@ -13,13 +13,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from servers import NatsServer
 
 from archiver.demo import loadgen
 from archiver.demo.corpus import sample_lines, sample_systems
 from archiver.demo.loadgen import FlyLogGenerator
 from archiver.demo.publish import main as publish_main
 from archiver.demo.publish import publish
+from archiver.demo.servers import NatsServer
 
 TIMESTAMP = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z\Z")
 SUBJECT = re.compile(r"\Alogs\.([a-z0-9-]+)\.([a-z]{3})\.([0-9a-f]{14})\Z")

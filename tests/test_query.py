@@ -27,7 +27,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
-from servers import SeaweedFS, free_port
+from servers import SeaweedFS
 
 from archiver import storage as storage_module
 from archiver.archive.layout import NS_PER_HOUR, object_key, object_name, partition_value
@@ -35,6 +35,7 @@ from archiver.archive.message import format_timestamp_ns
 from archiver.cli.main import main
 from archiver.codec.encode import encode_partition
 from archiver.config import ArchiveSettings
+from archiver.demo.servers import free_port
 from archiver.storage import ObjectInfo, Storage, open_storage
 from query import run as query_run
 from query.plan import PlannedFile

@@ -6,9 +6,10 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from servers import SeaweedFS, free_port
+from servers import SeaweedFS
 
 from archiver.config import ArchiveSettings, S3Settings
+from archiver.demo.servers import free_port
 from archiver.errors import ObjectNotFoundError, StorageError, StorageUnavailableError
 from archiver.storage import ObjectInfo, local, open_read_storage, s3, s3_http
 

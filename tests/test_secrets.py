@@ -22,9 +22,10 @@ import pytest
 from harness import ARCHIVER, ArchiverProcess, start_archiver, wait_for
 from hypothesis import given
 from hypothesis import strategies as st
-from servers import HOST, NatsServer, SeaweedFS, free_port
+from servers import SeaweedFS
 
 from archiver.config import ArchiveSettings, RunConfig, S3Settings, load_run_config
+from archiver.demo.servers import HOST, NatsServer, free_port
 from archiver.errors import ConfigError
 from archiver.redact import MASK, redact, redact_bytes, register_secret, safe_url
 

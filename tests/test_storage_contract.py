@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from servers import SeaweedFS, free_port
+from servers import SeaweedFS
 
 from archiver.config import ArchiveSettings, S3Settings
+from archiver.demo.servers import free_port
 from archiver.errors import ObjectExistsError, ObjectNotFoundError, StorageError, StorageUnavailableError
 from archiver.storage import ObjectInfo, Storage, local, open_read_storage, open_storage, s3, s3_http
 

