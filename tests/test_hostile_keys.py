@@ -34,6 +34,7 @@ from servers import SeaweedFS
 
 from archiver.archive.layout import MAX_SEGMENT_CHARS, encode_value, is_shortened
 from archiver.config import ArchiveSettings
+from archiver.demo.flymessage import fly_record
 from archiver.demo.servers import NatsServer
 
 #: (app, region) carried in the subject: any byte but whitespace and the token separator ".".
@@ -72,16 +73,7 @@ def fly_payload(app: str, region: str, text: str, when_ns: int) -> bytes:
     """A Fly log message as the log stream sends it."""
     seconds, nanos = divmod(when_ns, 1_000_000_000)
     stamp = f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}.{nanos:09d}Z"
-    return orjson.dumps(
-        {
-            "event": {"provider": "app"},
-            "fly": {"app": {"instance": "148ed726c12358", "name": app}, "region": region},
-            "host": "ab12",
-            "log": {"level": "info"},
-            "message": text,
-            "timestamp": stamp,
-        }
-    )
+    return orjson.dumps(fly_record(app, region, text, stamp, instance="148ed726c12358", host="ab12"))
 
 
 def outgoing() -> dict[str, list[tuple[str, bytes]]]:

@@ -25,6 +25,7 @@ from archiver.archive.message import format_timestamp_ns, rebuild_payload, split
 from archiver.codec.parse import parse_batch
 from archiver.codec.parse_exact import MAX_FUTURE_NS, newest_accepted_ns
 from archiver.config import ArchiveSettings, load_run_config
+from archiver.demo.flymessage import fly_record
 from archiver.demo.loadgen import FlyLogGenerator
 from archiver.demo.servers import NatsServer
 
@@ -36,16 +37,8 @@ E2E_MAX_MESSAGE_BYTES = 2 * MiB
 
 def fly(message: Any = "hello", timestamp: Any = None, now_ns: int = 0, **top: Any) -> bytes:
     """A Fly message of APP/REGION, timestamp a minute before ``now_ns`` unless given."""
-    msg: dict[str, Any] = {
-        "event": {"provider": "app"},
-        "fly": {"app": {"instance": INSTANCE, "name": APP}, "region": REGION},
-        "host": "0ad1",
-        "log": {"level": "info"},
-        "message": message,
-        "timestamp": format_timestamp_ns(now_ns - 60 * 10**9) if timestamp is None else timestamp,
-    }
-    msg.update(top)
-    return orjson.dumps(msg)
+    stamp = format_timestamp_ns(now_ns - 60 * 10**9) if timestamp is None else timestamp
+    return orjson.dumps(fly_record(APP, REGION, message, stamp, instance=INSTANCE, **top))
 
 
 def hostile_cases(now_ns: int, max_bytes: int) -> list[tuple[str, str, bytes, str | None]]:

@@ -43,6 +43,7 @@ from archiver.codec.encode import (
     writer_options,
 )
 from archiver.codec.parse import parse_batch
+from archiver.demo.flymessage import fly_record
 from archiver.errors import EncodeError
 
 APP, REGION = "web", "ord"
@@ -54,16 +55,7 @@ LOGHUB = sorted(Path("/work/shared/corpus/loghub").glob("*.log"))
 
 def fly(message: str = "hello", timestamp: str = TS, **top: Any) -> dict[str, Any]:
     """A Fly message as the stream sends it, top-level keys overridden or added by ``top``."""
-    msg: dict[str, Any] = {
-        "event": {"provider": "app"},
-        "fly": {"app": {"instance": "0e286551c30586", "name": APP}, "region": REGION},
-        "host": "0ad1",
-        "log": {"level": "info"},
-        "message": message,
-        "timestamp": timestamp,
-    }
-    msg.update(top)
-    return msg
+    return fly_record(APP, REGION, message, timestamp, **top)
 
 
 def dumps(msg: Any) -> bytes:

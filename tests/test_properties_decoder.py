@@ -34,6 +34,7 @@ from archiver.archive.message import (
 from archiver.codec.parse import parse_batch
 from archiver.codec.parse_exact import MIN_TIMESTAMP_NS, exact_table, newest_accepted_ns
 from archiver.codec.payloads import Payloads
+from archiver.demo.flymessage import fly_record
 
 pytestmark = pytest.mark.fuzz
 # Generating these payloads costs ~50 ms an example: the suite runs fewer than the "ci" profile's 200.
@@ -168,10 +169,9 @@ payloads = st.one_of(
 
 
 def good(i: int) -> bytes:
-    return orjson.dumps({
-        "event": {"provider": "app"}, "fly": {"app": {"instance": "i1", "name": APP}, "region": REGION},
-        "host": "h", "log": {"level": "info"}, "message": f"good {i}", "timestamp": format_timestamp_ns(RECEIVED - i),
-    })  # fmt: skip
+    return orjson.dumps(
+        fly_record(APP, REGION, f"good {i}", format_timestamp_ns(RECEIVED - i), instance="i1", host="h")
+    )
 
 
 FILLER = [good(i) for i in range(200)]

@@ -35,6 +35,7 @@ from archiver.archive.message import format_timestamp_ns
 from archiver.cli.main import main
 from archiver.codec.encode import encode_partition
 from archiver.config import ArchiveSettings
+from archiver.demo.flymessage import fly_record
 from archiver.demo.servers import free_port
 from archiver.storage import ObjectInfo, Storage, open_storage
 from query import run as query_run
@@ -102,15 +103,11 @@ def build_content(seed: int = 7) -> tuple[dict[tuple[str, str], list[bytes]], di
             batch = []
             for ts in stamps:
                 text, extra = _text(rnd)
-                message: dict[str, Any] = {
-                    "event": {"provider": rnd.choice(["app", "app", "app", "runner"])},
-                    "fly": {"app": {"instance": rnd.choice(instances), "name": app}, "region": region},
-                    "host": "0ad1",
-                    "log": {"level": "info"},
-                    "message": text,
-                    "timestamp": iso(ts),
-                    **extra,
-                }
+                provider = rnd.choice(["app", "app", "app", "runner"])
+                instance = rnd.choice(instances)
+                message = fly_record(
+                    app, region, text, iso(ts), instance=instance, provider=provider, **extra
+                )
                 messages[ts] = message
                 batch.append(orjson.dumps(message))
             payloads[(app, region)] = batch

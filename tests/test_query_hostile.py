@@ -33,6 +33,7 @@ from archiver.archive.message import format_timestamp_ns
 from archiver.cli.main import main
 from archiver.codec.encode import encode_partition
 from archiver.config import ArchiveSettings
+from archiver.demo.flymessage import fly_record
 from archiver.storage import open_storage
 
 S = 1_000_000_000
@@ -62,14 +63,7 @@ def cli(settings: ArchiveSettings, *args: str) -> Result:
 
 def good_file(region: str, stamps: list[int], tag: str) -> bytes:
     payloads = [
-        orjson.dumps(
-            {
-                "fly": {"app": {"name": APP, "instance": "i1"}, "region": region},
-                "log": {"level": "info"},
-                "message": f"{tag} {i}",
-                "timestamp": format_timestamp_ns(ts),
-            }
-        )
+        orjson.dumps(fly_record(APP, region, f"{tag} {i}", format_timestamp_ns(ts), instance="i1"))
         for i, ts in enumerate(stamps)
     ]
     (encoded,) = encode_partition(APP, region, payloads, stamps[0]).files

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from archiver.archive.layout import object_key, object_name
 from archiver.codec.encode import encode_partition
+from archiver.demo.flymessage import fly_message
 from query import kernels
 from query.format import timestamp_text
 
@@ -68,9 +69,7 @@ def test_kernels_match_pyarrow_compute() -> None:
 def test_a_query_process_does_not_import_pyarrow_compute(tmp_path: Path) -> None:
     hour = 1_795_539_600 * 10**9  # 2026-11-24T17:00Z
     payloads = [
-        b'{"event":{"provider":"app"},"fly":{"app":{"instance":"i1","name":"web"},"region":"ams"},'
-        b'"log":{"level":"info"},"message":"hello %d","timestamp":"2026-11-24T17:0%d:00Z"}' % (n, n)
-        for n in range(3)
+        fly_message("web", "ams", f"hello {n}", f"2026-11-24T17:0{n}:00Z", instance="i1") for n in range(3)
     ]
     for f in encode_partition("web", "ams", payloads, hour).files:
         path = tmp_path / object_key("web", "ams", f.hour_ns, object_name(f.min_timestamp_ns, "t", 1))

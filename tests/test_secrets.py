@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from servers import SeaweedFS
 
 from archiver.config import ArchiveSettings, RunConfig, S3Settings, load_run_config
+from archiver.demo.flymessage import fly_message
 from archiver.demo.servers import HOST, NatsServer, free_port
 from archiver.errors import ConfigError
 from archiver.redact import MASK, redact, redact_bytes, register_secret, safe_url
@@ -227,9 +228,9 @@ def _publish(url: str, count: int, tag: str) -> None:
     async def go() -> None:
         nc = await nats.connect(url, user=NATS_USER, password=NATS_PASS)
         for i in range(count):
-            body = {"timestamp": "2026-01-01T00:00:00Z", "message": f"{tag} {i}",
-                    "fly": {"app": {"name": "a", "instance": "i"}, "region": "r"}, "log": {"level": "info"}}  # fmt: skip
-            await nc.publish("logs.a.r.i", json.dumps(body).encode())
+            await nc.publish(
+                "logs.a.r.i", fly_message("a", "r", f"{tag} {i}", "2026-01-01T00:00:00Z", instance="i")
+            )
         await nc.flush()
         await nc.close()
 

@@ -9,9 +9,9 @@ own JSON log line carrying its real level under ``level``/``severity``/``lvl``
 
 Generation is pure and deterministic for a seed, except that timestamps read
 the clock when no ``start_ns`` is given. The sample text and its tables live in
-:mod:`archiver.demo.corpus` and NATS publishing in :mod:`archiver.demo.publish`, so this
-module is only the generator. Run ``python -m archiver.demo.publish --help`` for the
-benchmark publisher.
+:mod:`archiver.demo.corpus`, the message envelope in :mod:`archiver.demo.flymessage`
+and NATS publishing in :mod:`archiver.demo.publish`, so this module is only the
+generator. Run ``python -m archiver.demo.publish --help`` for the benchmark publisher.
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from archiver.demo.corpus import LEVELS, REGIONS, RUNNER_MESSAGES, default_app_names, level_of, sample_systems
+from archiver.demo.flymessage import fly_message, fly_subject
 
 # Where the event time goes inside an app's JSON line.
 _TIME_NONE, _TIME_SECONDS, _TIME_MILLIS, _TIME_RFC3339 = range(4)
 _PLACEHOLDER = "@@T@@"
+# Where the generator pastes a pre-escaped message literal and the timestamp into the envelope.
+_MESSAGE_AT, _TIMESTAMP_AT = "@@MESSAGE@@", "@@TIMESTAMP@@"
 _JSON_POOL_BITS = 10  # 1024 pre-built JSON lines per app: variety without per-message json.dumps
 _NS = 1_000_000_000
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -49,7 +52,7 @@ class Instance:
     @property
     def subject(self) -> str:
         """The NATS subject its messages are published on."""
-        return f"logs.{self.app}.{self.region}.{self.instance}"
+        return fly_subject(self.app, self.region, self.instance)
 
 
 def _escaped(text: str) -> str:
@@ -141,16 +144,13 @@ class FlyLogGenerator:
         self._sources: list[tuple[str, str, str, list[str], list[tuple[int, str, str]], list[str]]] = []
         for inst in self.instances:
             runner = [_escaped(text.format(app=inst.app)) for text in RUNNER_MESSAGES]
+            app_head, to_timestamp, closing = _envelope(inst, "app")
+            runner_head = _envelope(inst, "runner")[0]
             self._sources.append(
-                (
-                    inst.subject,
-                    _envelope_head(inst, "app"),
-                    _envelope_head(inst, "runner"),
-                    plain[inst.system],
-                    json_pools[inst.system],
-                    runner,
-                )
+                (inst.subject, app_head, runner_head, plain[inst.system], json_pools[inst.system], runner)
             )
+        # Only the fields before the message differ between machines: what follows it is the same for all.
+        self._to_timestamp, self._closing = to_timestamp, closing
 
     def _timestamp(self, ns: int) -> str:
         """RFC 3339 UTC with 9 fractional digits, as Fly writes it."""
@@ -173,6 +173,7 @@ class FlyLogGenerator:
         json_fraction, runner_fraction = self._json_fraction, self._runner_fraction
         start_ns, span_ns, clock = self._start_ns, self._span_ns, self._clock
         timestamp = self._timestamp
+        to_timestamp, closing = self._to_timestamp, self._closing
         out: list[tuple[str, bytes]] = []
         append = out.append
         for _ in range(n):
@@ -202,7 +203,7 @@ class FlyLogGenerator:
                         message = f"{before}{ts}{after}"
                 else:
                     message = plain[int(random_() * len(plain))]
-            append((subject, f'{head}{message},"timestamp":"{ts}"}}'.encode()))
+            append((subject, f"{head}{message}{to_timestamp}{ts}{closing}".encode()))
         return out
 
     def batches(self, size: int) -> Iterator[list[tuple[str, bytes]]]:
@@ -211,13 +212,20 @@ class FlyLogGenerator:
             yield self.messages(size)
 
 
-def _envelope_head(inst: Instance, provider: str) -> str:
-    """The envelope up to ``"message":``, fields in the order Fly sends them (alphabetical)."""
-    return (
-        f'{{"event":{{"provider":"{provider}"}},"fly":{{"app":{{"instance":"{inst.instance}",'
-        f'"name":"{inst.app}"}},"region":"{inst.region}"}},"host":"{inst.host}",'
-        f'"log":{{"level":"info"}},"message":'
-    )
+def _envelope(inst: Instance, provider: str) -> tuple[str, str, str]:
+    """:func:`fly_message`'s envelope in three: up to ``"message":``, then up to the timestamp's text, then the rest."""
+    text = fly_message(
+        inst.app,
+        inst.region,
+        _MESSAGE_AT,
+        _TIMESTAMP_AT,
+        instance=inst.instance,
+        host=inst.host,
+        provider=provider,
+    ).decode()
+    head, rest = text.split(f'"{_MESSAGE_AT}"')
+    to_timestamp, closing = rest.split(_TIMESTAMP_AT)
+    return head, to_timestamp, closing
 
 
 def _weighted_table(weights: Sequence[float]) -> tuple[int, list[int]]:
