@@ -203,16 +203,3 @@ def wait_for(predicate: Any, timeout_s: float, what: str, proc: ArchiverProcess 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}" + (f":\n{proc.log()}" if proc else ""))
         time.sleep(0.05)
-
-
-async def publish_all(url: str, messages: list[tuple[str, bytes]]) -> None:
-    """Publish every (subject, payload) with nats-py and flush."""
-    import nats
-
-    client = await nats.connect(url)
-    try:
-        for subject, payload in messages:
-            await client.publish(subject, payload)
-        await client.flush()
-    finally:
-        await client.close()

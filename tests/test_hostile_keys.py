@@ -25,7 +25,6 @@ from harness import (
     archive_env,
     archived_payloads,
     normalise,
-    publish_all,
     read_archive,
     start_archiver,
     wait_for,
@@ -35,6 +34,7 @@ from servers import SeaweedFS
 from archiver.archive.layout import MAX_SEGMENT_CHARS, encode_value, is_shortened
 from archiver.config import ArchiveSettings
 from archiver.demo.flymessage import fly_record
+from archiver.demo.publish import publish
 from archiver.demo.servers import NatsServer
 
 #: (app, region) carried in the subject: any byte but whitespace and the token separator ".".
@@ -104,7 +104,7 @@ def archive_and_query(nats_server: NatsServer, settings: ArchiveSettings, work: 
     proc = start_archiver(nats_server.url, settings, work / "logs", SPOOL_DIR=str(work / "spool"))
     try:
         proc.wait_subscribed()
-        asyncio.run(publish_all(nats_server.url, flat))
+        asyncio.run(publish(nats_server.url, flat))
         wait_for(lambda: proc.metric("archiver_messages_received_total") >= len(flat), 20, "messages", proc)
     finally:
         assert proc.stop() == 0, proc.log()

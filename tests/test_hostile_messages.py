@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import orjson
 import pyarrow as pa
-from harness import ArchivedFile, publish_all, read_archive, start_archiver, wait_for
+from harness import ArchivedFile, read_archive, start_archiver, wait_for
 
 from archiver.archive import schema
 from archiver.archive.layout import NS_PER_HOUR
@@ -27,6 +27,7 @@ from archiver.codec.parse_exact import MAX_FUTURE_NS, newest_accepted_ns
 from archiver.config import ArchiveSettings, load_run_config
 from archiver.demo.flymessage import fly_record
 from archiver.demo.loadgen import FlyLogGenerator
+from archiver.demo.publish import publish
 from archiver.demo.servers import NatsServer
 
 APP, REGION, INSTANCE = "web", "ord", "0e286551c30586"
@@ -269,7 +270,7 @@ def run_end_to_end(server: NatsServer, tmp_path: Path, settings: ArchiveSettings
         for i, message in enumerate(hostile):
             sent += [*good[i * step : (i + 1) * step], message]
         sent += good[len(hostile) * step :]
-        asyncio.run(publish_all(server.url, sent))
+        asyncio.run(publish(server.url, sent))
         wait_for(lambda: proc.metric("archiver_messages_archived_total") >= len(sent), 60, "archiving", proc)
         received_by = time.time_ns()
         kinds = Counter(kind for *_, kind in cases if kind is not None)
@@ -369,7 +370,7 @@ def test_truncation_marker_survives_the_spool(tmp_path: Path, local_settings: Ar
                 ("logs.short", b"y" * 200_000),
                 (SUBJECT, fly("small", now_ns=time.time_ns())),
             ]
-            asyncio.run(publish_all(server.url, sent))
+            asyncio.run(publish(server.url, sent))
             wait_for(lambda: proc.metric("archiver_messages_received_total") == 3, 30, "spooling", proc)
             assert proc.metric("archiver_messages_truncated_total") == 2
         finally:
