@@ -5,7 +5,7 @@ timestamps (canonical, lenient, absurd, not strings), extra fields and nesting;
 the same serialised with other spacing or key order; byte-level mutations of
 them (truncated JSON, NUL bytes, invalid UTF-8); truncated forms; arbitrary
 bytes. Batches mix them with good messages, so the bulk reader, its halving
-and the exact path all run. ``./dev fuzz tests/test_properties_decoder.py``
+and the exact path all run. ``./dev fuzz tests/test_properties_codec.py``
 runs these with ``FUZZ_EXAMPLES`` examples each.
 """
 
