@@ -1,1 +1,1 @@
-"""The demo and the Fly-shaped load generator: sample text, generation, publishing."""
+"""The demo and the Fly-shaped load generator: sample text, the Fly message, generation, publishing, loopback servers."""
