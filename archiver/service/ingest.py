@@ -30,7 +30,8 @@ from archiver.service.buffer import Buffers, FlushBatch, PartitionBuffer
 from archiver.service.journal import Journal
 from archiver.service.metrics import Stats
 from archiver.service.routing import app_region_from_payload, app_region_from_subject
-from archiver.service.spool import WRITE_THRESHOLD_BYTES, Spool, subject_prefix
+from archiver.service.spool import WRITE_THRESHOLD_BYTES, Spool
+from archiver.service.spool_record import record_subject, subject_prefix, tagged_prefix
 
 #: Subjects are per instance; the cache is cleared past this so churn cannot grow it forever.
 MAX_CACHED_SUBJECTS = 100_000
@@ -115,8 +116,8 @@ class Ingest:
             if not self.buffers.has_room():
                 self.start_spill(spool.next_seq)
 
-    def on_tagged(self, msg: Msg, tag: bytes) -> tuple[int, tuple[str, str]] | None:
-        """JetStream: spool the record with ``tag`` after its subject; (spool seq, partition), None when full.
+    def on_tagged(self, msg: Msg, stream_seq: int, reply: str) -> tuple[int, tuple[str, str]] | None:
+        """JetStream: spool the record tagged with its stream seq and ack subject; (spool seq, partition), None when full.
 
         The tail of :meth:`on_message`, repeated rather than shared so the core-NATS path
         pays no extra call. A message refused here is not acked, so JetStream redelivers it:
@@ -130,7 +131,7 @@ class Ingest:
         if route is None:
             route = self._route(subject, data)
         buf = route[0]
-        prefix, prefix_crc = subject_prefix(route[1][2:] + tag)
+        prefix, prefix_crc = tagged_prefix(subject.encode(), stream_seq, reply)
         spool = self.spool
         assert spool is not None
         pending = spool.append(prefix, prefix_crc, data)
@@ -244,8 +245,8 @@ class Ingest:
     def _feed(self, records: list[tuple[int, bytes, bytes]]) -> None:
         skip = self._skip
         routes: dict[bytes, PartitionBuffer] = {}
-        for i, (seq, tagged, payload) in enumerate(records):
-            subject = tagged.partition(b"\x00")[0]  # JetStream records carry a tag after the subject
+        for i, (seq, field, payload) in enumerate(records):
+            subject = record_subject(field)
             buf = routes.get(subject)
             if buf is None:
                 app_region = app_region_from_subject(subject.decode("utf-8", "replace"))

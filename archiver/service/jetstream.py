@@ -3,9 +3,9 @@
 Exactly once rests on the spool (see :mod:`archiver.service.spool`); JetStream adds
 redeliveries, which this module recognises:
 
-* every message is spooled with a *tag* after its subject,
-  ``\\x00<stream seq>\\x00<ack subject>`` (core-NATS records have none), so
-  the spool itself knows which stream sequences it holds and how to ack them;
+* every message is spooled with a *tag* after its subject, its stream
+  sequence and ack subject (:mod:`archiver.service.spool_record`), so the
+  spool itself knows which stream sequences it holds and how to ack them;
 * :class:`~archiver.service.jetstream_acks.AckTracker` indexes the tagged records
   still in the spool. A delivery whose stream sequence is already there is
   never spooled again: if its batch is archived it is acked at once,
@@ -50,7 +50,7 @@ from archiver.config import RunConfig
 from archiver.errors import SourceError
 from archiver.logs import RateLimitedLog, event
 from archiver.service.ingest import Ingest
-from archiver.service.jetstream_acks import AckTracker, tag
+from archiver.service.jetstream_acks import AckTracker
 from archiver.service.metrics import Stats
 from archiver.service.source import NatsSource
 
@@ -207,7 +207,7 @@ class JetStreamSource(NatsSource):
             self._stats.jetstream_redeliveries += 1
         if self._tracker.redelivered(stream_seq, reply):
             return
-        spooled = self._ingest.on_tagged(msg, tag(stream_seq, reply))
+        spooled = self._ingest.on_tagged(msg, stream_seq, reply)
         if spooled is None:
             self._log_full(stream_seq=stream_seq, retry_s=SPOOL_FULL_RETRY_S)
             with contextlib.suppress(NatsError):

@@ -15,6 +15,7 @@ from archiver.service.buffer import FlushBatch
 from archiver.service.journal import Journal
 from archiver.service.routing import app_region_of_record
 from archiver.service.spool import Spool
+from archiver.service.spool_record import jetstream_tag
 
 Partition = tuple[str, str]
 
@@ -116,11 +117,6 @@ class AckTracker:
         return len(self._order)
 
 
-def tag(stream_seq: int, reply: str) -> bytes:
-    """What follows the subject in a JetStream record."""
-    return b"\x00%d\x00%s" % (stream_seq, reply.encode())
-
-
 def recover(tracker: AckTracker, spool: Spool, journal: Journal) -> int:
     """Index the spool's tagged records after a restart, archived per the journal; how many."""
     done: dict[Partition, tuple[list[int], list[int]]] = {}
@@ -141,16 +137,16 @@ def recover(tracker: AckTracker, spool: Spool, journal: Journal) -> int:
         if not records:
             break
         for rec_seq, tagged, payload in records:
-            subject, sep, rest = tagged.partition(b"\x00")
-            if not sep:
+            tag = jetstream_tag(tagged)
+            if tag is None:
                 continue  # a core-NATS record from an earlier run
-            stream_seq, _, reply = rest.partition(b"\x00")
-            app, region = app_region_of_record(subject, payload)
+            stream_seq, reply = tag
+            app, region = app_region_of_record(tagged, payload)
             partition = (partition_value(app), partition_value(region))
             starts, ends = done.get(partition, ([], []))
             i = bisect.bisect_right(starts, rec_seq) - 1
             archived = i >= 0 and rec_seq < ends[i]
-            tracker.add(rec_seq, int(stream_seq), reply.decode(), partition, archived)
+            tracker.add(rec_seq, stream_seq, reply, partition, archived)
             count += 1
         seq = records[-1][0] + 1
     return count

@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 
+from archiver.service.spool_record import record_subject
+
 SUBJECT_ROOT = "logs"
 
 
@@ -34,5 +36,5 @@ def app_region_from_payload(payload: bytes) -> tuple[str | None, str | None]:
 
 def app_region_of_record(subject: bytes, payload: bytes) -> tuple[str | None, str | None]:
     """(app, region) of a spooled record: its subject (minus a JetStream tag), else its payload."""
-    plain = subject.partition(b"\x00")[0]
-    return app_region_from_subject(plain.decode("utf-8", "replace")) or app_region_from_payload(payload)
+    plain = record_subject(subject).decode("utf-8", "replace")
+    return app_region_from_subject(plain) or app_region_from_payload(payload)

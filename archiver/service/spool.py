@@ -6,9 +6,10 @@ Files in ``SPOOL_DIR``::
                            sequence number of their first record
     journal                append-only commit records (intent / done)
 
-A record is ``<u32 body length><u32 crc32(body)><u16 subject length>
-<subject><payload>``; sequence numbers are implicit (segment's first
-sequence + index), so a record costs 10 bytes of framing. Appends go to an
+A record (:mod:`archiver.service.spool_record`, the format's one owner) is
+``<u32 body length><u32 crc32(body)><u16 subject length><subject><payload>``;
+sequence numbers are implicit (segment's first sequence + index), so a record
+costs 10 bytes of framing. Appends go to an
 in-memory buffer that is written to the segment in one ``write`` per event
 loop turn (group commit): a message counts as received once that write has
 returned, so a process kill (kill -9, OOM) loses nothing received. The
@@ -39,21 +40,17 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
-import struct
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 from archiver.errors import ArchiverError
 from archiver.service.journal import Intent, Journal, JournalFile, fsync_dir
+from archiver.service.spool_record import FRAME, read_records
 
-_FRAME = struct.Struct("<II")
-_SUBJECT_LEN = struct.Struct("<H")
 SEGMENT_SUFFIX = ".seg"
 DEFAULT_SEGMENT_BYTES = 32 * 1024 * 1024
 #: Group-commit threshold: past this the hot path writes at once instead of waiting for the loop turn.
 WRITE_THRESHOLD_BYTES = 256 * 1024
-READ_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 class SpoolError(ArchiverError):
@@ -97,7 +94,7 @@ class Spool:
             journal = self.journal.open()
             for path in sorted(self.directory.glob(f"*{SEGMENT_SUFFIX}")):
                 first = int(path.stem)
-                count = sum(1 for _ in _records(path, first, 0))
+                count = sum(1 for _ in read_records(path, first, 0))
                 self._segments[first] = path.stat().st_size
                 self._disk_bytes += self._segments[first]
                 self.next_seq = max(self.next_seq, first + count)
@@ -124,7 +121,7 @@ class Spool:
             if cursor is not None and cursor[1] == first and cursor[0] <= from_seq:
                 start_seq, offset = cursor[0], cursor[2]
             path = self.directory / _segment_name(first)
-            for seq, subject, payload, next_offset in _records(path, start_seq, offset):
+            for seq, subject, payload, next_offset in read_records(path, start_seq, offset):
                 if seq >= to_seq:
                     return out
                 if seq >= from_seq:
@@ -142,7 +139,7 @@ class Spool:
     # -- the hot path ---------------------------------------------------------------
 
     def append(self, prefix: bytes, prefix_crc: int, payload: bytes) -> int:
-        """Queue one record (``prefix`` from :func:`subject_prefix`) for the next group commit.
+        """Queue one record (``prefix`` from :mod:`~archiver.service.spool_record`) for the next group commit.
 
         Returns the bytes now pending (the caller commits early past WRITE_THRESHOLD_BYTES),
         or 0 when the spool is full: the caller drops and counts the message.
@@ -151,7 +148,7 @@ class Spool:
         pending = self._pending
         if self._disk_bytes + len(pending) + body_len + 8 > self.max_bytes:
             return 0
-        pending += _FRAME.pack(body_len, zlib.crc32(payload, prefix_crc))
+        pending += FRAME.pack(body_len, zlib.crc32(payload, prefix_crc))
         pending += prefix
         pending += payload
         self.next_seq += 1
@@ -258,36 +255,3 @@ class Spool:
 
 def _segment_name(first_seq: int) -> str:
     return f"{first_seq:020d}{SEGMENT_SUFFIX}"
-
-
-def subject_prefix(subject: bytes) -> tuple[bytes, int]:
-    """The record prefix of a subject and its crc32 (cached per subject by the caller)."""
-    prefix = _SUBJECT_LEN.pack(len(subject)) + subject
-    return prefix, zlib.crc32(prefix)
-
-
-def _records(path: Path, seq: int, offset: int) -> Iterator[tuple[int, bytes, bytes, int]]:
-    """(seq, subject, payload, offset after it) of valid records from ``offset``; stops at a torn tail."""
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        carry = b""
-        while True:
-            chunk = handle.read(READ_CHUNK_BYTES)
-            data = carry + chunk
-            pos = 0
-            while pos + 8 <= len(data):
-                body_len, crc = _FRAME.unpack_from(data, pos)
-                end = pos + 8 + body_len
-                if end > len(data):
-                    break
-                body = data[pos + 8 : end]
-                if body_len < 2 or zlib.crc32(body) != crc:
-                    return
-                subject_len = _SUBJECT_LEN.unpack_from(body)[0]
-                offset += end - pos
-                yield seq, body[2 : 2 + subject_len], body[2 + subject_len :], offset
-                seq += 1
-                pos = end
-            carry = data[pos:]
-            if not chunk:
-                return
