@@ -11,7 +11,7 @@ redeliveries, which this module recognises:
   never spooled again: if its batch is archived it is acked at once,
   otherwise its ack subject is remembered for when it is. After a restart the
   index is rebuilt from the spool and the journal
-  (:func:`~archiver.service.jetstream_acks.recover`); archived records are acked
+  (:mod:`archiver.service.recovery`); archived records are acked
   with their stored ack subject (the server acks by stream sequence, whichever
   delivery the subject came from), the rest when their batch is archived;
 * a message is acked only after the *done* of its batch is journaled

@@ -1,7 +1,7 @@
 """JetStream mode's bookkeeping: which stream sequences the spool holds, and when to ack them.
 
-Pure (no I/O but reading the spool at recovery); driven by
-:class:`archiver.service.jetstream.JetStreamSource`, whose docstring explains the design.
+Pure (no I/O); driven by :class:`archiver.service.jetstream.JetStreamSource`, whose docstring
+explains the design, and rebuilt after a restart by :mod:`archiver.service.recovery`.
 """
 
 from __future__ import annotations
@@ -10,12 +10,7 @@ import bisect
 from collections import deque
 from collections.abc import Callable
 
-from archiver.archive.layout import partition_value
 from archiver.service.buffer import FlushBatch
-from archiver.service.journal import Journal
-from archiver.service.routing import app_region_of_record
-from archiver.service.spool import Spool
-from archiver.service.spool_record import jetstream_tag
 
 Partition = tuple[str, str]
 
@@ -115,38 +110,3 @@ class AckTracker:
     def __len__(self) -> int:
         """Records indexed."""
         return len(self._order)
-
-
-def recover(tracker: AckTracker, spool: Spool, journal: Journal) -> int:
-    """Index the spool's tagged records after a restart, archived per the journal; how many."""
-    done: dict[Partition, tuple[list[int], list[int]]] = {}
-    for partition, ranges in journal.done.items():
-        starts: list[int] = []
-        ends: list[int] = []
-        for first, end in sorted(ranges):  # merged, so one bisect answers "covered?"
-            if ends and first <= ends[-1]:
-                ends[-1] = max(ends[-1], end)
-            else:
-                starts.append(first)
-                ends.append(end)
-        done[partition] = (starts, ends)
-    count = 0
-    seq = spool.first_seq
-    while seq < spool.written_seq:
-        records = spool.read(seq, spool.written_seq, 50_000)
-        if not records:
-            break
-        for rec_seq, tagged, payload in records:
-            tag = jetstream_tag(tagged)
-            if tag is None:
-                continue  # a core-NATS record from an earlier run
-            stream_seq, reply = tag
-            app, region = app_region_of_record(tagged, payload)
-            partition = (partition_value(app), partition_value(region))
-            starts, ends = done.get(partition, ([], []))
-            i = bisect.bisect_right(starts, rec_seq) - 1
-            archived = i >= 0 and rec_seq < ends[i]
-            tracker.add(rec_seq, stream_seq, reply, partition, archived)
-            count += 1
-        seq = records[-1][0] + 1
-    return count

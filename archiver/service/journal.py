@@ -17,7 +17,6 @@ from pathlib import Path
 import orjson
 
 JOURNAL_NAME = "journal"
-_MAX_SEQ = 2**63
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,25 +39,59 @@ class Intent:
 
 @dataclass(slots=True)
 class Journal:
-    """What the journal says: open intents and completed batch ranges per partition."""
+    """What the journal says: open intents and completed batch ranges per partition.
+
+    The one rule of what a record's fate is after a restart: :meth:`archived` (a done batch
+    holds it), :meth:`open_intent` (a batch journaled, not done: re-sent under its keys),
+    :meth:`covers` (either: never buffered again).
+    """
 
     open: dict[tuple[str, str, int], Intent] = field(default_factory=dict)
     done: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)
+    #: ``done`` merged per partition into (starts, ends), built on first use (the journal is read-only then).
+    _merged: dict[tuple[str, str], tuple[list[int], list[int]]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def archived(self, app_segment: str, region_segment: str, seq: int) -> bool:
+        """True when ``seq`` of that partition belongs to a completed batch."""
+        # Recovery asks this for every spooled record, so it must not scan every range. Merged, one
+        # bisect answers even where a batch replayed after a crash spans an older done range.
+        if self._merged is None:
+            self._merged = {partition: _merge(ranges) for partition, ranges in self.done.items()}
+        merged = self._merged.get((app_segment, region_segment))
+        if merged is None:
+            return False
+        starts, ends = merged
+        i = bisect.bisect_right(starts, seq) - 1
+        return i >= 0 and seq < ends[i]
+
+    def open_intent(self, app_segment: str, region_segment: str, seq: int) -> Intent | None:
+        """The open intent whose batch holds ``seq`` of that partition, if any."""
+        for intent in self.open.values():
+            if (intent.first_seq <= seq < intent.end_seq
+                    and intent.app_segment == app_segment and intent.region_segment == region_segment):  # fmt: skip
+                return intent
+        return None
 
     def covers(self, app_segment: str, region_segment: str, seq: int) -> bool:
         """True when ``seq`` of that partition belongs to a completed or an open (re-sent) batch."""
-        # Ranges of one partition never overlap: the last one starting at or before seq decides.
-        # Recovery asks this for every spooled record, so it must not scan every range.
-        ranges = self.done.get((app_segment, region_segment))
-        if ranges:
-            i = bisect.bisect_right(ranges, (seq, _MAX_SEQ)) - 1
-            if i >= 0 and ranges[i][0] <= seq < ranges[i][1]:
-                return True
-        return any(
-            i.first_seq <= seq < i.end_seq
-            and (i.app_segment, i.region_segment) == (app_segment, region_segment)
-            for i in self.open.values()
+        return self.archived(app_segment, region_segment, seq) or (
+            self.open_intent(app_segment, region_segment, seq) is not None
         )
+
+
+def _merge(ranges: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Sorted ranges merged where they overlap or touch, as (starts, ends)."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for first, end in sorted(ranges):
+        if ends and first <= ends[-1]:
+            ends[-1] = max(ends[-1], end)
+        else:
+            starts.append(first)
+            ends.append(end)
+    return starts, ends
 
 
 class JournalFile:

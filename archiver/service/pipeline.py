@@ -25,16 +25,15 @@ from typing import Any
 import orjson
 
 from archiver.codec.encode import use_lean_memory
-from archiver.codec.payloads import Payloads
 from archiver.config import RunConfig
 from archiver.logs import event
-from archiver.service.buffer import Buffers, FlushBatch
+from archiver.service.buffer import Buffers
 from archiver.service.http import HttpServer
 from archiver.service.ingest import Ingest
 from archiver.service.jetstream import JetStreamSource
-from archiver.service.jetstream_acks import AckTracker, recover
+from archiver.service.jetstream_acks import AckTracker
 from archiver.service.metrics import Metrics, Stats
-from archiver.service.routing import app_region_of_record
+from archiver.service.recovery import recover
 from archiver.service.source import NatsSource
 from archiver.service.spool import Spool
 from archiver.service.uploader import Uploader
@@ -76,46 +75,11 @@ class Service:
         """Open the spool: resend open intents under their keys, replay everything else."""
         if self.spool is None:
             return
-        journal = self.spool.open()
-        resent = 0
-        if journal.open:
-            intents = sorted(journal.open.values(), key=lambda i: i.first_seq)
-            batches: dict[int, FlushBatch] = {}
-            lo, hi = intents[0].first_seq, max(i.end_seq for i in intents)
-            seq = lo
-            while seq < hi:
-                records = self.spool.read(seq, hi, 50_000)
-                if not records:
-                    break
-                for rec_seq, subject, payload in records:
-                    self._collect(intents, batches, rec_seq, subject, payload)
-                seq = records[-1][0] + 1
-            for batch in batches.values():
-                self.buffers.track(batch)
-                self.uploader.submit(batch)
-                resent += 1
-        tagged = None if self.tracker is None else recover(self.tracker, self.spool, journal)
-        start = self.spool.first_seq
-        pending = self.spool.written_seq - start
-        if pending:
-            self.ingest.start_spill(start, journal)
-        event(logging.INFO, "spool opened", dir=str(self.spool.directory), records=pending,
-              bytes=self.spool.bytes, resent_batches=resent, jetstream_records=tagged)  # fmt: skip
-
-    def _collect(self, intents: list[Any], batches: dict[int, FlushBatch], seq: int,
-                 subject: bytes, payload: bytes) -> None:  # fmt: skip
-        buf = self.buffers.partition(*app_region_of_record(subject, payload))
-        for intent in intents:
-            if (intent.first_seq <= seq < intent.end_seq
-                    and (intent.app_segment, intent.region_segment) == (buf.app_segment, buf.region_segment)):  # fmt: skip
-                batch = batches.get(intent.first_seq)
-                if batch is None:
-                    batch = batches[intent.first_seq] = FlushBatch(
-                        buf.app, buf.region, buf.app_segment, buf.region_segment, Payloads(), 0,
-                        intent.received_ns, intent.first_seq, intent.end_seq, 0, intent.keys)  # fmt: skip
-                batch.payloads.append(payload)
-                batch.bytes += len(payload)
-                return
+        recovered = recover(self.spool, self.buffers, self.tracker)
+        for batch in recovered.batches:
+            self.uploader.submit(batch)
+        if recovered.replay_from_seq is not None:
+            self.ingest.start_spill(recovered.replay_from_seq, recovered.journal)
 
     # -- periodic work ------------------------------------------------------------------
 
