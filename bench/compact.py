@@ -30,6 +30,7 @@ from common import LOGHUB
 from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, object_key, object_name, partition_value
 from archiver.archive.message import parse_timestamp
 from archiver.codec.encode import encode_partition
+from archiver.codec.payloads import Payloads
 from archiver.config import DEFAULT_COMPACT_TARGET_BYTES, ArchiveSettings
 from archiver.demo.corpus import sample_systems
 from archiver.demo.loadgen import FlyLogGenerator
@@ -64,7 +65,7 @@ async def build(root: str, args: argparse.Namespace) -> tuple[int, int]:
     storage = open_storage(ArchiveSettings("file", "", root))
     seq = 0
     for (app, region, _), payloads in sorted(by_minute.items()):
-        for f in encode_partition(app, region, payloads, START_NS).files:
+        for f in encode_partition(app, region, Payloads(payloads), START_NS).files:
             seq += 1
             key = object_key(
                 partition_value(app),

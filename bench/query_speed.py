@@ -79,6 +79,7 @@ from storage import live_batches
 
 from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, hour_start_ns, object_key, object_name
 from archiver.codec import encode
+from archiver.codec.payloads import Payloads
 from archiver.demo.corpus import REGIONS as _ALL_REGIONS
 from archiver.demo.corpus import default_app_names, sample_systems
 from archiver.demo.loadgen import FlyLogGenerator
@@ -144,7 +145,7 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
                     batches = [[p for p, _ in items]]
                     level = encode.COMPACT_COMPRESSION_LEVEL
                 for batch in batches:
-                    for f in encode.encode_partition(app, region, batch, hour, level).files:
+                    for f in encode.encode_partition(app, region, Payloads(batch), hour, level).files:
                         sequence += 1
                         key = object_key(
                             app, region, f.hour_ns, object_name(f.min_timestamp_ns, WRITER, sequence)

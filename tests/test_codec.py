@@ -43,6 +43,7 @@ from archiver.codec.encode import (
     writer_options,
 )
 from archiver.codec.parse import parse_batch
+from archiver.codec.payloads import Payloads
 from archiver.demo.flymessage import fly_record
 from archiver.errors import EncodeError
 
@@ -173,7 +174,7 @@ def test_round_trip_varied_payloads() -> None:
     # Surround the odd ones with plain messages so both the bulk path and its halving run.
     filler = [dumps(fly(f"filler {i}")) for i in range(300)]
     payloads = filler[:150] + valid + malformed + filler[150:]
-    result = parse_batch(APP, REGION, payloads, RECEIVED)
+    result = parse_batch(APP, REGION, Payloads(payloads), RECEIVED)
     assert result.table.schema.equals(schema.FILE_SCHEMA, check_metadata=True)
     assert result.table.num_rows == len(payloads)
     assert result.malformed == len(malformed)
@@ -186,14 +187,16 @@ def test_round_trip_varied_payloads() -> None:
 
 def test_each_payload_alone_and_all_at_once_agree() -> None:
     valid, malformed = varied_payloads()
-    together = parse_batch(APP, REGION, valid + malformed, RECEIVED).table
-    alone = pa.concat_tables(parse_batch(APP, REGION, [p], RECEIVED).table for p in valid + malformed)
+    together = parse_batch(APP, REGION, Payloads(valid + malformed), RECEIVED).table
+    alone = pa.concat_tables(
+        parse_batch(APP, REGION, Payloads([p]), RECEIVED).table for p in valid + malformed
+    )
     assert sorted(map(canonical, rows(together))) == sorted(map(canonical, rows(alone)))
 
 
 def test_malformed_rows_keep_the_payload() -> None:
     by_message = {
-        r["message"]: r for r in rows(parse_batch(APP, REGION, [b"oops", b"\xffz"], RECEIVED).table)
+        r["message"]: r for r in rows(parse_batch(APP, REGION, Payloads([b"oops", b"\xffz"]), RECEIVED).table)
     }
     assert orjson.loads(by_message["oops"]["extra"]) == {"_malformed": True}
     bad = by_message["\ufffdz"]
@@ -205,7 +208,7 @@ def test_malformed_rows_keep_the_payload() -> None:
 def test_fast_and_exact_paths_make_the_same_rows() -> None:
     payloads = [dumps(fly(f"line {i}", format_timestamp_ns(TS_NS + i * 997))) for i in range(200)]
     payloads += [dumps(fly('{"level":"ERROR"}')), dumps(fly('\t{"severity":50}')), dumps(fly('{"lvl":60}'))]
-    fast = parse_batch(APP, REGION, payloads, RECEIVED).table
+    fast = parse_batch(APP, REGION, Payloads(payloads), RECEIVED).table
     exact, malformed = parse_exact.exact_rows(payloads, APP, REGION, RECEIVED)
     assert malformed == 0
     assert rows(fast.sort_by("timestamp")) == rows(exact.sort_by("timestamp"))
@@ -241,7 +244,7 @@ def test_levels(message: str, level: str | None) -> None:
         msg = fly(message, log={"level": fly_level})
         # In a clean batch (bulk path) and with an unknown field (exact path).
         for payload in (dumps(msg), dumps({**msg, "unknown": 1})):
-            (row,) = rows(parse_batch(APP, REGION, [payload], RECEIVED).table)
+            (row,) = rows(parse_batch(APP, REGION, Payloads([payload]), RECEIVED).table)
             assert row["fly_level"] == fly_level
             assert row["level"] == (level or fly_level)
 
@@ -262,7 +265,7 @@ def test_levels(message: str, level: str | None) -> None:
 )
 def test_timestamps_to_the_nanosecond(text: str, ns: int) -> None:
     assert parse_timestamp(text) == ns
-    (row,) = rows(parse_batch(APP, REGION, [dumps(fly(timestamp=text))], RECEIVED).table)
+    (row,) = rows(parse_batch(APP, REGION, Payloads([dumps(fly(timestamp=text))]), RECEIVED).table)
     if ns < parse_exact.MIN_TIMESTAMP_NS:  # parsed exactly, but before the accepted window
         assert is_malformed(row) and row["timestamp"] == RECEIVED
         assert rebuild_payload(row, APP, REGION) == dumps(fly(timestamp=text))
@@ -300,7 +303,7 @@ def test_format_timestamp() -> None:
 
 def test_rebuild_accepts_datetimes_and_scalars() -> None:
     (row,) = parse_batch(
-        APP, REGION, [dumps(fly(timestamp="2022-09-27T20:34:37.252022000Z"))], 0
+        APP, REGION, Payloads([dumps(fly(timestamp="2022-09-27T20:34:37.252022000Z"))]), 0
     ).table.to_pylist()
     assert isinstance(row["timestamp"], datetime)
     assert rebuild_message(row, APP, REGION) == fly(timestamp="2022-09-27T20:34:37.252022000Z")
@@ -338,7 +341,7 @@ def test_realistic_batch_takes_the_bulk_path(monkeypatch: pytest.MonkeyPatch) ->
     original = parse_exact.exact_row
     monkeypatch.setattr(parse_exact, "exact_row", lambda *a: calls.append(1) or original(*a))
     start = time.perf_counter()
-    result = parse_batch(APP, REGION, payloads, RECEIVED)
+    result = parse_batch(APP, REGION, Payloads(payloads), RECEIVED)
     elapsed = time.perf_counter() - start
     assert result.malformed == 0 and not calls
     assert result.table.num_rows == 20_000
@@ -354,16 +357,16 @@ def test_one_bad_payload_costs_a_small_range(monkeypatch: pytest.MonkeyPatch) ->
     calls: list[int] = []
     original = parse_exact.exact_row
     monkeypatch.setattr(parse_exact, "exact_row", lambda *a: calls.append(1) or original(*a))
-    result = parse_batch(APP, REGION, payloads, RECEIVED)
+    result = parse_batch(APP, REGION, Payloads(payloads), RECEIVED)
     assert result.malformed == 1
     assert 1 <= len(calls) <= parse.MIN_BULK_ROWS
     assert rebuilt(result.table) == expected(payloads[:6_000] + payloads[6_001:], [b"garbage"])
 
 
 def test_empty_batch() -> None:
-    result = parse_batch(APP, REGION, [], RECEIVED)
+    result = parse_batch(APP, REGION, Payloads(), RECEIVED)
     assert result.table.num_rows == 0 and result.table.schema.equals(schema.FILE_SCHEMA)
-    batch = encode_partition(APP, REGION, [], RECEIVED)
+    batch = encode_partition(APP, REGION, Payloads(), RECEIVED)
     assert batch.files == [] and batch.malformed == 0 and batch.raw_bytes == 0
 
 
@@ -401,7 +404,7 @@ def test_written_parquet_files() -> None:
     start = 1_700_006_400 * 10**9 - 60 * 10**9  # a minute before midnight: two hours, two days
     payloads = [*realistic_payloads(3_000, start_ns=start), b"not json"]
     random.Random(3).shuffle(payloads)
-    batch = encode_partition(APP, REGION, payloads, RECEIVED)
+    batch = encode_partition(APP, REGION, Payloads(payloads), RECEIVED)
     assert batch.malformed == 1
     assert batch.raw_bytes == sum(map(len, payloads))
     assert [f.hour_ns for f in batch.files] == sorted(f.hour_ns for f in batch.files)
@@ -435,7 +438,7 @@ def test_writer_options_are_shared() -> None:
     assert options["use_dictionary"] == list(schema.DICTIONARY_COLUMNS)
     assert options["column_encoding"] == {schema.TIMESTAMP: "DELTA_BINARY_PACKED"}
     assert schema.TIMESTAMP in options["write_statistics"]
-    table = parse_batch(APP, REGION, realistic_payloads(100), RECEIVED).table.sort_by("timestamp")
+    table = parse_batch(APP, REGION, Payloads(realistic_payloads(100)), RECEIVED).table.sort_by("timestamp")
     sink = io.BytesIO()
     with open_writer(sink, COMPACT_COMPRESSION_LEVEL) as writer:
         writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
@@ -455,6 +458,6 @@ def test_encode_errors_are_archiver_errors() -> None:
 
 def test_a_field_in_every_payload_takes_the_exact_path() -> None:
     payloads = [p[:-1] + b',"new":{"k":"v"}}' for p in realistic_payloads(3_000)]
-    result = parse_batch(APP, REGION, payloads, RECEIVED)
+    result = parse_batch(APP, REGION, Payloads(payloads), RECEIVED)
     assert result.malformed == 0
     assert rebuilt(result.table) == expected(payloads, [])

@@ -24,6 +24,7 @@ from archiver.archive.layout import NS_PER_HOUR
 from archiver.archive.message import format_timestamp_ns, rebuild_payload, split_truncated, truncate_payload
 from archiver.codec.parse import parse_batch
 from archiver.codec.parse_exact import MAX_FUTURE_NS, newest_accepted_ns
+from archiver.codec.payloads import Payloads
 from archiver.config import ArchiveSettings, load_run_config
 from archiver.demo.flymessage import fly_record
 from archiver.demo.loadgen import FlyLogGenerator
@@ -151,7 +152,7 @@ def test_each_hostile_kind_through_parse() -> None:
     good = [fly(f"good {i}", now_ns=now) for i in range(300)]
     cases = [c for c in hostile_cases(now, max_bytes) if c[1] == SUBJECT]
     payloads = good[:150] + [stored(p, max_bytes) for _, _, p, _ in cases] + good[150:]
-    result = parse_batch(APP, REGION, payloads, now, newest_accepted_ns(now))
+    result = parse_batch(APP, REGION, Payloads(payloads), now, newest_accepted_ns(now))
     assert result.table.num_rows == len(payloads)
     by_message = {row["message"]: row for row in rows_of(result.table)}
     for i in range(300):  # not poisoned: every good row intact, with its own timestamp
@@ -197,9 +198,9 @@ def test_each_hostile_kind_alone_takes_the_same_path() -> None:
     now = time.time_ns()
     cases = [c for c in hostile_cases(now, 4096) if c[1] == SUBJECT]
     payloads = [stored(p, 4096) for _, _, p, _ in cases]
-    together = parse_batch(APP, REGION, payloads, now, newest_accepted_ns(now)).table
+    together = parse_batch(APP, REGION, Payloads(payloads), now, newest_accepted_ns(now)).table
     alone = pa.concat_tables(
-        parse_batch(APP, REGION, [p], now, newest_accepted_ns(now)).table for p in payloads
+        parse_batch(APP, REGION, Payloads([p]), now, newest_accepted_ns(now)).table for p in payloads
     )
     assert together.sort_by("message").equals(alone.sort_by("message"))
 
@@ -209,7 +210,7 @@ def test_year_9999_in_a_canonical_batch_costs_no_halving() -> None:
     now = time.time_ns()
     payloads = [fly(f"ok {i}", now_ns=now) for i in range(1000)]
     payloads[500] = fly(timestamp="9999-12-31T23:59:59.999999999Z", now_ns=now)
-    result = parse_batch(APP, REGION, payloads, now, newest_accepted_ns(now))
+    result = parse_batch(APP, REGION, Payloads(payloads), now, newest_accepted_ns(now))
     assert result.malformed_kinds == {"bad_timestamp": 1}
 
 

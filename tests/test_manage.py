@@ -31,6 +31,7 @@ from archiver.archive.layout import NS_PER_HOUR, object_key, object_name, partit
 from archiver.archive.supersede import parse_compact_name, resolve
 from archiver.cli.main import main
 from archiver.codec.encode import encode_partition
+from archiver.codec.payloads import Payloads
 from archiver.config import ArchiveSettings
 from archiver.demo.loadgen import FlyLogGenerator
 from archiver.errors import StorageError
@@ -76,7 +77,7 @@ def write_small_files(settings: ArchiveSettings, msgs: list[tuple[str, bytes]], 
         puts, seq = [], 0
         for (app, region), payloads in sorted(parts.items()):
             for i in range(flushes):
-                for f in encode_partition(app, region, payloads[i::flushes], START).files:
+                for f in encode_partition(app, region, Payloads(payloads[i::flushes]), START).files:
                     seq += 1
                     name = object_name(f.min_timestamp_ns, "w1", seq)
                     key = object_key(partition_value(app), partition_value(region), f.hour_ns, name)

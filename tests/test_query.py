@@ -34,6 +34,7 @@ from archiver.archive.layout import NS_PER_HOUR, object_key, object_name, partit
 from archiver.archive.message import format_timestamp_ns
 from archiver.cli.main import main
 from archiver.codec.encode import encode_partition
+from archiver.codec.payloads import Payloads
 from archiver.config import ArchiveSettings
 from archiver.demo.flymessage import fly_record
 from archiver.demo.servers import free_port
@@ -121,7 +122,7 @@ async def write_archive(storage: Storage, payloads: dict[tuple[str, str], list[b
         shuffled = batch[:]
         random.Random(app + region).shuffle(shuffled)
         for seq, part in enumerate([shuffled[0::3], shuffled[1::3], shuffled[2::3]]):
-            for f in encode_partition(app, region, part, START).files:
+            for f in encode_partition(app, region, Payloads(part), START).files:
                 name = object_name(f.min_timestamp_ns, "test", seq)
                 key = object_key(partition_value(app), partition_value(region), f.hour_ns, name)
                 puts.append((key, f.data))
@@ -502,7 +503,7 @@ def _good_file(app: str, region: str, stamps: Sequence[int]) -> bytes:
         )
         for i, ts in enumerate(stamps)
     ]
-    (encoded,) = encode_partition(app, region, payloads, stamps[0]).files
+    (encoded,) = encode_partition(app, region, Payloads(payloads), stamps[0]).files
     return encoded.data
 
 

@@ -32,6 +32,7 @@ from archiver.archive.layout import NS_PER_HOUR, object_key
 from archiver.archive.message import format_timestamp_ns
 from archiver.cli.main import main
 from archiver.codec.encode import encode_partition
+from archiver.codec.payloads import Payloads
 from archiver.config import ArchiveSettings
 from archiver.demo.flymessage import fly_record
 from archiver.storage import open_storage
@@ -66,7 +67,7 @@ def good_file(region: str, stamps: list[int], tag: str) -> bytes:
         orjson.dumps(fly_record(APP, region, f"{tag} {i}", format_timestamp_ns(ts), instance="i1"))
         for i, ts in enumerate(stamps)
     ]
-    (encoded,) = encode_partition(APP, region, payloads, stamps[0]).files
+    (encoded,) = encode_partition(APP, region, Payloads(payloads), stamps[0]).files
     return encoded.data
 
 

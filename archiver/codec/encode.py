@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,7 +169,7 @@ def split_hours(table: pa.Table) -> list[tuple[int, pa.Table]]:
 def encode_partition(
     app: str,
     region: str,
-    payloads: Sequence[bytes],
+    payloads: Payloads,
     received_ns: int,
     compression_level: int = LIVE_COMPRESSION_LEVEL,
     newest_ns: int | None = None,
@@ -189,7 +189,7 @@ def encode_partition(
                     max_timestamp_ns=timestamps[-1].value,
                 )
             )
-        return EncodedBatch(files, parsed.malformed, Payloads.total_bytes(payloads), parsed.malformed_kinds,
+        return EncodedBatch(files, parsed.malformed, payloads.nbytes, parsed.malformed_kinds,
                             parsed.wrong_type)  # fmt: skip
     except (pa.ArrowException, ValueError, TypeError) as exc:
         raise EncodeError(f"cannot encode {len(payloads)} messages of app {app!r}: {exc}") from exc

@@ -66,7 +66,6 @@ vectorised regexes; only they are parsed with orjson.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -118,7 +117,7 @@ class ParsedBatch:
 
 
 def parse_batch(
-    app: str, region: str, payloads: Sequence[bytes], received_ns: int, newest_ns: int | None = None
+    app: str, region: str, payloads: Payloads, received_ns: int, newest_ns: int | None = None
 ) -> ParsedBatch:
     """Parse raw payloads of one (app, region) into one row each (see the module docstring)."""
     parts: list[pa.Table] = []
@@ -143,7 +142,7 @@ _Target = tuple[str, str, str | None]
 
 
 def _bulk(
-    payloads: Sequence[bytes],
+    payloads: Payloads,
     lo: int,
     hi: int,
     target: _Target,
@@ -170,24 +169,15 @@ def _bulk(
     _bulk(payloads, mid, hi, target, parts, exact, budget)
 
 
-def _json_lines(payloads: Sequence[bytes], lo: int, hi: int) -> bytes | memoryview | None:
-    """Payloads ``lo:hi`` joined by newlines if each is one line starting with "{" and all is UTF-8.
+def _json_lines(payloads: Payloads, lo: int, hi: int) -> memoryview | None:
+    """Payloads ``lo:hi`` as newline-separated text if each is one line starting with "{" and all is UTF-8.
 
     One line per payload, each starting with "{": then the reader gives one row per payload
     or fails (it skips blank lines silently, and "{..}{..}" would make two rows: counted).
     The reader does not check UTF-8 inside strings, hence the check here. None otherwise.
     """
-    if isinstance(payloads, Payloads):  # the service's batches: already laid out so, no copy
-        text: bytes | memoryview | None = payloads.json_lines(lo, hi)
-        checked = payloads.is_ascii  # one scan of the batch spares the check of each chunk
-    else:
-        chunk = payloads[lo:hi]
-        # Cheaper than bytes.count(b"\n{") on the joined text; "int in bytes" is a memchr.
-        if not all(payload[:1] == b"{" and 10 not in payload for payload in chunk):  # 10: newline
-            return None
-        text = b"\n".join(chunk)
-        checked = text.isascii()
-    if text is None or checked:
+    text = payloads.json_lines(lo, hi)  # laid out so already: no copy
+    if text is None or payloads.is_ascii:  # one scan of the batch spares the check of each chunk
         return text
     try:
         str(text, "utf-8")
@@ -196,9 +186,7 @@ def _json_lines(payloads: Sequence[bytes], lo: int, hi: int) -> bytes | memoryvi
     return text
 
 
-def _read_bulk(
-    joined: bytes | memoryview | None, count: int, target: _Target
-) -> tuple[pa.Table, list[int]] | None:
+def _read_bulk(joined: memoryview | None, count: int, target: _Target) -> tuple[pa.Table, list[int]] | None:
     """The exact rows of ``count`` payloads as JSON lines and the positions of the others; None if refused."""
     if joined is None or len(joined) >= _MAX_BLOCK:  # the reader's block must hold the whole chunk
         return None

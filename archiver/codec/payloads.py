@@ -1,5 +1,9 @@
 """A batch's payloads in one buffer: what a partition holds and what the encoder reads.
 
+The one batch type: a partition buffer gathers its payloads as one
+(:class:`~archiver.service.buffer.PartitionBuffer`), the encoder reads one,
+and a list of payloads (import, tests) becomes one with ``Payloads(list)``.
+
 A Python ``bytes`` object per ~400-byte message cost ~90 bytes more, and
 the small-object allocator kept the freed ones resident; one ``bytearray``
 per partition holds the payloads back to back instead and goes back to the
@@ -10,7 +14,7 @@ JSON objects is already the input of the bulk JSON reader (no copy).
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
 
@@ -23,29 +27,38 @@ class Payloads(Sequence[bytes]):
 
     __slots__ = ("_ascii", "data", "ends")
 
-    def __init__(self, payloads: Sequence[bytes] = (), *, data: bytearray | None = None,
+    def __init__(self, payloads: Iterable[bytes] = (), *, data: bytearray | None = None,
                  ends: array[int] | None = None) -> None:  # fmt: skip
-        """``payloads`` copied in, or the ``data``/``ends`` pair of a partition buffer adopted as is."""
+        """``payloads`` copied in (how a list becomes a batch), or the ``data``/``ends`` of a buffer adopted as is."""
         self.data = bytearray() if data is None else data
         self.ends = array("Q") if ends is None else ends
-        self._ascii: bool | None = None
+        self._ascii: tuple[int, bool] | None = None
         for payload in payloads:
             self.append(payload)
 
     @property
     def is_ascii(self) -> bool:
-        """True when every payload is ASCII (scanned once; valid once no more payloads are added)."""
-        if self._ascii is None:
-            self._ascii = self.data.isascii()
-        return self._ascii
+        """True when every payload is ASCII (scanned once for the payloads held now)."""
+        # Keyed by the length, so appending needs not invalidate it: the hot path appends.
+        size = len(self.data)
+        if self._ascii is None or self._ascii[0] != size:
+            self._ascii = (size, self.data.isascii())
+        return self._ascii[1]
 
     def append(self, payload: bytes) -> None:
-        """Add one payload at the end."""
-        self._ascii = None
+        """Add one payload at the end (the one place that lays payloads out)."""
         data = self.data
         data += payload
         self.ends.append(len(data))
         data += b"\n"
+
+    def take(self) -> Payloads:
+        """The payloads held, handed over without a copy; this one starts empty."""
+        taken = Payloads(data=self.data, ends=self.ends)
+        self.data = bytearray()
+        self.ends = array("Q")
+        self._ascii = None
+        return taken
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -54,11 +67,6 @@ class Payloads(Sequence[bytes]):
     def nbytes(self) -> int:
         """Total length of the payloads."""
         return len(self.data) - len(self.ends)
-
-    @staticmethod
-    def total_bytes(payloads: Sequence[bytes]) -> int:
-        """Total length of ``payloads``, without copying them out when they are a :class:`Payloads`."""
-        return payloads.nbytes if isinstance(payloads, Payloads) else sum(map(len, payloads))
 
     def json_lines(self, lo: int, hi: int) -> memoryview | None:
         """Payloads ``lo:hi`` as newline-separated text, if each is one line starting with "{"."""

@@ -38,6 +38,7 @@ import zstandard
 from archiver.archive.layout import decode_value, object_key, partition_value
 from archiver.archive.message import parse_timestamp
 from archiver.codec.encode import encode_partition
+from archiver.codec.payloads import Payloads
 from archiver.config import load_archive_settings
 from archiver.errors import ObjectExistsError, UsageError
 from archiver.service.routing import app_region_from_payload
@@ -176,7 +177,7 @@ class Importer:
             digest.update(b"\n")
         name = f"i-{digest.hexdigest()[:24]}.parquet"
         received_ns = self.latest_ns or self.fallback_ns  # for malformed lines only
-        encoded = await asyncio.to_thread(encode_partition, app, region, payloads, received_ns)
+        encoded = await asyncio.to_thread(encode_partition, app, region, Payloads(payloads), received_ns)
         self.stats.malformed += encoded.malformed
         for file in encoded.files:
             where = object_key(app_segment, region_segment, file.hour_ns, name)

@@ -14,10 +14,10 @@ hot path:
   back-pressure until uploads settle;
 * a partition with nothing new is never flushed.
 
-A partition keeps its payloads in one ``bytearray`` with an array of end
-offsets, handed over as :class:`~archiver.codec.payloads.Payloads` when detached
-(why: that module's docstring; RSS had stayed ~200 MiB above the bytes held
-with a list of ``bytes``, BENCHMARKS.md).
+A partition buffer *is* a :class:`~archiver.codec.payloads.Payloads` (one
+``bytearray`` with an array of end offsets) whose data is handed over as the
+batch when detached (why: that module's docstring; RSS had stayed ~200 MiB
+above the bytes held with a list of ``bytes``, BENCHMARKS.md).
 
 The memory cap counts what the bytes really cost: each payload is charged
 :data:`PAYLOAD_OVERHEAD_BYTES` on top of its length, and a detached batch is
@@ -32,7 +32,6 @@ instead of refilling the buffers that the encodes then add to.
 from __future__ import annotations
 
 import time
-from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,22 +46,27 @@ PAYLOAD_OVERHEAD_BYTES = 56
 ENCODE_WORKING_SET_RATIO = 1.5
 
 
-class PartitionBuffer:
-    """Raw payloads of one (app, region) waiting to be encoded."""
+class PartitionBuffer(Payloads):
+    """Raw payloads of one (app, region) waiting to be encoded: a growing batch, and when it opened."""
 
     __slots__ = (
-        "app", "app_segment", "bytes", "data", "ends", "first_seq", "opened_ns", "opened_s", "region", "region_segment",
-    )  # fmt: skip
+        "app",
+        "app_segment",
+        "bytes",
+        "first_seq",
+        "opened_ns",
+        "opened_s",
+        "region",
+        "region_segment",
+    )
 
     def __init__(self, app_segment: str, region_segment: str) -> None:
+        super().__init__()
         self.app_segment = app_segment
         self.region_segment = region_segment
         # The decoded values are what the file's rows are compared against.
         self.app = decode_value(app_segment)
         self.region = decode_value(region_segment)
-        #: The payloads back to back, and where each ends (see :class:`Payloads`).
-        self.data = bytearray()
-        self.ends: array[int] = array("Q")
         self.bytes = 0
         self.opened_s = 0.0
         self.opened_ns = 0
@@ -132,34 +136,29 @@ class Buffers:
 
     def append(self, buf: PartitionBuffer, payload: bytes, seq: int = 0) -> bool:
         """Add one payload (spool sequence ``seq``); True when a flush is now needed."""
-        ends = buf.ends
-        if not ends:
+        if not buf.ends:
             buf.opened_s = self._clock()
             buf.opened_ns = self._wall_clock_ns()
             buf.first_seq = seq
         self.fed_seq = seq + 1
-        data = buf.data
-        data += payload
-        ends.append(len(data))
-        data += b"\n"
+        buf.append(payload)
         size = len(payload)
-        buf.bytes += size
-        self.open_bytes += size + PAYLOAD_OVERHEAD_BYTES
-        return buf.bytes >= self.flush_bytes or self.open_bytes + self.inflight_bytes >= self.max_buffer_bytes
+        # Sums kept in locals: no attribute is read twice (this runs once per message).
+        buffered = buf.bytes = buf.bytes + size
+        held = self.open_bytes = self.open_bytes + size + PAYLOAD_OVERHEAD_BYTES
+        return buffered >= self.flush_bytes or held + self.inflight_bytes >= self.max_buffer_bytes
 
     def detach(self, buf: PartitionBuffer) -> FlushBatch | None:
         """Take the partition's payloads out as a batch (None when empty)."""
         if not buf.ends:
             return None
         memory = _charge(buf.bytes, len(buf.ends))
-        batch = FlushBatch(
-            buf.app, buf.region, buf.app_segment, buf.region_segment, Payloads(data=buf.data, ends=buf.ends), buf.bytes,
-            self._wall_clock_ns(), buf.first_seq, self.fed_seq, buf.opened_ns, memory_bytes=memory,
-        )  # fmt: skip
         self.open_bytes -= buf.bytes + len(buf.ends) * PAYLOAD_OVERHEAD_BYTES
         self.inflight_bytes += memory
-        buf.data = bytearray()
-        buf.ends = array("Q")
+        batch = FlushBatch(
+            buf.app, buf.region, buf.app_segment, buf.region_segment, buf.take(), buf.bytes,
+            self._wall_clock_ns(), buf.first_seq, self.fed_seq, buf.opened_ns, memory_bytes=memory,
+        )  # fmt: skip
         buf.bytes = 0
         return batch
 
