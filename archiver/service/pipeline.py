@@ -24,7 +24,6 @@ from typing import Any
 
 import orjson
 
-from archiver.codec.encode import use_lean_memory
 from archiver.config import RunConfig
 from archiver.logs import event
 from archiver.service.buffer import Buffers
@@ -32,6 +31,7 @@ from archiver.service.http import HttpServer
 from archiver.service.ingest import Ingest
 from archiver.service.jetstream import JetStreamSource
 from archiver.service.jetstream_acks import AckTracker
+from archiver.service.memory import use_lean_memory
 from archiver.service.metrics import Metrics, Stats
 from archiver.service.recovery import recover
 from archiver.service.source import NatsSource
