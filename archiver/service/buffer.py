@@ -14,6 +14,9 @@ hot path:
   back-pressure until uploads settle;
 * a partition with nothing new is never flushed.
 
+:class:`Room` turns the cap into a signal: who finds no room waits on it,
+and the uploader, freeing memory, wakes them.
+
 A partition buffer *is* a :class:`~archiver.codec.payloads.Payloads` (one
 ``bytearray`` with an array of end offsets) whose data is handed over as the
 batch when detached (why: that module's docstring; RSS had stayed ~200 MiB
@@ -31,6 +34,7 @@ instead of refilling the buffers that the encodes then add to.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -221,3 +225,29 @@ class Buffers:
         """Monotonic time at which the oldest open partition becomes due, if any."""
         opened = [b.opened_s for b in self.partitions.values() if b.ends]
         return min(opened) + self.flush_interval_s if opened else None
+
+
+class Room:
+    """Back-pressure as a signal: who finds the buffers full waits; whoever frees memory wakes them.
+
+    The hot path (without a spool) and the spool replay wait; the uploader calls
+    :meth:`freed` once a batch is encoded or archived. Only the memory cap decides:
+    :meth:`Buffers.has_room`.
+    """
+
+    __slots__ = ("_buffers", "_event")
+
+    def __init__(self, buffers: Buffers) -> None:
+        self._buffers = buffers
+        self._event = asyncio.Event()
+        self._event.set()
+
+    async def wait(self) -> None:
+        """Until memory is freed (called when the buffers have no room)."""
+        self._event.clear()
+        await self._event.wait()
+
+    def freed(self) -> None:
+        """Memory was released: wake the waiters if there is room now."""
+        if self._buffers.has_room():
+            self._event.set()

@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 
 from archiver.archive.message import truncate_payload
 from archiver.logs import RateLimitedLog, event
-from archiver.service.buffer import Buffers, FlushBatch, PartitionBuffer
+from archiver.service.buffer import Buffers, FlushBatch, PartitionBuffer, Room
 from archiver.service.journal import Journal
 from archiver.service.metrics import Stats
 from archiver.service.routing import app_region_from_payload, app_region_from_subject
@@ -43,17 +43,19 @@ Route = tuple[PartitionBuffer, bytes, int]
 
 
 class Ingest:
-    """Route, spool and buffer messages; hand due batches to ``on_batch``."""
+    """Route, spool and buffer messages; hand due batches to ``on_batch``; wait on ``room`` when memory is full."""
 
     def __init__(
         self,
         buffers: Buffers,
+        room: Room,
         stats: Stats,
         spool: Spool | None,
         on_batch: Callable[[FlushBatch], None],
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.buffers = buffers
+        self._room = room
         self.max_message_bytes = max_message_bytes
         self.stats = stats
         self.spool = spool
@@ -66,8 +68,6 @@ class Ingest:
         self.spill_started_ns = 0
         self._skip: Journal | None = None
         self._leftover: list[tuple[int, bytes, bytes]] = []
-        self._room = asyncio.Event()
-        self._room.set()
         self._spill = asyncio.Event()
         self._caught_up = asyncio.Event()
         self._caught_up.set()
@@ -95,7 +95,6 @@ class Ingest:
             if self.buffers.append(buf, data):
                 self.flush_due()
                 if not self.buffers.has_room():
-                    self._room.clear()
                     await self._room.wait()
             return
         pending = spool.append(prefix, prefix_crc, data)
@@ -183,11 +182,6 @@ class Ingest:
         for batch in self.buffers.due():
             self._on_batch(batch)
 
-    def room_freed(self) -> None:
-        """Called when an upload settled: wake whoever waits for memory."""
-        if self.buffers.has_room():
-            self._room.set()
-
     def low_water_seq(self) -> int:
         """Oldest spool sequence still needed by a buffer or the replay."""
         assert self.spool is not None
@@ -219,7 +213,6 @@ class Ingest:
         while True:
             await self._spill.wait()
             if not self.buffers.has_room():
-                self._room.clear()
                 await self._room.wait()
                 continue
             self.commit()

@@ -15,7 +15,7 @@ redeliveries, which this module recognises:
   with their stored ack subject (the server acks by stream sequence, whichever
   delivery the subject came from), the rest when their batch is archived;
 * a message is acked only after the *done* of its batch is journaled
-  (:attr:`archiver.service.uploader.Uploader.on_archived`). Acks are fire-and-forget;
+  (the uploader's ``on_archived``, :mod:`archiver.service.pipeline`). Acks are fire-and-forget;
   the consumer's ack floor (polled every second) says which the server has
   taken, and only records at or below it leave the index, and only a few
   seconds later, once every delivery received is handled: a copy redelivered
@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -49,10 +50,9 @@ from nats.js.errors import NotFoundError
 from archiver.config import RunConfig
 from archiver.errors import SourceError
 from archiver.logs import RateLimitedLog, event
-from archiver.service.ingest import Ingest
-from archiver.service.jetstream_acks import AckTracker
+from archiver.service.jetstream_acks import AckTracker, Partition
 from archiver.service.metrics import Stats
-from archiver.service.source import NatsSource
+from archiver.service.source import NatsConnection, describe_error
 
 FETCH_BATCH = 1000
 FETCH_TIMEOUT_S = 1.0
@@ -65,15 +65,21 @@ SPOOL_FULL_RETRY_S = 5.0
 RETRY_S = 1.0
 
 
-class JetStreamSource(NatsSource):
-    """A durable pull consumer feeding :meth:`Ingest.on_tagged`, acking what the uploader archived."""
+#: Spools a delivery tagged with its stream sequence and ack subject: (spool seq, partition), None when full.
+TaggedCallback = Callable[[Msg, int, str], tuple[int, Partition] | None]
 
-    def __init__(self, config: RunConfig, ingest: Ingest, tracker: AckTracker, stats: Stats) -> None:
-        super().__init__(config, ingest.on_message, stats)
+
+class JetStreamSource(NatsConnection):
+    """A durable pull consumer feeding ``on_tagged`` (:meth:`~archiver.service.ingest.Ingest.on_tagged`), acking what is archived."""
+
+    def __init__(
+        self, config: RunConfig, on_tagged: TaggedCallback, tracker: AckTracker, stats: Stats
+    ) -> None:
+        super().__init__(config, stats)
         assert config.jetstream_stream is not None
         self.stream = config.jetstream_stream
         self.durable = config.jetstream_durable
-        self._ingest = ingest
+        self._on_tagged = on_tagged
         self._tracker = tracker
         self._acks_due = asyncio.Event()
         tracker.wake = self._acks_due.set
@@ -100,7 +106,7 @@ class JetStreamSource(NatsSource):
                 break
             except (NatsError, OSError, TimeoutError) as exc:  # JetStream not ready yet, a timeout
                 attempt += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = describe_error(exc)
                 self._log_js(stream=self.stream, error=self.last_error, attempt=attempt)
                 if self._psub is not None:
                     return
@@ -185,7 +191,7 @@ class JetStreamSource(NatsSource):
             except TimeoutError:  # nothing new (nats' TimeoutError derives from it)
                 msgs = []
             except Exception as exc:  # the loop must outlive any client error
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = describe_error(exc)
                 self._log_js(stream=self.stream, error=self.last_error)
                 await asyncio.sleep(RETRY_S)
                 continue
@@ -207,7 +213,7 @@ class JetStreamSource(NatsSource):
             self._stats.jetstream_redeliveries += 1
         if self._tracker.redelivered(stream_seq, reply):
             return
-        spooled = self._ingest.on_tagged(msg, stream_seq, reply)
+        spooled = self._on_tagged(msg, stream_seq, reply)
         if spooled is None:
             self._log_full(stream_seq=stream_seq, retry_s=SPOOL_FULL_RETRY_S)
             with contextlib.suppress(NatsError):
@@ -222,7 +228,7 @@ class JetStreamSource(NatsSource):
                 if len(self._tracker) and time.monotonic() - self._polled_s >= FLOOR_POLL_S:
                     await self._poll_floor()
             except Exception as exc:  # acks are retried: the loop must go on
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = describe_error(exc)
                 self._log_js(stream=self.stream, error=self.last_error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._acks_due.wait(), FLOOR_POLL_S)

@@ -161,27 +161,36 @@ class StatsCollector(Collector):
             yield gauge(name, doc, value)
 
 
-class Metrics:
-    """The registry of one process: scrape-time stats plus the histograms."""
+class Timings:
+    """The histograms the uploader observes; registered with the rest by :class:`Metrics`."""
 
-    def __init__(self, stats: Stats) -> None:
-        self.stats = stats
-        self.registry = CollectorRegistry(auto_describe=True)
-        #: More gauges read at scrape time: name -> (help, value); set by the service.
-        self.extra_gauges: Callable[[], dict[str, tuple[str, float]]] = dict
-        self.registry.register(StatsCollector(lambda: self.stats, lambda: self.extra_gauges()))
+    def __init__(self) -> None:
         self.upload_seconds = Histogram(
             "archiver_upload_seconds",
             "Time to upload one file, retries included.",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            registry=self.registry,
+            registry=None,
         )
         self.encode_seconds = Histogram(
             "archiver_encode_seconds",
             "Time to parse and encode one flushed partition.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=self.registry,
+            registry=None,
         )
+
+
+class Metrics:
+    """The registry of one process: scrape-time stats, the stages' gauges, the histograms."""
+
+    def __init__(
+        self, stats: Stats, timings: Timings, gauges: Callable[[], dict[str, tuple[str, float]]] = dict
+    ) -> None:
+        """``gauges``: more gauges read at scrape time, name -> (help, value) (the service's stages)."""
+        self.stats = stats
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(StatsCollector(lambda: self.stats, gauges))
+        self.registry.register(timings.upload_seconds)
+        self.registry.register(timings.encode_seconds)
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

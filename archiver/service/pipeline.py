@@ -1,17 +1,41 @@
-"""``archiver run``: NATS in, spool, buffers, Parquet out — and the tasks that tie them.
+"""``archiver run``: the service as a pipeline, from the NATS callback to the object key.
 
-Tasks owned by :class:`Service` (all stopped and awaited on shutdown):
+The stages, in the order a message passes them. Each hand-off is a
+constructor argument, so :meth:`Service.__init__` reads as the flow (built
+from the last stage back, so that each is there for the one before):
 
-* the NATS subscription, delivering to :meth:`archiver.service.ingest.Ingest.on_message`
-  (with JETSTREAM_STREAM, the pull consumer and its acks: :mod:`archiver.service.jetstream`);
-* the spool replay (recovery at start, and spills when memory is full);
-* the ticker: due partitions, spool fsync and trim, gauges;
-* the uploader's workers (:mod:`archiver.service.uploader`);
-* the HTTP server for ``/health`` and ``/metrics``.
+1. the source, :class:`~archiver.service.source.NatsSource` (or with
+   JETSTREAM_STREAM the pull consumer,
+   :class:`~archiver.service.jetstream.JetStreamSource`), calls
+   :meth:`Ingest.on_message <archiver.service.ingest.Ingest.on_message>`
+   (``on_tagged``) for each message;
+2. :class:`~archiver.service.ingest.Ingest` routes it to its partition,
+   queues it for the spool's next group commit and appends it to its
+   partition buffer (:class:`~archiver.service.buffer.Buffers`); a due
+   partition is detached as a batch and handed to ``on_batch``, that is
+3. :meth:`Uploader.submit <archiver.service.uploader.Uploader.submit>`:
+   encode one Parquet file per hour, journal the intent naming each object
+   key, upload create-only, journal *done*; then ``on_archived``:
+4. with JetStream, :meth:`AckTracker.archived
+   <archiver.service.jetstream_acks.AckTracker.archived>` queues the acks
+   the source sends.
 
-Shutdown (SIGTERM/SIGINT): drain the subscription, replay what is spilled,
-flush every buffer, wait for every upload, exit 0. A second signal stops at
-once; with a spool nothing is lost, it is archived at the next start.
+Back-pressure is a signal, :class:`~archiver.service.buffer.Room`: at the
+memory cap ingest spills new records to the spool only (without a spool,
+the callback waits), and the uploader, freeing memory, wakes the replay that
+feeds them back. At start, :func:`~archiver.service.recovery.recover` reads
+the spool once: interrupted batches go straight to the uploader, under the
+keys their intents fixed; what the journal does not cover, to the replay.
+
+Owned here, all stopped and awaited on shutdown: the ticker task (group
+commit, due partitions, the stall watchdog, spool fsync and trim), the
+replay task, the source's tasks, the uploader's workers, the HTTP server
+for ``/health`` and ``/metrics`` (:class:`~archiver.service.health.Health`),
+and the journal thread.
+
+Shutdown (SIGTERM/SIGINT): drain the source, replay what is spilled, flush
+every buffer, wait for every upload, exit 0. A second signal stops at once;
+with a spool nothing is lost, it is archived at the next start.
 """
 
 from __future__ import annotations
@@ -20,21 +44,23 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 
 from archiver.config import RunConfig
 from archiver.logs import event
-from archiver.service.buffer import Buffers
+from archiver.service.buffer import Buffers, Room
+from archiver.service.health import Health
 from archiver.service.http import HttpServer
 from archiver.service.ingest import Ingest
 from archiver.service.jetstream import JetStreamSource
 from archiver.service.jetstream_acks import AckTracker
 from archiver.service.memory import use_lean_memory
-from archiver.service.metrics import Metrics, Stats
+from archiver.service.metrics import Metrics, Stats, Timings
 from archiver.service.recovery import recover
-from archiver.service.source import NatsSource
+from archiver.service.source import NatsConnection, NatsSource, StallWatchdog
 from archiver.service.spool import Spool
 from archiver.service.uploader import Uploader
 from archiver.storage import Storage
@@ -43,166 +69,39 @@ TICK_MAX_S = 1.0
 
 
 class Service:
-    """One archiver process."""
+    """One archiver process: its stages, wired in the order a message passes them."""
 
     def __init__(self, config: RunConfig, storage: Storage) -> None:
         self.config = config
         self.storage = storage
         self.stats = Stats()
-        self.metrics = Metrics(self.stats)
-        self.buffers = Buffers(config.flush_bytes, config.flush_interval_s, config.max_buffer_bytes)
+        self.timings = Timings()
         self.spool = Spool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
-        self.uploader = Uploader(storage, self.buffers, self.metrics, self.spool, self._room_freed)
-        self.ingest = Ingest(
-            self.buffers, self.stats, self.spool, self.uploader.submit, config.max_message_bytes
-        )
-        self.source = NatsSource(config, self.ingest.on_message, self.stats)
-        self.tracker: AckTracker | None = None
-        if config.jetstream_stream:
-            self.tracker = AckTracker()
-            self.source = JetStreamSource(config, self.ingest, self.tracker, self.stats)
-            self.uploader.on_archived = self.tracker.archived
+        self.buffers = Buffers(config.flush_bytes, config.flush_interval_s, config.max_buffer_bytes)
+        self.room = Room(self.buffers)
+        # One thread for the spool's files: the journal's writes and the trim (which rewrites the
+        # journal) must not interleave; the fsync goes there too, off the event loop.
+        self.journal_executor = ThreadPoolExecutor(1, thread_name_prefix="archiver-journal")
+        # 4. acks (JetStream) <- 3. upload <- 2. ingest <- 1. source
+        self.tracker = AckTracker() if config.jetstream_stream else None
+        self.uploader = Uploader(storage, self.buffers, self.room, self.stats, self.timings, self.spool,
+                                 self.journal_executor,
+                                 on_archived=None if self.tracker is None else self.tracker.archived)  # fmt: skip
+        self.ingest = Ingest(self.buffers, self.room, self.stats, self.spool, on_batch=self.uploader.submit,
+                             max_message_bytes=config.max_message_bytes)  # fmt: skip
+        self.source: NatsConnection
+        if self.tracker is None:
+            self.source = NatsSource(config, self.ingest.on_message, self.stats)
+        else:
+            self.source = JetStreamSource(config, self.ingest.on_tagged, self.tracker, self.stats)
+        self.watchdog = StallWatchdog(self.source, self.stats, config.stall_timeout_s)
+        # What /health and /metrics read, at request time, from every stage.
+        self.health = Health(config, self.stats, self.source, self.ingest, self.buffers, self.spool,
+                             self.uploader)  # fmt: skip
+        self.metrics = Metrics(self.stats, self.timings, gauges=self.health.gauges)
         self.http = HttpServer(config.http_host, config.http_port,
                                {"/health": self._health, "/metrics": self._metrics})  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
-        self.metrics.extra_gauges = self._extra_gauges
-        self._stall_stage = 0
-        self._reconnecting: asyncio.Task[None] | None = None
-
-    # -- recovery ---------------------------------------------------------------------
-
-    def _recover(self) -> None:
-        """Open the spool: resend open intents under their keys, replay everything else."""
-        if self.spool is None:
-            return
-        recovered = recover(self.spool, self.buffers, self.tracker)
-        for batch in recovered.batches:
-            self.uploader.submit(batch)
-        if recovered.replay_from_seq is not None:
-            self.ingest.start_spill(recovered.replay_from_seq, recovered.journal)
-
-    # -- periodic work ------------------------------------------------------------------
-
-    async def _ticker(self) -> None:
-        tick_s = min(TICK_MAX_S, self.config.flush_interval_s / 4)
-        fsync_s = self.config.spool_fsync_interval_s
-        last_fsync = time.monotonic()
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(min(tick_s, fsync_s) if self.spool and fsync_s > 0 else tick_s)
-            self.ingest.commit()
-            self.ingest.flush_due()
-            await self._watchdog()
-            if self.spool is not None:
-                if time.monotonic() - last_fsync >= fsync_s:
-                    last_fsync = time.monotonic()
-                    await loop.run_in_executor(self.uploader.journal_pool, self.spool.fsync)
-                await self._trim()
-
-    async def _watchdog(self) -> None:
-        """Re-subscribe, then reconnect, when connected but silent for STALL_TIMEOUT.
-
-        The Fly Log Shipper's users report a shipper that silently stops receiving: a
-        subscription the server forgot is indistinguishable from a quiet org from inside,
-        so after STALL_TIMEOUT of silence the subscription is renewed (cheap, harmless
-        when the org is just quiet), and if that brings nothing either, the connection.
-        """
-        timeout = self.config.stall_timeout_s
-        source = self.source
-        if not timeout or not source.connected or not source.subscribed:
-            return
-        now = time.monotonic()
-        last = max(self.stats.last_message_monotonic or 0.0, source.subscribed_at_s)
-        if now - last < timeout:
-            if (
-                self.stats.last_message_monotonic
-                and self.stats.last_message_monotonic > source.subscribed_at_s
-            ):
-                self._stall_stage = 0  # messages flow again: a new episode may be logged
-            return
-        self.stats.stall_recoveries += 1
-        if self._stall_stage == 0:
-            event(logging.WARNING, "no message while connected: re-subscribing (stall watchdog)",
-                  silent_for_s=round(now - last, 1), stall_timeout_s=timeout)  # fmt: skip
-            self._stall_stage = 1
-            await source.subscribe()
-        elif self._reconnecting is None or self._reconnecting.done():
-            self._stall_stage = 2
-            # A task of its own: reconnecting may take long, and the ticker must keep flushing.
-            self._reconnecting = asyncio.create_task(source.reconnect())
-            self._tasks.append(self._reconnecting)
-
-    async def _trim(self) -> None:
-        assert self.spool is not None
-        low = self.uploader.low_water_seq(self.ingest.low_water_seq())
-        if self.tracker is not None:
-            low = self.tracker.low_water_seq(low)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.uploader.journal_pool, self.spool.trim, low)
-
-    def _room_freed(self) -> None:
-        self.ingest.room_freed()
-
-    # -- HTTP -------------------------------------------------------------------------
-
-    def health(self) -> tuple[bool, dict[str, Any]]:
-        """(healthy, report): each condition and its age."""
-        now = time.monotonic()
-        last = self.stats.last_message_monotonic
-        failing = self.uploader.failing_since_s
-        nats_for_s = now - self.source.state_since_s
-        report: dict[str, Any] = {
-            "nats": {"connected": self.source.connected, "subscribed": self.source.subscribed,
-                     "for_s": round(nats_for_s, 3), "last_error": self.source.last_error},
-            "last_message_age_s": None if last is None else round(now - last, 3),
-            "storage": {"failing_for_s": None if failing is None else round(now - failing, 3),
-                        "last_error": self.uploader.last_error if failing is not None else None},
-            "buffered_bytes": self.buffers.buffered_bytes,
-            "spool": None if self.spool is None else {
-                "bytes": self.spool.bytes, "spilling": self.ingest.spilling,
-                "oldest_unarchived_age_s": self._oldest_unarchived_age_s()},
-        }  # fmt: skip
-        reasons = []
-        if not self.source.connected and (
-            self.source.ever_connected is False or nats_for_s >= self.config.nats_disconnect_grace_s
-        ):
-            reasons.append(f"NATS disconnected for {nats_for_s:.0f}s")
-        elif not self.source.subscribed and self.source.connected:
-            reasons.append("not subscribed yet")
-        if failing is not None and now - failing >= self.config.storage_failure_grace_s:
-            reasons.append(f"storage failing for {now - failing:.0f}s: {self.uploader.last_error}")
-        report["status"] = "ok" if not reasons else "unhealthy"
-        if reasons:
-            report["reason"] = "; ".join(reasons)
-        return not reasons, report
-
-    def _oldest_unarchived_age_s(self) -> float:
-        candidates = [t for t in (self.buffers.oldest_open_ns(), self.uploader.oldest_pending_ns()) if t]
-        if self.ingest.spilling and self.ingest.spill_started_ns:
-            candidates.append(self.ingest.spill_started_ns)
-        return 0.0 if not candidates else max(0.0, (time.time_ns() - min(candidates)) / 1e9)
-
-    def _extra_gauges(self) -> dict[str, tuple[str, float]]:
-        return {
-            "spool_bytes": ("Bytes of spool segments on disk (the backlog).", self.spool.bytes if self.spool else 0),
-            "oldest_unarchived_age_seconds": ("Age of the oldest message not yet archived.",
-                                              self._oldest_unarchived_age_s()),
-            "storage_failing_seconds": ("Seconds storage has been failing (0 when healthy).",
-                                        0 if self.uploader.failing_since_s is None
-                                        else time.monotonic() - self.uploader.failing_since_s),
-            "nats_connected": ("1 while connected to NATS.", 1 if self.source.connected else 0),
-            "nats_pending_bytes": ("Bytes received from NATS and queued for the archiver (not yet spooled).",
-                                   self.source.pending_bytes),
-        }  # fmt: skip
-
-    def _health(self) -> tuple[int, str, bytes]:
-        healthy, report = self.health()
-        return (200 if healthy else 503), "application/json", orjson.dumps(report) + b"\n"
-
-    def _metrics(self) -> tuple[int, str, bytes]:
-        self.stats.buffered_bytes = self.buffers.buffered_bytes
-        self.stats.buffered_messages = max(0, self.stats.messages_received - self.stats.messages_archived)
-        return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -211,7 +110,12 @@ class Service:
         try:  # from the first step: a failed start-up check must still close the storage client
             await self.storage.check()
             memory_pool = use_lean_memory()
-            self._recover()
+            if self.spool is not None:
+                recovered = recover(self.spool, self.buffers, self.tracker)
+                for batch in recovered.batches:  # interrupted: re-sent under the keys their intents fixed
+                    self.uploader.submit(batch)
+                if recovered.replay_from_seq is not None:  # the rest the journal does not cover
+                    self.ingest.start_spill(recovered.replay_from_seq, recovered.journal)
             await self.http.start()
             event(logging.INFO, "starting", archive=self.storage.url, writer=self.uploader.writer_id,
                   http_port=self.http.port, spool=self.config.spool_dir, flush_interval_s=self.config.flush_interval_s,
@@ -250,15 +154,54 @@ class Service:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await self.watchdog.close()
         with contextlib.suppress(Exception):
             await self.source.drain()
         await self.uploader.stop()
-        if isinstance(self.source, JetStreamSource):
-            await self.source.close()  # after the uploads: the acks of what they archived
+        await self.source.close()  # after the uploads: JetStream sends the acks of what they archived
+        self.journal_executor.shutdown(wait=True)  # a trim or fsync under way ends before the spool closes
         if self.spool is not None:
             self.spool.close()
         await self.http.close()
         await self.storage.close()
+
+    # -- periodic work ------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        tick_s = min(TICK_MAX_S, self.config.flush_interval_s / 4)
+        fsync_s = self.config.spool_fsync_interval_s
+        last_fsync = time.monotonic()
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(tick_s, fsync_s) if self.spool and fsync_s > 0 else tick_s)
+            self.ingest.commit()
+            self.ingest.flush_due()
+            await self.watchdog.check()
+            if self.spool is not None:
+                if time.monotonic() - last_fsync >= fsync_s:
+                    last_fsync = time.monotonic()
+                    await loop.run_in_executor(self.journal_executor, self.spool.fsync)
+                await self._trim()
+
+    async def _trim(self) -> None:
+        """Delete the spool segments no stage needs: below every stage's low-water mark."""
+        assert self.spool is not None
+        low = self.uploader.low_water_seq(self.ingest.low_water_seq())
+        if self.tracker is not None:
+            low = self.tracker.low_water_seq(low)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.journal_executor, self.spool.trim, low)
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    def _health(self) -> tuple[int, str, bytes]:
+        healthy, report = self.health.report()
+        return (200 if healthy else 503), "application/json", orjson.dumps(report) + b"\n"
+
+    def _metrics(self) -> tuple[int, str, bytes]:
+        self.stats.buffered_bytes = self.buffers.buffered_bytes
+        self.stats.buffered_messages = max(0, self.stats.messages_received - self.stats.messages_archived)
+        return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
 
 
 async def _first(main: Any, other: Any) -> bool:

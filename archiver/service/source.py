@@ -1,4 +1,10 @@
-"""The NATS side: connect with the shipper's settings, subscribe, reconnect forever.
+"""The NATS side: connect with the shipper's settings, subscribe, reconnect forever, watch for stalls.
+
+:class:`NatsConnection` is what every source shares (the connection, its
+state for /health, the two-step stop); :class:`NatsSource` is core NATS, one
+subscription delivering to a callback; JetStream's pull consumer is the other
+kind (:mod:`archiver.service.jetstream`). :class:`StallWatchdog` renews a
+subscription that went silent.
 
 nats-py drops messages when a subscription's pending queue is full and
 reports each drop to ``error_cb`` as a SlowConsumerError: they are counted
@@ -36,15 +42,18 @@ RECONNECT_WAIT_S = 1.0
 MessageCallback = Callable[[Msg], Awaitable[None]]
 
 
-class NatsSource:
-    """One NATS connection and one (queue) subscription delivering to a callback."""
+class NatsConnection:
+    """One NATS connection, reconnecting forever, and its state for /health; subclasses subscribe.
 
-    def __init__(self, config: RunConfig, on_message: MessageCallback, stats: Stats) -> None:
+    The stages a source hands messages to are its constructor arguments; every source
+    stops in two steps, :meth:`drain` (no more messages) and :meth:`close` (once the
+    uploads are over: nothing left to send).
+    """
+
+    def __init__(self, config: RunConfig, stats: Stats) -> None:
         self._config = config
-        self._on_message = on_message
         self._stats = stats
         self._nc: Client | None = None
-        self._sub: Subscription | None = None
         self.connected = False
         self.ever_connected = False
         self.subscribed = False
@@ -66,7 +75,7 @@ class NatsSource:
                 break
             except (NatsError, OSError, TimeoutError) as exc:
                 attempt += 1
-                self.last_error = _describe(exc)
+                self.last_error = describe_error(exc)
                 self._log_error(url=safe_url(self._config.nats_url), error=self.last_error, attempt=attempt)
                 await asyncio.sleep(min(30.0, RECONNECT_WAIT_S * 2 ** min(attempt, 5)))
         self._set_connected(True)
@@ -75,30 +84,14 @@ class NatsSource:
               subject=self._config.subject, queue=self._config.queue)  # fmt: skip
 
     async def subscribe(self) -> None:
-        """(Re)create the subscription."""
-        assert self._nc is not None
-        if self._sub is not None:
-            with contextlib.suppress(NatsError):
-                await self._sub.unsubscribe()
-        try:
-            self._sub = await self._nc.subscribe(
-                self._config.subject,
-                queue=self._config.queue or "",
-                cb=self._on_message,
-                pending_msgs_limit=PENDING_MSGS_LIMIT,
-                pending_bytes_limit=PENDING_BYTES_LIMIT,
-            )
-            self.subscribed = True
-            self.subscribed_at_s = time.monotonic()
-        except NatsError as exc:
-            raise SourceError(f"cannot subscribe to {self._config.subject!r}: {_describe(exc)}") from None
+        """(Re)create the subscription (each kind of source its own)."""
+        raise NotImplementedError
 
     async def reconnect(self) -> None:
         """Drop the connection and make a new one (the watchdog's second step)."""
         if self._nc is not None:
             with contextlib.suppress(NatsError, OSError, TimeoutError):
                 await self._nc.close()
-        self._sub = None
         self.subscribed = False
         self._set_connected(False)
         await self.start()
@@ -114,15 +107,23 @@ class NatsSource:
             else:
                 await self._nc.close()
         except (NatsError, OSError, TimeoutError) as exc:
-            event(logging.WARNING, "NATS drain failed", error=_describe(exc))
+            event(logging.WARNING, "NATS drain failed", error=describe_error(exc))
             await self._nc.close()
         self.subscribed = False
         self._set_connected(False)
 
+    async def close(self) -> None:
+        """Close the connection if :meth:`drain` left it open."""
+        if self._nc is not None and not self._nc.is_closed:
+            self._draining = True  # a disconnect we asked for is neither a warning nor a metric
+            with contextlib.suppress(NatsError, OSError, TimeoutError):
+                await self._nc.close()
+        self._set_connected(False)
+
     @property
     def pending_bytes(self) -> int:
-        """Bytes nats-py has received and queued for the callback (held in memory outside the cap)."""
-        return int(self._sub.pending_bytes) if self._sub is not None else 0
+        """Bytes nats-py has received and queued for the archiver (held in memory outside the cap)."""
+        return 0
 
     @property
     def client(self) -> Client | None:
@@ -166,7 +167,7 @@ class NatsSource:
             self._stats.dropped["slow_consumer"] += 1
             self._log_slow(dropped_total=self._stats.dropped["slow_consumer"])
             return
-        self.last_error = _describe(exc)
+        self.last_error = describe_error(exc)
         self._log_error(error=self.last_error)
 
     async def _disconnected_cb(self) -> None:
@@ -184,7 +185,95 @@ class NatsSource:
         self._set_connected(False)
 
 
-def _describe(exc: BaseException) -> str:
+class NatsSource(NatsConnection):
+    """Core NATS: one (queue) subscription delivering each message to ``on_message``."""
+
+    def __init__(self, config: RunConfig, on_message: MessageCallback, stats: Stats) -> None:
+        super().__init__(config, stats)
+        self._on_message = on_message
+        self._sub: Subscription | None = None
+
+    async def subscribe(self) -> None:
+        """(Re)create the subscription."""
+        assert self._nc is not None
+        if self._sub is not None:
+            with contextlib.suppress(NatsError):
+                await self._sub.unsubscribe()
+        try:
+            self._sub = await self._nc.subscribe(
+                self._config.subject,
+                queue=self._config.queue or "",
+                cb=self._on_message,
+                pending_msgs_limit=PENDING_MSGS_LIMIT,
+                pending_bytes_limit=PENDING_BYTES_LIMIT,
+            )
+            self.subscribed = True
+            self.subscribed_at_s = time.monotonic()
+        except NatsError as exc:
+            raise SourceError(
+                f"cannot subscribe to {self._config.subject!r}: {describe_error(exc)}"
+            ) from None
+
+    async def reconnect(self) -> None:
+        """Drop the connection and make a new one; the subscription is made anew."""
+        self._sub = None
+        await super().reconnect()
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes nats-py has received and queued for the callback (held in memory outside the cap)."""
+        return int(self._sub.pending_bytes) if self._sub is not None else 0
+
+
+class StallWatchdog:
+    """Re-subscribe, then reconnect, when connected but silent for STALL_TIMEOUT.
+
+    The Fly Log Shipper's users report a shipper that silently stops receiving: a
+    subscription the server forgot is indistinguishable from a quiet org from inside,
+    so after STALL_TIMEOUT of silence the subscription is renewed (cheap, harmless
+    when the org is just quiet), and if that brings nothing either, the connection.
+    """
+
+    def __init__(self, source: NatsConnection, stats: Stats, timeout_s: float) -> None:
+        self._source = source
+        self._stats = stats
+        self._timeout_s = timeout_s
+        self._stage = 0
+        self._reconnecting: asyncio.Task[None] | None = None
+
+    async def check(self) -> None:
+        """Called by the ticker: act on a silence longer than the timeout."""
+        timeout = self._timeout_s
+        source = self._source
+        if not timeout or not source.connected or not source.subscribed:
+            return
+        now = time.monotonic()
+        last_message = self._stats.last_message_monotonic
+        last = max(last_message or 0.0, source.subscribed_at_s)
+        if now - last < timeout:
+            if last_message and last_message > source.subscribed_at_s:
+                self._stage = 0  # messages flow again: a new episode may be logged
+            return
+        self._stats.stall_recoveries += 1
+        if self._stage == 0:
+            event(logging.WARNING, "no message while connected: re-subscribing (stall watchdog)",
+                  silent_for_s=round(now - last, 1), stall_timeout_s=timeout)  # fmt: skip
+            self._stage = 1
+            await source.subscribe()
+        elif self._reconnecting is None or self._reconnecting.done():
+            self._stage = 2
+            # A task of its own: reconnecting may take long, and the ticker must keep flushing.
+            self._reconnecting = asyncio.create_task(source.reconnect())
+
+    async def close(self) -> None:
+        """Cancel and await a reconnection under way."""
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            await asyncio.gather(self._reconnecting, return_exceptions=True)
+            self._reconnecting = None
+
+
+def describe_error(exc: BaseException) -> str:
     """One line naming a nats-py error, safe for logs and /health."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)

@@ -15,7 +15,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 
 from archiver.archive.layout import object_key, object_name
@@ -24,9 +24,9 @@ from archiver.codec.parse_exact import newest_accepted_ns
 from archiver.codec.payloads import Payloads
 from archiver.errors import ArchiverError, ObjectExistsError, StorageError
 from archiver.logs import RateLimitedLog, event
-from archiver.service.buffer import Buffers, FlushBatch
+from archiver.service.buffer import Buffers, FlushBatch, Room
 from archiver.service.journal import Intent
-from archiver.service.metrics import Metrics
+from archiver.service.metrics import Stats, Timings
 from archiver.service.spool import Spool
 from archiver.storage import Storage
 
@@ -46,26 +46,31 @@ class Uploader:
         self,
         storage: Storage,
         buffers: Buffers,
-        metrics: Metrics,
+        room: Room,
+        stats: Stats,
+        timings: Timings,
         spool: Spool | None,
-        on_room_freed: Callable[[], None],
+        journal_executor: Executor,
+        on_archived: Callable[[FlushBatch], None] | None = None,
     ) -> None:
+        """``journal_executor`` runs the journal writes in order (one thread, owned by the pipeline).
+
+        ``on_archived`` is called once a batch's records are settled for good (JetStream acks them).
+        """
         self.storage = storage
         self.buffers = buffers
-        self.metrics = metrics
-        self.stats = metrics.stats
+        self._room = room
+        self.stats = stats
+        self._timings = timings
         self.spool = spool
-        self._on_room_freed = on_room_freed
-        #: Called once a batch's records are settled for good (JetStream acks them); None when unused.
-        self.on_archived: Callable[[FlushBatch], None] | None = None
+        self._journal_executor = journal_executor
+        self._on_archived = on_archived
         self.writer_id = secrets.token_hex(5)
         self._sequence = 0
         # Oldest first: after an outage the backlog drains in arrival order.
         self._queue: asyncio.PriorityQueue[tuple[int, int, FlushBatch]] = asyncio.PriorityQueue()
         self._order = 0
         self._encode_pool = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="archiver-encode")
-        # One thread for the journal: its writes and the spool trim must not interleave.
-        self.journal_pool = ThreadPoolExecutor(1, thread_name_prefix="archiver-journal")
         self._inflight: dict[int, FlushBatch] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.failing_since_s: float | None = None
@@ -87,13 +92,12 @@ class Uploader:
         await self._queue.join()
 
     async def stop(self) -> None:
-        """Cancel and await the workers; shut the thread pools."""
+        """Cancel and await the workers; shut the encode threads."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         self._encode_pool.shutdown(wait=True)
-        self.journal_pool.shutdown(wait=True)
 
     def low_water_seq(self, default: int) -> int:
         """Oldest spool sequence a batch not yet archived still covers."""
@@ -112,7 +116,7 @@ class Uploader:
                 self._inflight.pop(id(batch), None)
                 self.buffers.settle(batch)
                 self._queue.task_done()
-                self._on_room_freed()
+                self._room.freed()
 
     async def _archive(self, batch: FlushBatch) -> None:
         started = time.monotonic()
@@ -133,15 +137,15 @@ class Uploader:
             self.stats.dropped["encode_error"] += len(batch.payloads)
             event(logging.ERROR, "encode failed, batch lost", app=batch.app, region=batch.region,
                   messages=len(batch.payloads), error=str(exc))  # fmt: skip
-            if self.on_archived is not None:
+            if self._on_archived is not None:
                 # Counted as dropped; redelivering it forever would stall the consumer.
-                self.on_archived(batch)
+                self._on_archived(batch)
             return
-        self.metrics.encode_seconds.observe(time.monotonic() - started)
+        self._timings.encode_seconds.observe(time.monotonic() - started)
         # From here on only the files are needed (a retry re-puts them, recovery re-reads the spool).
         batch.payloads = Payloads()
         self.buffers.charge(batch, sum(len(file.data) for file in encoded.files))
-        self._on_room_freed()
+        self._room.freed()
         keys = {}
         for file in encoded.files:
             fixed = (batch.keys or {}).get(file.hour_ns)
@@ -153,7 +157,7 @@ class Uploader:
         intent = Intent(batch.app_segment, batch.region_segment, batch.first_seq, batch.end_seq, keys,
                         batch.detached_ns)  # fmt: skip
         if self.spool is not None and batch.keys is None:
-            await loop.run_in_executor(self.journal_pool, self.spool.write_intent, intent)
+            await loop.run_in_executor(self._journal_executor, self.spool.write_intent, intent)
         written = 0
         for file in encoded.files:
             await self._put_forever(keys[file.hour_ns], file.data)
@@ -164,9 +168,9 @@ class Uploader:
             self.stats.count_app(batch.app, file.rows)
             self.stats.newest_event_ns = max(self.stats.newest_event_ns or 0, file.max_timestamp_ns)
         if self.spool is not None:
-            await loop.run_in_executor(self.journal_pool, self.spool.write_done, intent)
-        if self.on_archived is not None:
-            self.on_archived(batch)
+            await loop.run_in_executor(self._journal_executor, self.spool.write_done, intent)
+        if self._on_archived is not None:
+            self._on_archived(batch)
         self.stats.count_parsed(encoded.malformed_kinds, encoded.wrong_type)
         event(logging.INFO, "flushed", app=batch.app, region=batch.region, files=len(encoded.files),
               rows=rows, raw_bytes=batch.bytes, bytes=written,
@@ -199,4 +203,4 @@ class Uploader:
                 failed_for_s=round(time.monotonic() - self.failing_since_s, 1),
             )
         self.failing_since_s = None
-        self.metrics.upload_seconds.observe(time.monotonic() - started)
+        self._timings.upload_seconds.observe(time.monotonic() - started)
