@@ -47,6 +47,9 @@ from archiver.errors import ArchiverError
 from archiver.service.journal import Intent, Journal, JournalFile, fsync_dir
 from archiver.service.spool_record import FRAME, read_records
 
+#: Bound once: an imported name's method is looked up as an attribute at each call (CPython 3.11 compiles
+#: ``FRAME.pack(...)`` without its method-call shortcut), and the hot path packs a frame per message.
+_pack_frame = FRAME.pack
 SEGMENT_SUFFIX = ".seg"
 DEFAULT_SEGMENT_BYTES = 32 * 1024 * 1024
 #: Group-commit threshold: past this the hot path writes at once instead of waiting for the loop turn.
@@ -148,7 +151,7 @@ class Spool:
         pending = self._pending
         if self._disk_bytes + len(pending) + body_len + 8 > self.max_bytes:
             return 0
-        pending += FRAME.pack(body_len, zlib.crc32(payload, prefix_crc))
+        pending += _pack_frame(body_len, zlib.crc32(payload, prefix_crc))
         pending += prefix
         pending += payload
         self.next_seq += 1
