@@ -9,8 +9,10 @@ what the spool keeps and routing sees, so a replay treats it alike.
 
 When the buffers reach ``MAX_BUFFER_BYTES`` (storage slow or down, a burst),
 ingest *spills*: new records go to the spool only, and :meth:`Ingest.replay`
-feeds them to the buffers from disk, oldest first, as memory frees. The same
-replay recovers the spool after a restart. Without a spool (``SPOOL_DIR=off``)
+feeds them to the buffers from disk, oldest first, as memory frees (the
+uploader signals it through :class:`~archiver.service.buffer.Room`). After a
+restart the same replay buffers again what :mod:`archiver.service.recovery`
+leaves to it, skipping what the journal covers. Without a spool (``SPOOL_DIR=off``)
 a full memory applies back-pressure instead: nats-py queues behind the
 callback and counts the drops if its own limits fill.
 """
@@ -191,7 +193,7 @@ class Ingest:
     # -- spill and replay -----------------------------------------------------------------
 
     def start_spill(self, from_seq: int, skip: Journal | None = None) -> None:
-        """From ``from_seq`` on, records reach the buffers through :meth:`replay` only."""
+        """From ``from_seq`` on, records reach the buffers through :meth:`replay` only (minus what ``skip`` covers)."""
         if not self.spilling:
             self.spilling = True
             self.spill_started_ns = time.time_ns()

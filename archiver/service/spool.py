@@ -28,9 +28,10 @@ Exactly once, at every crash point (see :mod:`archiver.service.pipeline`):
 3. a *done* record follows; segments wholly below the low-water mark (the
    oldest sequence some batch or buffer still needs) are deleted.
 
-After a crash, intents without *done* are re-encoded from the spool and
-uploaded under the same keys (a refusal means it was already there); every
-other record not covered by a *done* batch is buffered again. Crashing
+After a crash (:mod:`archiver.service.recovery`), intents without *done* are
+re-encoded from the spool and uploaded under the same keys (a refusal means
+it was already there); every other record not covered by a *done* batch is
+buffered again. Crashing
 before the intent loses nothing (nothing was uploaded); during or after
 the upload, the keys are fixed, so no row is ever written twice.
 """
