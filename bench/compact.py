@@ -35,7 +35,7 @@ from archiver.config import DEFAULT_COMPACT_TARGET_BYTES, ArchiveSettings
 from archiver.demo.corpus import sample_systems
 from archiver.demo.loadgen import FlyLogGenerator
 from archiver.manage.compact import compact_archive
-from archiver.storage import open_storage
+from archiver.storage.open import open_storage
 
 START_NS = 1_795_000_000 * NS_PER_SECOND // NS_PER_HOUR * NS_PER_HOUR
 

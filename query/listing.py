@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 
 from archiver.archive.layout import NS_PER_SECOND, app_prefix, encode_value, parse_key, stored_value
 from archiver.config import ArchiveSettings
-from archiver.storage import Storage, open_read_storage
+from archiver.storage.interface import Storage
+from archiver.storage.open import open_read_storage
 from query.decode import BadFileError, DamagedFileError
 from query.plan import HourFiles, PlannedFile, Planner
 from query.run import open_reader, start

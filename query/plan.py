@@ -29,7 +29,7 @@ from archiver.archive.layout import (
     stored_value,
 )
 from archiver.errors import StorageError
-from archiver.storage import ObjectInfo, Storage
+from archiver.storage.interface import ObjectInfo, Storage
 from query.supersede import FooterReader, VanishedError, live_files
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ import pyarrow as pa
 
 from archiver.config import ArchiveSettings
 from archiver.errors import ArchiverError, StorageUnavailableError, UsageError
-from archiver.storage import Storage, open_read_storage
+from archiver.storage.interface import Storage
+from archiver.storage.open import open_read_storage
 from archiver.units import format_bytes
 from query.filters import Filters
 from query.format import COLUMNS, Writer, make_writer

@@ -25,7 +25,7 @@ import pyarrow.fs
 
 from archiver.archive import schema
 from archiver.errors import ObjectNotFoundError
-from archiver.storage import Storage
+from archiver.storage.interface import Storage
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
 from query.decode import (
     VANISHED,

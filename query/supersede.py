@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from archiver.archive.supersede import COMPACT_PREFIX, metadata_needed, replaces_from_metadata, resolve
 from archiver.config import ArchiveSettings
 from archiver.errors import ObjectNotFoundError
-from archiver.storage import Storage
+from archiver.storage.interface import Storage
 
 if TYPE_CHECKING:  # query.plan imports this module
     from query.plan import PlannedFile

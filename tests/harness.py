@@ -23,7 +23,7 @@ from archiver.archive.layout import parse_key
 from archiver.archive.message import rebuild_payload
 from archiver.config import ArchiveSettings
 from archiver.demo.servers import free_port
-from archiver.storage import open_storage
+from archiver.storage.open import open_storage
 
 ARCHIVER = [sys.executable, "-m", "archiver"]
 

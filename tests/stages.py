@@ -25,7 +25,7 @@ from archiver.service.journal import JOURNAL_NAME
 from archiver.service.metrics import Stats, Timings
 from archiver.service.spool import Spool
 from archiver.service.uploader import Uploader
-from archiver.storage import Storage
+from archiver.storage.interface import Storage
 from archiver.storage.local import LocalStorage
 
 

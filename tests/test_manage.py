@@ -43,7 +43,8 @@ from archiver.manage.compact import (
     list_partitions,
 )
 from archiver.service.routing import app_region_from_subject
-from archiver.storage import Storage, open_storage
+from archiver.storage.interface import Storage
+from archiver.storage.open import open_storage
 from query.filters import Filters
 from query.plan import Planner, list_apps
 from query.run import QueryRequest, open_reader, run_query

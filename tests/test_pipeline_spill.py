@@ -19,8 +19,8 @@ from archiver.archive.layout import partition_value
 from archiver.config import load_run_config
 from archiver.demo.publish import publish
 from archiver.service.pipeline import Service
-from archiver.storage import open_storage
 from archiver.storage.local import LocalStorage
+from archiver.storage.open import open_storage
 
 MESSAGES = unique_messages(13, 3000)
 

@@ -29,7 +29,6 @@ import pytest
 from click.testing import CliRunner, Result
 from servers import SeaweedFS
 
-from archiver import storage as storage_module
 from archiver.archive.layout import NS_PER_HOUR, object_key, object_name, partition_value
 from archiver.archive.message import format_timestamp_ns
 from archiver.cli.main import main
@@ -38,7 +37,8 @@ from archiver.codec.payloads import Payloads
 from archiver.config import ArchiveSettings
 from archiver.demo.flymessage import fly_record
 from archiver.demo.servers import free_port
-from archiver.storage import ObjectInfo, Storage, open_storage
+from archiver.storage.interface import ObjectInfo, Storage
+from archiver.storage.open import open_read_storage, open_storage
 from query import run as query_run
 from query.plan import PlannedFile
 from query.scan import Reader
@@ -421,7 +421,7 @@ class CountingStorage:
 def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """Counts listings (by prefix) and files read by ``archiver query``."""
     seen: dict[str, Any] = {"storage": None, "read": []}
-    real_open_storage, real_read = storage_module.open_read_storage, Reader.read_files
+    real_open_storage, real_read = open_read_storage, Reader.read_files
 
     def open_counting(settings: ArchiveSettings) -> Any:
         seen["storage"] = CountingStorage(real_open_storage(settings))

@@ -35,7 +35,7 @@ from archiver.codec.encode import encode_partition
 from archiver.codec.payloads import Payloads
 from archiver.config import ArchiveSettings
 from archiver.demo.flymessage import fly_record
-from archiver.storage import open_storage
+from archiver.storage.open import open_storage
 
 S = 1_000_000_000
 HOUR = int(datetime(2025, 1, 15, 5, tzinfo=UTC).timestamp()) * S

@@ -11,7 +11,9 @@ from servers import SeaweedFS
 from archiver.config import ArchiveSettings, S3Settings
 from archiver.demo.servers import free_port
 from archiver.errors import ObjectNotFoundError, StorageError, StorageUnavailableError
-from archiver.storage import ObjectInfo, local, open_read_storage, s3, s3_http
+from archiver.storage import local, s3, s3_http
+from archiver.storage.interface import ObjectInfo
+from archiver.storage.open import open_read_storage
 
 SECRETS = ("archiver-test-secret", "archiver-test", "X-Amz-Signature", "Credential=", "Signature=")
 

@@ -14,7 +14,9 @@ from servers import SeaweedFS
 from archiver.config import ArchiveSettings, S3Settings
 from archiver.demo.servers import free_port
 from archiver.errors import ObjectExistsError, ObjectNotFoundError, StorageError, StorageUnavailableError
-from archiver.storage import ObjectInfo, Storage, local, open_read_storage, open_storage, s3, s3_http
+from archiver.storage import local, s3, s3_http
+from archiver.storage.interface import ObjectInfo, Storage
+from archiver.storage.open import open_read_storage, open_storage
 
 MALICIOUS_KEYS = ["../x", "/abs", "a//b", "", "a/./b", "a/../../x", "a/", ".", "..", "x/.tmp-1", "a\x00b"]
 SPECIAL_KEYS = [

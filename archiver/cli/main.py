@@ -159,7 +159,7 @@ def run(**options: str | None) -> None:
 
 async def _run_service(config: RunConfig) -> None:
     from archiver.service.pipeline import Service
-    from archiver.storage import open_storage
+    from archiver.storage.open import open_storage
 
     stop = asyncio.Event()
     abandon = asyncio.Event()

@@ -32,7 +32,7 @@ def _open_archive(archive_url: str | None) -> Any:
 
     from archiver.config import load_archive_settings
     from archiver.errors import StorageUnavailableError
-    from archiver.storage import open_storage
+    from archiver.storage.open import open_storage
 
     if archive_url is not None and not archive_url.strip():
         raise ConfigError("--archive: empty value")  # an unset shell variable, not "the default archive"
@@ -130,7 +130,7 @@ def import_command(sources: tuple[str, ...], archive_url: str | None) -> None:
     """Backfill from Fly log JSON lines: files, directories, - (stdin) or s3://bucket/prefix; plain, .gz, .zst."""
     from archiver.config import load_archive_settings
     from archiver.manage.importer import run_import
-    from archiver.storage import open_storage
+    from archiver.storage.open import open_storage
     from archiver.units import format_bytes
 
     storage = open_storage(load_archive_settings(archive_url))

@@ -30,7 +30,7 @@ from archiver.demo.publish import publish
 from archiver.demo.servers import HOST, NatsServer, free_port
 from archiver.errors import ArchiverError
 from archiver.service.pipeline import Service
-from archiver.storage import open_storage
+from archiver.storage.open import open_storage
 from archiver.units import format_bytes
 
 DEFAULT_ARCHIVE = "demo-archive"

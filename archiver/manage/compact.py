@@ -63,7 +63,7 @@ from archiver.archive.supersede import (
 )
 from archiver.codec.merge import Merger, input_problem
 from archiver.errors import ObjectExistsError, ObjectNotFoundError
-from archiver.storage import ObjectInfo, Storage
+from archiver.storage.interface import ObjectInfo, Storage
 
 #: Concurrent GETs of one partition's inputs, and concurrent date listings.
 FETCH_CONCURRENCY = 16

@@ -42,7 +42,8 @@ from archiver.codec.payloads import Payloads
 from archiver.config import load_archive_settings
 from archiver.errors import ObjectExistsError, UsageError
 from archiver.service.routing import app_region_from_payload
-from archiver.storage import Storage, open_storage
+from archiver.storage.interface import Storage
+from archiver.storage.open import open_storage
 from archiver.units import format_bytes
 
 #: Raw bytes of one (app, region) batch before it is encoded and written.

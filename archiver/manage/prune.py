@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, app_prefix
 from archiver.manage.compact import app_segments
-from archiver.storage import Storage
+from archiver.storage.interface import Storage
 from archiver.units import format_bytes
 
 NS_PER_DAY = 24 * NS_PER_HOUR

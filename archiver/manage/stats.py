@@ -36,7 +36,8 @@ from archiver.codec.merge import schema_problem
 from archiver.config import ArchiveSettings
 from archiver.errors import StorageError
 from archiver.manage.compact import app_segments, list_partitions
-from archiver.storage import ObjectInfo, open_read_storage
+from archiver.storage.interface import ObjectInfo
+from archiver.storage.open import open_read_storage
 from archiver.units import format_bytes
 
 SAMPLE_ROWS = 1000

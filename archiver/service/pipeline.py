@@ -63,7 +63,7 @@ from archiver.service.recovery import recover
 from archiver.service.source import NatsConnection, NatsSource, StallWatchdog
 from archiver.service.spool import Spool
 from archiver.service.uploader import Uploader
-from archiver.storage import Storage
+from archiver.storage.interface import Storage
 
 TICK_MAX_S = 1.0
 

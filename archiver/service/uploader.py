@@ -28,7 +28,7 @@ from archiver.service.buffer import Buffers, FlushBatch, Room
 from archiver.service.journal import Intent
 from archiver.service.metrics import Stats, Timings
 from archiver.service.spool import Spool
-from archiver.storage import Storage
+from archiver.storage.interface import Storage
 
 UPLOAD_CONCURRENCY = 4
 #: One encode thread keeps up with ~300k msg/s (~3 us a message, the GIL released in Arrow); a second

@@ -17,50 +17,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from archiver.errors import ObjectExistsError, ObjectNotFoundError, StorageError, StorageUnavailableError
-from archiver.storage import ObjectInfo, Storage
+from archiver.storage.interface import ObjectInfo, Storage
+from archiver.storage.keys import TMP_PREFIX, validate_key, validate_prefix
 
 if TYPE_CHECKING:
     import pyarrow.fs
 
     from archiver.config import ArchiveSettings
 
-#: Names starting with this are in-flight writes; listings skip them and keys may not use it.
-TMP_PREFIX = ".tmp-"
-
 #: A concurrent delete may prune the directory a put just created; the put recreates it this often.
 _MKDIR_ATTEMPTS = 5
-
-
-def validate_key(key: str) -> str:
-    """Return ``key`` if it is a safe relative key (no empty, '.', '..' or temp segments); else StorageError."""
-    if (
-        not key
-        or key.startswith("/")
-        or "\x00" in key
-        or any(seg in ("", ".", "..") or seg.startswith(TMP_PREFIX) for seg in key.split("/"))
-    ):
-        raise StorageError(
-            f"invalid storage key {key!r}: must be relative with no empty, '.' or '..' segments"
-        )
-    return key
-
-
-def validate_prefix(prefix: str) -> str:
-    """Return ``prefix`` if it is a safe listing prefix (its directory part is a valid key); else StorageError."""
-    directory = prefix.rpartition("/")[0]
-    if prefix.startswith("/") or "\x00" in prefix or (directory and not _is_valid(directory)):
-        raise StorageError(
-            f"invalid storage prefix {prefix!r}: must be relative with no '.' or '..' segments"
-        )
-    return prefix
-
-
-def _is_valid(key: str) -> bool:
-    try:
-        validate_key(key)
-    except StorageError:
-        return False
-    return True
 
 
 def _fsync_dir(path: str) -> None:

@@ -27,8 +27,8 @@ from botocore import xform_name
 from botocore.config import Config
 
 from archiver.errors import ObjectExistsError, StorageError, StorageUnavailableError
-from archiver.storage import ObjectInfo, Storage
-from archiver.storage.local import validate_key, validate_prefix
+from archiver.storage.interface import ObjectInfo, Storage
+from archiver.storage.keys import validate_key, validate_prefix
 from archiver.storage.s3_errors import THROTTLE_CODES, ConflictError, answer_error
 
 if TYPE_CHECKING:

@@ -37,8 +37,8 @@ from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
 from archiver.errors import StorageError, StorageUnavailableError
-from archiver.storage import ObjectInfo, Storage
-from archiver.storage.local import validate_key, validate_prefix
+from archiver.storage.interface import ObjectInfo, Storage
+from archiver.storage.keys import validate_key, validate_prefix
 from archiver.storage.s3_errors import THROTTLE_CODES, answer_error
 
 if TYPE_CHECKING:
