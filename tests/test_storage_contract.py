@@ -14,7 +14,7 @@ from servers import SeaweedFS
 from archiver.config import ArchiveSettings, S3Settings
 from archiver.demo.servers import free_port
 from archiver.errors import ObjectExistsError, ObjectNotFoundError, StorageError, StorageUnavailableError
-from archiver.storage import local, s3, s3_http
+from archiver.storage import local, s3, s3_client, s3_http
 from archiver.storage.interface import ObjectInfo, Storage
 from archiver.storage.open import open_read_storage, open_storage
 
@@ -54,7 +54,7 @@ async def storage(settings: ArchiveSettings, backend: str) -> AsyncIterator[Stor
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the S3 backoff short so error paths stay fast."""
-    monkeypatch.setattr(s3, "RETRY_BASE_DELAY_S", 0.01)
+    monkeypatch.setattr(s3_client, "RETRY_BASE_DELAY_S", 0.01)
     monkeypatch.setattr(s3_http, "RETRY_BASE_DELAY_S", 0.01)
 
 
@@ -317,7 +317,7 @@ async def test_check_wrong_secret(seaweedfs: SeaweedFS) -> None:
 
 
 async def test_unreachable_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(s3, "BOTOCORE_MAX_ATTEMPTS", 1)
+    monkeypatch.setattr(s3_client, "BOTOCORE_MAX_ATTEMPTS", 1)
     endpoint = f"http://127.0.0.1:{free_port()}"
     s3_settings = S3Settings(endpoint, "us-east-1", "archiver-test", "archiver-test-secret")
     store = s3.S3Storage(ArchiveSettings("s3", "bucket", "p", s3_settings))

@@ -1,11 +1,13 @@
 """S3-compatible backend (Tigris, AWS S3, SeaweedFS) over aiobotocore.
 
 Writes are create-only through ``If-None-Match: *`` on PutObject and on
-CompleteMultipartUpload. Each call is retried a bounded number of times on
-throttling, 5xx and connection errors (on top of botocore's own retries);
-after that a StorageError goes up to the service, which retries forever.
-Error messages are built from error codes, statuses, the bucket, the key and
-the endpoint only, so credentials and signed URLs never reach them.
+CompleteMultipartUpload; objects over :data:`MULTIPART_THRESHOLD_BYTES` go as
+a multipart upload, aborted when it fails. Every call goes through
+:class:`~archiver.storage.s3_client.S3Client`: bounded retries on throttling,
+5xx and connection errors; after that a StorageError goes up to the service,
+which retries forever. Error messages are built from error codes, statuses,
+the bucket, the key and the endpoint only, so credentials and signed URLs
+never reach them.
 """
 
 from __future__ import annotations
@@ -13,23 +15,26 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
-import logging
-import random
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, suppress
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
-from aiobotocore.session import get_session
 from botocore import exceptions as boto
-from botocore import xform_name
-from botocore.config import Config
 
 from archiver.errors import ObjectExistsError, StorageError, StorageUnavailableError
 from archiver.storage.interface import ObjectInfo, Storage
 from archiver.storage.keys import validate_key, validate_prefix
-from archiver.storage.s3_errors import THROTTLE_CODES, ConflictError, answer_error
+from archiver.storage.s3_client import (
+    CONNECT_TIMEOUT_S,
+    MAX_ATTEMPTS,
+    READ_TIMEOUT_S,
+    S3Client,
+    backoff_s,
+    error_code,
+    http_status,
+)
+from archiver.storage.s3_errors import ConflictError
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -40,133 +45,18 @@ if TYPE_CHECKING:
 MULTIPART_THRESHOLD_BYTES = 16 * 1024**2
 PART_SIZE_BYTES = 8 * 1024**2
 PART_CONCURRENCY = 4
-#: Our attempts per call; each is up to BOTOCORE_MAX_ATTEMPTS requests (botocore standard retries).
-MAX_ATTEMPTS = 5
-BOTOCORE_MAX_ATTEMPTS = 3
-RETRY_BASE_DELAY_S = 0.5
-RETRY_MAX_DELAY_S = 10.0
-CONNECT_TIMEOUT_S = 10
-READ_TIMEOUT_S = 60
 ABORT_TIMEOUT_S = 10.0
-MAX_POOL_CONNECTIONS = 32
 DELETE_BATCH = 1000
-
-_TRANSPORT_ERRORS = (boto.ConnectionError, boto.HTTPClientError, aiohttp.ClientError, TimeoutError)
-
-_log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-def _code(exc: boto.ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: boto.ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, boto.ClientError):
-        status = _status(exc)
-        return status >= 500 or status == 429 or _code(exc) in THROTTLE_CODES
-    return isinstance(exc, _TRANSPORT_ERRORS)
-
-
-def _backoff_s(attempt: int) -> float:
-    """Full-jitter exponential backoff, so many writers retrying at once spread out."""
-    return random.uniform(0, min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** (attempt - 1)))
-
-
-def display_endpoint(endpoint_url: str | None, region: str) -> str:
-    """The endpoint as safe to show: scheme, host, port and path, never userinfo."""
-    if not endpoint_url:
-        return f"AWS S3 ({region})"
-    parts = urlsplit(endpoint_url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path.rstrip('/')}"
 
 
 class S3Storage(Storage):
     """Create-only object storage under ``s3://bucket/prefix``."""
 
     def __init__(self, settings: ArchiveSettings) -> None:
-        self._settings = settings
+        self._s3 = S3Client(settings)
         self._bucket = settings.bucket
-        self._base = f"{settings.prefix}/" if settings.prefix else ""
-        self._endpoint = display_endpoint(settings.s3.endpoint_url, settings.s3.region)
+        self._base = self._s3.base
         self.url = settings.url
-        self._client: Any = None
-        self._stack: AsyncExitStack | None = None
-        self._lock = asyncio.Lock()
-
-    async def _get_client(self) -> Any:
-        if self._client is not None:
-            return self._client
-        async with self._lock:
-            if self._client is None:
-                s3 = self._settings.s3
-                config = Config(
-                    retries={"mode": "standard", "total_max_attempts": BOTOCORE_MAX_ATTEMPTS},
-                    connect_timeout=CONNECT_TIMEOUT_S,
-                    read_timeout=READ_TIMEOUT_S,
-                    max_pool_connections=MAX_POOL_CONNECTIONS,
-                    # S3-compatible servers (SeaweedFS, MinIO) rarely have wildcard DNS for buckets.
-                    s3={"addressing_style": "path"} if s3.endpoint_url else None,
-                )
-                stack = AsyncExitStack()
-                try:
-                    self._client = await stack.enter_async_context(
-                        get_session().create_client(
-                            "s3",
-                            endpoint_url=s3.endpoint_url,
-                            region_name=s3.region,
-                            aws_access_key_id=s3.access_key_id,
-                            aws_secret_access_key=s3.secret_access_key,
-                            config=config,
-                        )
-                    )
-                except (boto.BotoCoreError, ValueError) as exc:
-                    raise StorageUnavailableError(f"cannot set up an S3 client for {self._endpoint}") from exc
-                self._stack = stack
-        return self._client
-
-    def _where(self, key: str | None) -> str:
-        return f"s3://{self._bucket}/{self._base}{key}" if key is not None else f"s3://{self._bucket}"
-
-    def _convert(self, exc: BaseException, op: str, key: str | None) -> StorageError:
-        where = self._where(key)
-        if isinstance(exc, boto.ClientError):
-            code, status = _code(exc), _status(exc)
-            return answer_error(op, code, status, bucket=self._bucket, endpoint=self._endpoint, where=where)
-        if isinstance(exc, (boto.NoCredentialsError, boto.PartialCredentialsError)):
-            return StorageUnavailableError("no S3 credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
-        if isinstance(
-            exc, (boto.EndpointConnectionError, boto.ConnectTimeoutError, aiohttp.ClientConnectorError)
-        ):
-            return StorageUnavailableError(f"cannot reach {self._endpoint}")
-        return StorageError(f"S3 {op} failed for {where}: {type(exc).__name__}")
-
-    async def _call(
-        self, op: str, key: str | None, fn: Callable[[], Awaitable[T]], attempts: int = MAX_ATTEMPTS
-    ) -> T:
-        """Run one S3 call, retrying transient failures with backoff; errors leave as StorageError."""
-        attempt = 1
-        while True:
-            try:
-                return await fn()
-            except StorageError:  # already translated (e.g. by _complete)
-                raise
-            except (boto.ClientError, boto.BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
-                error = self._convert(exc, op, key)
-                if attempt >= attempts or not _is_transient(exc):
-                    raise error from exc
-                _log.debug("retrying S3 %s (attempt %d/%d): %s", op, attempt, attempts, error)
-            await asyncio.sleep(_backoff_s(attempt))
-            attempt += 1
-
-    async def _s3(self, op: str, key: str | None, *, attempts: int = MAX_ATTEMPTS, **params: Any) -> Any:
-        """Call the S3 operation ``op`` on our bucket with retries (see :meth:`_call`)."""
-        method = getattr(await self._get_client(), xform_name(op))
-        return await self._call(op, key, functools.partial(method, Bucket=self._bucket, **params), attempts)
 
     async def put(self, key: str, data: bytes) -> None:
         """Store ``data`` at ``key`` only if nothing is there; ObjectExistsError otherwise."""
@@ -178,24 +68,24 @@ class S3Storage(Storage):
                 if len(data) > MULTIPART_THRESHOLD_BYTES:
                     await self._put_multipart(key, full, data)
                 else:
-                    await self._s3("PutObject", key, Key=full, Body=data, IfNoneMatch="*")
+                    await self._s3.op("PutObject", key, Key=full, Body=data, IfNoneMatch="*")
                 return
             except ConflictError:
                 if attempt == MAX_ATTEMPTS:
                     raise
-            await asyncio.sleep(_backoff_s(attempt))
+            await asyncio.sleep(backoff_s(attempt))
 
     async def _put_multipart(self, key: str, full: str, data: bytes) -> None:
-        upload_id = (await self._s3("CreateMultipartUpload", key, Key=full))["UploadId"]
+        upload_id = (await self._s3.op("CreateMultipartUpload", key, Key=full))["UploadId"]
         try:
             parts = await self._upload_parts(key, full, upload_id, data)
             complete = functools.partial(self._complete, full, upload_id, parts)
-            await self._call("CompleteMultipartUpload", key, complete)
+            await self._s3.call("CompleteMultipartUpload", key, complete)
         except BaseException:
             # Best effort even when cancelled: bucket lifecycle rules collect what an abort misses.
             with suppress(Exception):
                 async with asyncio.timeout(ABORT_TIMEOUT_S):
-                    await self._s3("AbortMultipartUpload", key, attempts=2, Key=full, UploadId=upload_id)
+                    await self._s3.op("AbortMultipartUpload", key, attempts=2, Key=full, UploadId=upload_id)
             raise
 
     async def _upload_parts(self, key: str, full: str, upload_id: str, data: bytes) -> list[dict[str, Any]]:
@@ -212,7 +102,7 @@ class S3Storage(Storage):
                     "PartNumber": number,
                     "Body": body,
                 }
-                result = await self._s3("UploadPart", key, **params)
+                result = await self._s3.op("UploadPart", key, **params)
             return {"ETag": result["ETag"], "PartNumber": number}
 
         starts = range(0, len(data), PART_SIZE_BYTES)
@@ -226,7 +116,7 @@ class S3Storage(Storage):
             raise
 
     async def _complete(self, full: str, upload_id: str, parts: list[dict[str, Any]]) -> Any:
-        client = await self._get_client()
+        client = await self._s3.client()
         try:
             return await client.complete_multipart_upload(
                 Bucket=self._bucket,
@@ -237,15 +127,15 @@ class S3Storage(Storage):
             )
         except boto.ClientError as exc:
             # A retried complete whose first try succeeded (response lost) finds the upload gone.
-            if _code(exc) == "NoSuchUpload" and await self._exists(full):
+            if error_code(exc) == "NoSuchUpload" and await self._exists(full):
                 raise ObjectExistsError(f"s3://{self._bucket}/{full} already exists") from exc
             raise
 
     async def _exists(self, full: str) -> bool:
         try:
-            await (await self._get_client()).head_object(Bucket=self._bucket, Key=full)
+            await (await self._s3.client()).head_object(Bucket=self._bucket, Key=full)
         except boto.ClientError as exc:
-            if _status(exc) == 404:
+            if http_status(exc) == 404:
                 return False
             raise
         return True
@@ -253,20 +143,20 @@ class S3Storage(Storage):
     async def get(self, key: str) -> bytes:
         """Whole object; ObjectNotFoundError when missing."""
         full = self._base + validate_key(key)
-        client = await self._get_client()
+        client = await self._s3.client()
 
         async def fetch() -> bytes:
             response = await client.get_object(Bucket=self._bucket, Key=full)
             async with response["Body"] as body:
                 return bytes(await body.read())
 
-        return await self._call("GetObject", key, fetch)
+        return await self._s3.call("GetObject", key, fetch)
 
     async def _pages(self, op_key: str, **params: Any) -> list[dict[str, Any]]:
-        pages = [await self._s3("ListObjectsV2", op_key, **params)]
+        pages = [await self._s3.op("ListObjectsV2", op_key, **params)]
         while pages[-1].get("IsTruncated") and pages[-1].get("NextContinuationToken"):
             params["ContinuationToken"] = pages[-1]["NextContinuationToken"]
-            pages.append(await self._s3("ListObjectsV2", op_key, **params))
+            pages.append(await self._s3.op("ListObjectsV2", op_key, **params))
         return pages
 
     async def list(self, prefix: str) -> list[ObjectInfo]:
@@ -299,7 +189,9 @@ class S3Storage(Storage):
             return
         for start in range(0, len(full_keys), DELETE_BATCH):
             batch = [{"Key": key} for key in full_keys[start : start + DELETE_BATCH]]
-            response = await self._s3("DeleteObjects", keys[start], Delete={"Objects": batch, "Quiet": True})
+            response = await self._s3.op(
+                "DeleteObjects", keys[start], Delete={"Objects": batch, "Quiet": True}
+            )
             errors = [e for e in response.get("Errors", []) if e.get("Code") != "NoSuchKey"]
             if errors:
                 first = errors[0]
@@ -311,7 +203,7 @@ class S3Storage(Storage):
     async def check(self) -> None:
         """Raise StorageUnavailableError when the endpoint, bucket or credentials do not work."""
         try:
-            await self._s3("HeadBucket", None, attempts=1)
+            await self._s3.op("HeadBucket", None, attempts=1)
         except StorageUnavailableError:
             raise
         except StorageError as exc:
@@ -319,9 +211,7 @@ class S3Storage(Storage):
 
     async def close(self) -> None:
         """Close the client and its connection pool."""
-        stack, self._stack, self._client = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
+        await self._s3.close()
 
 
 def pyarrow_filesystem(settings: ArchiveSettings) -> tuple[pyarrow.fs.FileSystem, str]:
