@@ -15,9 +15,9 @@ from typing import BinaryIO, TextIO
 import pyarrow as pa
 
 from archiver.config import ArchiveSettings
-from archiver.errors import ArchiverError, StorageUnavailableError, UsageError
+from archiver.errors import ArchiverError, UsageError
 from archiver.storage.interface import Storage
-from archiver.storage.open import open_read_storage
+from archiver.storage.open import check_for_reading, is_local, open_filesystem, open_read_storage
 from archiver.units import format_bytes
 from query.filters import Filters
 from query.format import COLUMNS, Writer, make_writer
@@ -78,15 +78,11 @@ def open_reader(settings: ArchiveSettings, storage: Storage, *, ranged: bool = F
     threads); ``ranged`` asks for the pyarrow filesystem anyway, for footer-only
     reads (``ls``), where a ranged read of the tail beats fetching whole files.
     """
-    if settings.scheme == "file":
-        from archiver.storage.local import pyarrow_filesystem
-
-        filesystem, base = pyarrow_filesystem(settings)
+    if is_local(settings):
+        filesystem, base = open_filesystem(settings)
         return Reader(storage, filesystem, base, threads=_cpus())
     if ranged:
-        from archiver.storage.s3 import pyarrow_filesystem as s3_filesystem
-
-        filesystem, base = s3_filesystem(settings)
+        filesystem, base = open_filesystem(settings)
         return Reader(storage, filesystem, base, threads=32)
     return Reader(storage, threads=_cpus())
 
@@ -102,20 +98,10 @@ def _cpus() -> int:
 async def start(settings: ArchiveSettings, storage: Storage, apps: tuple[str, ...]) -> list[str]:
     """Check the archive is there and find the apps (all of them when none are given), concurrently."""
     if apps:
-        await _check(settings, storage)
+        await check_for_reading(settings, storage)
         return list(dict.fromkeys(apps))
-    _, found = await asyncio.gather(_check(settings, storage), list_apps(storage))
+    _, found = await asyncio.gather(check_for_reading(settings, storage), list_apps(storage))
     return found
-
-
-async def _check(settings: ArchiveSettings, storage: Storage) -> None:
-    # Local: never create or probe-write (a query is read-only and a typo must not make a directory).
-    # S3: HeadBucket, one attempt, so a wrong endpoint or key fails at once instead of after list retries.
-    if settings.scheme == "file":
-        if not await asyncio.to_thread(os.path.isdir, settings.prefix):
-            raise StorageUnavailableError(f"archive directory {settings.prefix} does not exist")
-        return
-    await storage.check()
 
 
 class Progress:

@@ -21,6 +21,7 @@ from archiver.archive.supersede import COMPACT_PREFIX, metadata_needed, replaces
 from archiver.config import ArchiveSettings
 from archiver.errors import ObjectNotFoundError
 from archiver.storage.interface import Storage
+from archiver.storage.open import open_filesystem
 
 if TYPE_CHECKING:  # query.plan imports this module
     from query.plan import PlannedFile
@@ -48,14 +49,7 @@ class FooterReader:
     def _fs(self) -> tuple[Any, str]:
         if self._filesystem is None:
             assert self.settings is not None
-            if self.settings.scheme == "s3":
-                from archiver.storage.s3 import pyarrow_filesystem as s3_filesystem
-
-                self._filesystem = s3_filesystem(self.settings)
-            else:
-                from archiver.storage.local import pyarrow_filesystem
-
-                self._filesystem = pyarrow_filesystem(self.settings)
+            self._filesystem = open_filesystem(self.settings)
         return self._filesystem
 
     def _ranged(self, planned: PlannedFile) -> Mapping[bytes, bytes] | None:

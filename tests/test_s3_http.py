@@ -1,9 +1,8 @@
-"""The signed-HTTP S3 read backend beyond the contract: when it is chosen, its errors, paging, the endpoint."""
+"""The signed-HTTP S3 read backend beyond the contract: its errors, paging, the endpoint (chosen: test_storage_open)."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 from servers import SeaweedFS
@@ -11,9 +10,8 @@ from servers import SeaweedFS
 from archiver.config import ArchiveSettings, S3Settings
 from archiver.demo.servers import free_port
 from archiver.errors import ObjectNotFoundError, StorageError, StorageUnavailableError
-from archiver.storage import local, s3, s3_http
+from archiver.storage import s3_http
 from archiver.storage.interface import ObjectInfo
-from archiver.storage.open import open_read_storage
 
 SECRETS = ("archiver-test-secret", "archiver-test", "X-Amz-Signature", "Credential=", "Signature=")
 
@@ -28,18 +26,6 @@ def no_secrets(message: str) -> None:
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the backoff short so error paths stay fast."""
     monkeypatch.setattr(s3_http, "RETRY_BASE_DELAY_S", 0.01)
-
-
-def test_chosen_only_with_endpoint_and_keys(tmp_path: Path) -> None:
-    keys = S3Settings("http://127.0.0.1:9", "us-east-1", "id", "secret")
-    assert isinstance(open_read_storage(ArchiveSettings("s3", "b", "p", keys)), s3_http.S3HttpStorage)
-    # No endpoint (AWS itself) or no explicit keys (credential chain): the aiobotocore backend.
-    for other in (
-        dataclasses.replace(keys, endpoint_url=None),
-        dataclasses.replace(keys, access_key_id=None),
-    ):
-        assert isinstance(open_read_storage(ArchiveSettings("s3", "b", "p", other)), s3.S3Storage)
-    assert isinstance(open_read_storage(ArchiveSettings("file", "", str(tmp_path))), local.LocalStorage)
 
 
 async def test_pages_of_a_long_listing(s3_settings: ArchiveSettings, monkeypatch: pytest.MonkeyPatch) -> None:

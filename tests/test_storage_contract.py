@@ -16,7 +16,7 @@ from archiver.demo.servers import free_port
 from archiver.errors import ObjectExistsError, ObjectNotFoundError, StorageError, StorageUnavailableError
 from archiver.storage import local, s3, s3_client, s3_http
 from archiver.storage.interface import ObjectInfo, Storage
-from archiver.storage.open import open_read_storage, open_storage
+from archiver.storage.open import open_filesystem, open_read_storage, open_storage
 
 MALICIOUS_KEYS = ["../x", "/abs", "a//b", "", "a/./b", "a/../../x", "a/", ".", "..", "x/.tmp-1", "a\x00b"]
 SPECIAL_KEYS = [
@@ -276,8 +276,7 @@ async def test_pyarrow_filesystem_reads_what_storage_wrote(
     storage: Storage, settings: ArchiveSettings
 ) -> None:
     await storage.put("app=q/part.bin", b"arrow-visible")
-    make = s3.pyarrow_filesystem if settings.scheme == "s3" else local.pyarrow_filesystem
-    fs, base = make(settings)
+    fs, base = open_filesystem(settings)
     with fs.open_input_file(f"{base}/app=q/part.bin") as f:
         assert f.read() == b"arrow-visible"
 

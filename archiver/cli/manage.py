@@ -28,17 +28,13 @@ _ARCHIVE_HELP = (
 
 def _open_archive(archive_url: str | None) -> Any:
     """Settings and storage of an archive that must already exist (never creates a local directory)."""
-    import os
-
     from archiver.config import load_archive_settings
-    from archiver.errors import StorageUnavailableError
-    from archiver.storage.open import open_storage
+    from archiver.storage.open import open_storage, require_existing
 
     if archive_url is not None and not archive_url.strip():
         raise ConfigError("--archive: empty value")  # an unset shell variable, not "the default archive"
     settings = load_archive_settings(archive_url)
-    if settings.scheme == "file" and not os.path.isdir(settings.prefix):
-        raise StorageUnavailableError(f"archive directory {settings.prefix} does not exist")
+    require_existing(settings)
     return settings, open_storage(settings)
 
 

@@ -37,7 +37,7 @@ from archiver.config import ArchiveSettings
 from archiver.errors import StorageError
 from archiver.manage.compact import app_segments, list_partitions
 from archiver.storage.interface import ObjectInfo
-from archiver.storage.open import open_read_storage
+from archiver.storage.open import open_filesystem, open_read_storage
 from archiver.units import format_bytes
 
 SAMPLE_ROWS = 1000
@@ -78,16 +78,6 @@ class Report:
     hours: dict[int, Counter[str]] = field(default_factory=dict)
 
 
-def _filesystem(settings: ArchiveSettings) -> tuple[Any, str]:
-    if settings.scheme == "s3":
-        from archiver.storage.s3 import pyarrow_filesystem as s3_filesystem
-
-        return s3_filesystem(settings)
-    from archiver.storage.local import pyarrow_filesystem
-
-    return pyarrow_filesystem(settings)
-
-
 def level_group(level: str | None) -> str:
     """``error``, ``warn`` or ``other`` for a level value."""
     value = (level or "").lower()
@@ -98,7 +88,7 @@ class _Files:
     """Footer, column and sample reads through pyarrow's filesystem (ranged reads on S3)."""
 
     def __init__(self, settings: ArchiveSettings) -> None:
-        self.fs, self.base = _filesystem(settings)
+        self.fs, self.base = open_filesystem(settings)
 
     def _open(self, info: FileInfo) -> pq.ParquetFile:
         return pq.ParquetFile(self.fs.open_input_file(f"{self.base}/{info.key}"))
