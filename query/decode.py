@@ -17,10 +17,10 @@ import pyarrow.fs
 import pyarrow.parquet as pq
 
 from archiver.archive import schema
+from archiver.archive.navigator import ArchiveFile
 from archiver.errors import ArchiverError
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
 from query.filters import Filters
-from query.plan import PlannedFile
 
 #: Columns of every output row: the file columns plus the partition values from the key.
 OUTPUT_SCHEMA = pa.schema(
@@ -144,12 +144,12 @@ class Batch:
     """The matching rows of several files of one hour, and the files skipped."""
 
     table: pa.Table
-    read: list[PlannedFile]
-    skipped: list[tuple[PlannedFile, BadFileError]]
+    read: list[ArchiveFile]
+    skipped: list[tuple[ArchiveFile, BadFileError]]
 
 
 def decode_files(
-    items: Sequence[tuple[str | pa.Buffer | BadFileError, PlannedFile]],
+    items: Sequence[tuple[str | pa.Buffer | BadFileError, ArchiveFile]],
     scan: FileScan,
     filesystem: pa.fs.FileSystem | None = None,
 ) -> Batch:

@@ -8,12 +8,13 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from archiver.archive.layout import NS_PER_SECOND, app_prefix, encode_value, parse_key, stored_value
+from archiver.archive.layout import NS_PER_SECOND, app_prefix, encode_value, stored_value
+from archiver.archive.navigator import ArchiveFile, list_files
 from archiver.config import ArchiveSettings
 from archiver.storage.interface import Storage
 from archiver.storage.open import open_read_storage
 from query.decode import BadFileError, DamagedFileError
-from query.plan import HourFiles, PlannedFile, Planner
+from query.plan import HourFiles, Planner
 from query.run import open_reader, start
 from query.scan import Reader
 from query.supersede import FooterReader, VanishedError, live_files
@@ -58,11 +59,9 @@ async def _ls_hours(storage: Storage, request: LsRequest) -> list[tuple[str, Hou
             out.extend((app, group) for group in await planner.all_hours())
             continue
         hours: dict[int, HourFiles] = {}
-        for info in await storage.list(app_prefix(encode_value(app))):
-            parsed = parse_key(info.key)
-            if parsed is not None and parsed.app == stored_value(app):
-                planned = PlannedFile(info.key, info.size, app, parsed.region, parsed.hour_ns)
-                hours.setdefault(parsed.hour_ns, HourFiles(parsed.hour_ns)).files.append(planned)
+        for planned in await list_files(storage, [app_prefix(encode_value(app))]):
+            if planned.app == stored_value(app):
+                hours.setdefault(planned.hour_ns, HourFiles(planned.hour_ns)).files.append(planned)
         for group in hours.values():  # files a compaction superseded are not counted (query.supersede)
             with contextlib.suppress(VanishedError):
                 group.files = await live_files(group.files, FooterReader(storage))
@@ -78,7 +77,7 @@ async def _print_hours(
         return
     files = [f for _, group in groups for f in group.files]
     found = await asyncio.gather(*(_rows(reader, f) for f in files))
-    counts: dict[PlannedFile, int | None] = {}
+    counts: dict[ArchiveFile, int | None] = {}
     for planned, rows in zip(files, found, strict=True):
         if isinstance(rows, BadFileError):
             if strict:
@@ -109,7 +108,7 @@ async def _print_hours(
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-async def _rows(reader: Reader, planned: PlannedFile) -> int | BadFileError:
+async def _rows(reader: Reader, planned: ArchiveFile) -> int | BadFileError:
     try:
         return await reader.row_count(planned)
     except BadFileError as exc:

@@ -14,6 +14,7 @@ from typing import BinaryIO, TextIO
 
 import pyarrow as pa
 
+from archiver.archive.navigator import list_apps
 from archiver.config import ArchiveSettings
 from archiver.errors import ArchiverError, UsageError
 from archiver.storage.interface import Storage
@@ -21,7 +22,7 @@ from archiver.storage.open import check_for_reading, is_local, open_filesystem, 
 from archiver.units import format_bytes
 from query.filters import Filters
 from query.format import COLUMNS, Writer, make_writer
-from query.plan import Planner, list_apps
+from query.plan import Planner
 from query.scan import Reader, ScanStats, scan_hours
 from query.supersede import FooterReader
 

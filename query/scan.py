@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.fs
 
 from archiver.archive import schema
+from archiver.archive.navigator import ArchiveFile
 from archiver.errors import ObjectNotFoundError
 from archiver.storage.interface import Storage
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
@@ -38,7 +39,7 @@ from query.decode import (
     footer_rows,
 )
 from query.filters import Filters
-from query.plan import HourFiles, PlannedFile
+from query.plan import HourFiles
 
 #: Hours scanned ahead of the one being written: enough to hide latency, little memory.
 READ_AHEAD_HOURS = 2
@@ -105,7 +106,7 @@ class Reader:
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="scan")
         self.fetches = asyncio.Semaphore(fetch_concurrency)
 
-    async def read_files(self, files: Sequence[PlannedFile], scan: FileScan) -> list[Batch]:
+    async def read_files(self, files: Sequence[ArchiveFile], scan: FileScan) -> list[Batch]:
         """Each file's matching rows, or the reason to skip it; StorageError when the archive fails.
 
         Files are decoded in a few batches, one thread job each: a job per file
@@ -119,7 +120,7 @@ class Reader:
             size = min(size, REMOTE_BATCH_FILES)
         batches = [files[i : i + size] for i in range(0, len(files), size)]
 
-        async def batch(part: Sequence[PlannedFile]) -> Batch:
+        async def batch(part: Sequence[ArchiveFile]) -> Batch:
             sources: list[str | pa.Buffer | BadFileError]
             if local:
                 sources = [self._path(f) for f in part]
@@ -132,17 +133,17 @@ class Reader:
 
         return list(await asyncio.gather(*(batch(part) for part in batches)))
 
-    def _path(self, planned: PlannedFile) -> str:
+    def _path(self, planned: ArchiveFile) -> str:
         return f"{self.base_path}/{planned.key}" if self.base_path else planned.key
 
-    async def _get(self, planned: PlannedFile) -> pa.Buffer | BadFileError:
+    async def _get(self, planned: ArchiveFile) -> pa.Buffer | BadFileError:
         async with self.fetches:
             try:
                 return pa.py_buffer(await self.storage.get(planned.key))
             except ObjectNotFoundError:
                 return BadFileError(VANISHED)
 
-    async def row_count(self, planned: PlannedFile) -> int:
+    async def row_count(self, planned: ArchiveFile) -> int:
         """Rows in one file, from its Parquet footer; BadFileError when it is not Parquet."""
         loop = asyncio.get_running_loop()
         if self.filesystem is not None:

@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from archiver.archive.navigator import ArchiveFile
 from archiver.archive.supersede import COMPACT_PREFIX, metadata_needed, replaces_from_metadata, resolve
 from archiver.config import ArchiveSettings
 from archiver.errors import ObjectNotFoundError
 from archiver.storage.interface import Storage
 from archiver.storage.open import open_filesystem
 
-if TYPE_CHECKING:  # query.plan imports this module
-    from query.plan import PlannedFile
-
-    Footers = Callable[[PlannedFile], Awaitable[Mapping[bytes, bytes] | None]]
+#: Key-value metadata of a file's footer ({} when none), None when unreadable; VanishedError when gone.
+Footers = Callable[[ArchiveFile], Awaitable[Mapping[bytes, bytes] | None]]
 
 
 class VanishedError(Exception):
@@ -52,7 +51,7 @@ class FooterReader:
             self._filesystem = open_filesystem(self.settings)
         return self._filesystem
 
-    def _ranged(self, planned: PlannedFile) -> Mapping[bytes, bytes] | None:
+    def _ranged(self, planned: ArchiveFile) -> Mapping[bytes, bytes] | None:
         import pyarrow.dataset as ds
 
         fs, base = self._fs()
@@ -63,7 +62,7 @@ class FooterReader:
         metadata: Mapping[bytes, bytes] | None = fragment.metadata.metadata
         return metadata or {}
 
-    async def __call__(self, planned: PlannedFile) -> Mapping[bytes, bytes] | None:
+    async def __call__(self, planned: ArchiveFile) -> Mapping[bytes, bytes] | None:
         """The file's key-value metadata ({} when none); None when unreadable; VanishedError when gone."""
         try:
             if self.settings is not None:
@@ -77,14 +76,14 @@ class FooterReader:
             return None  # not readable: its group counts as incomplete, its inputs are read if there
 
 
-async def live_files(files: Sequence[PlannedFile], footers: Footers) -> list[PlannedFile]:
+async def live_files(files: Sequence[ArchiveFile], footers: Footers) -> list[ArchiveFile]:
     """The files of one hour to read, each partition resolved; VanishedError when a footer is gone."""
-    partitions: dict[tuple[str, str], list[PlannedFile]] = {}
+    partitions: dict[tuple[str, str], list[ArchiveFile]] = {}
     for planned in files:
         partitions.setdefault((planned.app, planned.region), []).append(planned)
 
-    async def one(group: list[PlannedFile]) -> list[PlannedFile]:
-        by_name = {f.key.rpartition("/")[2]: f for f in group}
+    async def one(group: list[ArchiveFile]) -> list[ArchiveFile]:
+        by_name = {f.name: f for f in group}
         if not any(name.startswith(COMPACT_PREFIX) for name in by_name):
             return group  # the common case: nothing compacted here
         needed = metadata_needed(list(by_name))
@@ -97,7 +96,7 @@ async def live_files(files: Sequence[PlannedFile], footers: Footers) -> list[Pla
         # A compacted file whose footer cannot be read may hold the only copy of its rows (its inputs
         # deleted): read it anyway, so the reader names it in a warning (an error with --strict).
         keep.update(n for n, m in zip(needed, metas, strict=True) if m is None)
-        return [f for f in group if f.key.rpartition("/")[2] in keep]
+        return [f for f in group if f.name in keep]
 
     kept = {id(f) for group in await asyncio.gather(*map(one, partitions.values())) for f in group}
     return [f for f in files if id(f) in kept]

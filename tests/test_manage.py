@@ -28,6 +28,7 @@ from harness import ARCHIVER, archive_env, archived_payloads, normalise, read_ar
 from servers import SeaweedFS
 
 from archiver.archive.layout import NS_PER_HOUR, object_key, object_name, partition_value
+from archiver.archive.navigator import app_segments, list_apps
 from archiver.archive.supersede import parse_compact_name, resolve
 from archiver.cli.main import main
 from archiver.codec.encode import encode_partition
@@ -35,18 +36,12 @@ from archiver.codec.payloads import Payloads
 from archiver.config import ArchiveSettings
 from archiver.demo.loadgen import FlyLogGenerator
 from archiver.errors import StorageError
-from archiver.manage.compact import (
-    CompactStats,
-    app_segments,
-    compact_archive,
-    compact_partition,
-    list_partitions,
-)
+from archiver.manage.compact import CompactStats, compact_archive, compact_partition, list_partitions
 from archiver.service.routing import app_region_from_subject
 from archiver.storage.interface import Storage
 from archiver.storage.open import open_storage
 from query.filters import Filters
-from query.plan import Planner, list_apps
+from query.plan import Planner
 from query.run import QueryRequest, open_reader, run_query
 from query.scan import ScanStats, scan_hours
 

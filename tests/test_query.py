@@ -31,6 +31,7 @@ from servers import SeaweedFS
 
 from archiver.archive.layout import NS_PER_HOUR, object_key, object_name, partition_value
 from archiver.archive.message import format_timestamp_ns
+from archiver.archive.navigator import ArchiveFile
 from archiver.cli.main import main
 from archiver.codec.encode import encode_partition
 from archiver.codec.payloads import Payloads
@@ -40,7 +41,6 @@ from archiver.demo.servers import free_port
 from archiver.storage.interface import ObjectInfo, Storage
 from archiver.storage.open import open_read_storage, open_storage
 from query import run as query_run
-from query.plan import PlannedFile
 from query.scan import Reader
 
 S = 1_000_000_000
@@ -427,7 +427,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         seen["storage"] = CountingStorage(real_open_storage(settings))
         return seen["storage"]
 
-    async def read(self: Reader, files: Sequence[PlannedFile], *args: Any) -> Any:
+    async def read(self: Reader, files: Sequence[ArchiveFile], *args: Any) -> Any:
         seen["read"].extend(planned.key for planned in files)
         return await real_read(self, files, *args)
 

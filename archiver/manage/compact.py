@@ -46,12 +46,12 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, app_prefix, encode_value, parse_key
+from archiver.archive.layout import hour_start_ns, parse_key
+from archiver.archive.navigator import app_segments, files_of_days
 from archiver.archive.supersede import (
     compact_name,
     groups_of,
@@ -67,7 +67,6 @@ from archiver.storage.interface import ObjectInfo, Storage
 
 #: Concurrent GETs of one partition's inputs, and concurrent date listings.
 FETCH_CONCURRENCY = 16
-NS_PER_DAY = 24 * NS_PER_HOUR
 
 _log = logging.getLogger("archiver.compact")  # the name it had before the move: users filter on it
 Say = Callable[[str], None]
@@ -88,44 +87,15 @@ class CompactStats:
     skipped: int = 0
 
 
-async def app_segments(storage: Storage, apps: Sequence[str]) -> list[str]:
-    """Encoded app segments: of ``apps``, or of every app in the archive (one delimiter listing)."""
-    if apps:
-        return [encode_value(app) for app in dict.fromkeys(apps)]
-    out = []
-    for entry in await storage.list_dirs(""):
-        name = entry.rstrip("/")
-        if name.startswith("app=") and len(name) > 4:
-            out.append(name[4:])
-    return sorted(out)
-
-
 async def list_partitions(
     storage: Storage, app_segment: str, before_ns: int, since_ns: int = 0
 ) -> dict[str, list[ObjectInfo]]:
     """Files of each partition of one app whose hour ended in ``(since_ns, before_ns]``, by prefix."""
-    dates = []
-    for entry in await storage.list_dirs(app_prefix(app_segment)):
-        try:
-            day = datetime.strptime(entry.rstrip("/").rpartition("date=")[2], "%Y-%m-%d").replace(tzinfo=UTC)
-        except ValueError:
-            continue
-        start = int(day.timestamp()) * NS_PER_SECOND
-        # Only dates with an hour in range are listed.
-        if start + NS_PER_HOUR <= before_ns and start + NS_PER_DAY > since_ns:
-            dates.append(entry)
-    limit = asyncio.Semaphore(FETCH_CONCURRENCY)
-
-    async def listing(prefix: str) -> list[ObjectInfo]:
-        async with limit:
-            return await storage.list(prefix)
-
+    # An hour ended by before_ns is one that started before the start of before_ns's hour.
+    files = await files_of_days(storage, app_segment, since_ns, hour_start_ns(before_ns), FETCH_CONCURRENCY)
     out: dict[str, list[ObjectInfo]] = {}
-    for infos in await asyncio.gather(*(listing(d) for d in dates)):
-        for info in infos:
-            parsed = parse_key(info.key)
-            if parsed is not None and since_ns < parsed.hour_ns + NS_PER_HOUR <= before_ns:
-                out.setdefault(info.key.rpartition("/")[0] + "/", []).append(info)
+    for file in files:
+        out.setdefault(file.partition_prefix, []).append(ObjectInfo(file.key, file.size))
     return dict(sorted(out.items()))
 
 

@@ -11,17 +11,14 @@ prints the same lines, and deletes nothing.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, app_prefix
-from archiver.manage.compact import app_segments
+from archiver.archive.layout import NS_PER_HOUR
+from archiver.archive.navigator import app_segments, list_days, list_each, list_hours
 from archiver.storage.interface import Storage
 from archiver.units import format_bytes
 
-NS_PER_DAY = 24 * NS_PER_HOUR
 #: Concurrent listings of day or hour prefixes.
 LIST_CONCURRENCY = 16
 
@@ -44,38 +41,16 @@ class PruneStats:
     bytes: int = 0
 
 
-def _segment_value(entry: str, key: str) -> str:
-    """The value of the last segment of a prefix such as ``app=a/date=2026-11-24/``."""
-    return entry.rstrip("/").rpartition(f"{key}=")[2]
-
-
-def _day_start_ns(entry: str) -> int | None:
-    try:
-        when = datetime.strptime(_segment_value(entry, "date"), "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return int(when.timestamp()) * NS_PER_SECOND
-
-
-def _hour_of(entry: str) -> int | None:
-    value = _segment_value(entry, "hour")
-    return int(value) if len(value) == 2 and value.isdigit() and int(value) < 24 else None
-
-
 async def old_prefixes(storage: Storage, app_segment: str, cutoff_ns: int) -> list[str]:
     """Day and hour prefixes of one app that ended at or before ``cutoff_ns``, oldest first."""
     out: list[str] = []
-    for day in await storage.list_dirs(app_prefix(app_segment)):
-        start = _day_start_ns(day)
-        if start is None or start + NS_PER_HOUR > cutoff_ns:
-            continue  # not a date, or not even its first hour has ended
-        if start + NS_PER_DAY <= cutoff_ns:
-            out.append(day)
+    for day in await list_days(storage, app_segment):
+        if day.start_ns + NS_PER_HOUR > cutoff_ns:
+            continue  # not even its first hour has ended
+        if day.end_ns <= cutoff_ns:
+            out.append(day.prefix)
             continue
-        for hour in await storage.list_dirs(day):
-            number = _hour_of(hour)
-            if number is not None and start + (number + 1) * NS_PER_HOUR <= cutoff_ns:
-                out.append(hour)
+        out.extend(hour.prefix for hour in await list_hours(storage, day) if hour.end_ns <= cutoff_ns)
     return out
 
 
@@ -89,16 +64,11 @@ async def prune(
 ) -> PruneStats:
     """Delete (or with ``dry_run`` only print) every partition of ``apps`` older than ``cutoff_ns``."""
     stats = PruneStats()
-    limit = asyncio.Semaphore(LIST_CONCURRENCY)
-
-    async def doomed(prefix: str) -> Doomed:
-        async with limit:
-            infos = await storage.list(prefix)
-        return Doomed(prefix, [i.key for i in infos], sum(i.size for i in infos))
-
     for segment in await app_segments(storage, apps):
         prefixes = await old_prefixes(storage, segment, cutoff_ns)
-        for item in await asyncio.gather(*(doomed(p) for p in prefixes)):
+        listings = await list_each(storage, prefixes, LIST_CONCURRENCY)
+        for prefix, infos in zip(prefixes, listings, strict=True):
+            item = Doomed(prefix, [i.key for i in infos], sum(i.size for i in infos))
             if not item.keys:
                 continue
             if not dry_run:

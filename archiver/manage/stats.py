@@ -30,13 +30,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archiver.archive import schema
-from archiver.archive.layout import NS_PER_SECOND, ObjectKey, parse_key
+from archiver.archive.layout import NS_PER_SECOND, hour_start_ns
 from archiver.archive.message import rebuild_payload
+from archiver.archive.navigator import ArchiveFile, app_segments, files_of_days
 from archiver.codec.merge import schema_problem
 from archiver.config import ArchiveSettings
 from archiver.errors import StorageError
-from archiver.manage.compact import app_segments, list_partitions
-from archiver.storage.interface import ObjectInfo
 from archiver.storage.open import open_filesystem, open_read_storage
 from archiver.units import format_bytes
 
@@ -47,16 +46,17 @@ ERROR_LEVELS = frozenset(
     {"error", "err", "fatal", "critical", "crit", "panic", "emerg", "emergency", "alert"}
 )
 WARN_LEVELS = frozenset({"warn", "warning"})
-_FAR_FUTURE = 2**62  # every hour, even one timestamped ahead of the clock
+#: Every hour, even one timestamped ahead of the clock (the hour-aligned end of hours in 2116).
+_FAR_FUTURE = hour_start_ns(2**62)
+#: Concurrent listings of an app's days.
+_LIST_CONCURRENCY = 16
 
 
 @dataclass(slots=True)
 class FileInfo:
-    """One archive file: its key, parsed key, size, and rows from its footer."""
+    """One archive file, and rows from its footer."""
 
-    key: str
-    parsed: ObjectKey
-    size: int
+    file: ArchiveFile
     rows: int = 0
 
 
@@ -78,6 +78,10 @@ class Report:
     hours: dict[int, Counter[str]] = field(default_factory=dict)
 
 
+def _hour(hour_ns: int) -> datetime:
+    return datetime.fromtimestamp(hour_ns // NS_PER_SECOND, UTC)
+
+
 def level_group(level: str | None) -> str:
     """``error``, ``warn`` or ``other`` for a level value."""
     value = (level or "").lower()
@@ -91,7 +95,7 @@ class _Files:
         self.fs, self.base = open_filesystem(settings)
 
     def _open(self, info: FileInfo) -> pq.ParquetFile:
-        return pq.ParquetFile(self.fs.open_input_file(f"{self.base}/{info.key}"))
+        return pq.ParquetFile(self.fs.open_input_file(f"{self.base}/{info.file.key}"))
 
     def rows(self, info: FileInfo) -> int | str:
         """Rows from the footer, or why the file is not an archive file."""
@@ -100,7 +104,7 @@ class _Files:
         try:
             # A fragment with a known size reads just the footer: one ranged GET on S3, no HEAD.
             fragment = ds.ParquetFileFormat().make_fragment(
-                f"{self.base}/{info.key}", filesystem=self.fs, file_size=info.size
+                f"{self.base}/{info.file.key}", filesystem=self.fs, file_size=info.file.size
             )
             metadata = fragment.metadata
             problem = schema_problem(metadata.schema.to_arrow_schema())
@@ -130,7 +134,7 @@ class _Files:
         table = table.take(pa.array(range(0, table.num_rows, step)))
         # Python datetimes stop at microseconds: rebuild_payload takes int nanoseconds too.
         rows = table.set_column(0, schema.TIMESTAMP, table[schema.TIMESTAMP].cast(pa.int64())).to_pylist()
-        app, region = info.parsed.app, info.parsed.region
+        app, region = info.file.app, info.file.region
         return [len(rebuild_payload(row, app, region)) + 1 for row in rows]  # +1: the newline
 
 
@@ -150,17 +154,12 @@ async def collect(
     storage = open_read_storage(settings)
     try:
         await storage.check()
-        infos: list[ObjectInfo] = []
+        files: list[FileInfo] = []
         for segment in await app_segments(storage, apps):
-            for partition in (await list_partitions(storage, segment, _FAR_FUTURE, since_ns)).values():
-                infos.extend(partition)
+            found = await files_of_days(storage, segment, since_ns, _FAR_FUTURE, _LIST_CONCURRENCY)
+            files.extend(FileInfo(file) for file in found)
     finally:
         await storage.close()
-    files = []
-    for obj in infos:
-        parsed = parse_key(obj.key)
-        if parsed is not None:
-            files.append(FileInfo(obj.key, parsed, obj.size))
     reader = _Files(settings)
     loop = asyncio.get_running_loop()
     report = Report()
@@ -174,20 +173,20 @@ async def collect(
             for info, rows in zip(files, await run(reader.rows, files), strict=True):
                 if isinstance(rows, str):
                     if strict:
-                        raise StorageError(f"cannot read {info.key}: {rows} (--strict)")
+                        raise StorageError(f"cannot read {info.file.key}: {rows} (--strict)")
                     if warn is not None:
-                        warn(f"warning: skipped {info.key}: {rows}")
+                        warn(f"warning: skipped {info.file.key}: {rows}")
                     continue
                 info.rows = rows
                 readable.append(info)
             files = readable
             by_hour: dict[int, list[FileInfo]] = defaultdict(list)
             for info in files:
-                by_hour[info.parsed.hour_ns].append(info)
+                by_hour[info.file.hour_ns].append(info)
             charted = [f for h in sorted(by_hour)[-hours:] for f in by_hour[h]] if hours > 0 else []
             by_app: dict[str, list[FileInfo]] = defaultdict(list)
             for info in files:
-                by_app[info.parsed.app].append(info)
+                by_app[info.file.app].append(info)
             samples = {
                 app: [group[0], group[-1]] if len(group) > 1 else group for app, group in by_app.items()
             }
@@ -197,15 +196,15 @@ async def collect(
         except (OSError, pa.ArrowException) as exc:
             raise StorageError(f"cannot read the archive's files: {str(exc).splitlines()[0]}") from exc
     for info in files:
-        day = report.days.setdefault((info.parsed.app, f"{info.parsed.hour:%Y-%m-%d}"), DayStats())
+        day = report.days.setdefault((info.file.app, f"{_hour(info.file.hour_ns):%Y-%m-%d}"), DayStats())
         day.files += 1
         day.rows += info.rows
-        day.bytes += info.size
+        day.bytes += info.file.size
     for info, counts in zip(charted, levels, strict=True):
-        report.hours.setdefault(info.parsed.hour_ns, Counter()).update(counts)
+        report.hours.setdefault(info.file.hour_ns, Counter()).update(counts)
     lengths: dict[str, list[int]] = defaultdict(list)
     for info, found in zip(sample_files, sizes, strict=True):
-        lengths[info.parsed.app].extend(found)
+        lengths[info.file.app].extend(found)
     report.raw_per_row = {app: sum(v) / len(v) for app, v in lengths.items() if v}
     return report
 
@@ -265,5 +264,5 @@ def _chart(hours: dict[int, Counter[str]], out: TextIO) -> None:
             bar += marks["other"] * max(0, width - len(bar))
         else:
             bar = marks["other"] * width
-        when = datetime.fromtimestamp(hour_ns // NS_PER_SECOND, UTC)
+        when = _hour(hour_ns)
         out.write(f"{when:%Y-%m-%dT%H}  {bar.ljust(BAR_WIDTH)}  {total:>10,}\n")
