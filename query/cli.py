@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from archiver.config import load_archive_settings
-from archiver.errors import UsageError
+from archiver.errors import OutputError, UsageError
 from archiver.timespec import now_ns, parse_when, resolve_range
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ _WHEN_HELP = (
 def query_command(**options: Any) -> None:
     """Print archived logs in time order, like `fly logs`, filtered by app, region, time and text."""
     request = _query_request(options, now_ns())
-    from query.run import OutputError, run_query
+    from query.run import run_query
 
     try:
         code = asyncio.run(run_query(request))

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from archiver.archive import schema
 from archiver.archive.navigator import ArchiveFile
-from archiver.errors import ArchiverError
+from archiver.errors import BadFileError
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
 from query.filters import Filters
 
@@ -33,18 +33,6 @@ OUTPUT_SCHEMA = pa.schema(
 )
 VANISHED = "it vanished after listing (compacted or deleted)"
 _REE_STRING = pa.run_end_encoded(pa.int32(), pa.string())
-
-
-class BadFileError(Exception):
-    """A file that cannot be read as an archive file; it is skipped with a warning."""
-
-
-class DamagedFileError(ArchiverError):
-    """``--strict``: a file that cannot be read as an archive file fails the command (exit 1)."""
-
-    def __init__(self, key: str, problem: BadFileError | str) -> None:
-        super().__init__(f"cannot read {key}: {problem} (--strict)")
-        self.key = key
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 from archiver.archive.layout import NS_PER_SECOND, app_prefix, encode_value, stored_value
 from archiver.archive.navigator import ArchiveFile, list_files
 from archiver.config import ArchiveSettings
+from archiver.errors import BadFileError, DamagedFileError, VanishedError
 from archiver.storage.interface import Storage
 from archiver.storage.open import open_read_storage
-from query.decode import BadFileError, DamagedFileError
 from query.plan import HourFiles, Planner
 from query.run import open_reader, start
 from query.scan import Reader
-from query.supersede import FooterReader, VanishedError, live_files
+from query.supersede import FooterReader, live_files
 
 
 @dataclass(frozen=True, slots=True)

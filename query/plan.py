@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 
 from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, encode_value, stored_value
 from archiver.archive.navigator import ArchiveFile, Span, list_files, spans
-from archiver.errors import StorageError
+from archiver.errors import StorageError, VanishedError
 from archiver.storage.interface import Storage
-from query.supersede import FooterReader, Footers, VanishedError, live_files
+from query.supersede import FooterReader, Footers, live_files
 
 #: Most spans (days or hours) listed in one window.
 MAX_WINDOW = 64

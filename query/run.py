@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from archiver.archive.navigator import list_apps
 from archiver.config import ArchiveSettings
-from archiver.errors import ArchiverError, UsageError
+from archiver.errors import OutputError, UsageError
 from archiver.storage.interface import Storage
 from archiver.storage.open import check_for_reading, is_local, open_filesystem, open_read_storage
 from archiver.units import format_bytes
@@ -28,10 +28,6 @@ from query.supersede import FooterReader
 
 #: A scan shows progress on a TTY once it has run this long.
 PROGRESS_AFTER_S = 1.0
-
-
-class OutputError(ArchiverError):
-    """The results could not be written (disk full, I/O error): one line, exit 1."""
 
 
 @contextlib.contextmanager

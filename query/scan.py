@@ -25,14 +25,12 @@ import pyarrow.fs
 
 from archiver.archive import schema
 from archiver.archive.navigator import ArchiveFile
-from archiver.errors import ObjectNotFoundError
+from archiver.errors import BadFileError, DamagedFileError, ObjectNotFoundError
 from archiver.storage.interface import Storage
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
 from query.decode import (
     VANISHED,
-    BadFileError,
     Batch,
-    DamagedFileError,
     FileScan,
     decode_files,
     empty_table,
@@ -212,7 +210,7 @@ async def scan_hours(
     """Matching rows hour by hour, in the order ``hours`` yields them, each hour in time order.
 
     A file that is not an archive file is skipped through ``warn``; with ``strict``
-    it raises :class:`~query.decode.DamagedFileError` instead.
+    it raises :class:`~archiver.errors.DamagedFileError` instead.
     """
     wanted = list(dict.fromkeys([schema.TIMESTAMP, *columns]))
     in_flight: deque[asyncio.Task[pa.Table]] = deque()

@@ -20,16 +20,12 @@ import pyarrow.parquet as pq
 from archiver.archive.navigator import ArchiveFile
 from archiver.archive.supersede import COMPACT_PREFIX, metadata_needed, replaces_from_metadata, resolve
 from archiver.config import ArchiveSettings
-from archiver.errors import ObjectNotFoundError
+from archiver.errors import ObjectNotFoundError, VanishedError
 from archiver.storage.interface import Storage
 from archiver.storage.open import open_filesystem
 
 #: Key-value metadata of a file's footer ({} when none), None when unreadable; VanishedError when gone.
 Footers = Callable[[ArchiveFile], Awaitable[Mapping[bytes, bytes] | None]]
-
-
-class VanishedError(Exception):
-    """A file disappeared between its listing and its read: the hour must be listed again."""
 
 
 class FooterReader:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from archiver.service.spool import Intent, Spool, SpoolError
+from archiver.errors import SpoolError
+from archiver.service.spool import Intent, Spool
 from archiver.service.spool_record import subject_prefix
 
 PREFIX = subject_prefix(b"logs.app.dfw.0123456789abcd")

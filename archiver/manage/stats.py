@@ -35,7 +35,7 @@ from archiver.archive.message import rebuild_payload
 from archiver.archive.navigator import ArchiveFile, app_segments, files_of_days
 from archiver.codec.merge import schema_problem
 from archiver.config import ArchiveSettings
-from archiver.errors import StorageError
+from archiver.errors import DamagedFileError, StorageError
 from archiver.storage.open import open_filesystem, open_read_storage
 from archiver.units import format_bytes
 
@@ -173,7 +173,7 @@ async def collect(
             for info, rows in zip(files, await run(reader.rows, files), strict=True):
                 if isinstance(rows, str):
                     if strict:
-                        raise StorageError(f"cannot read {info.file.key}: {rows} (--strict)")
+                        raise DamagedFileError(info.file.key, rows)
                     if warn is not None:
                         warn(f"warning: skipped {info.file.key}: {rows}")
                     continue

@@ -44,7 +44,7 @@ import os
 import zlib
 from pathlib import Path
 
-from archiver.errors import ArchiverError
+from archiver.errors import SpoolError
 from archiver.service.journal import Intent, Journal, JournalFile, fsync_dir
 from archiver.service.spool_record import FRAME, read_records
 
@@ -55,10 +55,6 @@ SEGMENT_SUFFIX = ".seg"
 DEFAULT_SEGMENT_BYTES = 32 * 1024 * 1024
 #: Group-commit threshold: past this the hot path writes at once instead of waiting for the loop turn.
 WRITE_THRESHOLD_BYTES = 256 * 1024
-
-
-class SpoolError(ArchiverError):
-    """The spool directory cannot be used."""
 
 
 class Spool:

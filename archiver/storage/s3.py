@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from botocore import exceptions as boto
 
-from archiver.errors import ObjectExistsError, StorageError, StorageUnavailableError
+from archiver.errors import ConflictError, ObjectExistsError, StorageError, StorageUnavailableError
 from archiver.storage.interface import ObjectInfo, Storage
 from archiver.storage.keys import validate_key, validate_prefix
 from archiver.storage.s3_client import (
@@ -34,7 +34,6 @@ from archiver.storage.s3_client import (
     error_code,
     http_status,
 )
-from archiver.storage.s3_errors import ConflictError
 
 if TYPE_CHECKING:
     import pyarrow.fs

@@ -7,7 +7,13 @@ only from the code, status, bucket, key and endpoint (never a credential).
 
 from __future__ import annotations
 
-from archiver.errors import ObjectExistsError, ObjectNotFoundError, StorageError, StorageUnavailableError
+from archiver.errors import (
+    ConflictError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StorageError,
+    StorageUnavailableError,
+)
 
 #: Codes that mean "try again later".
 THROTTLE_CODES = frozenset(
@@ -16,10 +22,6 @@ THROTTLE_CODES = frozenset(
 )
 AUTH_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"})
 WRITE_OPS = frozenset({"PutObject", "CompleteMultipartUpload"})
-
-
-class ConflictError(ObjectExistsError):
-    """409 ConditionalRequestConflict: another conditional write of the key is in flight."""
 
 
 def answer_error(op: str, code: str, status: int, *, bucket: str, endpoint: str, where: str) -> StorageError:
