@@ -1,10 +1,12 @@
-"""Configuration: the only module that reads environment variables.
+"""Configuration: the settings of every command, their defaults, and how each value is checked.
 
 Every setting comes from an environment variable and may be overridden by a
-command-line option of the same meaning (an option wins). Invalid values
-raise :class:`~archiver.errors.ConfigError` with one line naming the
-variable and what it accepts. Secrets are held in fields excluded from
-``repr`` so they never reach logs or error messages; NATS_URL credentials
+command-line option of the same meaning (an option wins); reading them is
+:mod:`archiver.environment`'s, the only module that reads the process
+environment. Here they are checked: an invalid value raises
+:class:`~archiver.errors.ConfigError` with one line naming the variable and
+what it accepts. Secrets are held in fields excluded from ``repr`` so they
+never reach logs or error messages; NATS_URL credentials
 (``nats://user:pass@host``) are split out of the URL into such fields, and
 every secret is registered with :mod:`archiver.redact`, the safety net at
 the process's boundaries.
@@ -12,19 +14,23 @@ the process's boundaries.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from archiver.errors import ConfigError
 from archiver.redact import redact, register_secret, split_url_credentials
-from archiver.units import DURATION_HELP, SIZE_HELP, parse_duration_s, parse_size_bytes
+from archiver.units import duration_setting, size_setting
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Longest S3 key prefix: leaves room for archiver's keys (under 400 bytes) within S3's 1,024.
 MAX_S3_PREFIX_BYTES = 600
+#: Largest file compaction writes (``COMPACT_TARGET_BYTES``); a bigger hour becomes several files.
+DEFAULT_COMPACT_TARGET_BYTES = 256 * 1024**2
+
+#: A setting's text by variable name (an option's value, else the variable's); None when not set.
+Lookup = Callable[[str], "str | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,43 +123,6 @@ class RunConfig:
 _DEFAULTS = RunConfig(archive=ArchiveSettings("file", "", ""))
 
 
-def _pick(options: Mapping[str, object | None], environ: Mapping[str, str], name: str) -> str | None:
-    value = options.get(name.lower())
-    if value is not None:
-        return str(value)
-    text = environ.get(name)
-    return text if text not in (None, "") else None
-
-
-def _duration(name: str, text: str | None, default_s: float, *, allow_zero: bool = False) -> float:
-    if text is None:
-        return default_s
-    try:
-        seconds = parse_duration_s(text)
-    except ValueError:
-        raise ConfigError(f"{name}: expected {DURATION_HELP}, got {text!r}") from None
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        raise ConfigError(f"{name}: must be greater than 0, got {text!r}")
-    return seconds
-
-
-def duration_option(name: str, text: str) -> float:
-    """A positive duration given to an option ``name``; ConfigError (one line) otherwise."""
-    return _duration(name, text, 0.0)
-
-
-def _size(name: str, text: str | None, default: int) -> int:
-    if text is None:
-        return default
-    try:
-        size = parse_size_bytes(text)
-    except ValueError:
-        raise ConfigError(f"{name}: expected {SIZE_HELP}, got {text!r}") from None
-    if size <= 0:
-        raise ConfigError(f"{name}: must be greater than 0, got {text!r}")
-    return size
-
-
 def _port(name: str, text: str | None, default: int) -> int:
     if text is None:
         return default
@@ -169,31 +138,11 @@ def _scheme(url: str) -> str:
         return ""
 
 
-def load_s3_settings(environ: Mapping[str, str] | None = None) -> S3Settings:
-    """S3 settings from the standard AWS variables."""
-    env = os.environ if environ is None else environ
-    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
-    register_secret(env.get("AWS_SESSION_TOKEN"))  # botocore may pick it up from the environment
-    if endpoint is not None and _scheme(endpoint) not in ("http", "https"):
-        raise ConfigError(f"AWS_ENDPOINT_URL_S3: expected an http(s):// URL, got {redact(endpoint)!r}")
-    return S3Settings(
-        endpoint_url=endpoint,
-        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "auto",
-        access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-        secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-    )
-
-
-def load_archive_settings(
-    archive_url: str | None = None, environ: Mapping[str, str] | None = None
-) -> ArchiveSettings:
-    """Resolve ``--archive``/``ARCHIVE_URL``/``BUCKET_NAME`` into archive settings."""
-    env = os.environ if environ is None else environ
-    text = archive_url or env.get("ARCHIVE_URL") or None
-    if text is None:
-        bucket = env.get("BUCKET_NAME")
-        text = f"s3://{bucket}" if bucket else "./archive"
-    return parse_archive_url(text, load_s3_settings(env))
+def s3_endpoint(text: str | None) -> str | None:
+    """``AWS_ENDPOINT_URL_S3`` checked: an http(s) URL, or None for AWS itself."""
+    if text is not None and _scheme(text) not in ("http", "https"):
+        raise ConfigError(f"AWS_ENDPOINT_URL_S3: expected an http(s):// URL, got {redact(text)!r}")
+    return text
 
 
 def parse_archive_url(text: str, s3: S3Settings | None = None) -> ArchiveSettings:
@@ -231,16 +180,54 @@ def parse_archive_url(text: str, s3: S3Settings | None = None) -> ArchiveSetting
     return ArchiveSettings("file", "", str(Path(text).expanduser().resolve()))
 
 
-def load_run_config(
-    options: Mapping[str, object | None] | None = None, environ: Mapping[str, str] | None = None
-) -> RunConfig:
-    """Build the run configuration: options (by lower-case variable name) over the environment."""
-    opts = options or {}
-    env = os.environ if environ is None else environ
+def compact_target_bytes(text: str | None) -> int:
+    """``--target-bytes``/``COMPACT_TARGET_BYTES`` checked: the most bytes per compacted file."""
+    return size_setting("COMPACT_TARGET_BYTES", text, DEFAULT_COMPACT_TARGET_BYTES)
 
-    def pick(name: str) -> str | None:
-        return _pick(opts, env, name)
 
+def run_config(pick: Lookup, archive: Callable[[str | None], ArchiveSettings]) -> RunConfig:
+    """The checked settings of ``archiver run``: each value from ``pick``, the archive from ``archive(url)``."""
+
+    def seconds(name: str, default_s: float, *, allow_zero: bool = True) -> float:
+        return duration_setting(name, pick(name), default_s, allow_zero=allow_zero)
+
+    def size(name: str, default: int) -> int:
+        return size_setting(name, pick(name), default)
+
+    # Checked in the order a bad value is reported in when several are.
+    log_level, nats_url, subject = _stream(pick)
+    flush_bytes, max_buffer = _buffer_sizes(pick)
+    workers, spool_dir, jetstream_stream, event_loop = _process(pick)
+    return RunConfig(
+        event_loop=event_loop,
+        jetstream_stream=jetstream_stream,
+        jetstream_durable=_jetstream_name("JETSTREAM_DURABLE", pick("JETSTREAM_DURABLE"))
+        or _DEFAULTS.jetstream_durable,
+        workers=workers,
+        nats_disconnect_grace_s=seconds("NATS_DISCONNECT_GRACE", _DEFAULTS.nats_disconnect_grace_s),
+        stall_timeout_s=seconds("STALL_TIMEOUT", _DEFAULTS.stall_timeout_s),
+        archive=archive(pick("ARCHIVE_URL")),
+        nats_url=nats_url,
+        org=pick("ORG") or _DEFAULTS.org,
+        access_token=pick("ACCESS_TOKEN"),
+        subject=subject,
+        queue=pick("QUEUE"),
+        flush_interval_s=seconds("FLUSH_INTERVAL", _DEFAULTS.flush_interval_s, allow_zero=False),
+        flush_bytes=flush_bytes,
+        max_buffer_bytes=max_buffer,
+        max_message_bytes=size("MAX_MESSAGE_BYTES", _DEFAULTS.max_message_bytes),
+        http_port=_port("HTTP_PORT", pick("HTTP_PORT"), _DEFAULTS.http_port),
+        http_host=pick("HTTP_HOST") or _DEFAULTS.http_host,
+        log_level=log_level,
+        spool_dir=spool_dir,
+        spool_fsync_interval_s=seconds("SPOOL_FSYNC_INTERVAL", _DEFAULTS.spool_fsync_interval_s),
+        spool_max_bytes=size("SPOOL_MAX_BYTES", _DEFAULTS.spool_max_bytes),
+        storage_failure_grace_s=seconds("STORAGE_FAILURE_GRACE", _DEFAULTS.storage_failure_grace_s),
+    )
+
+
+def _stream(pick: Lookup) -> tuple[str, str, str]:
+    """LOG_LEVEL, NATS_URL and SUBJECT, checked."""
     log_level = (pick("LOG_LEVEL") or "info").lower()
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
@@ -252,12 +239,22 @@ def load_run_config(
         raise ConfigError(
             f"SUBJECT: expected a NATS subject such as logs.> or logs.myapp.*.*, got {subject!r}"
         )
-    flush_bytes = _size("FLUSH_BYTES", pick("FLUSH_BYTES"), _DEFAULTS.flush_bytes)
-    max_buffer = _size("MAX_BUFFER_BYTES", pick("MAX_BUFFER_BYTES"), _DEFAULTS.max_buffer_bytes)
+    return log_level, nats_url, subject
+
+
+def _buffer_sizes(pick: Lookup) -> tuple[int, int]:
+    """FLUSH_BYTES and MAX_BUFFER_BYTES, checked against each other."""
+    flush_bytes = size_setting("FLUSH_BYTES", pick("FLUSH_BYTES"), _DEFAULTS.flush_bytes)
+    max_buffer = size_setting("MAX_BUFFER_BYTES", pick("MAX_BUFFER_BYTES"), _DEFAULTS.max_buffer_bytes)
     if max_buffer < flush_bytes:
         raise ConfigError(
             f"MAX_BUFFER_BYTES: must be at least FLUSH_BYTES ({flush_bytes} bytes), got {max_buffer} bytes"
         )
+    return flush_bytes, max_buffer
+
+
+def _process(pick: Lookup) -> tuple[int, str | None, str | None, str]:
+    """WORKERS, SPOOL_DIR, JETSTREAM_STREAM and EVENT_LOOP, checked against each other."""
     workers_text = pick("WORKERS") or "1"
     if not workers_text.isdigit() or not 1 <= int(workers_text) <= 64:
         raise ConfigError(f"WORKERS: expected a number of processes 1-64, got {workers_text!r}")
@@ -271,49 +268,7 @@ def load_run_config(
     event_loop = (pick("EVENT_LOOP") or "auto").lower()
     if event_loop not in ("auto", "uvloop", "asyncio"):
         raise ConfigError(f"EVENT_LOOP: expected auto, uvloop or asyncio, got {event_loop!r}")
-    return RunConfig(
-        event_loop=event_loop,
-        jetstream_stream=jetstream_stream,
-        jetstream_durable=_jetstream_name("JETSTREAM_DURABLE", pick("JETSTREAM_DURABLE"))
-        or _DEFAULTS.jetstream_durable,
-        workers=int(workers_text),
-        nats_disconnect_grace_s=_duration(
-            "NATS_DISCONNECT_GRACE",
-            pick("NATS_DISCONNECT_GRACE"),
-            _DEFAULTS.nats_disconnect_grace_s,
-            allow_zero=True,
-        ),
-        stall_timeout_s=_duration(
-            "STALL_TIMEOUT", pick("STALL_TIMEOUT"), _DEFAULTS.stall_timeout_s, allow_zero=True
-        ),
-        archive=load_archive_settings(pick("ARCHIVE_URL"), env),
-        nats_url=nats_url,
-        org=pick("ORG") or _DEFAULTS.org,
-        access_token=pick("ACCESS_TOKEN"),
-        subject=subject,
-        queue=pick("QUEUE"),
-        flush_interval_s=_duration("FLUSH_INTERVAL", pick("FLUSH_INTERVAL"), _DEFAULTS.flush_interval_s),
-        flush_bytes=flush_bytes,
-        max_buffer_bytes=max_buffer,
-        max_message_bytes=_size("MAX_MESSAGE_BYTES", pick("MAX_MESSAGE_BYTES"), _DEFAULTS.max_message_bytes),
-        http_port=_port("HTTP_PORT", pick("HTTP_PORT"), _DEFAULTS.http_port),
-        http_host=pick("HTTP_HOST") or _DEFAULTS.http_host,
-        log_level=log_level,
-        spool_dir=spool_dir,
-        spool_fsync_interval_s=_duration(
-            "SPOOL_FSYNC_INTERVAL",
-            pick("SPOOL_FSYNC_INTERVAL"),
-            _DEFAULTS.spool_fsync_interval_s,
-            allow_zero=True,
-        ),
-        spool_max_bytes=_size("SPOOL_MAX_BYTES", pick("SPOOL_MAX_BYTES"), _DEFAULTS.spool_max_bytes),
-        storage_failure_grace_s=_duration(
-            "STORAGE_FAILURE_GRACE",
-            pick("STORAGE_FAILURE_GRACE"),
-            _DEFAULTS.storage_failure_grace_s,
-            allow_zero=True,
-        ),
-    )
+    return int(workers_text), spool_dir, jetstream_stream, event_loop
 
 
 def _jetstream_name(name: str, text: str | None) -> str | None:
@@ -331,29 +286,3 @@ def _spool_dir(text: str | None) -> str | None:
     if text.lower() in ("off", "none"):
         return None
     return str(Path(text).expanduser().resolve())
-
-
-def register_environment_secrets(environ: Mapping[str, str] | None = None) -> None:
-    """Register the secrets of the environment with :mod:`archiver.redact` (before anything is parsed)."""
-    env = os.environ if environ is None else environ
-    for name in ("ACCESS_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN"):
-        register_secret(env.get(name))
-    user, password, _ = split_url_credentials(env.get("NATS_URL") or "")
-    register_secret(password if password is not None else user)
-    register_secret(unquote(password) if password is not None else None)
-
-
-def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment with ``overrides``: what a worker process is started with."""
-    return {**os.environ, **overrides}
-
-
-#: Largest file compaction writes (``COMPACT_TARGET_BYTES``); a bigger hour becomes several files.
-DEFAULT_COMPACT_TARGET_BYTES = 256 * 1024**2
-
-
-def load_compact_target_bytes(option: str | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """``--target-bytes`` or ``COMPACT_TARGET_BYTES``: the most bytes per compacted file."""
-    env = os.environ if environ is None else environ
-    text = option if option is not None else (env.get("COMPACT_TARGET_BYTES") or None)
-    return _size("COMPACT_TARGET_BYTES", text, DEFAULT_COMPACT_TARGET_BYTES)

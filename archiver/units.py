@@ -1,10 +1,12 @@
-"""Parsing of human durations and sizes (pure; used by config and the CLI)."""
+"""Human durations and sizes: parsing, checking a setting or option that holds one, formatting (pure)."""
 
 from __future__ import annotations
 
 import math
 import re
 from decimal import Decimal
+
+from archiver.errors import ConfigError
 
 # ASCII digits only: str.isdigit-style Unicode digits are not a number anyone types in a setting.
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)?\s*\Z")
@@ -47,6 +49,37 @@ def parse_size_bytes(text: str) -> int:
     size = int(Decimal(match[1]) * _SIZE_UNITS[(match[2] or "B").upper()])
     if size > MAX_SIZE_BYTES:
         raise ValueError(f"size too large (at most {MAX_SIZE_BYTES} bytes), got {text!r}")
+    return size
+
+
+def duration_setting(name: str, text: str | None, default_s: float, *, allow_zero: bool = False) -> float:
+    """Seconds in the setting ``name`` (``default_s`` when not set); ConfigError naming it otherwise."""
+    if text is None:
+        return default_s
+    try:
+        seconds = parse_duration_s(text)
+    except ValueError:
+        raise ConfigError(f"{name}: expected {DURATION_HELP}, got {text!r}") from None
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ConfigError(f"{name}: must be greater than 0, got {text!r}")
+    return seconds
+
+
+def duration_option(name: str, text: str) -> float:
+    """A positive duration given to an option ``name``; ConfigError (one line) otherwise."""
+    return duration_setting(name, text, 0.0)
+
+
+def size_setting(name: str, text: str | None, default: int) -> int:
+    """Bytes in the setting ``name`` (``default`` when not set); ConfigError naming it otherwise."""
+    if text is None:
+        return default
+    try:
+        size = parse_size_bytes(text)
+    except ValueError:
+        raise ConfigError(f"{name}: expected {SIZE_HELP}, got {text!r}") from None
+    if size <= 0:
+        raise ConfigError(f"{name}: must be greater than 0, got {text!r}")
     return size
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from archiver.config import load_run_config
+from archiver.environment import load_run_config
 from archiver.units import parse_duration_s
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,11 +25,12 @@ from archiver.archive.message import format_timestamp_ns, rebuild_payload, split
 from archiver.codec.parse import parse_batch
 from archiver.codec.parse_exact import MAX_FUTURE_NS, newest_accepted_ns
 from archiver.codec.payloads import Payloads
-from archiver.config import ArchiveSettings, load_run_config
+from archiver.config import ArchiveSettings
 from archiver.demo.flymessage import fly_record
 from archiver.demo.loadgen import FlyLogGenerator
 from archiver.demo.publish import publish
 from archiver.demo.servers import NatsServer
+from archiver.environment import load_run_config
 
 APP, REGION, INSTANCE = "web", "ord", "0e286551c30586"
 SUBJECT = f"logs.{APP}.{REGION}.{INSTANCE}"

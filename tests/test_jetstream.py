@@ -17,7 +17,8 @@ from harness import archived_payloads, normalise, read_archive, start_archiver, 
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from archiver.codec.payloads import Payloads
-from archiver.config import ArchiveSettings, load_run_config
+from archiver.config import ArchiveSettings
+from archiver.environment import load_run_config
 from archiver.errors import ConfigError
 from archiver.service.buffer import FlushBatch
 from archiver.service.jetstream_acks import AckTracker

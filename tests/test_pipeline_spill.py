@@ -16,8 +16,8 @@ from harness import unique_messages
 from stages import archived_messages, build, expected, message, wait_until
 
 from archiver.archive.layout import partition_value
-from archiver.config import load_run_config
 from archiver.demo.publish import publish
+from archiver.environment import load_run_config
 from archiver.service.pipeline import Service
 from archiver.storage.local import LocalStorage
 from archiver.storage.open import open_storage

@@ -31,11 +31,17 @@ from archiver.archive.layout import (
     partition_value,
     stored_value,
 )
-from archiver.config import duration_option
 from archiver.errors import ConfigError, UsageError
 from archiver.service.routing import app_region_from_payload, app_region_from_subject, app_region_of_record
 from archiver.timespec import MAX_NS, MIN_NS, parse_absolute_ns, parse_duration_ns, parse_when
-from archiver.units import MAX_DURATION_S, MAX_SIZE_BYTES, format_bytes, parse_duration_s, parse_size_bytes
+from archiver.units import (
+    MAX_DURATION_S,
+    MAX_SIZE_BYTES,
+    duration_option,
+    format_bytes,
+    parse_duration_s,
+    parse_size_bytes,
+)
 
 pytestmark = pytest.mark.fuzz
 

@@ -24,9 +24,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from servers import SeaweedFS
 
-from archiver.config import ArchiveSettings, RunConfig, S3Settings, load_run_config
+from archiver.config import ArchiveSettings, RunConfig, S3Settings
 from archiver.demo.flymessage import fly_message
 from archiver.demo.servers import HOST, NatsServer, free_port
+from archiver.environment import load_run_config
 from archiver.errors import ConfigError
 from archiver.redact import MASK, redact, redact_bytes, register_secret, safe_url
 

@@ -15,7 +15,7 @@ from archiver.archive.layout import (
     partition_value,
 )
 from archiver.codec.payloads import Payloads
-from archiver.config import load_archive_settings, load_run_config
+from archiver.environment import load_archive_settings, load_run_config
 from archiver.errors import ConfigError
 from archiver.service.buffer import ENCODE_WORKING_SET_RATIO, PAYLOAD_OVERHEAD_BYTES, Buffers
 from archiver.units import parse_duration_s, parse_size_bytes

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 import click
 
 from archiver.cli.manage import compact, env_help, import_command, prune, stats
-from archiver.config import RunConfig, load_run_config, register_environment_secrets
+from archiver.config import RunConfig
+from archiver.environment import load_run_config, register_environment_secrets
 from archiver.errors import ArchiverError, ConfigError
 from archiver.logs import setup_logging
 from archiver.redact import redact

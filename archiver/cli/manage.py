@@ -28,7 +28,7 @@ _ARCHIVE_HELP = (
 
 def _open_archive(archive_url: str | None) -> Any:
     """Settings and storage of an archive that must already exist (never creates a local directory)."""
-    from archiver.config import load_archive_settings
+    from archiver.environment import load_archive_settings
     from archiver.storage.open import open_storage, require_existing
 
     if archive_url is not None and not archive_url.strip():
@@ -62,7 +62,7 @@ def _say(line: str) -> None:
 @click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
 def compact(apps: tuple[str, ...], before: str, target_bytes: str | None, archive_url: str | None) -> None:
     """Merge the files of each closed hour partition into one sorted file (safe while queries run)."""
-    from archiver.config import load_compact_target_bytes
+    from archiver.environment import load_compact_target_bytes
     from archiver.manage.compact import compact_archive
     from archiver.units import format_bytes
 
@@ -124,7 +124,7 @@ def prune(older_than: str, apps: tuple[str, ...], dry_run: bool, archive_url: st
 @click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
 def import_command(sources: tuple[str, ...], archive_url: str | None) -> None:
     """Backfill from Fly log JSON lines: files, directories, - (stdin) or s3://bucket/prefix; plain, .gz, .zst."""
-    from archiver.config import load_archive_settings
+    from archiver.environment import load_archive_settings
     from archiver.manage.importer import run_import
     from archiver.storage.open import open_storage
     from archiver.units import format_bytes

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shlex
 import shutil
 import signal
@@ -23,15 +22,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from archiver.config import RunConfig, duration_option, load_run_config
+from archiver.config import RunConfig
 from archiver.demo.corpus import APP_NAMES
 from archiver.demo.loadgen import FlyLogGenerator
 from archiver.demo.publish import publish
 from archiver.demo.servers import HOST, NatsServer, free_port
+from archiver.environment import aws_variables, load_run_config
 from archiver.errors import ArchiverError
 from archiver.service.pipeline import Service
 from archiver.storage.open import open_storage
-from archiver.units import format_bytes
+from archiver.units import duration_option, format_bytes
 
 DEFAULT_ARCHIVE = "demo-archive"
 #: Outside the archive directory: the spool is the archiver's private state, not archive data.
@@ -90,8 +90,7 @@ def make_config(archive: str | None, http_port: str | None, nats_url: str) -> Ru
     }
     # NATS_URL, ORG, ACCESS_TOKEN, SUBJECT, QUEUE... of a real deployment must not leak into the
     # demo; the AWS variables stay so that --archive s3://... works.
-    environ = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    return load_run_config(options, environ)
+    return load_run_config(options, aws_variables())
 
 
 async def _until_subscribed(service: Service, task: asyncio.Task[None], timeout_s: float = 15.0) -> None:

@@ -39,7 +39,7 @@ from archiver.archive.layout import decode_value, object_key, partition_value
 from archiver.archive.message import parse_timestamp
 from archiver.codec.encode import encode_partition
 from archiver.codec.payloads import Payloads
-from archiver.config import load_archive_settings
+from archiver.environment import load_archive_settings
 from archiver.errors import ObjectExistsError, UsageError
 from archiver.service.routing import app_region_from_payload
 from archiver.storage.interface import Storage

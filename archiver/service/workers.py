@@ -24,7 +24,8 @@ from typing import Any
 
 import orjson
 
-from archiver.config import RunConfig, child_environment
+from archiver.config import RunConfig
+from archiver.environment import child_environment
 from archiver.logs import event
 from archiver.service.http import HttpServer
 
