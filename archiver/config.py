@@ -26,6 +26,10 @@ from archiver.units import duration_setting, size_setting
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Longest S3 key prefix: leaves room for archiver's keys (under 400 bytes) within S3's 1,024.
 MAX_S3_PREFIX_BYTES = 600
+#: What ``--archive`` accepts, as every command's help says it.
+ARCHIVE_URL_HELP = (
+    "s3://bucket[/prefix], file:///path or a directory [env: ARCHIVE_URL, else s3://$BUCKET_NAME]."
+)
 #: Largest file compaction writes (``COMPACT_TARGET_BYTES``); a bigger hour becomes several files.
 DEFAULT_COMPACT_TARGET_BYTES = 256 * 1024**2
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from archiver.config import ARCHIVE_URL_HELP
 from archiver.environment import load_archive_settings
 from archiver.errors import OutputError, UsageError
 from archiver.timespec import now_ns, parse_when, resolve_range
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
     from query.listing import LsRequest
     from query.run import QueryRequest
 
-_ARCHIVE_HELP = (
-    "s3://bucket[/prefix], file:///path or a directory [env: ARCHIVE_URL, else s3://$BUCKET_NAME]."
-)
 _STRICT_HELP = (
     "Fail (exit 1, one line naming it) at the first file that is not a readable archive file, "
     "instead of skipping it with a warning. Rows already printed stay printed."
@@ -59,7 +57,7 @@ _WHEN_HELP = (
     help="text (default), json, csv, or parquet (needs --output or a pipe).",
 )
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
-@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
+@click.option("--archive", "archive_url", help=ARCHIVE_URL_HELP)
 @click.option("--strict", is_flag=True, help=_STRICT_HELP)
 def query_command(**options: Any) -> None:
     """Print archived logs in time order, like `fly logs`, filtered by app, region, time and text."""
@@ -157,7 +155,7 @@ def _query_request(options: dict[str, Any], now: int) -> QueryRequest:
 @click.command(context_settings={"max_content_width": 110})
 @click.option("--app", "apps", multiple=True, help="List this app's hours (files, rows, bytes); repeatable.")
 @click.option("--since", help=f"Only hours from this time on (default: all): {_WHEN_HELP}.")
-@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
+@click.option("--archive", "archive_url", help=ARCHIVE_URL_HELP)
 @click.option("--strict", is_flag=True, help=_STRICT_HELP)
 def ls_command(apps: tuple[str, ...], since: str | None, archive_url: str | None, strict: bool) -> None:
     """List the apps in the archive, or with --app the hours that hold files, with rows and bytes."""

@@ -1,4 +1,8 @@
-"""The ``archiver`` command line: ``run`` and ``demo`` here, the management commands from :mod:`archiver.cli.manage`, ``query`` and ``ls`` wired in from :mod:`query`.
+"""The ``archiver`` command line: the group, its error handling, and every command registered.
+
+``run`` is :mod:`archiver.cli.run`, ``demo`` :mod:`archiver.cli.demo`, the
+management commands :mod:`archiver.cli.manage`; ``query`` and ``ls`` are
+wired in from :mod:`query.cli` (the only place archiver/ imports query/).
 
 Every command turns :class:`~archiver.errors.ArchiverError` into one line on
 stderr and the error's exit code (2 for bad options, 1 otherwise), never a
@@ -10,45 +14,25 @@ defaults taken from the environment, so no secret's value either.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import gc
-import signal
 import sys
 import traceback
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from archiver.cli.manage import compact, env_help, import_command, prune, stats
-from archiver.config import RunConfig
-from archiver.environment import load_run_config, register_environment_secrets
-from archiver.errors import ArchiverError, ConfigError
-from archiver.logs import setup_logging
+from archiver.cli.demo import demo
+from archiver.cli.manage import compact, import_command, prune, stats
+from archiver.cli.run import run
+from archiver.environment import register_environment_secrets
+from archiver.errors import ArchiverError
 from archiver.redact import redact
-
-T = TypeVar("T")
 
 # At exit, exempt every object from the interpreter's final collection, which would walk them all
 # (pyarrow, click, asyncio): ~15 ms of a 0.18 s `archiver query`. atexit runs before that collection;
 # commands flush and close their output explicitly, nothing relies on it.
 atexit.register(gc.freeze)
-
-
-def run_async(main: Callable[[], Coroutine[Any, Any, T]], event_loop: str = "auto") -> T:
-    """Run a coroutine on uvloop when installed and not refused (see BENCHMARKS.md), else asyncio."""
-    if event_loop != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            if event_loop == "uvloop":
-                raise ConfigError(
-                    "EVENT_LOOP: uvloop is not installed (pip install 'archiver[fast]')"
-                ) from None
-        else:
-            return uvloop.run(main())
-    return asyncio.run(main())
 
 
 class ArchiverGroup(click.Group):
@@ -88,106 +72,7 @@ def main() -> None:
     """Archive the Fly.io log stream as zstd Parquet, and search it."""
 
 
-@main.command()
-@click.option("--nats-url", help=env_help("NATS server URL (default nats://[fdaa::3]:4223).", "NATS_URL"))
-@click.option("--org", help=env_help("NATS user: your Fly org slug (default personal).", "ORG"))
-@click.option(
-    "--access-token",
-    help=env_help("NATS password: a Fly token. Prefer the variable: options show in `ps`.", "ACCESS_TOKEN"),
-)
-@click.option(
-    "--subject", help=env_help("Subject to subscribe to, NATS wildcards (default logs.>).", "SUBJECT")
-)
-@click.option("--queue", help=env_help("Queue group shared by several archivers for HA.", "QUEUE"))
-@click.option(
-    "--archive", "archive_url",
-    help=env_help("s3://bucket[/prefix], file:///path or a directory (default s3://$BUCKET_NAME or ./archive).",
-                   "ARCHIVE_URL"),
-)  # fmt: skip
-@click.option(
-    "--flush-interval", help=env_help("Flush a partition after this age (default 60s).", "FLUSH_INTERVAL")
-)
-@click.option(
-    "--flush-bytes", help=env_help("Flush a partition at this many bytes (default 64MiB).", "FLUSH_BYTES")
-)
-@click.option(
-    "--max-buffer-bytes",
-    help=env_help("Memory cap over all partitions (default 256MiB).", "MAX_BUFFER_BYTES"),
-)
-@click.option(
-    "--max-message-bytes",
-    help=env_help("Truncate longer messages to this size, marked (default 4MiB).", "MAX_MESSAGE_BYTES"),
-)
-@click.option("--http-port", help=env_help("Port of /health and /metrics (default 8686).", "HTTP_PORT"))
-@click.option("--log-level", help=env_help("debug, info, warning or error (default info).", "LOG_LEVEL"))
-@click.option(
-    "--workers", help=env_help("Processes sharing the stream in one queue group (default 1).", "WORKERS")
-)
-@click.option(
-    "--stall-timeout",
-    help=env_help("Re-subscribe after this long without a message while connected; 0 disables (default 10m).",
-                   "STALL_TIMEOUT"),
-)  # fmt: skip
-@click.option(
-    "--spool-dir",
-    help=env_help("Write-ahead spool directory; off disables it (default ./spool).", "SPOOL_DIR"),
-)
-@click.option("--spool-max-bytes", help=env_help("Disk cap of the spool (default 2GiB).", "SPOOL_MAX_BYTES"))
-@click.option(
-    "--spool-fsync-interval",
-    help=env_help("fsync the spool this often; 0 = every write (default 200ms).", "SPOOL_FSYNC_INTERVAL"),
-)
-@click.option(
-    "--storage-failure-grace",
-    help=env_help("/health fails once storage has failed this long (default 2m).", "STORAGE_FAILURE_GRACE"),
-)
-@click.option(
-    "--jetstream-stream",
-    help=env_help("Consume SUBJECT from this JetStream stream through a durable consumer (JETSTREAM_DURABLE, "
-                   "default archiver), acking once archived.", "JETSTREAM_STREAM"),
-)  # fmt: skip
-def run(**options: str | None) -> None:
-    """Subscribe to the log stream and archive every message until SIGTERM."""
-    config = load_run_config(options)
-    setup_logging(config.log_level)
-    if config.workers > 1:
-        from archiver.service.workers import run_workers
-
-        given = {name: value for name, value in options.items() if value is not None}
-        sys.exit(run_async(lambda: run_workers(config, given), config.event_loop))
-    run_async(lambda: _run_service(config), config.event_loop)
-
-
-async def _run_service(config: RunConfig) -> None:
-    from archiver.service.pipeline import Service
-    from archiver.storage.open import open_storage
-
-    stop = asyncio.Event()
-    abandon = asyncio.Event()
-
-    def on_signal() -> None:
-        (abandon if stop.is_set() else stop).set()
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-    service = Service(config, open_storage(config.archive))
-    await service.run(stop, abandon)
-
-
-@main.command()
-@click.option("--duration", default="20", show_default=True, help="Publish logs for this long: 20, 45s, 2m.")
-@click.option("--keep-running", is_flag=True, help="Publish and archive until Ctrl-C instead.")
-@click.option("--archive", "archive_url", help="Where to archive (default ./demo-archive).")
-@click.option("--http-port", help="Port of /health and /metrics (default: a free port).")
-def demo(duration: str, keep_running: bool, archive_url: str | None, http_port: str | None) -> None:
-    """Try it without Fly: local NATS, Fly-shaped logs, the archiver, then a query (loopback only)."""
-    from archiver.demo.demo import run_demo
-
-    sys.exit(run_demo(duration, keep_running, archive_url, http_port))
-
-
-for _command in (compact, prune, import_command, stats):
+for _command in (run, demo, compact, prune, import_command, stats):
     main.add_command(_command)
 
 

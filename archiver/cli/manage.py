@@ -9,47 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any
+import sys
+import time
 
 import click
 
-from archiver.errors import ConfigError
-
-
-def env_help(text: str, name: str) -> str:
-    """An option's help naming the environment variable it defaults from (never its value)."""
-    return f"{text} [env: {name}]"
-
-
-_ARCHIVE_HELP = (
-    "s3://bucket[/prefix], file:///path or a directory [env: ARCHIVE_URL, else s3://$BUCKET_NAME]."
-)
-
-
-def _open_archive(archive_url: str | None) -> Any:
-    """Settings and storage of an archive that must already exist (never creates a local directory)."""
-    from archiver.environment import load_archive_settings
-    from archiver.storage.open import open_storage, require_existing
-
-    if archive_url is not None and not archive_url.strip():
-        raise ConfigError("--archive: empty value")  # an unset shell variable, not "the default archive"
-    settings = load_archive_settings(archive_url)
-    require_existing(settings)
-    return settings, open_storage(settings)
-
-
-def _when(text: str, option: str) -> int:
-    from archiver.timespec import now_ns, parse_when  # WHEN arguments mean the same as in `archiver query`
-
-    return parse_when(text, now_ns(), option=option)
-
-
-def _say(line: str) -> None:
-    click.echo(line)
+from archiver.cli.options import app_option, archive_option, env_help, open_archive, run_on_archive, say, when
 
 
 @click.command()
-@click.option("--app", "apps", multiple=True, help="Only this app; repeatable (default: every app).")
+@app_option
 @click.option(
     "--before",
     default="2h",
@@ -59,7 +28,7 @@ def _say(line: str) -> None:
 @click.option(
     "--target-bytes", help=env_help("Largest compacted file (default 256MiB).", "COMPACT_TARGET_BYTES")
 )
-@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
+@archive_option
 def compact(apps: tuple[str, ...], before: str, target_bytes: str | None, archive_url: str | None) -> None:
     """Merge the files of each closed hour partition into one sorted file (safe while queries run)."""
     from archiver.environment import load_compact_target_bytes
@@ -67,17 +36,9 @@ def compact(apps: tuple[str, ...], before: str, target_bytes: str | None, archiv
     from archiver.units import format_bytes
 
     target = load_compact_target_bytes(target_bytes)
-    before_ns = _when(before, "--before")
-    _, storage = _open_archive(archive_url)
-
-    async def go() -> Any:
-        try:
-            await storage.check()
-            return await compact_archive(storage, apps, before_ns, target, _say)
-        finally:
-            await storage.close()
-
-    s = asyncio.run(go())
+    before_ns = when(before, "--before")
+    _, storage = open_archive(archive_url)
+    s = run_on_archive(storage, lambda: compact_archive(storage, apps, before_ns, target, say))
     click.echo(
         f"compacted {s.compacted} of {s.partitions} closed partitions: {s.files_in} files "
         f"({format_bytes(s.bytes_in)}) -> {s.files_out} ({format_bytes(s.bytes_out)}), {s.rows} rows; "
@@ -90,38 +51,25 @@ def compact(apps: tuple[str, ...], before: str, target_bytes: str | None, archiv
 @click.option(
     "--older-than", required=True, help="Retention: delete partitions older than this (30d, 12w, 90d)."
 )
-@click.option("--app", "apps", multiple=True, help="Only this app; repeatable (default: every app).")
+@app_option
 @click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
-@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
+@archive_option
 def prune(older_than: str, apps: tuple[str, ...], dry_run: bool, archive_url: str | None) -> None:
     """Delete whole hour and day partitions whose logs are all older than the retention (by event time)."""
-    import time
-
     from archiver.manage.prune import prune as prune_archive
-    from archiver.units import DURATION_HELP, format_bytes, parse_duration_s
+    from archiver.units import duration_setting, format_bytes
 
-    try:
-        seconds = parse_duration_s(older_than)
-    except ValueError:
-        raise ConfigError(f"--older-than: expected {DURATION_HELP}, got {older_than!r}") from None
+    seconds = duration_setting("--older-than", older_than, 0.0, allow_zero=True)
     cutoff_ns = time.time_ns() - int(seconds * 1e9)
-    _, storage = _open_archive(archive_url)
-
-    async def go() -> Any:
-        try:
-            await storage.check()
-            return await prune_archive(storage, apps, cutoff_ns, dry_run=dry_run, say=_say)
-        finally:
-            await storage.close()
-
-    s = asyncio.run(go())
+    _, storage = open_archive(archive_url)
+    s = run_on_archive(storage, lambda: prune_archive(storage, apps, cutoff_ns, dry_run=dry_run, say=say))
     verb = "would prune" if dry_run else "pruned"
     click.echo(f"{verb} {s.prefixes} partitions: {s.files} files, {format_bytes(s.bytes)}", err=True)
 
 
 @click.command("import")
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
+@archive_option
 def import_command(sources: tuple[str, ...], archive_url: str | None) -> None:
     """Backfill from Fly log JSON lines: files, directories, - (stdin) or s3://bucket/prefix; plain, .gz, .zst."""
     from archiver.environment import load_archive_settings
@@ -129,16 +77,9 @@ def import_command(sources: tuple[str, ...], archive_url: str | None) -> None:
     from archiver.storage.open import open_storage
     from archiver.units import format_bytes
 
+    # Not open_archive: an import may be what creates the archive.
     storage = open_storage(load_archive_settings(archive_url))
-
-    async def go() -> Any:
-        try:
-            await storage.check()
-            return await run_import(list(sources), storage)
-        finally:
-            await storage.close()
-
-    s = asyncio.run(go())
+    s = run_on_archive(storage, lambda: run_import(list(sources), storage))
     blank = f", {s.blank} blank lines skipped" if s.blank else ""
     click.echo(
         f"imported {s.sources} sources ({format_bytes(s.bytes_read)}): {s.lines} lines into {s.written} new "
@@ -148,7 +89,7 @@ def import_command(sources: tuple[str, ...], archive_url: str | None) -> None:
 
 
 @click.command()
-@click.option("--app", "apps", multiple=True, help="Only this app; repeatable (default: every app).")
+@app_option
 @click.option("--since", default="7d", show_default=True, help="From this time on: 1d, 2w, 2026-11-01.")
 @click.option(
     "--hours",
@@ -157,7 +98,7 @@ def import_command(sources: tuple[str, ...], archive_url: str | None) -> None:
     type=click.IntRange(min=0),
     help="Hours in the volume chart (the newest with logs); 0 for none.",
 )
-@click.option("--archive", "archive_url", help=_ARCHIVE_HELP)
+@archive_option
 @click.option(
     "--strict",
     is_flag=True,
@@ -165,12 +106,10 @@ def import_command(sources: tuple[str, ...], archive_url: str | None) -> None:
 )
 def stats(apps: tuple[str, ...], since: str, hours: int, archive_url: str | None, strict: bool) -> None:
     """Files, rows, bytes and compression per app and day, and a chart of log volume per hour."""
-    import sys
-
     from archiver.manage.stats import collect, print_report
 
-    since_ns = _when(since, "--since")
-    settings, storage = _open_archive(archive_url)
+    since_ns = when(since, "--since")
+    settings, storage = open_archive(archive_url)
     asyncio.run(storage.close())  # only the existence check; stats reads through pyarrow
     warn = functools.partial(click.echo, err=True)
     print_report(asyncio.run(collect(settings, apps, since_ns, hours, warn, strict)), sys.stdout)

@@ -178,8 +178,8 @@ def _show(command: list[str]) -> None:
 
 def run_demo(duration: str, keep_running: bool, archive: str | None, http_port: str | None) -> int:
     """Run the whole demo; the exit code."""
-    from archiver.cli.main import run_async
     from archiver.logs import setup_logging
+    from archiver.service.event_loop import run_async
 
     duration_s = duration_option("--duration", duration)
     began = time.monotonic()
