@@ -22,25 +22,22 @@ file's ``archiver.replaces`` and deleted by the next compaction.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
 import io
-import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
-
-import zstandard
 
 from archiver.archive.layout import decode_value, object_key, partition_value
 from archiver.archive.message import parse_timestamp
 from archiver.codec.encode import encode_partition
 from archiver.codec.payloads import Payloads
 from archiver.environment import load_archive_settings
-from archiver.errors import ObjectExistsError, UsageError
+from archiver.errors import ObjectExistsError
+from archiver.manage.import_sources import CountingReader, Source, decompressed, local_sources, s3_objects
 from archiver.service.routing import app_region_from_payload
 from archiver.storage.interface import Storage
 from archiver.storage.open import open_storage
@@ -52,19 +49,8 @@ BATCH_BYTES = 32 * 1024**2
 MAX_BUFFER_BYTES = 128 * 1024**2
 #: Archive writes in flight at once.
 UPLOAD_CONCURRENCY = 16
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _TIMESTAMP = re.compile(rb'"timestamp":\s*"([^"\\]{10,40})"')
 _SHIPPER_EPOCH = re.compile(r"(?:^|/)(\d{9,11})-[^/]*\Z")
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """One input: a display name, its size when known, and how to open it."""
-
-    name: str
-    size: int | None
-    open: Callable[[], BinaryIO]
 
 
 @dataclass(slots=True)
@@ -81,36 +67,9 @@ class ImportStats:
     written: int = 0
     existing: int = 0
 
-
-def decompressed(raw: io.RawIOBase) -> io.BufferedIOBase:
-    """``raw`` decompressed when it starts with gzip or zstd magic bytes, else as is."""
-    buffered = io.BufferedReader(raw)
-    head = buffered.peek(4)[:4]
-    if head.startswith(_GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=buffered)  # reads concatenated members, as gzip -d does
-    if head.startswith(_ZSTD_MAGIC):
-        reader = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)
-        return io.BufferedReader(reader)
-    return buffered
-
-
-def local_sources(path: str) -> Iterator[Source]:
-    """A file, or every file under a directory (recursive, sorted)."""
-    if os.path.isdir(path):
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            for name in sorted(files):
-                yield from local_sources(os.path.join(root, name))
-        return
-    if not os.path.isfile(path):
-        raise UsageError(f"import: no such file or directory: {path}")
-    yield Source(path, os.path.getsize(path), lambda: open(path, "rb"))  # noqa: SIM115 - closed by the reader
-
-
-async def s3_objects(storage: Storage) -> list[tuple[Storage, str, int]]:
-    """Every object under ``s3://bucket/prefix`` of ``storage``, with its size."""
-    await storage.check()
-    return [(storage, info.key, info.size) for info in await storage.list("")]
+    def add_read(self, count: int) -> None:
+        """Count ``count`` more bytes read from the sources."""
+        self.bytes_read += count
 
 
 class Importer:
@@ -261,7 +220,7 @@ async def run_import(sources: list[str], storage: Storage, stdin: BinaryIO | Non
             else:
                 source_storage, name, _ = item
                 raw = io.BytesIO(await source_storage.get(name))
-            counting = _Counting(raw, stats)
+            counting = CountingReader(raw, stats.add_read)
             try:
                 with decompressed(counting) as stream:
                     await importer.run_source(name, stream)
@@ -277,25 +236,3 @@ async def run_import(sources: list[str], storage: Storage, stdin: BinaryIO | Non
         for source_storage in remote:
             await source_storage.close()
     return stats
-
-
-class _Counting(io.RawIOBase):
-    """Counts the (compressed) bytes read from a source for the progress bar."""
-
-    def __init__(self, raw: BinaryIO, stats: ImportStats) -> None:
-        self.raw = raw
-        self.stats = stats
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.raw.read(len(buffer))
-        buffer[: len(data)] = data
-        self.stats.bytes_read += len(data)
-        return len(data)
-
-    def close(self) -> None:
-        if self.raw is not sys.stdin.buffer:
-            self.raw.close()
-        super().close()
