@@ -5,7 +5,7 @@ foreign file is skipped with a warning instead of failing the whole answer;
 files are handed to the decoding threads in batches (see
 :func:`~query.decode.decode_files`). A local archive is read through pyarrow's
 local filesystem; an S3 archive by one GET per object through
-:class:`~archiver.storage.Storage`, decoded from memory, which measured faster
+:class:`~archiver.storage.interface.Storage`, decoded from memory, which measured faster
 than pyarrow's S3 filesystem (two or more ranged GETs per file, see
 :func:`query.run.open_reader`). Hours come in the order the planner gives
 them, a couple of hours read ahead while the current one is written out.

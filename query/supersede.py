@@ -32,7 +32,7 @@ class FooterReader:
     """Key-value metadata of archive files: footer-only reads through pyarrow when settings are given.
 
     Without settings (or before the filesystem exists) a whole-object GET through
-    :class:`~archiver.storage.Storage`; compacted footers are read only in the rare
+    :class:`~archiver.storage.interface.Storage`; compacted footers are read only in the rare
     mixed partitions, so the ranged filesystem is created on first use.
     """
 

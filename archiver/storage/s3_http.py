@@ -11,7 +11,7 @@ endpoints. Writes and deletes go to an :class:`~archiver.storage.s3.S3Storage`
 made on first use, so the whole Storage contract holds.
 
 It is used only with an explicit endpoint and explicit keys (see
-:func:`archiver.storage.open_read_storage`): it never looks for credentials
+:func:`archiver.storage.open.open_read_storage`): it never looks for credentials
 elsewhere and contacts nothing but the endpoint. Errors become the same
 :mod:`archiver.errors` with the same texts as S3Storage's (codes, statuses,
 bucket, key and endpoint only: never keys, signatures or URLs with them).
