@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from archiver.archive.layout import (
     NS_PER_HOUR,
@@ -41,6 +41,8 @@ NS_PER_DAY = 24 * NS_PER_HOUR
 #: Concurrent listings by default; S3 endpoints serve this many in parallel without throttling.
 LIST_CONCURRENCY = 32
 _APP = "app="
+# Span and DatedPrefix are NamedTuples: a slotted dataclass costs ~0.4 ms to create at import, and
+# `archiver query` imports this module.
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +66,7 @@ class ArchiveFile:
         return self.key.rpartition("/")[0] + "/"
 
 
-@dataclass(frozen=True, slots=True)
-class Span:
+class Span(NamedTuple):
     """Time listed with one prefix per app: a whole UTC day or a single hour."""
 
     start_ns: int
@@ -83,8 +84,7 @@ class Span:
         return hour_prefix(app_segment, self.start_ns)
 
 
-@dataclass(frozen=True, slots=True)
-class DatedPrefix:
+class DatedPrefix(NamedTuple):
     """A listed day or hour prefix of one app, and the time its files hold."""
 
     prefix: str
