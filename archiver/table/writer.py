@@ -89,13 +89,50 @@ def delta_errors(what: str) -> Iterator[None]:
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # pyo3's PanicException derives from BaseException
-        raise TableError(f"{what}: {type(exc).__name__}: {redact(str(exc))}") from None
+        raise TableError(f"{what}: {type(exc).__name__}: {first_line(exc)}") from None
+
+
+def first_line(exc: BaseException) -> str:
+    """The redacted first line of a delta-rs error (its text goes on with a Rust backtrace)."""
+    return redact(str(exc).strip().partition("\n")[0])
+
+
+def diagnosis(settings: ArchiveSettings) -> TableError | None:
+    """Our log reader's error naming a damaged or foreign log object (delta-rs's errors do not name it).
+
+    Only on a failure path, from a worker thread (it runs its own event loop); None when it finds nothing.
+    """
+    import asyncio
+
+    from archiver.storage.open import open_storage
+    from archiver.table.log import read_snapshot
+
+    async def read() -> None:
+        storage = open_storage(settings)
+        try:
+            await read_snapshot(storage)
+        finally:
+            await storage.close()
+
+    try:
+        asyncio.get_running_loop()
+        return None  # called on an event loop's thread (not how the service calls it): no second loop here
+    except RuntimeError:
+        pass
+    try:
+        asyncio.run(read())
+    except TableError as exc:
+        return exc
+    except Exception:  # storage down: keep delta-rs's error
+        return None
+    return None
 
 
 class ArchiveTable:
     """An open handle on the archive's Delta table (one per process; calls block, run them in a thread)."""
 
     def __init__(self, settings: ArchiveSettings, delta: DeltaTable) -> None:
+        self.settings = settings
         self.url = settings.url
         self.delta = delta
         self.lock = threading.Lock()
@@ -103,11 +140,14 @@ class ArchiveTable:
     @classmethod
     def open(cls, settings: ArchiveSettings) -> ArchiveTable | None:
         """The table at the archive root, or None when there is none yet (see :mod:`archiver.table.bootstrap`)."""
-        with delta_errors(f"cannot open the Delta table at {settings.url}"):
-            try:
-                delta = DeltaTable(table_uri(settings), storage_options=storage_options(settings))
-            except TableNotFoundError:
-                return None
+        try:
+            with delta_errors(f"cannot open the Delta table at {settings.url}"):
+                try:
+                    delta = DeltaTable(table_uri(settings), storage_options=storage_options(settings))
+                except TableNotFoundError:
+                    return None
+        except TableError as exc:
+            raise diagnosis(settings) or exc from None
         return cls(settings, delta)
 
     @property
@@ -117,9 +157,12 @@ class ArchiveTable:
 
     def refresh(self) -> int:
         """Read the commits made since (by anyone); the new version."""
-        with delta_errors(f"cannot read the Delta log of {self.url}"):
-            self.delta.update_incremental()
-            return self.delta.version()
+        try:
+            with delta_errors(f"cannot read the Delta log of {self.url}"):
+                self.delta.update_incremental()
+                return self.delta.version()
+        except TableError as exc:
+            raise diagnosis(self.settings) or exc from None
 
     def live_keys(self, partitions: Iterable[tuple[str, str]] | None = None) -> set[str]:
         """Keys of the live files as of the last refresh (of the given (app, date) partitions only)."""
@@ -209,7 +252,7 @@ class ArchiveTable:
             raise TableConflictError(
                 f"{what}: another compaction or prune of the app-day committed first"
             ) from None
-        raise TableError(f"{what}: {type(exc).__name__}: {redact(str(exc))}") from None
+        raise TableError(f"{what}: {type(exc).__name__}: {first_line(exc)}") from None
 
     def commit_compaction(self, removed: Sequence[LiveFile], added: Sequence[TableFile]) -> None:
         """Replace ``removed`` by ``added`` in one guarded commit; TableConflictError if another one won."""
