@@ -181,8 +181,7 @@ def _add(key: str, add: Any, wanted: Filter) -> LiveFile | None:
     if add.get("deletionVector"):
         raise TableError(f"the table uses deletion vectors ({key}), which archiver does not read")
     if not wanted.wants(app, date):
-        decode_path(key, raw)  # a damaged path fails whatever the filter
-        return None
+        return None  # not decoded: a reader of other partitions need not pay for (or judge) this path
     return LiveFile(decode_path(key, raw), size, app, date)
 
 

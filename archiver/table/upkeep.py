@@ -14,6 +14,15 @@ checkpoints or cleans up unless called here:
   (``full=False``): only files the log says were removed. A full vacuum deletes every file the
   log does not reference, which would delete schema v1 files (never registered) and files
   uploaded but not yet committed: never run it on an archive.
+
+Tombstones (the log's remove actions) are what the lite vacuum works from, and checkpoints keep
+them for ``delta.deletedFileRetentionDuration`` (:data:`TOMBSTONE_RETENTION`). Measured
+(bench/table_scale.py): every vacuum run deletes AGAIN every tombstone older than its retention
+that the log still holds, and a checkpoint carries them all; at the service's rate (150 flush
+files a minute, each removed by a compaction) Delta's default of 7 days is 1.5 M tombstones.
+So the table keeps them 6 hours: enough for a vacuum every hour with a 1-hour retention to
+miss several runs. A file whose tombstone expired before any vacuum ran (the service down
+longer than that) is left behind as an unreferenced file: garbage, never a wrong answer.
 """
 
 from __future__ import annotations
@@ -22,8 +31,13 @@ from archiver.table.writer import NO_HOOKS, ArchiveTable, delta_errors
 
 #: Log objects older than this (and covered by a newer checkpoint) are deleted by clean-up.
 LOG_RETENTION = "interval 2 days"
+#: Removes older than this leave the checkpoints: vacuum must have run by then (see the module doc).
+TOMBSTONE_RETENTION = "interval 6 hours"
 #: Table properties set when the table is created.
-TABLE_CONFIGURATION = {"delta.logRetentionDuration": LOG_RETENTION}
+TABLE_CONFIGURATION = {
+    "delta.logRetentionDuration": LOG_RETENTION,
+    "delta.deletedFileRetentionDuration": TOMBSTONE_RETENTION,
+}
 
 
 def checkpoint(table: ArchiveTable) -> int:
