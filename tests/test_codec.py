@@ -440,7 +440,10 @@ def test_writer_options_are_shared() -> None:
     options = writer_options(LIVE_COMPRESSION_LEVEL)
     assert options["compression"] == "zstd" and options["compression_level"] == LIVE_COMPRESSION_LEVEL
     assert options["use_dictionary"] == list(schema.DICTIONARY_COLUMNS)
-    assert options["column_encoding"] == {schema.TIMESTAMP: "DELTA_BINARY_PACKED"}
+    assert options["column_encoding"] == {
+        schema.TIMESTAMP: "DELTA_BINARY_PACKED",
+        schema.TIMESTAMP_NANOS: "DELTA_BINARY_PACKED",
+    }
     assert schema.TIMESTAMP in options["write_statistics"]
     table = parse_batch(APP, REGION, Payloads(realistic_payloads(100)), RECEIVED).table.sort_by("timestamp")
     sink = io.BytesIO()

@@ -49,8 +49,14 @@ def writer_options(compression_level: int) -> dict[str, Any]:
         "compression": "zstd",
         "compression_level": compression_level,
         "use_dictionary": list(schema.DICTIONARY_COLUMNS),
-        # Sorted timestamps have small deltas. Allowed because timestamp is not in use_dictionary.
-        "column_encoding": {schema.TIMESTAMP: "DELTA_BINARY_PACKED"},
+        # Sorted timestamps have small deltas. Random nanoseconds (0-999) too, for the bits they need: on
+        # bench/query_speed.py's day (712k rows, random ns) 1.66 B/row in live files and 1.46 in compacted
+        # ones, against 1.77/1.45 BYTE_STREAM_SPLIT, 2.27/1.90 plain, 2.99/2.20 dictionary; constant
+        # ones cost nothing. Allowed because neither column is in use_dictionary.
+        "column_encoding": {
+            schema.TIMESTAMP: "DELTA_BINARY_PACKED",
+            schema.TIMESTAMP_NANOS: "DELTA_BINARY_PACKED",
+        },
         # min/max of free text prunes nothing and costs ~1% of a small file in page headers and footer.
         "write_statistics": [name for name in schema.FILE_SCHEMA.names if name not in _NO_STATISTICS],
         "row_group_size": ROW_GROUP_SIZE,
