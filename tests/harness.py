@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 
-from archiver.archive.layout import parse_key
+from archiver.archive.layout import RESERVED_PREFIX, parse_key
 from archiver.archive.message import rebuild_payload
 from archiver.archive.timestamps import exact_rows
 from archiver.config import ArchiveSettings
@@ -145,7 +145,7 @@ def read_archive(settings: ArchiveSettings) -> list[ArchivedFile]:
     async def fetch() -> list[tuple[str, bytes]]:
         storage = open_storage(settings)
         try:
-            infos = await storage.list("")
+            infos = [i for i in await storage.list("") if not i.key.startswith(RESERVED_PREFIX)]
             return [(info.key, await storage.get(info.key)) for info in infos]
         finally:
             await storage.close()
