@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from archiver.archive.escaping import segments_of, value_segment
-from archiver.archive.layout import NS_PER_HOUR, day_prefix, hour_prefix, hour_stamp, parse_key
+from archiver.archive.layout import NS_PER_HOUR, day_prefix, hour_stamp, parse_key
 from archiver.archive.navigator import NS_PER_DAY, AppSelection, Span, files_of_days, list_files
 from archiver.archive.supersede import compact_name, groups_of, resolve, superseded_by
 from archiver.storage.interface import ObjectInfo, Storage
@@ -62,9 +62,14 @@ class WorkUnit(NamedTuple):
         return day_prefix(self.segment, self.start_ns)
 
     @property
+    def when(self) -> str:
+        """The period as people read it: ``2026-11-24T13Z`` for an hour."""
+        return f"{self.stamp[:4]}-{self.stamp[4:6]}-{self.stamp[6:8]}T{self.stamp[9:11]}Z"
+
+    @property
     def label(self) -> str:
         """The unit as people read it: the app and the UTC hour."""
-        return f"{self.app} {self.stamp[:4]}-{self.stamp[4:6]}-{self.stamp[6:8]}T{self.stamp[9:11]}Z"
+        return f"{self.app} {self.when}"
 
     def prefixes(self) -> list[str]:
         """Listing prefixes of the unit's files, in every segment and layout of the app."""
@@ -168,14 +173,3 @@ async def list_units(
             if file.hour_ns + NS_PER_HOUR <= until_ns:
                 out.setdefault(WorkUnit(file.app, file.hour_ns), []).append(ObjectInfo(file.key, file.size))
     return dict(sorted(out.items()))
-
-
-def unit_of_prefix(prefix: str) -> WorkUnit | None:
-    """The app-hour of a v2 hour prefix (``app=X/date=D/YYYYMMDDTHH``); None for anything else."""
-    parsed = parse_key(prefix + "-x.parquet")
-    return None if parsed is None else WorkUnit(parsed.app, parsed.hour_ns)
-
-
-def hour_prefix_of(unit: WorkUnit) -> str:
-    """The v2 listing prefix of an app-hour (where its outputs go)."""
-    return hour_prefix(unit.segment, unit.start_ns)
