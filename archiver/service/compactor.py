@@ -25,13 +25,15 @@ working set (estimated from the inputs' footers, at most half the cap) is
 charged against MAX_BUFFER_BYTES (:meth:`archiver.service.buffer.Buffers.hold`):
 ingest flushes and spills earlier rather than exceeding the cap.
 
-Shutdown abandons the app-hour in progress (so SIGTERM's flush never waits
-for a compaction): its merge stops at the next record batch, the parts
-already uploaded stay as an incomplete group that every reader ignores, its
-claim is released; the next start's scan finds the hour and does it again
-(same inputs, same names). A kill -9 at any point is the same, with the claim
-recognised as dead by the restarted process on this host, and expired after
-15 minutes for any other.
+At shutdown (SIGTERM) no new app-hour is started, and the one in progress
+finishes, in parallel with the final flush, within :data:`STOP_GRACE_S`
+(so a glob reader is left no hour counted twice). Past that, or at a second
+signal, it is abandoned: its merge stops at the next record batch, the parts
+already uploaded stay as an incomplete group that every reader's rule
+ignores (a glob reader counts them) and its claim is released; the next
+start's scan finds the hour and does it again (same inputs, same names). A
+kill -9 at any point is the same, with the claim recognised as dead by the
+restarted process on this host, and expired after 15 minutes for any other.
 
 A failed compaction (storage down) is counted, logged and retried after
 :data:`RETRY_S`; a unit refused for a file that is not an archive file is
@@ -63,6 +65,9 @@ from archiver.storage.interface import Storage
 SCAN_INTERVAL_S = 300.0
 #: A failed compaction is tried again this much later.
 RETRY_S = 60.0
+#: At shutdown the app-hour in progress may finish within this (in parallel with the final flush; Fly's
+#: kill_timeout in fly.toml is 120 s); past it, it is abandoned.
+STOP_GRACE_S = 30.0
 _log = logging.getLogger("archiver.compact")
 
 
@@ -97,6 +102,7 @@ class CompactorStage:
         #: Units refused for a file that is not an archive file, with the listing that was refused.
         self.refused: dict[WorkUnit, list[str]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._halt = asyncio.Event()
 
     def noted(self, app: str, hour_ns: int) -> None:
         """The uploader wrote a file of ``app`` in the hour starting at ``hour_ns``."""
@@ -110,9 +116,12 @@ class CompactorStage:
         """Start the stage's task."""
         self._task = asyncio.create_task(self._run())
 
-    async def stop(self) -> None:
-        """Abandon the unit in progress (its merge stops at the next batch) and await everything."""
-        self.compactor.stop.set()
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Take no new unit; let the one in progress finish within ``grace_s``, else abandon it; await everything."""
+        self._halt.set()
+        if self._task is not None and grace_s > 0:
+            await asyncio.wait({self._task}, timeout=grace_s)
+        self.compactor.stop.set()  # the merge stops at its next batch
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -133,13 +142,16 @@ class CompactorStage:
         )
         await self._scan_safely(full=True)
         next_scan = time.monotonic() + SCAN_INTERVAL_S
-        while True:
+        while not self._halt.is_set():
             if time.monotonic() >= next_scan:
                 await self._scan_safely(full=False)
                 next_scan = time.monotonic() + SCAN_INTERVAL_S
             unit = self._next_due()
             if unit is None:
-                await asyncio.sleep(min(5.0, max(0.0, next_scan - time.monotonic())))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._halt.wait(), min(5.0, max(0.0, next_scan - time.monotonic()))
+                    )
                 continue
             await self._compact(unit)
 

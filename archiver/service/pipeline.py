@@ -37,10 +37,10 @@ replay task, the source's tasks, the uploader's workers, the compactor's
 task and thread, the HTTP server for ``/health`` and ``/metrics``
 (:class:`~archiver.service.health.Health`), and the journal thread.
 
-Shutdown (SIGTERM/SIGINT): abandon the compaction in progress, drain the
-source, replay what is spilled, flush every buffer, wait for every upload,
-exit 0. A second signal stops at once; with a spool nothing is lost, it is
-archived at the next start.
+Shutdown (SIGTERM/SIGINT): drain the source, replay what is spilled, flush
+every buffer, wait for every upload (meanwhile the compaction in progress
+finishes within a grace, or is abandoned), exit 0. A second signal stops at
+once; with a spool nothing is lost, it is archived at the next start.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from archiver.config import RunConfig
 from archiver.logs import event
 from archiver.service.buffer import Buffers, Room
 from archiver.service.compaction_metrics import CompactionCollector
-from archiver.service.compactor import CompactorStage
+from archiver.service.compactor import STOP_GRACE_S, CompactorStage
 from archiver.service.health import Health
 from archiver.service.http import HttpServer
 from archiver.service.ingest import Ingest
@@ -143,8 +143,6 @@ class Service:
             if await _first(self.source.start(), stop.wait()):
                 await stop.wait()
             event(logging.INFO, "stopping: draining NATS and flushing buffers")
-            if self.compactor is not None:
-                await self.compactor.stop()  # the app-hour in progress is abandoned: the next start redoes it
             await self.source.drain()
             self.ingest.commit()
             if await _first(self._flush_everything(), (abandon or asyncio.Event()).wait()):
@@ -158,13 +156,22 @@ class Service:
             await self._close()
 
     async def _flush_everything(self) -> None:
-        if self.spool is not None:
-            await self.ingest.wait_caught_up()
-        for batch in self.buffers.detach_all():
-            self.uploader.submit(batch)
-        await self.uploader.join()
-        if self.spool is not None:
-            await self._trim()
+        # The app-hour being compacted may finish meanwhile (within a grace), then the compactor stops.
+        compactor = None if self.compactor is None else asyncio.create_task(self.compactor.stop(STOP_GRACE_S))
+        try:
+            if self.spool is not None:
+                await self.ingest.wait_caught_up()
+            for batch in self.buffers.detach_all():
+                self.uploader.submit(batch)
+            await self.uploader.join()
+            if self.spool is not None:
+                await self._trim()
+        except BaseException:
+            if compactor is not None:
+                compactor.cancel()  # a second signal: _close abandons the compaction at once
+            raise
+        if compactor is not None:
+            await compactor
 
     async def _close(self) -> None:
         for task in self._tasks:
