@@ -26,7 +26,6 @@ import argparse
 import importlib.util
 import json
 import os
-import random
 import resource
 import subprocess
 import sys
@@ -34,48 +33,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import LOGHUB, ROOT
+from common import ROOT, live_files
 
 HOUR_NS = 1_795_000_000 // 3600 * 3600 * 1_000_000_000
 
 
 def build(directory: Path, rows: int, regions: int) -> int:
     """Write the partition's input files; their total bytes."""
-    import pyarrow as pa
-
-    from archiver.archive import schema
-    from archiver.archive.timestamps import split_ns
-    from archiver.codec.encode import write_parquet
-    from archiver.demo.corpus import REGIONS, sample_lines
-
-    lines = sample_lines(LOGHUB if LOGHUB.is_dir() else None)
-    rnd = random.Random(1)
     total = 0
-    per_file = rows // (60 * regions)
-    for minute in range(60):
-        for r in range(regions):
-            start = HOUR_NS + minute * 60 * 1_000_000_000
-            stamps = sorted(start + rnd.randrange(60 * 1_000_000_000) for _ in range(per_file))
-            micros, nanos = split_ns(pa.array(stamps, pa.int64()))
-            n = len(stamps)
-            table = pa.table(
-                {
-                    schema.TIMESTAMP: micros,
-                    schema.TIMESTAMP_NANOS: nanos,
-                    schema.REGION: [REGIONS[r]] * n,
-                    schema.INSTANCE: [f"{r}8e2d{rnd.randrange(4)}" for _ in range(n)],
-                    schema.HOST: [f"ab{r}c" for _ in range(n)],
-                    schema.PROVIDER: ["app"] * n,
-                    schema.LEVEL: [rnd.choice(("info", "info", "info", "warn", "error")) for _ in range(n)],
-                    schema.FLY_LEVEL: ["info"] * n,
-                    schema.MESSAGE: [rnd.choice(lines) for _ in range(n)],
-                    schema.EXTRA: pa.nulls(n, pa.string()),
-                },
-                schema=schema.FILE_SCHEMA,
-            )
-            data = write_parquet(table)
-            (directory / f"{minute:02d}-{r}.parquet").write_bytes(data)
-            total += len(data)
+    for minute, region, data in live_files(rows, HOUR_NS, regions):
+        (directory / f"{minute:02d}-{region}.parquet").write_bytes(data)
+        total += len(data)
     return total
 
 

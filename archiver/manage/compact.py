@@ -122,10 +122,19 @@ class Compactor:
         self.owner = claims.Owner.of_this_process()
         #: Set to abandon the unit in progress (shutdown): the merge stops at its next batch.
         self.stop = threading.Event()
+        #: CPU seconds of the blocking work (footers, the merge, writing parts), in its threads.
+        self.cpu_seconds = 0.0
 
     async def blocking(self, function: Callable[..., T], *args: Any) -> T:
-        """Run ``function(*args)`` off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+        """Run ``function(*args)`` off the event loop (its thread's CPU time is added to :attr:`cpu_seconds`)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._timed, function, *args)
+
+    def _timed(self, function: Callable[..., T], *args: Any) -> T:
+        started = time.thread_time()
+        try:
+            return function(*args)
+        finally:
+            self.cpu_seconds += time.thread_time() - started
 
     async def compact(self, unit: WorkUnit, infos: Sequence[ObjectInfo] | None = None) -> UnitResult:
         """Compact ``unit`` (already listed as ``infos``, or not): claim, list, decide, merge, put, delete, release."""

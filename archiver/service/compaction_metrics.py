@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import Histogram
@@ -38,8 +38,9 @@ def compaction_seconds() -> Histogram:
 class CompactionCollector(Collector):
     """Prometheus families of a :class:`CompactionStats`, read at scrape time."""
 
-    def __init__(self, stats: CompactionStats) -> None:
+    def __init__(self, stats: CompactionStats, cpu_seconds: Callable[[], float]) -> None:
         self._stats = stats
+        self._cpu_seconds = cpu_seconds
 
     def collect(self) -> Iterator[Metric]:
         """Yield the metric families."""
@@ -52,6 +53,11 @@ class CompactionCollector(Collector):
             ("compaction_files_in", "Files compactions replaced.", s.files_in),
             ("compaction_files_out", "Files compactions wrote.", s.files_out),
             ("compaction_rows", "Rows compactions rewrote.", s.rows),
+            (
+                "compaction_cpu_seconds",
+                "CPU time of the compactor's thread (footers, merges, parts).",
+                self._cpu_seconds(),
+            ),
         ):
             yield CounterMetricFamily(f"archiver_{name}", doc, value=value)
         yield GaugeMetricFamily(

@@ -20,7 +20,8 @@ One unit at a time, through the same steps and claims as ``archiver compact``
 (:class:`archiver.manage.compact.Compactor`): several archivers in a queue
 group, ``--workers`` and a manual ``archiver compact`` never work on one
 app-hour at once. Storage I/O is asynchronous; footers and the merge run in
-this stage's own thread, never on the event loop. While a merge runs, its
+this stage's own thread (niced: ingest comes first on a busy CPU), never on
+the event loop. While a merge runs, its
 working set (estimated from the inputs' footers, at most half the cap) is
 charged against MAX_BUFFER_BYTES (:meth:`archiver.service.buffer.Buffers.hold`):
 ingest flushes and spills earlier rather than exceeding the cap.
@@ -48,6 +49,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +70,8 @@ RETRY_S = 60.0
 #: At shutdown the app-hour in progress may finish within this (in parallel with the final flush; Fly's
 #: kill_timeout in fly.toml is 120 s); past it, it is abandoned.
 STOP_GRACE_S = 30.0
+#: Nice value of the compactor's thread: ingest (the event loop, the encoder) comes first on a busy CPU.
+COMPACT_NICE = 10
 _log = logging.getLogger("archiver.compact")
 
 
@@ -92,7 +96,9 @@ class CompactorStage:
         self.seconds = compaction_seconds()
         # In the spool's directory when there is one (a volume with room); else a temporary one.
         self.scratch_dir = os.path.join(config.spool_dir, "compact") if config.spool_dir else None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="archiver-compact")
+        self._executor = ThreadPoolExecutor(
+            1, thread_name_prefix="archiver-compact", initializer=_lower_priority
+        )
         self._max_charge = config.max_buffer_bytes // 2
         self.compactor = Compactor(storage, "", config.compact_target_bytes, executor=self._executor,
                                    charge=self._charge)  # fmt: skip
@@ -226,6 +232,12 @@ class CompactorStage:
         else:  # the days before the scanned ones keep what the last full scan found there
             self.backlog = {u for u in self.backlog if since is not None and u.start_ns < since} | backlog
         self.stats.backlog = len(self.backlog)
+
+
+def _lower_priority() -> None:
+    """Make the compactor's thread yield the CPU to ingest when both want it (Linux: a thread's own nice value)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPACT_NICE)
 
 
 def _fresh_scratch(directory: str | None) -> str:

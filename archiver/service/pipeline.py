@@ -109,8 +109,13 @@ class Service:
         # What /health and /metrics read, at request time, from every stage.
         self.health = Health(config, self.stats, self.source, self.ingest, self.buffers, self.spool,
                              self.uploader)  # fmt: skip
-        compaction = [] if self.compactor is None else [CompactionCollector(self.compactor.stats),
-                                                        self.compactor.seconds]  # fmt: skip
+        compaction = []
+        if self.compactor is not None:
+            stage = self.compactor
+            compaction = [
+                CompactionCollector(stage.stats, lambda: stage.compactor.cpu_seconds),
+                stage.seconds,
+            ]
         self.metrics = Metrics(self.stats, self.timings, gauges=self.health.gauges, collectors=compaction)
         self.http = HttpServer(config.http_host, config.http_port,
                                {"/health": self._health, "/metrics": self._metrics})  # fmt: skip
