@@ -65,17 +65,24 @@ class Work:
 async def _download(compactor: Runner, work: Work, names: Sequence[str]) -> str | None:
     """Fetch ``names`` into the work directory; a problem when one vanished (another compactor moved on)."""
     limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+    first = len(work.local)
 
     async def fetch(index: int, name: str) -> None:
-        path = os.path.join(work.directory, f"{len(work.local) + index:06d}.parquet")
+        path = os.path.join(work.directory, f"{first + index:06d}.parquet")
         async with limit:
             await compactor.storage.get_file(work.files.keys[name], path)
         work.local[name] = path
 
     wanted = [n for n in names if n not in work.local]
+    tasks = [asyncio.ensure_future(fetch(i, n)) for i, n in enumerate(wanted)]
     try:
-        await asyncio.gather(*(fetch(i, n) for i, n in enumerate(wanted)))
-    except ObjectNotFoundError as exc:
+        await asyncio.gather(*tasks)
+    except BaseException as exc:
+        for task in tasks:  # none may go on writing into a directory about to be removed
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if not isinstance(exc, ObjectNotFoundError):
+            raise
         return f"a file vanished while it was read ({exc}): another compactor moved on"
     return None
 
