@@ -120,6 +120,8 @@ class RunResult:
     compactions: int = 0
     compaction_rows: int = 0
     compaction_cpu_s: float = 0.0
+    #: Slowest /health answer during the run (--compaction-backlog runs): the event loop's worst stall.
+    health_worst_ms: float = 0.0
 
     @property
     def catch_up_limit_s(self) -> float:
@@ -290,6 +292,25 @@ class BareSub(Subscriber):
 # --- one run ---------------------------------------------------------------------------------------
 
 
+class LatencyProbe(threading.Thread):
+    """GET /health every 0.1 s while the run lasts: the slowest answers show how long the event loop stalled."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.latencies: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.1):
+            began = time.monotonic()
+            if http_get(self.port, "/health", 5)[0]:
+                self.latencies.append(time.monotonic() - began)
+
+    def worst_ms(self) -> float:
+        return round(1000 * max(self.latencies, default=0.0), 1)
+
+
 class RssSampler(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -314,7 +335,7 @@ def _readline(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
 
 
 def run_once(nats_url: str, kind: str, rate: float | None, duration: float, workers: int = 1,
-             backlog_rows: int = 0) -> RunResult:  # fmt: skip
+             backlog_rows: int = 0, probe_latency: bool = False) -> RunResult:  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     result = RunResult(kind, workers, rate, duration, backlog_rows=backlog_rows)
     sub: Subscriber = (ArchiverSub(nats_url, work, workers, backlog_rows) if kind == "archiver"
@@ -330,6 +351,9 @@ def run_once(nats_url: str, kind: str, rate: float | None, duration: float, work
         cpu_before = tree_cpu_seconds(sub.proc.pid)
         sampler = RssSampler(sub.proc.pid)
         sampler.start()
+        probe = LatencyProbe(sub.port) if backlog_rows or probe_latency else None
+        if probe is not None:
+            probe.start()
         assert pub.stdin is not None
         pub.stdin.write(b"go\n")
         pub.stdin.flush()
@@ -358,6 +382,10 @@ def run_once(nats_url: str, kind: str, rate: float | None, duration: float, work
         code, cpu_total, maxrss, final, files = sub.finish()
         sampler.stop.set()
         sampler.join()
+        if probe is not None:
+            probe.stop.set()
+            probe.join()
+            result.health_worst_ms = probe.worst_ms()
         result.exit_code = code
         result.cpu_s = round(cpu_total - cpu_before, 3)
         result.cpu_s_per_million = round(result.cpu_s / max(1, result.sent) * 1e6, 3)
@@ -570,12 +598,15 @@ def compaction_cost(args: argparse.Namespace) -> None:
         for rate in (float(r) for r in args.rates.split(",")):
             for _ in range(args.rounds):
                 for backlog in (0, args.compaction_backlog):
-                    result = run_once(url, "archiver", rate, duration, backlog_rows=backlog)
+                    result = run_once(
+                        url, "archiver", rate, duration, backlog_rows=backlog, probe_latency=True
+                    )
                     runs.append(result)
                     show(result)
                     ingest = (result.cpu_s - result.compaction_cpu_s) / max(1, result.sent) * 1e6
-                    print(f"    ingest alone {ingest:.2f} s/M; compactor: {result.compactions} app-hours, "
-                          f"{result.compaction_rows:,} rows, {result.compaction_cpu_s:.1f} s CPU", flush=True)  # fmt: skip
+                    print(f"    ingest alone {ingest:.2f} s/M; slowest /health {result.health_worst_ms:.0f} ms; compactor: "
+                          f"{result.compactions} app-hours, {result.compaction_rows:,} rows, {result.compaction_cpu_s:.1f} s CPU",
+                          flush=True)  # fmt: skip
                     failures += check(result, must_be_lossless=True)
     summary: dict[str, Any] = {"runs": [asdict(r) for r in runs], "failures": failures}
     for rate in {r.offered_rate for r in runs}:
@@ -586,6 +617,8 @@ def compaction_cost(args: argparse.Namespace) -> None:
         ingest_ratio = ingest_busy / median([r.cpu_s_per_million for r in alone])
         rss = max(r.peak_rss_bytes for r in busy)
         summary[str(int(rate or 0))] = {"process_cpu_ratio": round(total, 3), "ingest_cpu_ratio": round(ingest_ratio, 3),
+                                        "health_worst_ms": {"alone": max(r.health_worst_ms for r in alone),
+                                                            "compacting": max(r.health_worst_ms for r in busy)},
                                         "peak_rss_bytes": rss, "rss_limit_bytes": MAX_BUFFER_BYTES + 150 * 2**20}  # fmt: skip
         print(f"@ {rate:,.0f}/s: process CPU with/without compaction {total:.2f}x, ingest alone {ingest_ratio:.2f}x; "
               f"peak RSS with compaction {rss / 2**20:.0f} MiB (limit {MAX_BUFFER_BYTES / 2**20 + 150:.0f})", flush=True)  # fmt: skip
