@@ -63,7 +63,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from archiver.archive.navigator import app_selection
@@ -86,7 +86,7 @@ Say = Callable[[str], None]
 
 @dataclass(slots=True)
 class UnitResult:
-    """What compacting one unit did: ``outcome`` is compacted, cleaned, done, claimed, skipped or stopped."""
+    """What compacting one unit did: ``outcome`` is compacted, cleaned, done, claimed, skipped, vanished or stopped."""
 
     unit: WorkUnit
     outcome: str
@@ -97,8 +97,8 @@ class UnitResult:
     rows: int = 0
     deleted: int = 0
     seconds: float = 0.0
-    #: Why a unit was skipped (a file that is not an archive file, one that vanished).
-    problem: str | None = None
+    #: Why a unit was skipped: ``<key>: <reason>`` for each file that cannot be merged.
+    problems: list[str] = field(default_factory=list)
 
 
 class Compactor:
@@ -163,22 +163,24 @@ class Compactor:
             _log.info(result.outcome, extra={"fields": fields})
         return result
 
+    def _refused(self, work: Work) -> UnitResult:
+        """The result of a unit left as it is: stopped, a file vanished, or files that cannot be merged."""
+        if self.stop.is_set() and not work.problems:
+            return UnitResult(work.unit, "stopped")
+        return UnitResult(work.unit, "vanished" if work.vanished else "skipped", problems=work.problems)
+
     async def _steps(self, work: Work) -> UnitResult:
         unit = work.unit
         if not needs_work(ObjectInfo(k, 0) for k in work.files.keys.values()):
             return UnitResult(unit, "done")
-        problem = await read_replaced(self, work)
-        if problem is not None:
-            return UnitResult(unit, "skipped", problem=problem)
+        if not await read_replaced(self, work):
+            return self._refused(work)
         work.decision = decide(work.files.names, work.replaces)
         if not work.decision.merge:
             await self.storage.delete([work.files.keys[n] for n in work.decision.garbage])
             return UnitResult(unit, "cleaned", deleted=len(work.decision.garbage))
-        problem = await fetch_inputs(self, work)
-        if problem is not None:
-            return UnitResult(unit, "skipped", problem=problem)
-        if not await merge_inputs(self, work):
-            return UnitResult(unit, "stopped")
+        if not await fetch_inputs(self, work) or not await merge_inputs(self, work):
+            return self._refused(work)
         await put_outputs(self.storage, work)
         # Issue 14: the table commit (remove every input, add every part) goes here, between put and delete.
         deleted = await delete_inputs(self.storage, work)
@@ -206,7 +208,7 @@ class CompactStats:
         """Count one unit's result."""
         self.partitions += 1
         self.compacted += result.outcome == "compacted"
-        self.skipped += result.outcome in ("skipped", "claimed")
+        self.skipped += result.outcome in ("skipped", "vanished", "claimed")
         self.files_in += result.files_in
         self.bytes_in += result.bytes_in
         self.files_out += result.files_out
@@ -215,17 +217,17 @@ class CompactStats:
         self.deleted += result.deleted
 
 
-def describe(result: UnitResult) -> str | None:
-    """The line a unit's result is reported with; None when there is nothing to say."""
+def describe(result: UnitResult) -> list[str]:
+    """The lines a unit's result is reported with (none when there is nothing to say)."""
     r = result
     if r.outcome == "compacted":
-        return (f"{r.unit.label}  {r.files_in} files {r.bytes_in} B -> {r.files_out} file(s) {r.bytes_out} B, "
-                f"{r.rows} rows")  # fmt: skip
+        return [f"{r.unit.label}  {r.files_in} files {r.bytes_in} B -> {r.files_out} file(s) {r.bytes_out} B, "
+                f"{r.rows} rows"]  # fmt: skip
     if r.outcome == "skipped":
-        return f"warning: skipped {r.unit.label}: {r.problem} (its app-hour is left as it is)"
+        return [f"warning: skipped {p} (its app-hour is left as it is)" for p in r.problems]
     if r.outcome == "claimed":
-        return f"{r.unit.label}  skipped: another process is compacting it"
-    return None
+        return [f"{r.unit.label}  skipped: another process is compacting it"]
+    return []
 
 
 async def compact_archive(
@@ -249,8 +251,7 @@ async def compact_archive(
         for unit, infos in units.items():
             result = await compactor.compact(unit, infos)
             stats.add(result)
-            line = describe(result)
-            if line is not None:
+            for line in describe(result):
                 if result.outcome == "skipped":
                     _log.warning(line)
                 if say is not None:

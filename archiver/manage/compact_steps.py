@@ -60,10 +60,14 @@ class Work:
     local: dict[str, str] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     parts: list[MergedPart] = field(default_factory=list)
+    #: Why the unit is left as it is: ``<key>: <reason>`` for each file that cannot be merged.
+    problems: list[str] = field(default_factory=list)
+    #: A file vanished while it was read: another compactor moved on (the next run sees its result).
+    vanished: bool = False
 
 
-async def _download(compactor: Runner, work: Work, names: Sequence[str]) -> str | None:
-    """Fetch ``names`` into the work directory; a problem when one vanished (another compactor moved on)."""
+async def _download(compactor: Runner, work: Work, names: Sequence[str]) -> bool:
+    """Fetch ``names`` into the work directory; False (``work.vanished``) when one vanished: another compactor moved on."""
     limit = asyncio.Semaphore(FETCH_CONCURRENCY)
     first = len(work.local)
 
@@ -83,54 +87,63 @@ async def _download(compactor: Runner, work: Work, names: Sequence[str]) -> str 
         await asyncio.gather(*tasks, return_exceptions=True)
         if not isinstance(exc, ObjectNotFoundError):
             raise
-        return f"a file vanished while it was read ({exc}): another compactor moved on"
-    return None
+        work.vanished = True
+        return False
+    return True
 
 
-async def read_replaced(compactor: Runner, work: Work) -> str | None:
-    """Step 2: the replaced set of one part of every compacted group; a problem when one cannot be read."""
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+async def read_replaced(compactor: Runner, work: Work) -> bool:
+    """Step 2: the replaced set of one part of every compacted group; False when one cannot be read."""
     names = probe_names(work.files.names)
-    problem = await _download(compactor, work, names)
-    if problem is not None:
-        return problem
+    if not await _download(compactor, work, names):
+        return False
     for name in names:
         try:
             metadata = await compactor.blocking(pq.read_metadata, work.local[name])
         except (pa.ArrowException, OSError) as exc:
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            return f"cannot read {work.files.keys[name]}: {reason}"
+            work.problems.append(f"{work.files.keys[name]}: {_first_line(exc)}")
+            return False
         work.replaces[name] = replaced_names(name, metadata.metadata)
-    return None
+    return True
 
 
-async def fetch_inputs(compactor: Runner, work: Work) -> str | None:
-    """Step 3: the live files as local files; a problem when one is not an archive file (never merged, so never deleted)."""
-    problem = await _download(compactor, work, work.decision.merge)
-    if problem is not None:
-        return problem
+async def fetch_inputs(compactor: Runner, work: Work) -> bool:
+    """Step 3: the live files as local files; False when one is not an archive file (never merged, so never deleted)."""
+    if not await _download(compactor, work, work.decision.merge):
+        return False
     for name in work.decision.merge:
         problem = await compactor.blocking(input_problem, work.local[name])
         if problem is not None:
-            return f"{work.files.keys[name]}: {problem}"
-    return None
+            work.problems.append(f"{work.files.keys[name]}: {problem}")
+    return not work.problems
 
 
 async def merge_inputs(compactor: Runner, work: Work) -> bool:
-    """Step 4: merge the live files into the output parts (local files); False when stopped."""
+    """Step 4: merge the live files into the output parts (local files); False when stopped or it failed."""
     live = work.decision.merge
     items = [MergeInput(work.local[n], work.files.regions[n]) for n in live]
     metadata = replaces_metadata(work.decision.covered)
-    merge = await compactor.blocking(FileMerge, items, metadata, compactor.stop)
-    count = part_count(merge.rows, sum(work.files.sizes[n] for n in live), compactor.target_bytes)
-    work.outputs = [work.unit.output_name(input_digest(live), i, count) for i in range(count)]
-    paths = [os.path.join(work.directory, f"out-{i}.parquet") for i in range(count)]
-    charged = merge.working_set_bytes
-    if compactor.charge is not None:
-        compactor.charge(charged)
+    charged = 0
     try:
-        parts = await compactor.blocking(merge.write_parts, paths)
-    finally:
+        merge = await compactor.blocking(FileMerge, items, metadata, compactor.stop)
+        count = part_count(merge.rows, sum(work.files.sizes[n] for n in live), compactor.target_bytes)
+        work.outputs = [work.unit.output_name(input_digest(live), i, count) for i in range(count)]
+        paths = [os.path.join(work.directory, f"out-{i}.parquet") for i in range(count)]
+        charged = merge.working_set_bytes
         if compactor.charge is not None:
+            compactor.charge(charged)
+        parts = await compactor.blocking(merge.write_parts, paths)
+    except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+        work.problems.append(
+            f"{work.unit.directory}{work.unit.stamp}: cannot merge its files: {_first_line(exc)}"
+        )
+        return False
+    finally:
+        if compactor.charge is not None and charged:
             compactor.charge(-charged)
     work.parts = parts or []
     return parts is not None

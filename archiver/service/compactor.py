@@ -198,8 +198,9 @@ class CompactorStage:
             self.seconds.observe(result.seconds)
         elif result.outcome == "skipped":
             self.refused[unit] = []  # filled by the next scan that sees the same files
-            _log.warning("compaction skipped", extra={"fields": {"app": unit.app, "hour": unit.when,
-                                                                 "problem": result.problem}})  # fmt: skip
+            for problem in result.problems:
+                _log.warning("compaction skipped: its app-hour is left as it is",
+                             extra={"fields": {"app": unit.app, "hour": unit.when, "problem": problem}})  # fmt: skip
 
     async def _scan_safely(self, full: bool) -> None:
         try:
