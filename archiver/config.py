@@ -32,6 +32,9 @@ ARCHIVE_URL_HELP = (
 )
 #: Largest file compaction writes (``COMPACT_TARGET_BYTES``); a bigger hour becomes several files.
 DEFAULT_COMPACT_TARGET_BYTES = 256 * 1024**2
+#: The service compacts an app-hour this long after it ended (``COMPACT_AFTER``), or FLUSH_INTERVAL if longer:
+#: an hour's files keep coming for a flush interval after it ends, so never sooner than that.
+DEFAULT_COMPACT_AFTER_S = 600.0
 
 #: A setting's text by variable name (an option's value, else the variable's); None when not set.
 Lookup = Callable[[str], "str | None"]
@@ -107,6 +110,9 @@ class RunConfig:
     #: JetStream mode: consume SUBJECT from this stream through a durable consumer (None: core NATS).
     jetstream_stream: str | None = None
     jetstream_durable: str = "archiver"
+    #: Compact an app-hour once it ended this long ago (None: the service does not compact).
+    compact_after_s: float | None = DEFAULT_COMPACT_AFTER_S
+    compact_target_bytes: int = DEFAULT_COMPACT_TARGET_BYTES
 
     def __post_init__(self) -> None:
         register_secret(self.access_token)
@@ -195,14 +201,13 @@ def run_config(pick: Lookup, archive: Callable[[str | None], ArchiveSettings]) -
     def seconds(name: str, default_s: float, *, allow_zero: bool = True) -> float:
         return duration_setting(name, pick(name), default_s, allow_zero=allow_zero)
 
-    def size(name: str, default: int) -> int:
-        return size_setting(name, pick(name), default)
-
     # Checked in the order a bad value is reported in when several are.
     log_level, nats_url, subject = _stream(pick)
-    flush_bytes, max_buffer = _buffer_sizes(pick)
+    flush_interval_s, flush_bytes, max_buffer, compact_after_s = _flushing(pick)
     workers, spool_dir, jetstream_stream, event_loop = _process(pick)
     return RunConfig(
+        compact_after_s=compact_after_s,
+        compact_target_bytes=compact_target_bytes(pick("COMPACT_TARGET_BYTES")),
         event_loop=event_loop,
         jetstream_stream=jetstream_stream,
         jetstream_durable=_jetstream_name("JETSTREAM_DURABLE", pick("JETSTREAM_DURABLE"))
@@ -216,16 +221,18 @@ def run_config(pick: Lookup, archive: Callable[[str | None], ArchiveSettings]) -
         access_token=pick("ACCESS_TOKEN"),
         subject=subject,
         queue=pick("QUEUE"),
-        flush_interval_s=seconds("FLUSH_INTERVAL", _DEFAULTS.flush_interval_s, allow_zero=False),
+        flush_interval_s=flush_interval_s,
         flush_bytes=flush_bytes,
         max_buffer_bytes=max_buffer,
-        max_message_bytes=size("MAX_MESSAGE_BYTES", _DEFAULTS.max_message_bytes),
+        max_message_bytes=size_setting(
+            "MAX_MESSAGE_BYTES", pick("MAX_MESSAGE_BYTES"), _DEFAULTS.max_message_bytes
+        ),
         http_port=_port("HTTP_PORT", pick("HTTP_PORT"), _DEFAULTS.http_port),
         http_host=pick("HTTP_HOST") or _DEFAULTS.http_host,
         log_level=log_level,
         spool_dir=spool_dir,
         spool_fsync_interval_s=seconds("SPOOL_FSYNC_INTERVAL", _DEFAULTS.spool_fsync_interval_s),
-        spool_max_bytes=size("SPOOL_MAX_BYTES", _DEFAULTS.spool_max_bytes),
+        spool_max_bytes=size_setting("SPOOL_MAX_BYTES", pick("SPOOL_MAX_BYTES"), _DEFAULTS.spool_max_bytes),
         storage_failure_grace_s=seconds("STORAGE_FAILURE_GRACE", _DEFAULTS.storage_failure_grace_s),
     )
 
@@ -240,21 +247,24 @@ def _stream(pick: Lookup) -> tuple[str, str, str]:
         raise ConfigError(f"NATS_URL: expected nats://host:port, got {redact(nats_url)!r}")
     subject = pick("SUBJECT") or _DEFAULTS.subject
     if " " in subject or subject.startswith(".") or subject.endswith(".") or ".." in subject:
-        raise ConfigError(
-            f"SUBJECT: expected a NATS subject such as logs.> or logs.myapp.*.*, got {subject!r}"
-        )
+        raise ConfigError(f"SUBJECT: expected a NATS subject such as logs.> or logs.myapp.*.*, got {subject!r}")  # fmt: skip
     return log_level, nats_url, subject
 
 
-def _buffer_sizes(pick: Lookup) -> tuple[int, int]:
-    """FLUSH_BYTES and MAX_BUFFER_BYTES, checked against each other."""
+def _flushing(pick: Lookup) -> tuple[float, int, int, float | None]:
+    """FLUSH_INTERVAL, FLUSH_BYTES, MAX_BUFFER_BYTES and COMPACT_AFTER, checked against each other."""
+    interval_s = duration_setting("FLUSH_INTERVAL", pick("FLUSH_INTERVAL"), _DEFAULTS.flush_interval_s)
     flush_bytes = size_setting("FLUSH_BYTES", pick("FLUSH_BYTES"), _DEFAULTS.flush_bytes)
     max_buffer = size_setting("MAX_BUFFER_BYTES", pick("MAX_BUFFER_BYTES"), _DEFAULTS.max_buffer_bytes)
     if max_buffer < flush_bytes:
-        raise ConfigError(
-            f"MAX_BUFFER_BYTES: must be at least FLUSH_BYTES ({flush_bytes} bytes), got {max_buffer} bytes"
-        )
-    return flush_bytes, max_buffer
+        raise ConfigError(f"MAX_BUFFER_BYTES: must be at least FLUSH_BYTES ({flush_bytes} bytes), got {max_buffer} bytes")  # fmt: skip
+    compact = pick("COMPACT_AFTER")
+    if compact is not None and compact.lower() == "off":
+        return interval_s, flush_bytes, max_buffer, None
+    after_s = duration_setting("COMPACT_AFTER", compact, max(DEFAULT_COMPACT_AFTER_S, interval_s), allow_zero=True)  # fmt: skip
+    if after_s < interval_s:
+        raise ConfigError(f"COMPACT_AFTER: must be at least FLUSH_INTERVAL ({interval_s:g}s) or off, got {compact!r}")  # fmt: skip
+    return interval_s, flush_bytes, max_buffer, after_s
 
 
 def _process(pick: Lookup) -> tuple[int, str | None, str | None, str]:
@@ -278,9 +288,7 @@ def _process(pick: Lookup) -> tuple[int, str | None, str | None, str]:
 def _jetstream_name(name: str, text: str | None) -> str | None:
     # JetStream names become API subject tokens: no whitespace, dots, wildcards or path separators.
     if text is not None and any(c in text for c in " \t\r\n.*>/\\"):
-        raise ConfigError(
-            f"{name}: expected a JetStream name without spaces, '.', '*', '>' or slashes, got {text!r}"
-        )
+        raise ConfigError(f"{name}: expected a JetStream name without spaces, '.', '*', '>' or slashes, got {text!r}")  # fmt: skip
     return text
 
 

@@ -98,6 +98,62 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+# --- closed hours to compact (used by merge_memory.py and ingest.py --compaction-backlog) -------------
+
+
+def live_files(rows: int, hour_ns: int, regions: int = 3, seed: int = 1) -> Iterator[tuple[int, int, bytes]]:
+    """One app-hour as the service writes it at FLUSH_INTERVAL=60s: (minute, region, file) for each
+    region and minute of event time, LogHub lines (zstd-3, rows sorted)."""
+    import random
+
+    import pyarrow as pa
+
+    from archiver.archive import schema
+    from archiver.archive.timestamps import split_ns
+    from archiver.codec.encode import write_parquet
+    from archiver.demo.corpus import REGIONS, sample_lines
+
+    lines = sample_lines(LOGHUB if LOGHUB.is_dir() else None)
+    rnd = random.Random(seed)
+    per_file = rows // (60 * regions)
+    for minute in range(60):
+        for r in range(regions):
+            start = hour_ns + minute * 60 * 1_000_000_000
+            stamps = sorted(start + rnd.randrange(60 * 1_000_000_000) for _ in range(per_file))
+            micros, nanos = split_ns(pa.array(stamps, pa.int64()))
+            n = len(stamps)
+            columns = {
+                schema.TIMESTAMP: micros,
+                schema.TIMESTAMP_NANOS: nanos,
+                schema.REGION: [REGIONS[r]] * n,
+                schema.INSTANCE: [f"{r}8e2d{rnd.randrange(4)}" for _ in range(n)],
+                schema.HOST: [f"ab{r}c" for _ in range(n)],
+                schema.PROVIDER: ["app"] * n,
+                schema.LEVEL: [rnd.choice(("info", "info", "info", "warn", "error")) for _ in range(n)],
+                schema.FLY_LEVEL: ["info"] * n,
+                schema.MESSAGE: [rnd.choice(lines) for _ in range(n)],
+                schema.EXTRA: pa.nulls(n, pa.string()),
+            }
+            yield minute, r, write_parquet(pa.table(columns, schema=schema.FILE_SCHEMA))
+
+
+def seed_backlog(archive: Path, rows: int, apps: int = 4) -> int:
+    """Closed app-hours of small live files (``apps`` apps, hours ending 2 h ago and earlier): ``rows`` in all;
+    how many app-hours."""
+    from archiver.archive.layout import NS_PER_HOUR, object_key, object_name
+
+    units = max(1, rows // 100_000)
+    newest = (time.time_ns() // NS_PER_HOUR - 3) * NS_PER_HOUR
+    for unit in range(units):
+        app, hour = f"backlog-{unit % apps}", newest - (unit // apps) * NS_PER_HOUR
+        for minute, region, data in live_files(rows // units, hour, seed=unit):
+            name = object_name(hour + minute * 60 * 1_000_000_000, f"seed{region}", minute)
+            path = archive / object_key(app, hour, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    return units
+
+
 # --- process trees, exits and metrics (used by ingest.py) ------------------------------------------
 
 

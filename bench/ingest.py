@@ -38,7 +38,16 @@ a server disconnect) is the expected end of the search / overload figure; loss
 the archiver did not account for (rows missing although received, or missing
 with no drop and no disconnect counted) and duplicates always fail.
 
+With ``--compaction-backlog ROWS`` it measures instead the in-service compactor's cost to ingest:
+at each of ``--rates`` (default 20000), ``--rounds`` alternating runs of the archiver alone and of the
+archiver whose archive was seeded with ROWS rows of closed app-hours of small files (100,000 rows per
+app-hour, 180 files each, written as the service writes them), which its compactor merges during the
+run (COMPACT_AFTER default). Reported per run: CPU per message of the whole process and of ingest alone
+(the process minus the compactor thread's CPU, ``archiver_compaction_cpu_seconds_total``), peak RSS,
+loss, catch-up, and what the compactor did meanwhile.
+
 Usage: .venv/bin/python bench/ingest.py [--quick] [--duration 10] [--json-out FILE]
+       .venv/bin/python bench/ingest.py --compaction-backlog 3000000 [--rates 20000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -62,9 +71,11 @@ import pyarrow.parquet as pq
 from common import (
     children,
     http_get,
+    median,
     nats_server,
     prometheus_sums,
     reap,
+    seed_backlog,
     tree_cpu_seconds,
     tree_rss_bytes,
 )
@@ -105,6 +116,12 @@ class RunResult:
     files: int = 0
     exit_code: int = 0
     notes: list[str] = field(default_factory=list)
+    backlog_rows: int = 0
+    compactions: int = 0
+    compaction_rows: int = 0
+    compaction_cpu_s: float = 0.0
+    #: Slowest /health answer during the run (--compaction-backlog runs): the event loop's worst stall.
+    health_worst_ms: float = 0.0
 
     @property
     def catch_up_limit_s(self) -> float:
@@ -117,6 +134,7 @@ class RunResult:
     def label(self) -> str:
         rate = "flat out" if self.offered_rate is None else f"{self.offered_rate:,.0f}/s"
         name = self.subscriber if self.workers == 1 else f"{self.subscriber} --workers {self.workers}"
+        name += " + compaction" if self.backlog_rows else ""
         return f"{name} @ {rate}"
 
 
@@ -156,10 +174,12 @@ class Subscriber:
 class ArchiverSub(Subscriber):
     name = "archiver"
 
-    def __init__(self, nats_url: str, work: Path, workers: int = 1) -> None:
+    def __init__(self, nats_url: str, work: Path, workers: int = 1, backlog_rows: int = 0) -> None:
         super().__init__(nats_url, work)
         self.workers = workers
         self.port = free_port()
+        if backlog_rows:
+            seed_backlog(work / "archive", backlog_rows)
         env = {
             **os.environ,
             "NATS_URL": nats_url,
@@ -191,7 +211,8 @@ class ArchiverSub(Subscriber):
             self.ports = ports
 
     def counts(self) -> dict[str, int]:
-        total = {"received": 0, "dropped": 0, "disconnects": 0, "archived": 0}
+        total = {"received": 0, "dropped": 0, "disconnects": 0, "archived": 0, "compactions": 0,
+                 "compaction_rows": 0, "compaction_cpu_ms": 0}  # fmt: skip
         for port in self.ports:
             status, body = http_get(port, "/metrics", 5)
             if status != 200:
@@ -201,6 +222,9 @@ class ArchiverSub(Subscriber):
             total["dropped"] += int(sums.get("archiver_messages_dropped_total", 0))
             total["disconnects"] += int(sums.get("archiver_nats_disconnects_total", 0))
             total["archived"] += int(sums.get("archiver_messages_archived_total", 0))
+            total["compactions"] += int(sums.get("archiver_compactions_total", 0))
+            total["compaction_rows"] += int(sums.get("archiver_compaction_rows_total", 0))
+            total["compaction_cpu_ms"] += int(1000 * sums.get("archiver_compaction_cpu_seconds_total", 0))
         return total
 
     def finish(self) -> tuple[int, float, int, dict[str, int], int]:
@@ -209,7 +233,8 @@ class ArchiverSub(Subscriber):
         code, cpu, maxrss = reap(self.proc, 300)
         self.log.close()
         rows = 0
-        files = list((self.work / "archive").rglob("*.parquet"))
+        # The backlog's apps are not what was sent (compacted or not, they are not counted).
+        files = [p for p in (self.work / "archive").rglob("*.parquet") if "app=backlog-" not in str(p)]
         for path in files:
             rows += pq.read_metadata(path).num_rows
         final["archived_rows"] = rows
@@ -267,6 +292,25 @@ class BareSub(Subscriber):
 # --- one run ---------------------------------------------------------------------------------------
 
 
+class LatencyProbe(threading.Thread):
+    """GET /health every 0.1 s while the run lasts: the slowest answers show how long the event loop stalled."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.latencies: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.1):
+            began = time.monotonic()
+            if http_get(self.port, "/health", 5)[0]:
+                self.latencies.append(time.monotonic() - began)
+
+    def worst_ms(self) -> float:
+        return round(1000 * max(self.latencies, default=0.0), 1)
+
+
 class RssSampler(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -290,10 +334,12 @@ def _readline(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
     return proc.stdout.readline().decode().strip()
 
 
-def run_once(nats_url: str, kind: str, rate: float | None, duration: float, workers: int = 1) -> RunResult:
+def run_once(nats_url: str, kind: str, rate: float | None, duration: float, workers: int = 1,
+             backlog_rows: int = 0, probe_latency: bool = False) -> RunResult:  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    result = RunResult(kind, workers, rate, duration)
-    sub: Subscriber = ArchiverSub(nats_url, work, workers) if kind == "archiver" else BareSub(nats_url, work)
+    result = RunResult(kind, workers, rate, duration, backlog_rows=backlog_rows)
+    sub: Subscriber = (ArchiverSub(nats_url, work, workers, backlog_rows) if kind == "archiver"
+                       else BareSub(nats_url, work))  # fmt: skip
     argv = [sys.executable, str(HERE / "publisher.py"), "--url", nats_url, "--rate", str(rate or 0),
             "--duration", str(duration)]  # fmt: skip
     pub = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -305,6 +351,9 @@ def run_once(nats_url: str, kind: str, rate: float | None, duration: float, work
         cpu_before = tree_cpu_seconds(sub.proc.pid)
         sampler = RssSampler(sub.proc.pid)
         sampler.start()
+        probe = LatencyProbe(sub.port) if backlog_rows or probe_latency else None
+        if probe is not None:
+            probe.start()
         assert pub.stdin is not None
         pub.stdin.write(b"go\n")
         pub.stdin.flush()
@@ -333,6 +382,10 @@ def run_once(nats_url: str, kind: str, rate: float | None, duration: float, work
         code, cpu_total, maxrss, final, files = sub.finish()
         sampler.stop.set()
         sampler.join()
+        if probe is not None:
+            probe.stop.set()
+            probe.join()
+            result.health_worst_ms = probe.worst_ms()
         result.exit_code = code
         result.cpu_s = round(cpu_total - cpu_before, 3)
         result.cpu_s_per_million = round(result.cpu_s / max(1, result.sent) * 1e6, 3)
@@ -343,6 +396,11 @@ def run_once(nats_url: str, kind: str, rate: float | None, duration: float, work
         result.archived = final.get("archived_rows", final["received"])
         result.files = files
         result.loss = result.sent - result.archived
+        result.compactions, result.compaction_rows = (
+            final.get("compactions", 0),
+            final.get("compaction_rows", 0),
+        )
+        result.compaction_cpu_s = final.get("compaction_cpu_ms", 0) / 1000
         if code != 0:
             result.notes.append(f"exit code {code} after SIGTERM")
     except BaseException:
@@ -436,7 +494,18 @@ def main() -> None:
                         help="seconds per run of the max-rate search (default 20, quick 5): long enough that "
                         "the buffers reach MAX_BUFFER_BYTES and flush while messages keep coming")  # fmt: skip
     parser.add_argument("--json-out", default=None)
+    parser.add_argument("--compaction-backlog", type=int, default=0, metavar="ROWS",
+                        help="measure the compactor's cost instead (see the module docstring)")  # fmt: skip
+    parser.add_argument(
+        "--rates", default="20000", help="with --compaction-backlog: offered rates, comma-separated"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="with --compaction-backlog: alternating runs per rate"
+    )
     args = parser.parse_args()
+    if args.compaction_backlog:
+        compaction_cost(args)
+        return
     duration = args.duration or (5.0 if args.quick else 10.0)
     search_duration = args.search_duration or (5.0 if args.quick else 20.0)
     rates: list[float | None] = [20_000.0, None] if args.quick else [10_000.0, 20_000.0, 40_000.0, None]
@@ -514,6 +583,49 @@ def main() -> None:
         print("\nINGEST BENCHMARK FAILED — loss is a bug:", file=sys.stderr)
         for problem in failures:
             print(f"  {problem}", file=sys.stderr)
+        sys.exit(1)
+
+
+def compaction_cost(args: argparse.Namespace) -> None:
+    """The archiver alone against the archiver compacting a backlog, alternating, at each rate."""
+    duration = args.duration or 10.0
+    runs: list[RunResult] = []
+    failures: list[str] = []
+    with nats_server() as url:
+        print(
+            f"compaction cost: {duration:.0f} s per run, backlog {args.compaction_backlog:,} rows", flush=True
+        )
+        for rate in (float(r) for r in args.rates.split(",")):
+            for _ in range(args.rounds):
+                for backlog in (0, args.compaction_backlog):
+                    result = run_once(
+                        url, "archiver", rate, duration, backlog_rows=backlog, probe_latency=True
+                    )
+                    runs.append(result)
+                    show(result)
+                    ingest = (result.cpu_s - result.compaction_cpu_s) / max(1, result.sent) * 1e6
+                    print(f"    ingest alone {ingest:.2f} s/M; slowest /health {result.health_worst_ms:.0f} ms; compactor: "
+                          f"{result.compactions} app-hours, {result.compaction_rows:,} rows, {result.compaction_cpu_s:.1f} s CPU",
+                          flush=True)  # fmt: skip
+                    failures += check(result, must_be_lossless=True)
+    summary: dict[str, Any] = {"runs": [asdict(r) for r in runs], "failures": failures}
+    for rate in {r.offered_rate for r in runs}:
+        alone = [r for r in runs if r.offered_rate == rate and not r.backlog_rows]
+        busy = [r for r in runs if r.offered_rate == rate and r.backlog_rows]
+        total = median([r.cpu_s_per_million for r in busy]) / median([r.cpu_s_per_million for r in alone])
+        ingest_busy = median([(r.cpu_s - r.compaction_cpu_s) / r.sent * 1e6 for r in busy])
+        ingest_ratio = ingest_busy / median([r.cpu_s_per_million for r in alone])
+        rss = max(r.peak_rss_bytes for r in busy)
+        summary[str(int(rate or 0))] = {"process_cpu_ratio": round(total, 3), "ingest_cpu_ratio": round(ingest_ratio, 3),
+                                        "health_worst_ms": {"alone": max(r.health_worst_ms for r in alone),
+                                                            "compacting": max(r.health_worst_ms for r in busy)},
+                                        "peak_rss_bytes": rss, "rss_limit_bytes": MAX_BUFFER_BYTES + 150 * 2**20}  # fmt: skip
+        print(f"@ {rate:,.0f}/s: process CPU with/without compaction {total:.2f}x, ingest alone {ingest_ratio:.2f}x; "
+              f"peak RSS with compaction {rss / 2**20:.0f} MiB (limit {MAX_BUFFER_BYTES / 2**20 + 150:.0f})", flush=True)  # fmt: skip
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(summary, indent=1))
+    if failures:
+        print("\nINGEST BENCHMARK FAILED — loss is a bug:", *failures, sep="\n  ", file=sys.stderr)
         sys.exit(1)
 
 

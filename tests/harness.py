@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 
-from archiver.archive.layout import parse_key
+from archiver.archive.layout import RESERVED_PREFIX, parse_key
 from archiver.archive.message import rebuild_payload
 from archiver.archive.timestamps import exact_rows
 from archiver.config import ArchiveSettings
@@ -113,11 +113,15 @@ class ArchiverProcess:
 def start_archiver(
     nats_url: str, settings: ArchiveSettings, log_dir: Path, args: list[str] | None = None, **env: str
 ) -> ArchiverProcess:
-    """Start ``archiver run`` against ``nats_url`` writing to ``settings``."""
+    """Start ``archiver run`` against ``nats_url`` writing to ``settings``.
+
+    Its compactor is off unless ``COMPACT_AFTER`` is given: these tests read every file of the
+    archive as it is (test_service_compaction.py runs it, and reads the way readers do).
+    """
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ARCHIVE_", "BUCKET_"))}
     full_env |= {"NATS_URL": nats_url, "HTTP_PORT": str(port), "HTTP_HOST": "127.0.0.1",
-                 "LOG_LEVEL": "info", **archive_env(settings), **env}  # fmt: skip
+                 "LOG_LEVEL": "info", "COMPACT_AFTER": "off", **archive_env(settings), **env}  # fmt: skip
     full_env.setdefault("SPOOL_DIR", str(log_dir / f"spool-{port}"))
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"archiver-{port}.log"
@@ -145,8 +149,14 @@ def read_archive(settings: ArchiveSettings) -> list[ArchivedFile]:
     async def fetch() -> list[tuple[str, bytes]]:
         storage = open_storage(settings)
         try:
-            infos = await storage.list("")
-            return [(info.key, await storage.get(info.key)) for info in infos]
+            infos = [i for i in await storage.list("") if not i.key.startswith(RESERVED_PREFIX)]
+            limit = asyncio.Semaphore(16)
+
+            async def get(key: str) -> tuple[str, bytes]:
+                async with limit:
+                    return key, await storage.get(key)
+
+            return list(await asyncio.gather(*(get(info.key) for info in infos)))
         finally:
             await storage.close()
 

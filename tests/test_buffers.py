@@ -67,6 +67,21 @@ def test_memory_cap_flushes_largest_first_and_backpressure() -> None:
     assert buffers.has_room() and buffers.buffered_bytes == 0
 
 
+def test_memory_another_stage_holds_makes_ingest_flush_earlier() -> None:
+    """The compactor's merge charged against the cap: the largest partition flushes sooner, no room meanwhile."""
+    o = PAYLOAD_OVERHEAD_BYTES
+    buffers = Buffers(flush_bytes=10_000, flush_interval_s=60, max_buffer_bytes=1000, clock=FakeClock())
+    big = buffers.partition("big", "r")
+    assert not buffers.append(big, b"b" * 300)
+    buffers.hold(600)
+    assert buffers.has_room() and buffers.buffered_bytes == 300 + o  # held memory is not "buffered"
+    assert buffers.append(big, b"b" * 100)  # 400 + 2 overheads + 600 held >= the cap
+    assert [x.app for x in buffers.due()] == ["big"] and not buffers.has_room()
+    buffers.hold(-600)
+    assert buffers.held_bytes == 0 and buffers.buffered_bytes == buffers.inflight_bytes
+    assert buffers.buffered_bytes == 400 + 2 * o + int(400 * ENCODE_WORKING_SET_RATIO)
+
+
 def test_payloads_store_back_to_back_and_read_back_exactly() -> None:
     payloads = Payloads([b"a", b"", b"bcd", b"{x}"])
     assert len(payloads) == 4 and payloads.nbytes == 7

@@ -48,6 +48,9 @@ def test_bucket_name_and_options_win() -> None:
         ("ARCHIVE_URL", "s3:///nobucket", "ARCHIVE_URL: expected s3://bucket"),
         ("NATS_URL", "http://x", "NATS_URL: expected nats://"),
         ("SUBJECT", "logs..x", "SUBJECT: expected a NATS subject"),
+        ("COMPACT_AFTER", "later", "COMPACT_AFTER: expected a duration"),
+        ("COMPACT_AFTER", "30s", "COMPACT_AFTER: must be at least FLUSH_INTERVAL (60s) or off"),
+        ("COMPACT_TARGET_BYTES", "0", "COMPACT_TARGET_BYTES: must be greater than 0"),
     ],
 )
 def test_config_errors_name_the_variable(name: str, value: str, expected: str) -> None:
@@ -56,6 +59,19 @@ def test_config_errors_name_the_variable(name: str, value: str, expected: str) -
     message = str(info.value)
     assert message.startswith(expected) and "\n" not in message
     assert "s3cr3t" not in message and "FlyV1" not in message
+
+
+def test_compact_after() -> None:
+    """On by default 10 minutes after the hour, never sooner than a flush interval, off on request."""
+    assert load_run_config({}, {}).compact_after_s == 600
+    assert load_run_config({}, {"FLUSH_INTERVAL": "15m"}).compact_after_s == 900  # the default follows
+    assert load_run_config({"compact_after": "off"}, {"COMPACT_AFTER": "20m"}).compact_after_s is None
+    assert load_run_config({}, {"COMPACT_AFTER": "OFF"}).compact_after_s is None
+    assert (
+        load_run_config({}, {"COMPACT_AFTER": "1h", "COMPACT_TARGET_BYTES": "64MiB"}).compact_after_s == 3600
+    )
+    assert load_run_config({}, {"COMPACT_TARGET_BYTES": "64MiB"}).compact_target_bytes == 64 << 20
+    assert load_run_config({}, {"COMPACT_AFTER": "2s", "FLUSH_INTERVAL": "2s"}).compact_after_s == 2
 
 
 def test_secrets_not_in_repr() -> None:

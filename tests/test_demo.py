@@ -49,7 +49,16 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     listing = out.split("$ archiver ls --archive demo-archive\n", 1)[1].split("\n$ ", 1)[0].split()
     assert sorted(listing) == sorted(DEMO_APPS)
 
-    # Every published message is in the archive exactly once.
+    # The service's compactor merged the previous hour's files (published during the first third).
+    compaction = re.search(r"^The service's compactor merged (\d+) small files of (\d+) closed app-hours", out,
+                           re.MULTILINE)  # fmt: skip
+    assert compaction is not None and int(compaction[2]) >= 1 and int(compaction[1]) > int(compaction[2]), out
+    hours = out.split("$ archiver ls --archive demo-archive --app sandwich --since 2h\n", 1)[1].split("\n\n")[
+        0
+    ]
+    assert len(hours.splitlines()) >= 3, hours  # the header, the previous hour and this one (or two)
+
+    # Every published message is in the archive exactly once (no file left that a compaction replaced).
     published = int(re.search(r"^published (\d+) messages", out, re.MULTILINE)[1])  # type: ignore[index]
     assert published >= 2000  # ~250/s for 10 s
     files = sorted((tmp_path / "demo-archive").rglob("*.parquet"))

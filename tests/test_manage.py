@@ -37,7 +37,8 @@ from archiver.codec.payloads import Payloads
 from archiver.config import ArchiveSettings
 from archiver.demo.loadgen import FlyLogGenerator
 from archiver.errors import StorageError
-from archiver.manage.compact import CompactStats, compact_archive, compact_partition, list_partitions
+from archiver.manage.compact import Compactor, CompactStats, compact_archive
+from archiver.manage.compact_plan import list_units
 from archiver.service.routing import app_region_from_subject
 from archiver.storage.interface import Storage
 from archiver.storage.open import open_storage
@@ -252,7 +253,7 @@ def test_interrupted_compactions(tmp_path: Path) -> None:
         with pytest.raises(StorageError):
             await compact_archive(storage, (), EVERYTHING[1], target)
 
-    asyncio.run(crash("put", 1, 20_000))  # first part of a group written, the next never
+    asyncio.run(crash("put_file", 1, 20_000))  # first part of a group written, the next never
     names = [f.key.rpartition("/")[2] for f in read_archive(settings)]
     assert any(parse_compact_name(n) for n in names) and any(not parse_compact_name(n) for n in names)
     exact()
@@ -274,21 +275,26 @@ def test_a_rival_compactor_with_an_older_view(tmp_path: Path) -> None:
     async def race() -> None:
         storage, rival = open_storage(settings), open_storage(settings)
         segment = (await listed_app_segments(storage))[0]
-        prefix, infos = next(iter((await list_partitions(storage, segment, EVERYTHING[1])).items()))
-        arrived, gate, real_put = asyncio.Event(), asyncio.Event(), rival.put
+        unit, infos = next(iter((await list_units(storage, [segment], EVERYTHING[1])).items()))
+        late = infos[-1].key
+        arrived, gate = asyncio.Event(), asyncio.Event()
+        real_list, real_put = rival.list, rival.put_file
 
-        async def held_put(key: str, data: bytes) -> None:
+        async def older_view(prefix: str) -> list[Any]:
+            return [i for i in await real_list(prefix) if i.key != late]  # listed before the late file came
+
+        async def held_put(key: str, path: str) -> None:
             arrived.set()
             await gate.wait()
-            await real_put(key, data)
+            await real_put(key, path)
 
-        rival.put = held_put  # type: ignore[method-assign]
-        slow = asyncio.ensure_future(compact_partition(rival, prefix, infos[:-1], 2**28, CompactStats()))
+        rival.list, rival.put_file = older_view, held_put  # type: ignore[method-assign]
+        slow = asyncio.ensure_future(Compactor(rival, str(tmp_path), 2**28).compact(unit))
         await arrived.wait()  # the rival has read all but the last file and is about to write
-        await compact_partition(storage, prefix, infos, 2**28, CompactStats())
+        assert (await Compactor(storage, str(tmp_path), 2**28).compact(unit)).outcome == "compacted"
         gate.set()
-        await slow
-        names = [i.key.rpartition("/")[2] for i in await storage.list(prefix)]
+        assert (await slow).outcome == "compacted"
+        names = [i.key.rpartition("/")[2] for i in await storage.list(unit.directory)]
         assert len(names) == 2 and all(parse_compact_name(n) for n in names)  # both groups are there
         await storage.close()
         await rival.close()

@@ -228,9 +228,9 @@ async def test_large_object_uses_multipart_and_is_create_only(
     multipart_calls: list[str] = []
     original = s3.S3Storage._put_multipart
 
-    async def spy(self: s3.S3Storage, key: str, full: str, data: bytes) -> None:
+    async def spy(self: s3.S3Storage, key: str, full: str, size: int, read: s3.Read) -> None:
         multipart_calls.append(key)
-        await original(self, key, full, data)
+        await original(self, key, full, size, read)
 
     monkeypatch.setattr(s3.S3Storage, "_put_multipart", spy)
     data = os.urandom(11 * 1024**2 + 123)
@@ -249,6 +249,47 @@ async def test_large_object_uses_multipart_and_is_create_only(
         finally:
             client.close()
         assert leftover == [], "the refused multipart upload must be aborted"
+
+
+async def test_put_file_and_get_file(
+    storage: Storage, settings: ArchiveSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Files in and out, create-only, a big one as a multipart upload; the source file is left as it was."""
+    monkeypatch.setattr(s3, "MULTIPART_THRESHOLD_BYTES", 6 * 1024**2)
+    monkeypatch.setattr(s3, "PART_SIZE_BYTES", 5 * 1024**2)
+    monkeypatch.setattr(s3, "GET_CHUNK_BYTES", 1024**2 + 7)
+    multipart_calls: list[str] = []
+    original = s3.S3Storage._put_multipart
+
+    async def spy(self: s3.S3Storage, key: str, full: str, size: int, read: s3.Read) -> None:
+        multipart_calls.append(key)
+        await original(self, key, full, size, read)
+
+    monkeypatch.setattr(s3.S3Storage, "_put_multipart", spy)
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.write_bytes(b"tiny")
+    big_data = os.urandom(11 * 1024**2 + 5)
+    big.write_bytes(big_data)
+    await storage.put_file("app=a/date=2026-11-24/small.parquet", str(small))
+    await storage.put_file("files/big", str(big))
+    assert await storage.get("app=a/date=2026-11-24/small.parquet") == b"tiny"
+    with pytest.raises(ObjectExistsError):
+        await storage.put_file("files/big", str(small))
+    small.unlink()  # the archive keeps its own copy (or link)
+    for key, want in (("app=a/date=2026-11-24/small.parquet", b"tiny"), ("files/big", big_data)):
+        out = tmp_path / f"out-{len(want)}"
+        await storage.get_file(key, str(out))
+        assert out.read_bytes() == want
+    assert big.read_bytes() == big_data
+    with pytest.raises(ObjectNotFoundError):
+        await storage.get_file("files/missing", str(tmp_path / "missing"))
+    results = await asyncio.gather(*(storage.put_file("race/file", str(big)) for _ in range(3)),
+                                   return_exceptions=True)  # fmt: skip
+    assert sum(r is None for r in results) == 1, results
+    assert all(isinstance(r, ObjectExistsError) for r in results if r is not None), results
+    assert await storage.list("files/") == [ObjectInfo("files/big", len(big_data))]
+    if settings.scheme == "s3":
+        assert multipart_calls == ["files/big", "race/file", "race/file", "race/file"]
 
 
 async def test_check_passes(storage: Storage) -> None:

@@ -69,6 +69,11 @@ from archiver.service.event_loop import run_async
     help=env_help("/health fails once storage has failed this long (default 2m).", "STORAGE_FAILURE_GRACE"),
 )
 @click.option(
+    "--compact-after",
+    help=env_help("Compact each app-hour into one file this long after it ended; off disables; at least "
+                   "FLUSH_INTERVAL (default 10m).", "COMPACT_AFTER"),
+)  # fmt: skip
+@click.option(
     "--jetstream-stream",
     help=env_help("Consume SUBJECT from this JetStream stream through a durable consumer (JETSTREAM_DURABLE, "
                    "default archiver), acking once archived.", "JETSTREAM_STREAM"),

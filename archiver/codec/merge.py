@@ -1,28 +1,42 @@
-"""Merging sorted archive files into sorted parts without decoding them all at once.
+"""Merging sorted archive files into sorted parts, a record batch at a time, whatever the partition's size.
 
-Decoded, a log row takes ~500 bytes of memory against ~20 compressed, so
-merging an hour by reading every file whole needs about 1.4x the hour's raw
-JSON. Instead only the timestamps are read up front (8 bytes a row); their
-stable sort fixes the global order, and the rows are then produced one row
-group at a time: every input is sorted, so the rows a row group takes from an
-input are the next ones of that input, read by a streaming cursor that is
-dropped once the input is used up. Memory: ~20 bytes a row, the compressed
-inputs, one compressed part and one row group decoded. Measured on one hour
-partition of 300,000 LogHub rows in 60 files: Arrow's peak allocation 84 MiB
-against 180 MiB decoding everything (32Ki-row groups would make it 27 MiB for
-1% bigger files).
+The inputs are local files (the compactor downloads them to a scratch
+directory first) and the parts are written to local files (it uploads them
+with :meth:`~archiver.storage.interface.Storage.put_file`), so nothing holds a
+whole input or a whole part in memory.
+
+A k-way merge in chunks. Every input is sorted by exact time; its footer's
+row-group minimum of ``timestamp`` bounds its first row from below. Inputs are
+opened in the order of those bounds, and only when the merge reaches them:
+files of different minutes of an hour do not overlap, so few are open at
+once. Each open input holds its current record batch. A chunk is every row
+earlier than the *frontier*, the smallest last time among the open inputs'
+batches: no row still unread (in an open input or one not opened, whose
+bound is past the frontier) can come before those rows, so the chunk is final
+once it is sorted. An input whose batch ends at the frontier reads its next
+batch when nothing else is earlier. Memory: one batch per open input (the
+batch size shrinks with how many inputs overlap in time, see
+:data:`OPEN_ROWS_BUDGET`), one chunk, and one row group being written
+(:data:`~archiver.codec.merge_parts.ROW_GROUP_BYTES`): the partition's size does not matter. A run of
+rows with one exact time is held whole (malformed rows of one batch share
+its receive time): at most one input file's rows.
 
 The order is that of concatenating the inputs in the given order and sorting
 by exact time (``timestamp``, then ``timestamp_nanos``) stably: equal times keep
-input order, then row order. An input that is not sorted (not written by
-archiver) is sorted in memory first. Inputs may be of schema v1 or v2; every
-part is written as v2 (a v1 input's region, from its key, is passed in).
+input order, then row order (rows of one time always fall in one chunk,
+sorted there stably in input order). An input found not sorted (not written
+by archiver) is read whole and sorted in memory, and the merge starts again.
+Inputs may be of schema v1 or v2; every part is written as v2 (a v1 input's
+region, from its key, is passed in). Parts have nearly equal row counts.
 """
 
 from __future__ import annotations
 
-import itertools
+import bisect
+import threading
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,152 +44,242 @@ import pyarrow.parquet as pq
 
 from archiver.archive import schema
 from archiver.archive.timestamps import table_ns, to_v2
-from archiver.codec.encode import COMPACT_COMPRESSION_LEVEL, ROW_GROUP_SIZE, open_writer
+from archiver.codec.encode import ROW_GROUP_SIZE
+from archiver.codec.merge_inputs import is_sorted, time_bounds
+from archiver.codec.merge_parts import ROW_GROUP_BYTES, MergedPart, PartWriter
 
-#: Rows decoded at once from one input.
+#: Most rows decoded at once from one input.
 BATCH_ROWS = 16 * 1024
+#: Fewest rows decoded at once from one input, however many overlap.
+MIN_BATCH_ROWS = 1024
+#: Rows decoded at once over the inputs that overlap in time (each open input's batch is this divided by
+#: the most inputs that overlap), so many overlapping inputs do not multiply the memory.
+OPEN_ROWS_BUDGET = 64 * 1024
+#: Readers' column-chunk buffers, the writer's pages and zstd contexts, Arrow's allocator slack.
+FIXED_WORKING_SET_BYTES = 48 * 1024**2
+_NO_BOUND = -(2**63)
+_NO_BOUND_HIGH = 2**63
+_EMPTY = schema.FILE_SCHEMA.remove_metadata().empty_table()
 
 
-def _stringish(kind: pa.DataType) -> bool:
-    if pa.types.is_dictionary(kind):
-        return _stringish(kind.value_type)
-    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+@dataclass(frozen=True, slots=True)
+class MergeInput:
+    """One input file, and the region of a v1 input (from its key; None for v2)."""
+
+    path: str
+    region: str | None = None
 
 
-def schema_problem(file_schema: pa.Schema, *, exact: bool = False) -> str | None:
-    """Why a Parquet file is not an archive file, from its schema; None when it is one.
+class _Sorted:
+    """Index access to a sorted int64 (chunked) array for :func:`bisect.bisect_left`."""
 
-    An archive file has a timestamp column, an integer ``timestamp_nanos`` if
-    any, and string columns. ``exact`` (for compaction, which rewrites and then
-    deletes its inputs) also wants every column of schema v1 or v2 and no
-    other, so no foreign data is dropped or converted.
-    """
-    names = file_schema.names
-    if schema.TIMESTAMP not in names or not pa.types.is_timestamp(file_schema.field(schema.TIMESTAMP).type):
-        return "not an archive file (no timestamp column)"
-    for field in file_schema:
-        if field.name == schema.TIMESTAMP_NANOS:
-            if not pa.types.is_integer(field.type):
-                return f"not an archive file (column {field.name} is {field.type})"
-        elif (
-            field.name in schema.FILE_SCHEMA.names
-            and field.name != schema.TIMESTAMP
-            and not _stringish(field.type)
-        ):
-            return f"not an archive file (column {field.name} is {field.type})"
-    if exact and sorted(names) not in (sorted(schema.FILE_SCHEMA.names), sorted(schema.V1_COLUMNS)):
-        return f"not an archive file of schema v1 or v2 (columns {', '.join(names)})"
-    return None
+    __slots__ = ("values",)
+
+    def __init__(self, values: Any) -> None:
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index: int) -> int:
+        return int(self.values[index].as_py())
 
 
-def input_problem(data: bytes) -> str | None:
-    """Why one compaction input cannot be merged without losing or altering data; None when it can."""
-    try:
-        metadata = pq.read_metadata(pa.BufferReader(data))
-        return schema_problem(metadata.schema.to_arrow_schema(), exact=True)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        return (str(exc).splitlines() or [type(exc).__name__])[0]
+class _Source:
+    """One input being merged: its pending rows (schema v2) and their exact times."""
 
+    def __init__(self, index: int, item: MergeInput, metadata: pq.FileMetaData) -> None:
+        self.index = index
+        self.item = item
+        self.rows: int = metadata.num_rows
+        low, high = time_bounds(metadata)
+        self.low_ns: int = _NO_BOUND if low is None else low
+        self.high_ns: int = _NO_BOUND_HIGH if high is None else high
+        self.loaded: int = 0
+        self.table: pa.Table | None = None  # a foreign input, not sorted: read whole and sorted
+        self._batches: Iterator[pa.RecordBatch] | None = None
+        self.buffer = _EMPTY
+        self.stamps: Any = pa.chunked_array([], pa.int64())
+        self.last_ns = _NO_BOUND
 
-def _normal(table: pa.Table, region: str | None) -> pa.Table:
-    return to_v2(table, region)
-
-
-def is_sorted(stamps: pa.Array | pa.ChunkedArray) -> bool:
-    """Whether timestamps never decrease."""
-    return len(stamps) < 2 or bool(
-        pc.all(pc.less_equal(stamps.slice(0, len(stamps) - 1), stamps.slice(1))).as_py()
-    )
-
-
-class _Cursor:
-    """Streams one input's rows in order, a batch at a time."""
-
-    def __init__(self, source: pa.Buffer, table: pa.Table | None, region: str | None) -> None:
-        self.region = region
-        if table is not None:  # an input that was not sorted, sorted in memory
-            self.batches: Iterator[pa.RecordBatch] = iter(table.to_batches(BATCH_ROWS))
+    def open(self, batch_rows: int) -> None:
+        """Start reading (the sorted table of a foreign input, else the file a batch at a time)."""
+        if self.table is not None:
+            self._batches = iter(self.table.to_batches(batch_rows))
         else:
-            self.batches = pq.ParquetFile(pa.BufferReader(source)).iter_batches(BATCH_ROWS, use_threads=False)
-        self.pending: pa.Table | None = None
+            parquet = pq.ParquetFile(self.item.path, buffer_size=1024**2)
+            self._batches = parquet.iter_batches(batch_rows, use_threads=False)
 
-    def take(self, count: int) -> pa.Table:
-        parts = [] if self.pending is None else [self.pending]
-        have = 0 if self.pending is None else self.pending.num_rows
-        while have < count:
-            batch = next(self.batches)
-            parts.append(_normal(pa.Table.from_batches([batch]), self.region))
-            have += batch.num_rows
-        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        self.pending = table.slice(count) if have > count else None
-        return table.slice(0, count)
+    @property
+    def more(self) -> bool:
+        """Whether rows remain unread in the file."""
+        return self.loaded < self.rows
+
+    def load(self) -> bool:
+        """Append the next batch to the pending rows; False when the input turns out not sorted."""
+        assert self._batches is not None
+        batch = next(self._batches, None)
+        if batch is None:  # fewer rows than the footer said: nothing more to read
+            self.loaded = self.rows
+            return True
+        self.loaded += batch.num_rows
+        table = to_v2(pa.Table.from_batches([batch]), self.item.region)
+        stamps = table_ns(table)
+        if len(stamps) and (not is_sorted(stamps) or int(stamps[0].as_py()) < self.last_ns):
+            return False
+        if len(stamps):
+            self.last_ns = int(stamps[len(stamps) - 1].as_py())
+        self.buffer = pa.concat_tables([self.buffer, table])
+        self.stamps = pa.chunked_array([*self.stamps.chunks, *_chunks(stamps)], pa.int64())
+        return True
+
+    def take_before(self, frontier_ns: float) -> tuple[pa.Table, Any]:
+        """Remove and return the pending rows earlier than ``frontier_ns`` (and their times)."""
+        count = len(self.stamps) if frontier_ns == float("inf") else bisect.bisect_left(
+            _Sorted(self.stamps), frontier_ns)  # fmt: skip
+        taken = self.buffer.slice(0, count), self.stamps.slice(0, count)
+        if count == len(self.stamps):
+            self._empty()  # a zero-length slice would still hold the batch's buffers
+        else:
+            self.buffer, self.stamps = self.buffer.slice(count), self.stamps.slice(count)
+        return taken
+
+    def _empty(self) -> None:
+        self.buffer = _EMPTY
+        self.stamps = pa.chunked_array([], pa.int64())
+
+    def close(self) -> None:
+        """Drop the reader and what it holds."""
+        self._batches = None
+        self.table = None
+        self._empty()
 
 
-def _stable_sort(table: pa.Table) -> pa.Table:
-    return table.take(pc.sort_indices(table_ns(table)))
+def _chunks(values: Any) -> list[pa.Array]:
+    return list(values.chunks) if isinstance(values, pa.ChunkedArray) else [values]
 
 
-class Merger:
-    """The inputs' rows in merged order, written as parts of nearly equal row counts."""
+def _max_overlap(sources: Sequence[_Source]) -> int:
+    """The most inputs whose time bounds overlap at one moment (1 when none do)."""
+    events = []
+    for source in sources:
+        events += [(source.low_ns, 0), (source.high_ns, 1)]  # opens before closes at one time: they overlap
+    depth = best = 0
+    for _, kind in sorted(events):
+        depth += 1 if kind == 0 else -1
+        best = max(best, depth)
+    return max(1, best)
+
+
+class FileMerge:
+    """The rows of sorted input files in merged order, written as parts of nearly equal row counts."""
 
     def __init__(
-        self, sources: Sequence[bytes], metadata: Mapping[bytes, bytes], regions: Sequence[str | None] = ()
+        self,
+        inputs: Sequence[MergeInput],
+        metadata: Mapping[bytes, bytes],
+        stop: threading.Event | None = None,
     ) -> None:
-        """``regions``: per input, the region of a v1 input (from its key); None (or nothing) for v2 ones."""
-        self.sources = [pa.py_buffer(s) for s in sources]
+        """Read the inputs' footers; ``metadata`` is added to every part's, ``stop`` abandons the merge."""
+        self.inputs = list(inputs)
         self.metadata = metadata
-        self.regions = list(regions) or [None] * len(sources)
-        #: Inputs not sorted by timestamp (not written by archiver), decoded and sorted up front.
-        self.sorted_tables: dict[int, pa.Table] = {}
-        stamps = []
-        for i, source in enumerate(self.sources):
-            names = pq.read_schema(pa.BufferReader(source)).names
-            columns = [n for n in (schema.TIMESTAMP, schema.TIMESTAMP_NANOS) if n in names]
-            column = table_ns(pq.read_table(pa.BufferReader(source), columns=columns))
-            if not is_sorted(column):
-                table = _stable_sort(_normal(pq.read_table(pa.BufferReader(source)), self.regions[i]))
-                self.sorted_tables[i] = table
-                column = table_ns(table)
-            stamps.append(column)
-        self.rows = sum(len(s) for s in stamps)
-        # For each position of the merged order, the input its row comes from.
-        lengths = [len(s) for s in stamps if len(s)]
-        ends = pa.array(list(itertools.accumulate(lengths)), pa.int32())
-        inputs = pa.array([i for i, s in enumerate(stamps) if len(s)], pa.int32())
-        ids = pc.run_end_decode(pa.RunEndEncodedArray.from_arrays(ends, inputs))
-        merged = pa.chunked_array([c for s in stamps for c in s.chunks], pa.int64())
-        self.order = ids.take(pc.sort_indices(merged))
-        self.cursors: dict[int, _Cursor] = {}
-        self.left = [len(s) for s in stamps]
+        self.stop = stop or threading.Event()
+        self.footers = [pq.read_metadata(item.path) for item in self.inputs]
+        self.rows = sum(f.num_rows for f in self.footers)
+        #: Inputs found not sorted (read whole and sorted in memory on the next attempt).
+        self.unsorted: set[int] = set()
+        sources = [
+            _Source(i, item, f) for i, (item, f) in enumerate(zip(self.inputs, self.footers, strict=True))
+        ]
+        self.batch_rows = max(MIN_BATCH_ROWS, min(BATCH_ROWS, OPEN_ROWS_BUDGET // _max_overlap(sources)))
 
-    def _rows(self, lo: int, hi: int) -> pa.Table:
-        counts = pc.value_counts(self.order.slice(lo, hi - lo)).to_pylist()
-        tables = []
-        for item in sorted(counts, key=lambda c: c["values"]):
-            index = item["values"]
-            cursor = self.cursors.get(index)
-            if cursor is None:
-                cursor = self.cursors[index] = _Cursor(
-                    self.sources[index], self.sorted_tables.get(index), self.regions[index]
-                )
-            tables.append(cursor.take(item["counts"]))
-            self.left[index] -= item["counts"]
-            if not self.left[index]:
-                # Done with this input: its reader holds a decoded row group, its source the bytes.
-                del self.cursors[index]
-                self.sources[index] = pa.py_buffer(b"")
-                self.sorted_tables.pop(index, None)
-        # Stable: equal times keep input order, as in the merged order.
-        return _stable_sort(pa.concat_tables(tables)) if tables else schema.FILE_SCHEMA.empty_table()
+    @property
+    def working_set_bytes(self) -> int:
+        """Memory the merge needs at most, estimated from the footers (charged against the memory cap)."""
+        decoded = sum(_decoded_bytes(f) for f in self.footers)
+        row_bytes = decoded / max(1, self.rows)
+        group = min(decoded, ROW_GROUP_BYTES, int(ROW_GROUP_SIZE * row_bytes))
+        # Open batches, the chunk cut from them and its sorted copy.
+        open_rows = min(self.rows, OPEN_ROWS_BUDGET + self.batch_rows)
+        return int(FIXED_WORKING_SET_BYTES + group + 3 * open_rows * row_bytes)
 
-    def part(self, index: int, count: int) -> bytes:
-        """Part ``index`` (0-based, parts taken in order) of ``count``, as one file at the compaction level."""
-        lo, hi = index * self.rows // count, (index + 1) * self.rows // count
-        sink = pa.BufferOutputStream()
-        writer = open_writer(sink, COMPACT_COMPRESSION_LEVEL, self.metadata)
-        for start in range(lo, max(hi, lo + 1), ROW_GROUP_SIZE):
-            writer.write_table(
-                self._rows(start, min(start + ROW_GROUP_SIZE, hi)), row_group_size=ROW_GROUP_SIZE
-            )
-        writer.close()
-        return bytes(sink.getvalue().to_pybytes())
+    def write_parts(self, paths: Sequence[str]) -> list[MergedPart] | None:
+        """Write ``len(paths)`` parts to ``paths`` in order; None when stopped (parts left half-written)."""
+        while True:
+            found = len(self.unsorted)
+            parts = self._attempt(paths)
+            if parts is not None or self.stop.is_set() or len(self.unsorted) == found:
+                return parts
+
+    def _attempt(self, paths: Sequence[str]) -> list[MergedPart] | None:
+        count, sorted_whole = len(paths), len(self.unsorted)
+        sources = [
+            _Source(i, item, f) for i, (item, f) in enumerate(zip(self.inputs, self.footers, strict=True))
+        ]
+        for index in self.unsorted:
+            source = sources[index]
+            table = to_v2(pq.read_table(source.item.path), source.item.region)
+            source.table = table.take(pc.sort_indices(table_ns(table)))
+            stamps = table_ns(source.table)
+            source.low_ns = int(stamps[0].as_py()) if len(stamps) else _NO_BOUND
+        writer = PartWriter(paths, [(i * self.rows // count, (i + 1) * self.rows // count) for i in range(count)],
+                             self.metadata)  # fmt: skip
+        try:
+            for chunk in self._chunks(sources):
+                if self.stop.is_set():
+                    return None
+                writer.add(chunk)
+            if len(self.unsorted) > sorted_whole or self.stop.is_set():
+                return None  # an input turned out not sorted: start again with it sorted in memory
+            return writer.finish()
+        finally:
+            writer.close()
+            for source in sources:
+                source.close()
+
+    def _chunks(self, sources: list[_Source]) -> Iterator[pa.Table]:
+        """The merged rows in order, a chunk at a time (see the module docstring)."""
+        waiting = sorted((s for s in sources if s.rows), key=lambda s: s.low_ns, reverse=True)
+        active: list[_Source] = []
+        while True:
+            for done in [s for s in active if not s.more and not s.buffer.num_rows]:
+                done.close()  # its reader holds buffers and decompression contexts until dropped
+                active.remove(done)
+            if not active and not waiting:
+                return
+            # Every row before the frontier is pending in an open input: later rows of an open input come
+            # after its last row read, and an input not opened starts at its lower bound or later.
+            read_to = min((s.last_ns for s in active if s.more), default=float("inf"))
+            next_low = waiting[-1].low_ns if waiting else float("inf")
+            frontier = min(read_to, next_low)
+            taken = [piece for piece in (s.take_before(frontier) for s in active) if piece[0].num_rows]
+            if len(taken) == 1:
+                yield taken[0][0]
+            elif taken:
+                stamps = pa.chunked_array([c for _, st in taken for c in st.chunks], pa.int64())
+                yield pa.concat_tables([t for t, _ in taken]).take(pc.sort_indices(stamps))
+            elif next_low <= read_to:
+                source = waiting.pop()  # it may hold rows at the frontier: open it
+                source.open(self.batch_rows)
+                if not self._load(source):
+                    return
+                active.append(source)
+                active.sort(key=lambda s: s.index)
+            else:
+                # Every pending row is at the frontier: read on in the inputs whose batch ends there.
+                for source in active:
+                    if source.more and source.last_ns == frontier and not self._load(source):
+                        return
+
+    def _load(self, source: _Source) -> bool:
+        if source.load():
+            return True
+        self.unsorted.add(source.index)
+        return False
+
+
+def _decoded_bytes(footer: pq.FileMetaData) -> int:
+    """Arrow bytes of a file's rows, judged by its uncompressed column chunks (dictionaries decode to strings)."""
+    encoded = sum(footer.row_group(g).total_byte_size for g in range(footer.num_row_groups))
+    # Dictionary-encoded columns (region, instance, host, ...) take a few bytes a row encoded, ~20 decoded.
+    return int(encoded + footer.num_rows * 24 * len(schema.DICTIONARY_COLUMNS))

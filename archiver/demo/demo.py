@@ -2,6 +2,10 @@
 
 The archiver runs in this process exactly as ``archiver run`` would (the same
 :class:`~archiver.service.pipeline.Service`), fed by :func:`archiver.demo.publish.publish`.
+Part of the logs, published during the first third of the run, carry times of
+the previous hour (as a backfill or a late machine would), and COMPACT_AFTER
+is short, so the service's compactor merges that closed hour's small files
+into one file per app while the demo runs; the demo prints what it did.
 When the publishing ends (``--duration``, or Ctrl-C with ``--keep-running``)
 the archiver stops as on SIGTERM, flushing everything, and the demo then runs
 ``archiver query`` and ``archiver ls`` as a user would, in subprocesses, so
@@ -22,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from archiver.archive.layout import NS_PER_HOUR
 from archiver.config import RunConfig
 from archiver.demo.corpus import APP_NAMES
 from archiver.demo.loadgen import FlyLogGenerator
@@ -41,6 +46,11 @@ APPS, REGIONS, INSTANCES = 4, 3, 2
 RATE_PER_S = 250.0
 #: Short, so files appear while the demo runs (the production default is 60s).
 FLUSH_INTERVAL = "2s"
+#: Short, so the previous hour is compacted while the demo runs (the production default is 10m).
+COMPACT_AFTER = "2s"
+#: Logs of the previous hour, published during the first third of the run (at most this long).
+BACKFILL_RATE_PER_S = 100.0
+BACKFILL_MAX_S = 10.0
 PROGRESS_EVERY_S = 5.0
 QUERY_TAIL = 20
 
@@ -55,6 +65,11 @@ class Outcome:
     files: int = 0
     bytes: int = 0
     dropped: int = 0
+    compacted: int = 0
+    files_in: int = 0
+    bytes_in: int = 0
+    files_out: int = 0
+    bytes_out: int = 0
 
 
 def _say(line: str) -> None:
@@ -83,6 +98,7 @@ def make_config(archive: str | None, http_port: str | None, nats_url: str) -> Ru
         "nats_url": nats_url,
         "archive_url": archive or DEFAULT_ARCHIVE,
         "flush_interval": FLUSH_INTERVAL,
+        "compact_after": COMPACT_AFTER,
         "spool_dir": DEFAULT_SPOOL,
         "http_port": http_port or str(free_port()),
         "http_host": HOST,
@@ -145,9 +161,16 @@ async def run_archiver_and_publish(config: RunConfig, duration_s: float | None, 
         publisher = asyncio.create_task(
             publish(config.nats_url, generator, RATE_PER_S, duration_s, stop=stop_publishing)
         )
+        hour = time.time_ns() // NS_PER_HOUR * NS_PER_HOUR - NS_PER_HOUR
+        earlier = FlyLogGenerator(seed=53, apps=APPS, regions=REGIONS, instances=INSTANCES, start_ns=hour,
+                                  span_ns=NS_PER_HOUR - 1)  # fmt: skip
+        backfill_s = min(BACKFILL_MAX_S, (duration_s or BACKFILL_MAX_S * 3) / 3)
+        backfill = asyncio.create_task(
+            publish(config.nats_url, earlier, BACKFILL_RATE_PER_S, backfill_s, stop=stop_publishing)
+        )
         await asyncio.wait({publisher, service_task}, return_when=asyncio.FIRST_COMPLETED)
         stop_publishing.set()  # when the service failed first, the publisher must not go on alone
-        outcome.published = await publisher
+        outcome.published = await publisher + await backfill
         # publish() flushed to the server; wait (briefly) for delivery before draining.
         deadline = time.monotonic() + 10
         while service.stats.messages_received < outcome.published and time.monotonic() < deadline:
@@ -167,6 +190,10 @@ async def run_archiver_and_publish(config: RunConfig, duration_s: float | None, 
             outcome.received, outcome.archived = s.messages_received, s.messages_archived
             outcome.files, outcome.bytes = s.files_written, s.bytes_written
             outcome.dropped = sum(s.dropped.values())
+            if service.compactor is not None:
+                c = service.compactor.stats
+                outcome.compacted, outcome.files_in, outcome.bytes_in = c.compactions, c.files_in, c.bytes_in
+                outcome.files_out, outcome.bytes_out = c.files_out, c.bytes_out
 
 
 def _show(command: list[str]) -> None:
@@ -201,12 +228,15 @@ def run_demo(duration: str, keep_running: bool, archive: str | None, http_port: 
     app = APP_NAMES[0]  # the busiest of the generator's apps
     _show(["query", *archive_arg, "--app", app, "--since", "10m", "--tail", str(QUERY_TAIL)])
     _show(["ls", *archive_arg])
-    _show(["ls", *archive_arg, "--app", app])
+    _show(["ls", *archive_arg, "--app", app, "--since", "2h"])
 
     cmd = _archiver_command()
     print(f"\npublished {outcome.published} messages; archived {outcome.archived} in {outcome.files} Parquet "
           f"files ({format_bytes(outcome.bytes)}) under {shown_archive}; wall time "
           f"{time.monotonic() - began:.1f} s")  # fmt: skip
+    print(f"The service's compactor merged {outcome.files_in} small files of {outcome.compacted} closed app-hours "
+          f"(the previous hour's logs) into {outcome.files_out}: {format_bytes(outcome.bytes_in)} -> "
+          f"{format_bytes(outcome.bytes_out)}.")  # fmt: skip
     print("Log text: LogHub samples (https://github.com/logpai/loghub), see archiver/demo/sample/README.md.")
     print("\nTry next:")
     print(f"  {cmd} query --archive {shlex.quote(shown_archive)} --app {APP_NAMES[1]} --since 1h "

@@ -1,29 +1,40 @@
-"""``archiver compact``: merge the many small files of each closed app-hour into one sorted file.
+"""Compaction: merge the many small files of each closed app-hour into one sorted file (``archiver compact`` and the service).
 
-Design. The unit is one *app-hour*: every file of one app (as keys give it
-back) in one UTC hour, all regions: the v2 files under ``app=X/date=D/YYYYMMDDTHH``
-and any v1 files under ``app=X1/date=D/hour=HH/region=*/`` (X1, the app's v1
-segment, differs from X for some names). It is *closed* once its hour ended
-by ``--before`` (default 2 hours ago) and by now: an hour still running is
-never touched. A late file is merged by the next run. Each closed app-hour
-whose listing, resolved by :func:`archiver.archive.supersede.resolve` (what a
-query would read), is anything but one complete v2 compaction is compacted:
+Design. The unit is one *app-hour* (:class:`~archiver.manage.compact_plan.WorkUnit`):
+every file of one app (as keys give it back) in one UTC hour, all regions,
+v2 files under ``app=X/date=D/YYYYMMDDTHH`` and v1 files under
+``app=X1/date=D/hour=HH/region=*/``. It is *closed* once its hour ended
+(``archiver compact --before``: by ``min(--before, now)``; the service:
+COMPACT_AFTER ago); an hour still running is never touched, a late file is
+merged by the next run. A unit whose listing, resolved by
+:func:`archiver.archive.supersede.resolve` (what a query would read), is
+anything but one complete v2 compaction goes through these steps, each a
+function here so that issue 14's table commit slots in between *put* and
+*delete*:
 
-1. merge the live files in the order of concatenating them by relative name
-   and sorting by exact time, stably; v1 inputs become schema v2 on the way
-   (their region from the key), keeping the app value readers saw for them;
-2. split into ``ceil(rows / rows_per_file)`` equal parts, ``rows_per_file``
-   estimated from the inputs' compressed bytes per row so each part stays
-   under ``COMPACT_TARGET_BYTES``;
-3. write each part create-only, at :data:`archiver.codec.encode.COMPACT_COMPRESSION_LEVEL`,
-   as ``app=X/date=D/<YYYYMMDDTHH>-c-<digest>-<part>of<count>.parquet``
-   (``digest`` hashes the sorted input names), with the key-value metadata
-   ``archiver.replaces`` listing every file superseded (transitively; names
-   relative to ``app=X/date=D/``, v1 inputs as ``hour=HH/region=R/<name>``);
-4. only then delete the inputs, and any compacted file whose own replaced set
-   lies within the new one (leftovers of an earlier crash or a slower compactor).
+1. :func:`~archiver.manage.claims.acquire` a claim (skip the unit if another
+   process holds it), then list the unit again: the view the work is done on;
+2. :func:`read_replaced`: fetch one part of every compacted group and read its
+   ``archiver.replaces``; :func:`~archiver.manage.compact_plan.decide` then says
+   what is live (or that only a crash's leftovers need deleting);
+3. :func:`fetch_inputs`: download the live files to a scratch directory, and
+   refuse the unit if any is not an archive file of schema v1 or v2;
+4. :func:`merge_inputs`: the streaming merge (:class:`~archiver.codec.merge.FileMerge`,
+   in a worker thread) in the order of concatenating the inputs by relative
+   name and sorting by exact time, stably, into ``ceil(rows / rows_per_file)``
+   parts (``rows_per_file`` from the inputs' bytes per row, so each stays under
+   ``COMPACT_TARGET_BYTES``) at zstd level
+   :data:`~archiver.codec.encode.COMPACT_COMPRESSION_LEVEL`, named
+   ``<YYYYMMDDTHH>-c-<digest>-<part>of<count>.parquet`` (``digest`` hashes the
+   sorted input names), each carrying ``archiver.replaces``: every file
+   superseded, transitively (names relative to ``app=X/date=D/``);
+5. :func:`put_outputs`: upload every part create-only (:meth:`Storage.put_file`);
+6. (issue 14: commit the removal of the inputs and the addition of the parts);
+7. :func:`delete_inputs`: only then delete the inputs, and any compacted file
+   whose replaced set lies within the new one;
+8. :func:`~archiver.manage.claims.release` the claim.
 
-Why this never loses or duplicates a row:
+Why this never loses or duplicates a row (claims or not):
 
 * Crash anywhere, then rerun: the same listing gives the same inputs, hence the
   same names; a part already written is skipped (``ObjectExistsError``); a
@@ -33,48 +44,150 @@ Why this never loses or duplicates a row:
 * A query listing in the middle applies the same rule, so it reads either the
   inputs or the complete group, never both; a file deleted between its listing
   and its read makes it re-list that hour before printing any of it.
-* Two compactors at once: with the same view they write the same names (the
-  second write is refused and ignored); with different views (a late file
-  arrived in between) the group that replaces more wins in every reader, and
-  the next run deletes the other.
+* Two compactors at once (a lease expired): with the same view they write the
+  same names (the second write is refused and ignored); with different views
+  (a late file arrived in between) the group that replaces more wins in every
+  reader, and the next run deletes the other.
 
-Memory: one app-hour at a time, merged by :class:`archiver.codec.merge.Merger`
-(timestamps first, then a row group at a time): peak 242 MiB for 300,000 rows.
+Memory does not grow with the unit: inputs and parts are files, merged a
+record batch at a time (:mod:`archiver.codec.merge`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import shutil
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from archiver.archive.escaping import decoded_values, value_segment
-from archiver.archive.layout import hour_prefix, hour_start_ns, parse_key
-from archiver.archive.navigator import app_selection, files_of_days, select_apps
-from archiver.archive.supersede import (
-    compact_name,
-    groups_of,
-    input_digest,
-    replaced_names,
-    replaces_metadata,
-    resolve,
-    superseded_by,
+from archiver.archive.navigator import app_selection
+from archiver.manage import claims
+from archiver.manage.compact_plan import UnitFiles, WorkUnit, decide, list_unit, list_units, needs_work
+from archiver.manage.compact_steps import (
+    Work,
+    delete_inputs,
+    fetch_inputs,
+    merge_inputs,
+    put_outputs,
+    read_replaced,
 )
-from archiver.codec.merge import Merger, input_problem
-from archiver.errors import ObjectExistsError, ObjectNotFoundError
 from archiver.storage.interface import ObjectInfo, Storage
 
-#: Concurrent GETs of one partition's inputs, and concurrent date listings.
-FETCH_CONCURRENCY = 16
-
 _log = logging.getLogger("archiver.compact")  # the name it had before the move: users filter on it
+T = TypeVar("T")
 Say = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class UnitResult:
+    """What compacting one unit did: ``outcome`` is compacted, cleaned, done, claimed, skipped, vanished or stopped."""
+
+    unit: WorkUnit
+    outcome: str
+    files_in: int = 0
+    bytes_in: int = 0
+    files_out: int = 0
+    bytes_out: int = 0
+    rows: int = 0
+    deleted: int = 0
+    seconds: float = 0.0
+    #: Why a unit was skipped: ``<key>: <reason>`` for each file that cannot be merged.
+    problems: list[str] = field(default_factory=list)
+
+
+class Compactor:
+    """Runs the steps for one unit at a time (the service's stage and ``archiver compact`` both use it)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        scratch_dir: str,
+        target_bytes: int,
+        *,
+        executor: Executor | None = None,
+        charge: Callable[[int], None] | None = None,
+    ) -> None:
+        """``executor`` runs the blocking work (footers, the merge); ``charge(+n)``/``charge(-n)`` around a merge."""
+        self.storage = storage
+        self.scratch_dir = scratch_dir
+        self.target_bytes = target_bytes
+        self.executor = executor
+        self.charge = charge
+        self.owner = claims.Owner.of_this_process()
+        #: Set to abandon the unit in progress (shutdown): the merge stops at its next batch.
+        self.stop = threading.Event()
+        #: CPU seconds of the blocking work (footers, the merge, writing parts), in its threads.
+        self.cpu_seconds = 0.0
+
+    async def blocking(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(*args)`` off the event loop (its thread's CPU time is added to :attr:`cpu_seconds`)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._timed, function, *args)
+
+    def _timed(self, function: Callable[..., T], *args: Any) -> T:
+        started = time.thread_time()
+        try:
+            return function(*args)
+        finally:
+            self.cpu_seconds += time.thread_time() - started
+
+    async def compact(self, unit: WorkUnit, infos: Sequence[ObjectInfo] | None = None) -> UnitResult:
+        """Compact ``unit`` (already listed as ``infos``, or not): claim, list, decide, merge, put, delete, release."""
+        if infos is not None and not needs_work(infos):
+            return UnitResult(unit, "done")
+        claim = await claims.acquire(self.storage, unit, self.owner)
+        if claim is None:
+            return UnitResult(unit, "claimed")
+        claimed_ns, began = time.time_ns(), time.monotonic()
+        try:
+            files = UnitFiles(await list_unit(self.storage, unit))  # the view the work is done on
+            directory = await self.blocking(tempfile.mkdtemp, "", "unit-", self.scratch_dir)
+            try:
+                result = await self._steps(Work(unit, files, directory))
+            finally:
+                await self.blocking(shutil.rmtree, directory, True)
+        finally:
+            await claims.release(self.storage, claim)
+        result.seconds = time.monotonic() - began
+        if result.outcome in ("compacted", "cleaned"):
+            # One line per app-hour; the claim's times show that no two processes worked on it at once.
+            fields = {"app": unit.app, "hour": unit.when, "files_in": result.files_in, "bytes_in": result.bytes_in,
+                      "files_out": result.files_out, "bytes_out": result.bytes_out, "rows": result.rows,
+                      "deleted": result.deleted, "seconds": round(result.seconds, 3), "owner": self.owner.token,
+                      "claimed_ns": claimed_ns, "released_ns": time.time_ns()}  # fmt: skip
+            _log.info(result.outcome, extra={"fields": fields})
+        return result
+
+    def _refused(self, work: Work) -> UnitResult:
+        """The result of a unit left as it is: stopped, a file vanished, or files that cannot be merged."""
+        if self.stop.is_set() and not work.problems:
+            return UnitResult(work.unit, "stopped")
+        return UnitResult(work.unit, "vanished" if work.vanished else "skipped", problems=work.problems)
+
+    async def _steps(self, work: Work) -> UnitResult:
+        unit = work.unit
+        if not needs_work(ObjectInfo(k, 0) for k in work.files.keys.values()):
+            return UnitResult(unit, "done")
+        if not await read_replaced(self, work):
+            return self._refused(work)
+        work.decision = decide(work.files.names, work.replaces)
+        if not work.decision.merge:
+            await self.storage.delete([work.files.keys[n] for n in work.decision.garbage])
+            return UnitResult(unit, "cleaned", deleted=len(work.decision.garbage))
+        if not await fetch_inputs(self, work) or not await merge_inputs(self, work):
+            return self._refused(work)
+        await put_outputs(self.storage, work)
+        # Issue 14: the table commit (remove every input, add every part) goes here, between put and delete.
+        deleted = await delete_inputs(self.storage, work)
+        live = work.decision.merge
+        return UnitResult(unit, "compacted", files_in=len(live), bytes_in=sum(work.files.sizes[n] for n in live),
+                          files_out=len(work.parts), bytes_out=sum(p.size for p in work.parts),
+                          rows=sum(p.rows for p in work.parts), deleted=deleted)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -91,26 +204,30 @@ class CompactStats:
     deleted: int = 0
     skipped: int = 0
 
+    def add(self, result: UnitResult) -> None:
+        """Count one unit's result."""
+        self.partitions += 1
+        self.compacted += result.outcome == "compacted"
+        self.skipped += result.outcome in ("skipped", "vanished", "claimed")
+        self.files_in += result.files_in
+        self.bytes_in += result.bytes_in
+        self.files_out += result.files_out
+        self.bytes_out += result.bytes_out
+        self.rows += result.rows
+        self.deleted += result.deleted
 
-async def list_partitions(
-    storage: Storage, app_segment: str, before_ns: int, since_ns: int = 0
-) -> dict[str, list[ObjectInfo]]:
-    """Files of each app-hour ended in ``(since_ns, before_ns]`` of the app(s) one listed segment holds.
 
-    Keyed by the app-hour's v2 hour prefix (where its compacted files go); the
-    files of that app under its other-layout segment are included.
-    """
-    selection = select_apps(decoded_values(app_segment))
-    out: dict[str, list[ObjectInfo]] = {}
-    # An hour ended by before_ns is one that started before the start of before_ns's hour.
-    for segment in selection.segments:
-        found = await files_of_days(
-            storage, segment, since_ns, hour_start_ns(before_ns), FETCH_CONCURRENCY, selection
-        )
-        for file in found:
-            prefix = hour_prefix(value_segment(file.app), file.hour_ns)
-            out.setdefault(prefix, []).append(ObjectInfo(file.key, file.size))
-    return dict(sorted(out.items()))
+def describe(result: UnitResult) -> list[str]:
+    """The lines a unit's result is reported with (none when there is nothing to say)."""
+    r = result
+    if r.outcome == "compacted":
+        return [f"{r.unit.label}  {r.files_in} files {r.bytes_in} B -> {r.files_out} file(s) {r.bytes_out} B, "
+                f"{r.rows} rows"]  # fmt: skip
+    if r.outcome == "skipped":
+        return [f"warning: skipped {p} (its app-hour is left as it is)" for p in r.problems]
+    if r.outcome == "claimed":
+        return [f"{r.unit.label}  skipped: another process is compacting it"]
+    return []
 
 
 async def compact_archive(
@@ -121,180 +238,23 @@ async def compact_archive(
     say: Say | None = None,
     now_ns: int | None = None,
 ) -> CompactStats:
-    """Compact every closed app-hour of ``apps`` (every app when empty); see the module docstring.
+    """Compact every closed app-hour of ``apps`` (every app when empty), oldest hour of each app first.
 
     Closed: ended by ``min(before_ns, now_ns)`` (``now_ns`` defaults to the clock).
     """
     stats = CompactStats()
     before_ns = min(before_ns, time.time_ns() if now_ns is None else now_ns)
-    done: set[str] = set()
-    for segment in (await app_selection(storage, apps)).segments:
-        for prefix, infos in (await list_partitions(storage, segment, before_ns)).items():
-            if prefix in done:
-                continue  # an app under two segments (v1 and v2 spellings): listed from both
-            done.add(prefix)
-            stats.partitions += 1
-            await compact_partition(storage, prefix, infos, target_bytes, stats, say)
+    selection = await app_selection(storage, apps)
+    units = await list_units(storage, selection.segments, before_ns, apps=selection if apps else None)
+    with tempfile.TemporaryDirectory(prefix="archiver-compact-") as scratch:
+        compactor = Compactor(storage, scratch, target_bytes)
+        for unit, infos in units.items():
+            result = await compactor.compact(unit, infos)
+            stats.add(result)
+            for line in describe(result):
+                if result.outcome == "skipped":
+                    _log.warning(line)
+                if say is not None:
+                    say(line)
+    await claims.sweep(storage, compactor.owner)  # leftovers of a compactor killed after its work
     return stats
-
-
-async def _fetch(storage: Storage, keys: Sequence[str]) -> dict[str, bytes] | None:
-    limit = asyncio.Semaphore(FETCH_CONCURRENCY)
-
-    async def get(key: str) -> bytes:
-        async with limit:
-            return await storage.get(key)
-
-    try:
-        return dict(zip(keys, await asyncio.gather(*(get(k) for k in keys)), strict=True))
-    except ObjectNotFoundError:
-        return None  # another compactor moved on under us: the next run sees its result
-
-
-def _metadata(data: bytes) -> dict[bytes, bytes]:
-    return dict(pq.read_metadata(pa.BufferReader(data)).metadata or {})
-
-
-def part_count(rows: int, input_bytes: int, target_bytes: int) -> int:
-    """How many files keep each under ``target_bytes``, judging by the inputs' compressed bytes per row."""
-    if rows == 0:
-        return 1
-    rows_per_file = max(1, target_bytes * rows // max(1, input_bytes))
-    return -(-rows // rows_per_file)
-
-
-async def compact_partition(
-    storage: Storage,
-    prefix: str,
-    infos: Sequence[ObjectInfo],
-    target_bytes: int,
-    stats: CompactStats,
-    say: Say | None = None,
-) -> None:
-    """Compact one app-hour (``prefix``: its v2 hour prefix) listed as ``infos``; a no-op when already compact."""
-    unit = _Unit(prefix, infos)
-    names = sorted(unit.keys)
-    if _one_v2_group(names):
-        return  # nothing to do, nothing to read
-    groups = groups_of(names)
-    # One part of every group (complete or not): its replaced set decides what is live and what is garbage.
-    probes = [parts[0] for parts in groups.values()]
-    fetched = await _fetch(storage, [unit.keys[n] for n in probes])
-    if fetched is None:
-        stats.skipped += 1
-        return
-    replaces = {}
-    for name in probes:
-        try:
-            replaces[name] = replaced_names(name, _metadata(fetched[unit.keys[name]]))
-        except (pa.ArrowException, OSError) as exc:
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            _warn(say, f"warning: skipped {unit.keys[name]}: {reason} (its app-hour is left as it is)")
-            stats.skipped += 1
-            return
-    resolution = resolve(names, replaces)
-    live = resolution.live
-    if _one_v2_group(live):
-        # Already compact: only delete what the group supersedes (left by a crash).
-        own = set(live)
-        replaced = replaces.get(next(n for n in probes if n in own)) or frozenset()
-        garbage = superseded_by(names, replaces, replaced | own, own)
-        if garbage:
-            await storage.delete([unit.keys[n] for n in garbage])
-            stats.deleted += len(garbage)
-        return
-    covered = set(live) | set(resolution.twins)
-    await _merge(storage, unit, names, live, covered, replaces, fetched, target_bytes, stats, say)
-
-
-def _one_v2_group(names: Sequence[str]) -> bool:
-    """Whether ``names`` are exactly the parts of one complete v2 compaction."""
-    groups = groups_of(names)
-    return len(groups) == 1 and (group := next(iter(groups))).directory == "" and len(names) == group.count
-
-
-class _Unit:
-    """One app-hour's files by relative name (keys, sizes, v1 regions), and where its outputs go."""
-
-    def __init__(self, prefix: str, infos: Sequence[ObjectInfo]) -> None:
-        self.prefix, self.directory = prefix, prefix.rpartition("/")[0]
-        parsed = {info: key for info in infos if (key := parse_key(info.key)) is not None}
-        self.keys = {p.relative_name: info.key for info, p in parsed.items()}
-        self.sizes = {p.relative_name: info.size for info, p in parsed.items()}
-        self.regions = {p.relative_name: p.region for p in parsed.values()}
-        self.hour_ns = next((p.hour_ns for p in parsed.values()), 0)
-
-
-async def _merge(
-    storage: Storage,
-    unit: _Unit,
-    names: list[str],
-    live: list[str],
-    covered: set[str],
-    replaces: dict[str, frozenset[str] | None],
-    fetched: dict[str, bytes],
-    target_bytes: int,
-    stats: CompactStats,
-    say: Say | None,
-) -> None:
-    more = await _fetch(storage, [unit.keys[n] for n in live if unit.keys[n] not in fetched])
-    if more is None:
-        stats.skipped += 1
-        return
-    fetched |= more
-    # Never merge (and so delete) a file that is not an archive file: the app-hour waits, named.
-    problems = {n: p for n in live if (p := input_problem(fetched[unit.keys[n]])) is not None}
-    for name, problem in problems.items():
-        _warn(say, f"warning: skipped {unit.keys[name]}: {problem} (its app-hour is left as it is)")
-    if problems:
-        stats.skipped += 1
-        return
-    # Transitive: a compacted input's own replaced set (every part carries it; the probe read one).
-    for group_parts in groups_of(live).values():
-        covered |= next((r for p in group_parts if (r := replaces.get(p)) is not None), frozenset())
-    input_bytes = sum(unit.sizes[n] for n in live)
-    outputs: list[str] = []
-    size_out = 0
-    try:
-        sources = [fetched.pop(unit.keys[n]) for n in live]
-        regions = [unit.regions[n] for n in live]
-        merger = await asyncio.to_thread(Merger, sources, replaces_metadata(covered), regions)
-        count = part_count(merger.rows, input_bytes, target_bytes)
-        outputs = [compact_name(unit.hour_ns, input_digest(live), i, count) for i in range(count)]
-        for index, name in enumerate(outputs):
-            # Parts are produced in order (the merge streams), one in memory at a time.
-            data = await asyncio.to_thread(merger.part, index, count)
-            size_out += len(data)
-            # Taken: an earlier (crashed) run or a concurrent compactor wrote these very rows.
-            with contextlib.suppress(ObjectExistsError):
-                await storage.put(f"{unit.directory}/{name}", data)
-    except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
-        _warn(say, f"warning: skipped {unit.prefix}: cannot merge its files: {str(exc).splitlines()[0]}")
-        stats.skipped += 1
-        return
-    # Every part is written: only now may what they supersede go.
-    garbage = superseded_by(names, replaces, frozenset(covered), set(outputs))
-    await storage.delete([unit.keys[n] for n in garbage])
-    stats.compacted += 1
-    stats.files_in += len(live)
-    stats.bytes_in += input_bytes
-    stats.files_out += len(outputs)
-    stats.bytes_out += size_out
-    stats.rows += merger.rows
-    stats.deleted += len(garbage)
-    if say is not None:
-        say(
-            f"{_display(unit.prefix)}  {len(live)} files {input_bytes} B -> {len(outputs)} file(s) {size_out} B, "
-            f"{merger.rows} rows"
-        )
-
-
-def _display(prefix: str) -> str:
-    parsed = parse_key(prefix + "-x.parquet")
-    return prefix if parsed is None else f"{parsed.app} {parsed.hour:%Y-%m-%dT%H}Z"
-
-
-def _warn(say: Say | None, line: str) -> None:
-    _log.warning(line)
-    if say is not None:
-        say(line)

@@ -34,7 +34,7 @@ from archiver.archive.layout import NS_PER_SECOND, hour_start_ns
 from archiver.archive.message import rebuild_payload
 from archiver.archive.navigator import ArchiveFile, app_selection, files_of_days
 from archiver.archive.timestamps import exact_rows
-from archiver.codec.merge import schema_problem
+from archiver.codec.merge_inputs import schema_problem
 from archiver.config import ArchiveSettings
 from archiver.errors import DamagedFileError, StorageError
 from archiver.storage.open import open_filesystem, open_read_storage

@@ -29,7 +29,10 @@ also charged the working set its encoding will need
 its files' size (:meth:`Buffers.charge`). Reserving it at detach time, not
 when the encode starts, is what keeps the peak near the cap: the hot path
 spills to the spool while a backlog of detached batches waits to be encoded,
-instead of refilling the buffers that the encodes then add to.
+instead of refilling the buffers that the encodes then add to. Another
+stage's working set (the compactor's merge) is charged too while it runs
+(:meth:`Buffers.hold`): the largest partitions then flush, and new messages
+spill, earlier.
 """
 
 from __future__ import annotations
@@ -129,6 +132,8 @@ class Buffers:
         self.inflight_bytes = 0
         #: Spool sequence after the last payload fed to a buffer (the end of any batch detached now).
         self.fed_seq = 0
+        #: Memory charged by other stages (the compactor's merge), counted in ``inflight_bytes`` too.
+        self.held_bytes = 0
 
     def partition(self, app: str | None, region: str | None) -> PartitionBuffer:
         """The buffer of (app, region), created on first use; values are encoded for the key."""
@@ -212,6 +217,12 @@ class Buffers:
         self.inflight_bytes -= batch.memory_bytes
         batch.memory_bytes = 0
 
+    def hold(self, memory_bytes: int) -> None:
+        """Charge memory another stage uses (negative: release it) against the cap, so ingest flushes earlier."""
+        # Counted as in flight: the hot path's check and due() see it with no extra work per message.
+        self.inflight_bytes += memory_bytes
+        self.held_bytes += memory_bytes
+
     def has_room(self) -> bool:
         """False while the bytes held reach the memory cap."""
         return self.open_bytes + self.inflight_bytes < self.max_buffer_bytes
@@ -219,7 +230,7 @@ class Buffers:
     @property
     def buffered_bytes(self) -> int:
         """Memory held by messages received and not yet archived (payloads, overhead, encoding)."""
-        return self.open_bytes + self.inflight_bytes
+        return self.open_bytes + self.inflight_bytes - self.held_bytes
 
     def next_deadline_s(self) -> float | None:
         """Monotonic time at which the oldest open partition becomes due, if any."""

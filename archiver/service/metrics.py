@@ -8,7 +8,7 @@ turns them into metric families when ``/metrics`` is scraped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -183,14 +183,20 @@ class Metrics:
     """The registry of one process: scrape-time stats, the stages' gauges, the histograms."""
 
     def __init__(
-        self, stats: Stats, timings: Timings, gauges: Callable[[], dict[str, tuple[str, float]]] = dict
+        self,
+        stats: Stats,
+        timings: Timings,
+        gauges: Callable[[], dict[str, tuple[str, float]]] = dict,
+        collectors: Sequence[Collector] = (),
     ) -> None:
-        """``gauges``: more gauges read at scrape time, name -> (help, value) (the service's stages)."""
+        """``gauges``: more gauges read at scrape time, name -> (help, value); ``collectors``: a stage's own."""
         self.stats = stats
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(StatsCollector(lambda: self.stats, gauges))
         self.registry.register(timings.upload_seconds)
         self.registry.register(timings.encode_seconds)
+        for collector in collectors:
+            self.registry.register(collector)
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

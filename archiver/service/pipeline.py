@@ -18,7 +18,11 @@ from the last stage back, so that each is there for the one before):
    key, upload create-only, journal *done*; then ``on_archived``:
 4. with JetStream, :meth:`AckTracker.archived
    <archiver.service.jetstream_acks.AckTracker.archived>` queues the acks
-   the source sends.
+   the source sends; and ``on_file``:
+5. unless COMPACT_AFTER is off, :meth:`CompactorStage.noted
+   <archiver.service.compactor.CompactorStage.noted>` puts the file's
+   app-hour on the compactor's list: once closed it is merged into one file
+   in the background (with what the compactor's scans find).
 
 Back-pressure is a signal, :class:`~archiver.service.buffer.Room`: at the
 memory cap ingest spills new records to the spool only (without a spool,
@@ -29,13 +33,14 @@ keys their intents fixed; what the journal does not cover, to the replay.
 
 Owned here, all stopped and awaited on shutdown: the ticker task (group
 commit, due partitions, the stall watchdog, spool fsync and trim), the
-replay task, the source's tasks, the uploader's workers, the HTTP server
-for ``/health`` and ``/metrics`` (:class:`~archiver.service.health.Health`),
-and the journal thread.
+replay task, the source's tasks, the uploader's workers, the compactor's
+task and thread, the HTTP server for ``/health`` and ``/metrics``
+(:class:`~archiver.service.health.Health`), and the journal thread.
 
 Shutdown (SIGTERM/SIGINT): drain the source, replay what is spilled, flush
-every buffer, wait for every upload, exit 0. A second signal stops at once;
-with a spool nothing is lost, it is archived at the next start.
+every buffer, wait for every upload (meanwhile the compaction in progress
+finishes within a grace, or is abandoned), exit 0. A second signal stops at
+once; with a spool nothing is lost, it is archived at the next start.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ import orjson
 from archiver.config import RunConfig
 from archiver.logs import event
 from archiver.service.buffer import Buffers, Room
+from archiver.service.compaction_metrics import CompactionCollector
+from archiver.service.compactor import STOP_GRACE_S, CompactorStage
 from archiver.service.health import Health
 from archiver.service.http import HttpServer
 from archiver.service.ingest import Ingest
@@ -82,11 +89,15 @@ class Service:
         # One thread for the spool's files: the journal's writes and the trim (which rewrites the
         # journal) must not interleave; the fsync goes there too, off the event loop.
         self.journal_executor = ThreadPoolExecutor(1, thread_name_prefix="archiver-journal")
-        # 4. acks (JetStream) <- 3. upload <- 2. ingest <- 1. source
+        # 5. compaction, 4. acks (JetStream) <- 3. upload <- 2. ingest <- 1. source
+        self.compactor = None
+        if config.compact_after_s is not None:
+            self.compactor = CompactorStage(storage, config, self.buffers, self.room)
         self.tracker = AckTracker() if config.jetstream_stream else None
         self.uploader = Uploader(storage, self.buffers, self.room, self.stats, self.timings, self.spool,
                                  self.journal_executor,
-                                 on_archived=None if self.tracker is None else self.tracker.archived)  # fmt: skip
+                                 on_archived=None if self.tracker is None else self.tracker.archived,
+                                 on_file=None if self.compactor is None else self.compactor.noted)  # fmt: skip
         self.ingest = Ingest(self.buffers, self.room, self.stats, self.spool, on_batch=self.uploader.submit,
                              max_message_bytes=config.max_message_bytes)  # fmt: skip
         self.source: NatsConnection
@@ -98,7 +109,14 @@ class Service:
         # What /health and /metrics read, at request time, from every stage.
         self.health = Health(config, self.stats, self.source, self.ingest, self.buffers, self.spool,
                              self.uploader)  # fmt: skip
-        self.metrics = Metrics(self.stats, self.timings, gauges=self.health.gauges)
+        compaction = []
+        if self.compactor is not None:
+            stage = self.compactor
+            compaction = [
+                CompactionCollector(stage.stats, lambda: stage.compactor.cpu_seconds),
+                stage.seconds,
+            ]
+        self.metrics = Metrics(self.stats, self.timings, gauges=self.health.gauges, collectors=compaction)
         self.http = HttpServer(config.http_host, config.http_port,
                                {"/health": self._health, "/metrics": self._metrics})  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
@@ -122,6 +140,8 @@ class Service:
                   flush_bytes=self.config.flush_bytes, max_buffer_bytes=self.config.max_buffer_bytes,
                   arrow_memory_pool=memory_pool)  # fmt: skip
             self.uploader.start()
+            if self.compactor is not None:
+                self.compactor.start()
             self._tasks = [asyncio.create_task(self._ticker())]
             if self.spool is not None:
                 self._tasks.append(asyncio.create_task(self.ingest.replay()))
@@ -141,13 +161,22 @@ class Service:
             await self._close()
 
     async def _flush_everything(self) -> None:
-        if self.spool is not None:
-            await self.ingest.wait_caught_up()
-        for batch in self.buffers.detach_all():
-            self.uploader.submit(batch)
-        await self.uploader.join()
-        if self.spool is not None:
-            await self._trim()
+        # The app-hour being compacted may finish meanwhile (within a grace), then the compactor stops.
+        compactor = None if self.compactor is None else asyncio.create_task(self.compactor.stop(STOP_GRACE_S))
+        try:
+            if self.spool is not None:
+                await self.ingest.wait_caught_up()
+            for batch in self.buffers.detach_all():
+                self.uploader.submit(batch)
+            await self.uploader.join()
+            if self.spool is not None:
+                await self._trim()
+        except BaseException:
+            if compactor is not None:
+                compactor.cancel()  # a second signal: _close abandons the compaction at once
+            raise
+        if compactor is not None:
+            await compactor
 
     async def _close(self) -> None:
         for task in self._tasks:
@@ -155,6 +184,8 @@ class Service:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self.watchdog.close()
+        if self.compactor is not None:
+            await self.compactor.stop()
         with contextlib.suppress(Exception):
             await self.source.drain()
         await self.uploader.stop()

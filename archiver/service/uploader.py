@@ -52,10 +52,12 @@ class Uploader:
         spool: Spool | None,
         journal_executor: Executor,
         on_archived: Callable[[FlushBatch], None] | None = None,
+        on_file: Callable[[str, int], None] | None = None,
     ) -> None:
         """``journal_executor`` runs the journal writes in order (one thread, owned by the pipeline).
 
-        ``on_archived`` is called once a batch's records are settled for good (JetStream acks them).
+        ``on_archived`` is called once a batch's records are settled for good (JetStream acks them),
+        ``on_file(app, hour_ns)`` once a file of that app and hour is written (the compactor's due list).
         """
         self.storage = storage
         self.buffers = buffers
@@ -65,6 +67,7 @@ class Uploader:
         self.spool = spool
         self._journal_executor = journal_executor
         self._on_archived = on_archived
+        self._on_file = on_file
         self.writer_id = secrets.token_hex(5)
         self._sequence = 0
         # Oldest first: after an outage the backlog drains in arrival order.
@@ -167,6 +170,8 @@ class Uploader:
             self.stats.messages_archived += file.rows
             self.stats.count_app(batch.app, file.rows)
             self.stats.newest_event_ns = max(self.stats.newest_event_ns or 0, file.max_timestamp_ns)
+            if self._on_file is not None:
+                self._on_file(batch.app, file.hour_ns)
         if self.spool is not None:
             await loop.run_in_executor(self._journal_executor, self.spool.write_done, intent)
         if self._on_archived is not None:

@@ -8,6 +8,7 @@ Keys are relative to the archive prefix and use ``/`` as separator (checked by
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -36,6 +37,21 @@ class Storage(ABC):
     async def get(self, key: str) -> bytes:
         """Whole object; ObjectNotFoundError when missing."""
 
+    async def put_file(self, key: str, path: str) -> None:
+        """Store the local file ``path`` at ``key`` only if nothing is there; ObjectExistsError otherwise.
+
+        The file is not changed, and must not be changed afterwards (a backend may link it).
+        Backends override it to stream big files (S3: multipart; local: a hard link).
+        """
+        await self.put(key, await asyncio.to_thread(_read_file, path))
+
+    async def get_file(self, key: str, path: str) -> None:
+        """Write the object at ``key`` to the new local file ``path``; ObjectNotFoundError when missing.
+
+        Backends override it so that a big object never sits in memory whole.
+        """
+        await asyncio.to_thread(_write_file, path, await self.get(key))
+
     @abstractmethod
     async def list(self, prefix: str) -> list[ObjectInfo]:
         """Every object whose key starts with ``prefix`` (recursive), sorted by key."""
@@ -55,3 +71,13 @@ class Storage(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release connections."""
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)

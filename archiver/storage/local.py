@@ -3,6 +3,10 @@
 A put writes a hidden temporary file next to its destination, fsyncs it and
 hard-links it into place: ``link`` fails when the name is taken, so a put is
 create-only and a reader never sees a partial file, even after a crash.
+:meth:`LocalStorage.put_file` makes the temporary file a hard link of the
+given file (a copy when it is on another file system), so a big file is
+never read into memory; :meth:`LocalStorage.get_file` links (or copies) the
+other way.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import builtins
 import contextlib
 import errno
 import os
+import shutil
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -35,6 +40,16 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A new name ``target`` for the file ``source``: a hard link, or a copy where links cannot go."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP):
+            raise
+        shutil.copyfile(source, target)
 
 
 def _reason(exc: OSError) -> str:
@@ -80,6 +95,43 @@ class LocalStorage(Storage):
             os.unlink(tmp)
         _fsync_dir(directory)
 
+    async def put_file(self, key: str, path: str) -> None:
+        """Store the local file ``path`` at ``key`` only if nothing is there (linked, not read)."""
+        destination = self._path(key)
+        try:
+            await asyncio.to_thread(self._put_file_sync, destination, path)
+        except ObjectExistsError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"cannot write {key!r} in {self.root}: {_reason(exc)}") from exc
+
+    def _put_file_sync(self, destination: str, source: str) -> None:
+        directory = os.path.dirname(destination)
+        tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+        for attempt in range(_MKDIR_ATTEMPTS):
+            self._make_dirs(directory)
+            try:
+                _link_or_copy(source, tmp)
+                break
+            except FileNotFoundError:
+                if attempt == _MKDIR_ATTEMPTS - 1 or not os.path.exists(source):
+                    raise  # a concurrent delete pruned the directory we had just made: made again above
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, destination)
+            except FileExistsError:
+                if os.path.isdir(destination):
+                    raise IsADirectoryError(errno.EISDIR, "a directory has that name") from None
+                raise ObjectExistsError(f"{destination} already exists") from None
+        finally:
+            os.unlink(tmp)
+        _fsync_dir(directory)
+
     def _create_tmp(self, directory: str, tmp: str) -> int:
         for _ in range(_MKDIR_ATTEMPTS - 1):
             try:
@@ -107,6 +159,16 @@ class LocalStorage(Storage):
         path = self._path(key)
         try:
             return await asyncio.to_thread(self._read, path)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFoundError(f"no object {key!r} in {self.root}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key!r} in {self.root}: {_reason(exc)}") from exc
+
+    async def get_file(self, key: str, path: str) -> None:
+        """Write the object at ``key`` to the new local file ``path`` (linked, or copied across file systems)."""
+        source = self._path(key)
+        try:
+            await asyncio.to_thread(_link_or_copy, source, path)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise ObjectNotFoundError(f"no object {key!r} in {self.root}") from None
         except OSError as exc:

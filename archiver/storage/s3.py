@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
-from collections.abc import Sequence
+import os
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -46,6 +47,10 @@ PART_SIZE_BYTES = 8 * 1024**2
 PART_CONCURRENCY = 4
 ABORT_TIMEOUT_S = 10.0
 DELETE_BATCH = 1000
+#: Bytes read from a GET's body at once by get_file.
+GET_CHUNK_BYTES = 1024**2
+#: Reads ``length`` bytes of the object being put from ``start`` (fewer at its end).
+Read = Callable[[int, int], Awaitable[bytes]]
 
 
 class S3Storage(Storage):
@@ -59,25 +64,44 @@ class S3Storage(Storage):
 
     async def put(self, key: str, data: bytes) -> None:
         """Store ``data`` at ``key`` only if nothing is there; ObjectExistsError otherwise."""
+        view = memoryview(data)
+
+        async def read(start: int, length: int) -> bytes:
+            # Copy a part only once it may be sent, so memory stays bounded by the concurrency.
+            return data if start == 0 and length >= len(data) else bytes(view[start : start + length])
+
+        await self._put(key, len(data), read)
+
+    async def put_file(self, key: str, path: str) -> None:
+        """Store the local file ``path`` at ``key`` only if nothing is there, read a part at a time."""
+        size = await asyncio.to_thread(os.path.getsize, path)
+
+        async def read(start: int, length: int) -> bytes:
+            return await asyncio.to_thread(_read_range, path, start, length)
+
+        await self._put(key, size, read)
+
+    async def _put(self, key: str, size: int, read: Read) -> None:
         full = self._base + validate_key(key)
         # AWS answers 409 when conditional writes of one key overlap and asks for a retry from scratch;
         # the retry then learns the truth (412 or success).
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                if len(data) > MULTIPART_THRESHOLD_BYTES:
-                    await self._put_multipart(key, full, data)
+                if size > MULTIPART_THRESHOLD_BYTES:
+                    await self._put_multipart(key, full, size, read)
                 else:
-                    await self._s3.op("PutObject", key, Key=full, Body=data, IfNoneMatch="*")
+                    body = await read(0, size)
+                    await self._s3.op("PutObject", key, Key=full, Body=body, IfNoneMatch="*")
                 return
             except ConflictError:
                 if attempt == MAX_ATTEMPTS:
                     raise
             await asyncio.sleep(backoff_s(attempt))
 
-    async def _put_multipart(self, key: str, full: str, data: bytes) -> None:
+    async def _put_multipart(self, key: str, full: str, size: int, read: Read) -> None:
         upload_id = (await self._s3.op("CreateMultipartUpload", key, Key=full))["UploadId"]
         try:
-            parts = await self._upload_parts(key, full, upload_id, data)
+            parts = await self._upload_parts(key, full, upload_id, size, read)
             complete = functools.partial(self._complete, full, upload_id, parts)
             await self._s3.call("CompleteMultipartUpload", key, complete)
         except BaseException:
@@ -87,14 +111,14 @@ class S3Storage(Storage):
                     await self._s3.op("AbortMultipartUpload", key, attempts=2, Key=full, UploadId=upload_id)
             raise
 
-    async def _upload_parts(self, key: str, full: str, upload_id: str, data: bytes) -> list[dict[str, Any]]:
+    async def _upload_parts(
+        self, key: str, full: str, upload_id: str, size: int, read: Read
+    ) -> list[dict[str, Any]]:
         limit = asyncio.Semaphore(PART_CONCURRENCY)
-        view = memoryview(data)
 
         async def upload(number: int, start: int) -> dict[str, Any]:
             async with limit:
-                # Copy the part only once it may be sent, so memory stays bounded by the concurrency.
-                body = bytes(view[start : start + PART_SIZE_BYTES])
+                body = await read(start, PART_SIZE_BYTES)
                 params: dict[str, Any] = {
                     "Key": full,
                     "UploadId": upload_id,
@@ -104,7 +128,7 @@ class S3Storage(Storage):
                 result = await self._s3.op("UploadPart", key, **params)
             return {"ETag": result["ETag"], "PartNumber": number}
 
-        starts = range(0, len(data), PART_SIZE_BYTES)
+        starts = range(0, size, PART_SIZE_BYTES)
         tasks = [asyncio.ensure_future(upload(n, start)) for n, start in enumerate(starts, 1)]
         try:
             return list(await asyncio.gather(*tasks))
@@ -150,6 +174,23 @@ class S3Storage(Storage):
                 return bytes(await body.read())
 
         return await self._s3.call("GetObject", key, fetch)
+
+    async def get_file(self, key: str, path: str) -> None:
+        """Write the object at ``key`` to the new local file ``path``, a chunk at a time."""
+        full = self._base + validate_key(key)
+        client = await self._s3.client()
+
+        async def fetch() -> None:
+            response = await client.get_object(Bucket=self._bucket, Key=full)
+            out = await asyncio.to_thread(open, path, "wb")  # a retry starts the file again
+            try:
+                async with response["Body"] as body:
+                    async for chunk in body.iter_chunks(GET_CHUNK_BYTES):
+                        await asyncio.to_thread(out.write, chunk)
+            finally:
+                await asyncio.to_thread(out.close)
+
+        await self._s3.call("GetObject", key, fetch)
 
     async def _pages(self, op_key: str, **params: Any) -> list[dict[str, Any]]:
         pages = [await self._s3.op("ListObjectsV2", op_key, **params)]
@@ -233,3 +274,9 @@ def pyarrow_filesystem(settings: ArchiveSettings) -> tuple[pyarrow.fs.FileSystem
         options["scheme"] = parts.scheme
     base = f"{settings.bucket}/{settings.prefix}" if settings.prefix else settings.bucket
     return pyarrow.fs.S3FileSystem(**options), base
+
+
+def _read_range(path: str, start: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(start)
+        return f.read(length)

@@ -267,6 +267,10 @@ class S3HttpStorage(Storage):
         """Store ``data`` at ``key`` only if nothing is there (through S3Storage)."""
         await self._write_backend().put(key, data)
 
+    async def put_file(self, key: str, path: str) -> None:
+        """Store the local file ``path`` at ``key`` only if nothing is there (through S3Storage)."""
+        await self._write_backend().put_file(key, path)
+
     async def delete(self, keys: Sequence[str]) -> None:
         """Delete the keys (through S3Storage); missing keys are not an error."""
         await self._write_backend().delete(keys)
