@@ -1,8 +1,15 @@
 """Turn a batch of raw NATS payloads of one (app, region) into rows of schema v2.
 
-Every payload yields exactly one row and nothing here raises on bad input.
+Every payload yields exactly one row, in input order, and nothing here raises
+on bad input. Three paths give the same rows (property-tested); each payload
+takes the first that holds it exactly:
 
-Fast path (Arrow C++, nearly every Fly message): payloads are taken in chunks
+Envelope slicer (:mod:`archiver.codec.envelope`, batches of at least
+:data:`SLICE_MIN_PAYLOADS`): Fly's compact envelope is cut out of the bytes
+with Arrow kernels, no JSON parse. Payloads of another shape go on, per
+message, to the bulk reader.
+
+Bulk reader (Arrow C++): payloads are taken in chunks
 of :data:`CHUNK_ROWS`, joined with newlines and read by ``pyarrow.json`` with
 an explicit schema of the known Fly fields, all strings, refusing unknown
 fields. Vectorised checks then keep the rows the columns hold *exactly*: every
@@ -77,8 +84,13 @@ import pyarrow.json as pj
 from archiver.archive import schema
 from archiver.archive.message import format_timestamp_ns
 from archiver.archive.timestamps import split_ns
+from archiver.codec.envelope import slice_payloads
 from archiver.codec.parse_exact import LEVEL_KEY, MIN_TIMESTAMP_NS, exact_table, level_of
 from archiver.codec.payloads import Payloads
+
+#: Smaller batches skip the envelope slicer: its ~150 kernel calls and regex compilations cost
+#: more than they save below this (bench/encode_cost.py measures both paths by batch size).
+SLICE_MIN_PAYLOADS = 1000
 
 #: Payloads per bulk read: large enough to amortise the reader, small enough to stay in cache.
 CHUNK_ROWS = 8192
@@ -120,12 +132,44 @@ class ParsedBatch:
 
 
 def parse_batch(
-    app: str, region: str, payloads: Payloads, received_ns: int, newest_ns: int | None = None
+    app: str,
+    region: str,
+    payloads: Payloads,
+    received_ns: int,
+    newest_ns: int | None = None,
+    *,
+    slicer: bool | None = None,
 ) -> ParsedBatch:
-    """Parse raw payloads of one (app, region) into one row each (see the module docstring)."""
+    """Parse raw payloads of one (app, region) into one row each, in input order (see the module docstring).
+
+    ``slicer``: None takes the envelope slicer from SLICE_MIN_PAYLOADS payloads on; True or False
+    always or never (tests and benchmarks compare the paths).
+    """
+    newest_text = None if newest_ns is None else format_timestamp_ns(newest_ns)
+    use_slicer = len(payloads) >= SLICE_MIN_PAYLOADS if slicer is None else slicer
+    sliced = slice_payloads(app, region, payloads, newest_text) if use_slicer else None
+    if sliced is None or sliced[1].num_rows == 0:
+        return _parse_general(app, region, payloads, received_ns, newest_ns, newest_text)
+    mask, table = sliced
+    if table.num_rows == len(payloads):
+        return ParsedBatch(table, 0)
+    rest = payloads.select(pc.indices_nonzero(pc.invert(mask)).to_pylist())
+    result = _parse_general(app, region, rest, received_ns, newest_ns, newest_text)
+    return ParsedBatch(_interleave(table, result.table, mask), result.malformed, result.malformed_kinds,
+                       result.wrong_type)  # fmt: skip
+
+
+def _parse_general(
+    app: str,
+    region: str,
+    payloads: Payloads,
+    received_ns: int,
+    newest_ns: int | None,
+    newest_text: str | None,
+) -> ParsedBatch:
+    """The bulk reader, then the exact path for what it refuses; rows in input order."""
     parts: list[pa.Table] = []
     exact: list[int] = []
-    newest_text = None if newest_ns is None else format_timestamp_ns(newest_ns)
     for start in range(0, len(payloads), CHUNK_ROWS):
         end = min(start + CHUNK_ROWS, len(payloads))
         _bulk(payloads, start, end, (app, region, newest_text), parts, exact, [2 * (end - start)])
@@ -134,10 +178,25 @@ def parse_batch(
             return ParsedBatch(schema.FILE_SCHEMA.empty_table(), 0)
         return ParsedBatch(pa.concat_tables(parts) if len(parts) > 1 else parts[0], 0)
     result = exact_table([payloads[i] for i in exact], app, region, received_ns, newest_ns)
-    parts.append(result.table)
-    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    table = result.table
+    if parts:  # ascending both: the bulk rows, and the exact ones (halving goes left to right)
+        in_bulk = bytearray(b"\x01") * len(payloads)
+        for i in exact:
+            in_bulk[i] = 0
+        mask = pa.Array.from_buffers(pa.uint8(), len(in_bulk), [None, pa.py_buffer(in_bulk)]).cast(pa.bool_())
+        table = _interleave(pa.concat_tables(parts) if len(parts) > 1 else parts[0], table, mask)
     malformed = sum(result.malformed_kinds.values())
     return ParsedBatch(table, malformed, result.malformed_kinds, result.wrong_type)
+
+
+def _interleave(first: pa.Table, second: pa.Table, from_first: pa.Array) -> pa.Table:
+    """Rows in input order: row i is the next of ``first`` where ``from_first[i]``, else the next of ``second``."""
+    in_first = pc.subtract(pc.cumulative_sum(from_first.cast(pa.int32())), _ONE)
+    in_second = pc.add(pc.cumulative_sum(pc.invert(from_first).cast(pa.int32())), first.num_rows - 1)
+    return pa.concat_tables([first, second]).take(pc.if_else(from_first, in_first, in_second))
+
+
+_ONE = pa.scalar(1, pa.int32())
 
 
 #: What a bulk read checks rows against: app, region, newest canonical timestamp text (or None).
