@@ -88,9 +88,11 @@ from archiver.codec.envelope import slice_payloads
 from archiver.codec.parse_exact import LEVEL_KEY, MIN_TIMESTAMP_NS, exact_table, level_of
 from archiver.codec.payloads import Payloads
 
-#: Smaller batches skip the envelope slicer: its ~150 kernel calls and regex compilations cost
-#: more than they save below this (bench/encode_cost.py measures both paths by batch size).
-SLICE_MIN_PAYLOADS = 1000
+#: Smaller batches skip the envelope slicer: its ~150 kernel calls and regex compilations (~2 ms a
+#: chunk) cost more than they save below this. ``bench/encode_cost.py --threshold``: at 1,000 payloads
+#: the slicer breaks even on plain text and is 1.25x slower with half JSON app logs; at 2,000, 1.4x
+#: faster and even.
+SLICE_MIN_PAYLOADS = 2000
 
 #: Payloads per bulk read: large enough to amortise the reader, small enough to stay in cache.
 CHUNK_ROWS = 8192

@@ -1,0 +1,132 @@
+"""CPU per message of the archiver's receive path in-process: what it adds to a bare nats-py subscriber.
+
+A bare subscriber's callback only counts; the archiver's callback
+(``Ingest.on_message``) routes by subject, queues the spool record, appends to
+the partition buffer and counts, and the spool's group commit writes once per
+event-loop turn. This times exactly that difference, without NATS: messages
+of bench/ingest.py's traffic (bench/publisher.py's defaults) are delivered
+to ``on_message`` on uvloop in bursts of ``--burst`` per loop turn (as
+nats-py's reader hands over what one socket read parsed), with a real spool
+in a temp directory and the service's default buffers (nothing flushes: no
+partition reaches FLUSH_BYTES in the run). The bare callback is timed alike.
+
+``--compare REV`` times the same code of a git revision too (a temporary
+worktree), the two alternating run by run in fresh processes: before/after
+ratios of one cut, from the same run on a shared machine.
+
+Usage: .venv/bin/python bench/receive_cost.py [--messages 200000] [--runs 5] [--compare REV]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def one_run(messages: int, burst: int) -> dict[str, float]:
+    """CPU µs per message of the bare callback and of Ingest.on_message (+ group commit), in this process."""
+    import uvloop
+    from nats.aio.msg import Msg
+
+    from archiver.demo.loadgen import FlyLogGenerator
+    from archiver.service.buffer import Buffers, Room
+    from archiver.service.ingest import Ingest
+    from archiver.service.metrics import Stats
+    from archiver.service.spool import Spool
+
+    pool = FlyLogGenerator(seed=1, apps=8, regions=3, instances=2).messages(min(messages, 100_000))
+    msgs = [Msg(None, subject, "", payload) for subject, payload in pool]  # type: ignore[arg-type]
+    msgs = (msgs * (messages // len(msgs) + 1))[:messages]
+    work = tempfile.mkdtemp(prefix="bench-receive-")
+    counts = {"received": 0}
+
+    async def bare(msg: Msg) -> None:
+        counts["received"] += 1
+
+    async def deliver(callback: Any) -> float:
+        start = time.process_time()
+        for i in range(0, len(msgs), burst):
+            for msg in msgs[i : i + burst]:
+                await callback(msg)
+            await asyncio.sleep(0)  # a loop turn: the group commit scheduled by call_soon runs
+        await asyncio.sleep(0)
+        return (time.process_time() - start) / len(msgs) * 1e6
+
+    async def main() -> dict[str, float]:
+        spool = Spool(f"{work}/spool", max_bytes=16 * 1024**3)
+        spool.open()
+        buffers = Buffers(64 * 1024**2, 60.0, 1024**4)  # no flush, no spill: the receive path alone
+        batches: list[Any] = []
+        ingest = Ingest(buffers, Room(buffers), Stats(), spool, on_batch=batches.append)
+        try:
+            bare_us = await deliver(bare)
+            ingest_us = await deliver(ingest.on_message)
+            assert ingest.stats.messages_received == len(msgs), "not every message was committed"
+        finally:
+            spool.close()
+        return {"bare_us": bare_us, "ingest_us": ingest_us, "added_us": ingest_us - bare_us}
+
+    try:
+        return uvloop.run(main())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _child(tree: Path, messages: int, burst: int) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import json, receive_cost; "
+            f"print(json.dumps(receive_cost.one_run({messages}, {burst})))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--burst", type=int, default=32, help="messages delivered per event-loop turn")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--compare", default=None, help="a git revision timed against this tree, alternating")
+    args = parser.parse_args()
+    trees = {"this tree": HERE.parent}
+    scratch = None
+    if args.compare:
+        scratch = Path(tempfile.mkdtemp(prefix="bench-receive-tree-"))
+        subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", str(scratch / "tree"),
+                        args.compare], check=True, capture_output=True)  # fmt: skip
+        trees = {args.compare: scratch / "tree", "this tree": HERE.parent}
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    try:
+        for _ in range(args.runs):
+            for name, tree in trees.items():  # alternating: drift on the shared machine hits both alike
+                samples[name].append(_child(tree, args.messages, args.burst))
+    finally:
+        if scratch is not None:
+            subprocess.run(["git", "-C", str(HERE.parent), "worktree", "remove", "--force", str(scratch / "tree")],
+                           check=False, capture_output=True)  # fmt: skip
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(f"{args.messages:,} messages, bursts of {args.burst}, median of {args.runs} runs, CPU µs per message")
+    medians = {}
+    for name, runs in samples.items():
+        med = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        medians[name] = med
+        print(f"  {name:>12}: bare callback {med['bare_us']:.3f}, on_message + commit {med['ingest_us']:.3f}, "
+              f"added {med['added_us']:.3f}  (added per run: {', '.join(f'{r['added_us']:.3f}' for r in runs)})")  # fmt: skip
+    if args.compare:
+        before, after = medians[args.compare]["added_us"], medians["this tree"]["added_us"]
+        print(f"  added cost this tree / {args.compare}: {after / before:.2f}x ({before:.3f} -> {after:.3f} µs)")
+
+
+if __name__ == "__main__":
+    main()
