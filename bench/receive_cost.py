@@ -5,8 +5,9 @@ A bare subscriber's callback only counts; the archiver's callback
 the partition buffer and counts, and the spool's group commit writes once per
 event-loop turn. This times exactly that difference, without NATS: messages
 of bench/ingest.py's traffic (bench/publisher.py's defaults) are delivered
-to ``on_message`` on uvloop in bursts of ``--burst`` per loop turn (as
-nats-py's reader hands over what one socket read parsed), with a real spool
+to ``on_message`` on uvloop at ``--rate`` msg/s, one burst every millisecond
+(what bench/publisher.py's pacing and nats-py's reader hand over: at 20k msg/s
+the service measured ~22 messages per group commit), with a real spool
 in a temp directory and the service's default buffers (nothing flushes: no
 partition reaches FLUSH_BYTES in the run). The bare callback is timed alike.
 
@@ -14,7 +15,7 @@ partition reaches FLUSH_BYTES in the run). The bare callback is timed alike.
 worktree), the two alternating run by run in fresh processes: before/after
 ratios of one cut, from the same run on a shared machine.
 
-Usage: .venv/bin/python bench/receive_cost.py [--messages 200000] [--runs 5] [--compare REV]
+Usage: .venv/bin/python bench/receive_cost.py [--rate 20000] [--messages 100000] [--runs 5] [--compare REV]
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 
-def one_run(messages: int, burst: int) -> dict[str, float]:
+def one_run(messages: int, rate: float) -> dict[str, float]:
     """CPU µs per message of the bare callback and of Ingest.on_message (+ group commit), in this process."""
     import uvloop
     from nats.aio.msg import Msg
@@ -55,13 +56,15 @@ def one_run(messages: int, burst: int) -> dict[str, float]:
     async def bare(msg: Msg) -> None:
         counts["received"] += 1
 
+    burst = max(1, round(rate / 1000))
+
     async def deliver(callback: Any) -> float:
-        start = time.process_time()
-        for i in range(0, len(msgs), burst):
+        start, begun = time.process_time(), time.monotonic()
+        for tick, i in enumerate(range(0, len(msgs), burst)):
             for msg in msgs[i : i + burst]:
                 await callback(msg)
-            await asyncio.sleep(0)  # a loop turn: the group commit scheduled by call_soon runs
-        await asyncio.sleep(0)
+            await asyncio.sleep(max(0.0, begun + (tick + 1) / 1000 - time.monotonic()))
+        await asyncio.sleep(0.05)  # what is pending is committed
         return (time.process_time() - start) / len(msgs) * 1e6
 
     async def main() -> dict[str, float]:
@@ -84,18 +87,18 @@ def one_run(messages: int, burst: int) -> dict[str, float]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _child(tree: Path, messages: int, burst: int) -> dict[str, float]:
+def _child(tree: Path, messages: int, rate: float) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import json, receive_cost; "
-            f"print(json.dumps(receive_cost.one_run({messages}, {burst})))")  # fmt: skip
+            f"print(json.dumps(receive_cost.one_run({messages}, {rate})))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--burst", type=int, default=32, help="messages delivered per event-loop turn")
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=20_000, help="msg/s, delivered in a burst every ms")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--compare", default=None, help="a git revision timed against this tree, alternating")
     args = parser.parse_args()
@@ -110,19 +113,20 @@ def main() -> None:
     try:
         for _ in range(args.runs):
             for name, tree in trees.items():  # alternating: drift on the shared machine hits both alike
-                samples[name].append(_child(tree, args.messages, args.burst))
+                samples[name].append(_child(tree, args.messages, args.rate))
     finally:
         if scratch is not None:
             subprocess.run(["git", "-C", str(HERE.parent), "worktree", "remove", "--force", str(scratch / "tree")],
                            check=False, capture_output=True)  # fmt: skip
             shutil.rmtree(scratch, ignore_errors=True)
-    print(f"{args.messages:,} messages, bursts of {args.burst}, median of {args.runs} runs, CPU µs per message")
+    print(f"{args.messages:,} messages at {args.rate:,.0f}/s, median of {args.runs} runs, CPU µs per message")
     medians = {}
     for name, runs in samples.items():
         med = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
         medians[name] = med
+        each = ", ".join(f"{run['added_us']:.3f}" for run in runs)
         print(f"  {name:>12}: bare callback {med['bare_us']:.3f}, on_message + commit {med['ingest_us']:.3f}, "
-              f"added {med['added_us']:.3f}  (added per run: {', '.join(f'{r['added_us']:.3f}' for r in runs)})")  # fmt: skip
+              f"added {med['added_us']:.3f}  (added per run: {each})")  # fmt: skip
     if args.compare:
         before, after = medians[args.compare]["added_us"], medians["this tree"]["added_us"]
         print(f"  added cost this tree / {args.compare}: {after / before:.2f}x ({before:.3f} -> {after:.3f} µs)")
