@@ -67,9 +67,15 @@ def service_batch_sizes(rate: float, seconds: float = 180.0, payload_bytes: int 
     flush_interval_s = float(defaults["flush_interval_s"].default)
     flush_bytes, max_buffer = int(defaults["flush_bytes"].default), int(defaults["max_buffer_bytes"].default)
     now = [0.0]
-    buffers = Buffers(flush_bytes, flush_interval_s, max_buffer, clock=lambda: now[0], wall_clock_ns=lambda: 0)
+    buffers = Buffers(
+        flush_bytes, flush_interval_s, max_buffer, clock=lambda: now[0], wall_clock_ns=lambda: 0
+    )
     weights = [1 / (i + 1) for i in range(INGEST_APPS) for _ in range(INGEST_REGIONS)]
-    parts = [buffers.partition(app, f"r{r}") for app in default_app_names(INGEST_APPS) for r in range(INGEST_REGIONS)]
+    parts = [
+        buffers.partition(app, f"r{r}")
+        for app in default_app_names(INGEST_APPS)
+        for r in range(INGEST_REGIONS)
+    ]
     rng = random.Random(1)
     payload = b"x" * payload_bytes
     tick_s, sizes = 0.05, []
@@ -116,7 +122,9 @@ def encoder(slicer: bool) -> Callable[[Payloads], Any]:
         saved = encode.parse_batch
         encode.parse_batch = functools.partial(parse_batch, slicer=slicer)  # the name encode_partition calls
         try:
-            return encode.encode_partition(APP, REGION, payloads, RECEIVED, encode.LIVE_COMPRESSION_LEVEL, NEWEST)
+            return encode.encode_partition(
+                APP, REGION, payloads, RECEIVED, encode.LIVE_COMPRESSION_LEVEL, NEWEST
+            )
         finally:
             encode.parse_batch = saved
 
@@ -197,12 +205,18 @@ def main() -> int:
     parser.add_argument("--rates", default="10000,20000", help="msg/s whose service batch sizes are timed")
     parser.add_argument("--fractions", default="0,0.1,0.5", help="shares of app messages that are JSON logs")
     parser.add_argument("--threshold", action="store_true", help="also time parse alone on small batches")
-    parser.add_argument("--profile", action="store_true", help="split the cost by phase where over the target")
+    parser.add_argument(
+        "--profile", action="store_true", help="split the cost by phase where over the target"
+    )
     parser.add_argument("--json-out")
     args = parser.parse_args()
     pool = use_lean_memory()
     fractions = [float(f) for f in args.fractions.split(",")]
-    out: dict[str, Any] = {"runs": args.runs, "pool": pool, "corpus": str(LOGHUB) if LOGHUB.is_dir() else "sample"}
+    out: dict[str, Any] = {
+        "runs": args.runs,
+        "pool": pool,
+        "corpus": str(LOGHUB) if LOGHUB.is_dir() else "sample",
+    }
     print(f"python {sys.version.split()[0]}, Arrow pool {pool}, corpus {out['corpus']}; median of {args.runs} "
           "runs, CPU µs per message, today = parse_batch(slicer=False), fast = slicer=True", flush=True)  # fmt: skip
     sizes: dict[str, int] = {}
@@ -239,8 +253,13 @@ def main() -> int:
                     lambda p=payloads: parse_batch(APP, REGION, p, RECEIVED, NEWEST, slicer=False), size, runs))  # fmt: skip
                 fast = statistics.median(cpu_us_per_message(
                     lambda p=payloads: parse_batch(APP, REGION, p, RECEIVED, NEWEST, slicer=True), size, runs))  # fmt: skip
-                out["threshold"].append({"batch": size, "json_fraction": fraction, "today": today, "fast": fast})
-                print(f"| {size:,} | {fraction:.0%} | {today:.2f} | {fast:.2f} | {today / fast:.2f}x |", flush=True)
+                out["threshold"].append(
+                    {"batch": size, "json_fraction": fraction, "today": today, "fast": fast}
+                )
+                print(
+                    f"| {size:,} | {fraction:.0%} | {today:.2f} | {fast:.2f} | {today / fast:.2f}x |",
+                    flush=True,
+                )
     if args.profile and over:
         out["profiles"] = []
         for rate, size, fraction, payloads in over:

@@ -129,7 +129,17 @@ def main() -> None:
               f"added {med['added_us']:.3f}  (added per run: {each})")  # fmt: skip
     if args.compare:
         before, after = medians[args.compare]["added_us"], medians["this tree"]["added_us"]
-        print(f"  added cost this tree / {args.compare}: {after / before:.2f}x ({before:.3f} -> {after:.3f} µs)")
+        print(
+            f"  added cost this tree / {args.compare}: {after / before:.2f}x ({before:.3f} -> {after:.3f} µs)"
+        )
+        pairs = [
+            b["ingest_us"] / a["ingest_us"]
+            for a, b in zip(samples[args.compare], samples["this tree"], strict=True)
+        ]
+        print(
+            f"  whole callback path this tree / {args.compare}, median of the runs' ratios: "
+            f"{statistics.median(pairs):.2f}x ({', '.join(f'{r:.2f}' for r in pairs)})"
+        )
 
 
 if __name__ == "__main__":
