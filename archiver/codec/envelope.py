@@ -6,9 +6,8 @@ Fly sends one envelope, keys in alphabetical order, every value a string::
      "host":H,"log":{"level":L},"message":M,"timestamp":"YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ"}
 
 A payload of exactly that shape (compact, nothing else in it) is three
-pieces of its line in the batch's buffer (a
-:class:`~archiver.codec.payloads.Payloads` buffer is wrapped as an Arrow
-array without a copy), all handled in bulk with Arrow kernels, a chunk of
+pieces of its line in the batch's buffer (wrapped as Arrow arrays
+without a copy, :mod:`archiver.codec.lines`), all handled in bulk with Arrow kernels, a chunk of
 :data:`CHUNK_ROWS` lines at a time:
 
 * the *head*, through ``"message":"``. One (app, region) batch has a handful
@@ -52,6 +51,7 @@ from archiver.archive import schema
 from archiver.archive.message import format_timestamp_ns
 from archiver.archive.timestamps import split_ns
 from archiver.codec.envelope_text import STRING, falses, i32, messages
+from archiver.codec.lines import Lines, iota, pieces
 from archiver.codec.parse_exact import MIN_TIMESTAMP_NS
 from archiver.codec.payloads import Payloads
 
@@ -87,7 +87,6 @@ _VALID_TS = "2000-01-01T00:00:00.000000000Z"
 _UTF8_BLOCK = 256
 _MAX_INT32 = 2**31 - 1
 _INT32 = pa.int32()
-_ZERO = pa.array([0], _INT32)
 _MIN_TIMESTAMP_TEXT = format_timestamp_ns(MIN_TIMESTAMP_NS)
 
 
@@ -99,7 +98,7 @@ def slice_payloads(
     if not n or len(payloads.data) > _MAX_INT32:
         return None
     ends = pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(payloads.ends)])
-    laid = _Laid(payloads.data, pc.add(ends.cast(_INT32), i32(1)), ascii=payloads.is_ascii)
+    laid = Lines(payloads.data, pc.add(ends.cast(_INT32), i32(1)), ascii=payloads.is_ascii)
     del ends  # the export of payloads.ends: the array must stay free to grow once parsed
     masks: list[pa.Array] = []
     tables: list[pa.Table] = []
@@ -115,56 +114,7 @@ def slice_payloads(
     return pa.concat_arrays(masks), pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
-class _Laid:
-    """Lines in one buffer (each payload and its newline) and where each line starts and ends."""
-
-    __slots__ = ("ascii", "buffer", "ends", "n", "raw", "starts", "total")
-
-    def __init__(self, raw: bytearray, ends: pa.Array, starts: pa.Array | None = None,
-                 buffer: pa.Buffer | None = None, ascii: bool = False) -> None:  # fmt: skip
-        self.raw = raw
-        self.buffer = pa.py_buffer(raw) if buffer is None else buffer
-        self.n = n = len(ends)
-        self.ends = ends  # int32, into the whole buffer: line i is raw[starts[i]:ends[i]], newline included
-        self.starts = pa.concat_arrays([_ZERO, ends.slice(0, n - 1)]) if starts is None else starts
-        self.ascii = ascii
-        self.total = ends[n - 1].as_py()
-
-    def rows(self, lo: int, hi: int) -> _Laid:
-        """Lines lo..hi, over the same buffer."""
-        if lo == 0 and hi == self.n:
-            return self
-        return _Laid(self.raw, self.ends.slice(lo, hi - lo), self.starts.slice(lo, hi - lo), self.buffer,
-                     self.ascii)  # fmt: skip
-
-    def binary(self, offsets: pa.Array) -> pa.Array:
-        """A binary array over the buffer, no copy, with these int32 offsets (monotonic)."""
-        return pa.Array.from_buffers(pa.binary(), len(offsets) - 1, [None, offsets.buffers()[1], self.buffer],
-                                     offset=offsets.offset)  # fmt: skip
-
-
-_IOTA: list[pa.Array] = [pa.array([], _INT32)]
-
-
-def _iota(size: int) -> pa.Array:
-    """0, 1, ... size - 1 (int32), a slice of a cached array."""
-    if len(_IOTA[0]) < size:
-        _IOTA[0] = pa.array(range(max(size, 2 * len(_IOTA[0]), 1024)), _INT32)
-    return _IOTA[0].slice(0, size)
-
-
-def _pieces(laid: _Laid, first: pa.Array, second: pa.Array, last: int) -> pa.Array:
-    """Over the buffer, no copy: [first[0], second[0]), [second[0], first[1]), ..., [second[n-1], last)."""
-    n = len(first)
-    k = _iota(2 * n)
-    odd = pc.bit_wise_and(k, i32(1))
-    offsets = pa.concat_arrays([first, second]).take(
-        pc.add(pc.multiply(odd, i32(n)), pc.shift_right(k, i32(1)))
-    )
-    return laid.binary(pa.concat_arrays([offsets, pa.array([last], _INT32)]))
-
-
-def _slice_chunk(app: str, region: str, laid: _Laid, newest_text: str | None) -> tuple[pa.Array, pa.Table]:
+def _slice_chunk(app: str, region: str, laid: Lines, newest_text: str | None) -> tuple[pa.Array, pa.Table]:
     """(mask of the lines sliced, their rows in input order)."""
     n, starts, ends = laid.n, laid.starts, laid.ends
     lines = laid.binary(pa.concat_arrays([starts.slice(0, 1), ends]))
@@ -186,8 +136,8 @@ def _slice_chunk(app: str, region: str, laid: _Laid, newest_text: str | None) ->
     head_end = pc.add(starts, pc.fill_null(pc.binary_length(distinct).take(codes), i32(0)))
     body_end = pc.subtract(ends, i32(_TAIL))
     ok = pc.and_(ok, pc.less_equal(head_end, body_end))
-    pieces = _pieces(laid, head_end, pc.max_element_wise(head_end, body_end), laid.total)
-    ok, message, app_level = messages(pieces.take(pc.multiply(_iota(n), i32(2))), ok)
+    cut = pieces(laid, head_end, pc.max_element_wise(head_end, body_end), laid.total)
+    ok, message, app_level = messages(cut.take(pc.multiply(iota(n), i32(2))), ok)
 
     ok, timestamps = _timestamps(ts_text, ok)
     if not pc.all(ok).as_py():
@@ -212,7 +162,7 @@ def _slice_chunk(app: str, region: str, laid: _Laid, newest_text: str | None) ->
     return ok, pa.Table.from_arrays(columns, schema=schema.FILE_SCHEMA)
 
 
-def _valid_utf8(laid: _Laid) -> pa.Array:
+def _valid_utf8(laid: Lines) -> pa.Array:
     """True for each line that is valid UTF-8 (an ASCII batch was scanned once, as a whole)."""
     n = laid.n
     if laid.ascii:
@@ -238,7 +188,7 @@ def _valid_utf8(laid: _Laid) -> pa.Array:
     return pa.array(mask, pa.bool_())
 
 
-def _heads(lines: pa.Array, laid: _Laid) -> tuple[pa.Array, pa.Array]:
+def _heads(lines: pa.Array, laid: Lines) -> tuple[pa.Array, pa.Array]:
     """(index into the distinct heads of each line's head, null if none; the distinct heads).
 
     A line's head runs through its first '"message":"'. The most frequent heads of a sample
@@ -247,7 +197,7 @@ def _heads(lines: pa.Array, laid: _Laid) -> tuple[pa.Array, pa.Array]:
     """
     n, raw, starts, ends = laid.n, laid.raw, laid.starts, laid.ends
     sample: Counter[bytes] = Counter()
-    rows = _iota(n)[:: max(1, n // _SAMPLE)]
+    rows = iota(n)[:: max(1, n // _SAMPLE)]
     for start, end in zip(starts.take(rows).to_pylist(), ends.take(rows).to_pylist(), strict=True):
         at = raw.find(_MARK, start, end)
         if at >= 0:
@@ -270,7 +220,7 @@ def _heads(lines: pa.Array, laid: _Laid) -> tuple[pa.Array, pa.Array]:
     has = pc.greater_equal(at, i32(0))
     starts = starts.take(rows)
     head_ends = pc.add(starts, pc.if_else(has, pc.add(at, i32(len(_MARK))), i32(0)))
-    heads = _pieces(laid, starts, head_ends, laid.total).take(pc.multiply(_iota(len(rows)), i32(2)))
+    heads = pieces(laid, starts, head_ends, laid.total).take(pc.multiply(iota(len(rows)), i32(2)))
     heads = heads.dictionary_encode()
     more = pc.if_else(has, pc.add(heads.indices.cast(_INT32), i32(len(top))), pa.scalar(None, _INT32))
     return pc.replace_with_mask(codes, missing, more), pa.concat_arrays([distinct, heads.dictionary])
