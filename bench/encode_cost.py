@@ -245,7 +245,7 @@ def main() -> int:
         print("\nparse alone on small batches (sets SLICE_MIN_PAYLOADS):\n\n| batch | JSON app logs | parse today "
               "| parse fast | ratio |\n|---:|---:|---:|---:|---:|")  # fmt: skip
         out["threshold"] = []
-        for size in (100, 300, 1000, 3000):
+        for size in (300, 1000, 2000, 4000):
             for fraction in (0.0, 0.5):
                 payloads = fly_batch(size, fraction, seed=2)
                 runs = max(args.runs, 7)
