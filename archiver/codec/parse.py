@@ -90,8 +90,8 @@ from archiver.codec.payloads import Payloads
 
 #: Smaller batches skip the envelope slicer: its ~150 kernel calls and regex compilations (~2 ms a
 #: chunk) cost more than they save below this. ``bench/encode_cost.py --threshold``: at 1,000 payloads
-#: the slicer breaks even on plain text and is 1.25x slower with half JSON app logs; at 2,000, 1.4x
-#: faster and even.
+#: the slicer is 1.2x faster on plain text and 1.1x slower with half JSON app logs; at 2,000, 1.5x and
+#: 1.1x faster.
 SLICE_MIN_PAYLOADS = 2000
 
 #: Payloads per bulk read: large enough to amortise the reader, small enough to stay in cache.
