@@ -15,7 +15,7 @@ quote, out of the batch's buffer. Here, for a whole chunk of bodies at once
   (all most bodies need); the rest again with ``\\\\`` (and ``\\u005c``) set
   aside as a control character a checked text cannot hold, so each backslash
   left starts an escape, read as JSON reads it left to right.
-* The app's level (``parse._levels``: a message that is a JSON object, after
+* The app's level (``bulk_rows._levels``: a message that is a JSON object, after
   JSON whitespace, with a key of ``APP_LEVEL_KEYS``, read by orjson). Such a
   message arrives escaped (its quotes as ``\\"``), so one DFA pass of a grammar
   written over the *escaped* text checks at once that the text decodes and
@@ -80,7 +80,7 @@ _RSCALAR = f"(?:{_RSTR}|{_JNUM}|true|false|null)"
 _RKEY = r'\\"[^"\\\x00-\x1f]*\\"'
 _RPAIR = f"{_RWS}{_RKEY}:{_RWS}{_RSCALAR}{_RWS}"
 _FLAT_OBJECT_RE = f"^{_RWS}\\{{(?:{_RPAIR},)*{_RPAIR}\\}}{_RWS}$"
-_OBJECT_START = r"^[ \t\r\n]*\{"  # parse._levels' candidates, on the decoded text
+_OBJECT_START = r"^[ \t\r\n]*\{"  # bulk_rows._levels' candidates, on the decoded text
 _OBJECT_LEADS = pa.array([b"{", b" ", b"\t", b"\r", b"\n"], pa.binary())
 # The value after a key's colon (in the decoded message): a string without escapes, '"' alone for
 # one with, or a number or literal.
@@ -133,7 +133,7 @@ def _escaped_messages(texts: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
     other = pc.invert(flat)
     good = pc.or_(flat, _matching(texts, other, _ESCAPED_BODY_RE))
     decoded = _unescape(texts)  # garbage where not good
-    # The other candidates (parse._levels': "{" after whitespace and a level key, on the decoded text).
+    # The other candidates (bulk_rows._levels': "{" after whitespace and a level key, on the decoded text).
     lead = pc.binary_slice(decoded, 0, 1)
     start = pc.and_(pc.and_(other, good), pc.is_in(lead, value_set=_OBJECT_LEADS))
     undecided = _matching(decoded, _matching(decoded, start, _OBJECT_START), LEVEL_KEY)
@@ -141,7 +141,7 @@ def _escaped_messages(texts: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
     if pc.any(flat).as_py():
         levels, odd = _flat_levels(decoded, flat)
         undecided = pc.or_(undecided, odd)
-    if pc.any(undecided).as_py():  # one by one, as parse._levels does
+    if pc.any(undecided).as_py():  # one by one, as bulk_rows._levels does
         slow = [level_of(text) for text in decoded.filter(undecided).to_pylist()]
         levels = pc.replace_with_mask(levels, undecided, pa.array(slow, STRING))
     return good, decoded, levels
