@@ -413,3 +413,11 @@ def test_small_batches_skip_the_slicer() -> None:
     )
     assert envelope.slice_payloads(APP, REGION, Payloads(batch[:5]), None) is not None
     assert envelope.slice_payloads(APP, REGION, Payloads(), None) is None
+
+
+def test_the_batch_buffer_is_free_once_sliced() -> None:
+    """Nothing the slicer returns holds the batch's buffer: the bytearray and its offsets can grow again."""
+    payloads = Payloads([dec.good(i) for i in range(50)] + [b"junk"])
+    result = parse_batch(APP, REGION, payloads, RECEIVED, NEWEST, slicer=True)
+    payloads.append(dec.good(99))  # BufferError while an export of either is alive
+    assert result.table.num_rows == 51 and result.malformed == 1
