@@ -102,6 +102,7 @@ async def feed(stages: Stages, messages: list[tuple[str, bytes]]) -> None:
     for i, (subject, payload) in enumerate(messages):
         await stages.ingest.on_message(message(subject, payload))
         if i % 20 == 19:
+            stages.ingest.commit()  # the service commits COMMIT_DELAY_S after a record is queued
             await asyncio.sleep(0)
     stages.ingest.commit()
 

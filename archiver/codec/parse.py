@@ -1,8 +1,15 @@
 """Turn a batch of raw NATS payloads of one (app, region) into rows of schema v2.
 
-Every payload yields exactly one row and nothing here raises on bad input.
+Every payload yields exactly one row, in input order, and nothing here raises
+on bad input. Three paths give the same rows (property-tested); each payload
+takes the first that holds it exactly:
 
-Fast path (Arrow C++, nearly every Fly message): payloads are taken in chunks
+Envelope slicer (:mod:`archiver.codec.envelope`, batches of at least
+:data:`SLICE_MIN_PAYLOADS`): Fly's compact envelope is cut out of the bytes
+with Arrow kernels, no JSON parse. Payloads of another shape go on, per
+message, to the bulk reader.
+
+Bulk reader (Arrow C++): payloads are taken in chunks
 of :data:`CHUNK_ROWS`, joined with newlines and read by ``pyarrow.json`` with
 an explicit schema of the known Fly fields, all strings, refusing unknown
 fields. Vectorised checks then keep the rows the columns hold *exactly*: every
@@ -76,9 +83,16 @@ import pyarrow.json as pj
 
 from archiver.archive import schema
 from archiver.archive.message import format_timestamp_ns
-from archiver.archive.timestamps import split_ns
-from archiver.codec.parse_exact import LEVEL_KEY, MIN_TIMESTAMP_NS, exact_table, level_of
+from archiver.codec.bulk_rows import exact_bulk_rows
+from archiver.codec.envelope import slice_payloads
+from archiver.codec.parse_exact import exact_table
 from archiver.codec.payloads import Payloads
+
+#: Smaller batches skip the envelope slicer: its ~150 kernel calls and regex compilations (~2 ms a
+#: chunk) cost more than they save below this. ``bench/encode_cost.py --threshold``: at 1,000 payloads
+#: the slicer is 1.2x faster on plain text and 1.1x slower with half JSON app logs; at 2,000, 1.5x and
+#: 1.1x faster.
+SLICE_MIN_PAYLOADS = 2000
 
 #: Payloads per bulk read: large enough to amortise the reader, small enough to stay in cache.
 CHUNK_ROWS = 8192
@@ -100,11 +114,7 @@ FLY_JSON_SCHEMA = pa.schema(
 _PARSE_OPTIONS = pj.ParseOptions(
     explicit_schema=FLY_JSON_SCHEMA, unexpected_field_behavior="error", newlines_in_values=False
 )
-_CANONICAL_TS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}Z$"
-# The level tests run vectorised here (Arrow, RE2) and per row in parse_exact (re), alike.
-_JSON_WHITESPACE = " \t\r\n"
 _MAX_BLOCK = 2**31 - 1  # ReadOptions.block_size is an int32
-_MIN_TIMESTAMP_TEXT = format_timestamp_ns(MIN_TIMESTAMP_NS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +130,44 @@ class ParsedBatch:
 
 
 def parse_batch(
-    app: str, region: str, payloads: Payloads, received_ns: int, newest_ns: int | None = None
+    app: str,
+    region: str,
+    payloads: Payloads,
+    received_ns: int,
+    newest_ns: int | None = None,
+    *,
+    slicer: bool | None = None,
 ) -> ParsedBatch:
-    """Parse raw payloads of one (app, region) into one row each (see the module docstring)."""
+    """Parse raw payloads of one (app, region) into one row each, in input order (see the module docstring).
+
+    ``slicer``: None takes the envelope slicer from SLICE_MIN_PAYLOADS payloads on; True or False
+    always or never (tests and benchmarks compare the paths).
+    """
+    newest_text = None if newest_ns is None else format_timestamp_ns(newest_ns)
+    use_slicer = len(payloads) >= SLICE_MIN_PAYLOADS if slicer is None else slicer
+    sliced = slice_payloads(app, region, payloads, newest_text) if use_slicer else None
+    if sliced is None or sliced[1].num_rows == 0:
+        return _parse_general(app, region, payloads, received_ns, newest_ns, newest_text)
+    mask, table = sliced
+    if table.num_rows == len(payloads):
+        return ParsedBatch(table, 0)
+    rest = payloads.select(pc.indices_nonzero(pc.invert(mask)).to_pylist())
+    result = _parse_general(app, region, rest, received_ns, newest_ns, newest_text)
+    return ParsedBatch(_interleave(table, result.table, mask), result.malformed, result.malformed_kinds,
+                       result.wrong_type)  # fmt: skip
+
+
+def _parse_general(
+    app: str,
+    region: str,
+    payloads: Payloads,
+    received_ns: int,
+    newest_ns: int | None,
+    newest_text: str | None,
+) -> ParsedBatch:
+    """The bulk reader, then the exact path for what it refuses; rows in input order."""
     parts: list[pa.Table] = []
     exact: list[int] = []
-    newest_text = None if newest_ns is None else format_timestamp_ns(newest_ns)
     for start in range(0, len(payloads), CHUNK_ROWS):
         end = min(start + CHUNK_ROWS, len(payloads))
         _bulk(payloads, start, end, (app, region, newest_text), parts, exact, [2 * (end - start)])
@@ -134,10 +176,25 @@ def parse_batch(
             return ParsedBatch(schema.FILE_SCHEMA.empty_table(), 0)
         return ParsedBatch(pa.concat_tables(parts) if len(parts) > 1 else parts[0], 0)
     result = exact_table([payloads[i] for i in exact], app, region, received_ns, newest_ns)
-    parts.append(result.table)
-    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    table = result.table
+    if parts:  # ascending both: the bulk rows, and the exact ones (halving goes left to right)
+        in_bulk = bytearray(b"\x01") * len(payloads)
+        for i in exact:
+            in_bulk[i] = 0
+        mask = pa.Array.from_buffers(pa.uint8(), len(in_bulk), [None, pa.py_buffer(in_bulk)]).cast(pa.bool_())
+        table = _interleave(pa.concat_tables(parts) if len(parts) > 1 else parts[0], table, mask)
     malformed = sum(result.malformed_kinds.values())
     return ParsedBatch(table, malformed, result.malformed_kinds, result.wrong_type)
+
+
+def _interleave(first: pa.Table, second: pa.Table, from_first: pa.Array) -> pa.Table:
+    """Rows in input order: row i is the next of ``first`` where ``from_first[i]``, else the next of ``second``."""
+    in_first = pc.subtract(pc.cumulative_sum(from_first.cast(pa.int32())), _ONE)
+    in_second = pc.add(pc.cumulative_sum(pc.invert(from_first).cast(pa.int32())), first.num_rows - 1)
+    return pa.concat_tables([first, second]).take(pc.if_else(from_first, in_first, in_second))
+
+
+_ONE = pa.scalar(1, pa.int32())
 
 
 #: What a bulk read checks rows against: app, region, newest canonical timestamp text (or None).
@@ -201,67 +258,6 @@ def _read_bulk(joined: memoryview | None, count: int, target: _Target) -> tuple[
         )
         if raw.num_rows != count:
             return None
-        return _exact_bulk_rows(raw.combine_chunks().flatten().flatten(), target)
+        return exact_bulk_rows(raw.combine_chunks().flatten().flatten(), target)
     except (pa.ArrowException, ValueError):  # ArrowInvalid is a ValueError
         return None
-
-
-def _exact_bulk_rows(flat: pa.Table, target: _Target) -> tuple[pa.Table, list[int]]:
-    app, region, newest_text = target
-    ts_text = flat.column("timestamp")
-    ok = pc.fill_null(pc.match_substring_regex(ts_text, _CANONICAL_TS), False)
-    # Canonical texts have one width, so their lexical order is their time order: the window
-    # check needs no cast, and a year the cast refuses (9999) is rejected here, not by the cast.
-    ok = pc.and_(ok, pc.fill_null(pc.greater_equal(ts_text, _MIN_TIMESTAMP_TEXT), False))
-    if newest_text is not None:
-        ok = pc.and_(ok, pc.fill_null(pc.less_equal(ts_text, newest_text), False))
-    for name in flat.column_names:  # flatten() propagated parent nulls: a null leaf = absent
-        ok = pc.and_(ok, pc.is_valid(flat.column(name)))
-    ok = pc.and_(ok, pc.fill_null(pc.equal(flat.column("fly.app.name"), app), False))
-    ok = pc.and_(ok, pc.fill_null(pc.equal(flat.column("fly.region"), region), False))
-    rejected: list[int] = []
-    if not pc.all(ok).as_py():
-        rejected = pc.indices_nonzero(pc.invert(ok)).to_pylist()
-        flat = flat.filter(ok)
-    # Arrow's cast refuses out-of-range fields (hour 24, minute 60, second 60, April 31, February 29
-    # of a common year, beyond int64 ns), so a text of the canonical shape that casts is exactly the
-    # canonical form of its value: no need to format it back (pc.strftime costs ~0.9 us a row).
-    # A text that does not cast makes the whole chunk raise; it is then halved.
-    micros, nanos = split_ns(pc.cast(flat.column("timestamp"), schema.NS_TIMESTAMP_TYPE))
-    message = flat.column("message").combine_chunks()
-    fly_level = flat.column("log.level").combine_chunks()
-    columns = [
-        micros,
-        nanos,
-        pa.repeat(pa.scalar(region, _STR), flat.num_rows),
-        flat.column("fly.app.instance"),
-        flat.column("host"),
-        flat.column("event.provider"),
-        _levels(message, fly_level),
-        fly_level,
-        message,
-        pa.nulls(flat.num_rows, _STR),
-    ]
-    return pa.Table.from_arrays(columns, schema=schema.FILE_SCHEMA), rejected
-
-
-def _levels(message: pa.Array, fly_level: pa.Array) -> pa.Array:
-    # ascii_ltrim + starts_with is ~3x cheaper than the equivalent regex.
-    candidates = pc.fill_null(pc.starts_with(pc.ascii_ltrim(message, _JSON_WHITESPACE), "{"), False)
-    if not pc.any(candidates).as_py():
-        return fly_level
-    positions = pc.indices_nonzero(candidates)
-    texts = message.take(positions)
-    has_key = pc.fill_null(pc.match_substring_regex(texts, LEVEL_KEY), False)
-    mask = [False] * len(message)
-    found: list[str] = []
-    # Bytes, not str: saves a UTF-8 decode here and an encode inside orjson.
-    raw_texts = texts.filter(has_key).cast(pa.binary()).to_pylist()
-    for position, text in zip(positions.filter(has_key).to_pylist(), raw_texts, strict=True):
-        level = level_of(text)
-        if level is not None:
-            mask[position] = True
-            found.append(level)
-    if not found:
-        return fly_level
-    return pc.replace_with_mask(fly_level, pa.array(mask, pa.bool_()), pa.array(found, _STR))

@@ -60,6 +60,20 @@ class Payloads(Sequence[bytes]):
         self._ascii = None
         return taken
 
+    def select(self, rows: Iterable[int]) -> Payloads:
+        """The payloads at these positions, in this order, copied into a new batch."""
+        out = Payloads()
+        data, out_ends, ends = out.data, out.ends, self.ends
+        view = memoryview(self.data)
+        try:
+            for i in rows:
+                data += view[ends[i - 1] + 1 if i else 0 : ends[i]]
+                out_ends.append(len(data))
+                data += b"\n"
+        finally:
+            view.release()  # an export would stop the bytearray from growing
+        return out
+
     def __len__(self) -> int:
         return len(self.ends)
 

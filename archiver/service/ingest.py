@@ -2,7 +2,12 @@
 
 Per message, :meth:`Ingest.on_message` looks up the partition by subject
 (cached), queues the record for the spool's next group commit, and appends
-the payload to its partition buffer. Nothing is parsed. A payload longer
+the payload to its partition buffer. Nothing is parsed. The group commit
+writes what is queued :data:`COMMIT_DELAY_S` after the first record queued
+(at once past ``WRITE_THRESHOLD_BYTES``, and before any batch is handed to
+the uploader, which journals it): a write costs ~8 µs of system time besides
+its bytes, and committing every event-loop turn made ~900 writes/s of ~20
+messages at 20k msg/s. A payload longer
 than ``MAX_MESSAGE_BYTES`` (one length compare) is first replaced by its
 marked, truncated form (:func:`archiver.archive.message.truncate_payload`), which is
 what the spool keeps and routing sees, so a replay treats it alike.
@@ -35,6 +40,9 @@ from archiver.service.routing import app_region_from_payload, app_region_from_su
 from archiver.service.spool import WRITE_THRESHOLD_BYTES, Spool
 from archiver.service.spool_record import record_subject, subject_prefix, tagged_prefix
 
+#: How long a queued record waits for the group commit: ~100 records a write at 20k msg/s. A message
+#: counts as received once written, so a kill loses at most this much of what NATS had delivered.
+COMMIT_DELAY_S = 0.005
 #: Subjects are per instance; the cache is cleared past this so churn cannot grow it forever.
 MAX_CACHED_SUBJECTS = 100_000
 REPLAY_CHUNK_RECORDS = 5_000
@@ -63,7 +71,7 @@ class Ingest:
         self.spool = spool
         self._on_batch = on_batch
         self._routes: dict[str, Route] = {}
-        self._commit_scheduled = False
+        self._commit_handle: asyncio.TimerHandle | None = None
         #: True while records go to the spool only; replay_seq is the next record to feed.
         self.spilling = False
         self.replay_seq = 0
@@ -105,9 +113,8 @@ class Ingest:
             self._log_full(dropped_total=stats.dropped["spool_full"], spool_bytes=spool.bytes)
             return
         stats.bytes_received += len(data)
-        if not self._commit_scheduled:
-            self._commit_scheduled = True
-            asyncio.get_running_loop().call_soon(self.commit)
+        if self._commit_handle is None:
+            self._commit_handle = asyncio.get_running_loop().call_later(COMMIT_DELAY_S, self.commit)
         elif pending >= WRITE_THRESHOLD_BYTES:
             self.commit()
         if self.spilling:
@@ -140,9 +147,8 @@ class Ingest:
             return None
         seq = spool.next_seq - 1
         self.stats.bytes_received += len(data)
-        if not self._commit_scheduled:
-            self._commit_scheduled = True
-            asyncio.get_running_loop().call_soon(self.commit)
+        if self._commit_handle is None:
+            self._commit_handle = asyncio.get_running_loop().call_later(COMMIT_DELAY_S, self.commit)
         elif pending >= WRITE_THRESHOLD_BYTES:
             self.commit()
         if not self.spilling and self.buffers.append(buf, data, seq):
@@ -153,7 +159,9 @@ class Ingest:
 
     def commit(self) -> None:
         """Group commit: write every queued record in one syscall; they now count as received."""
-        self._commit_scheduled = False
+        if self._commit_handle is not None:
+            self._commit_handle.cancel()  # a no-op when it is what runs this
+            self._commit_handle = None
         if self.spool is not None:
             written = self.spool.write_pending()
             if written:
@@ -180,8 +188,11 @@ class Ingest:
     # -- flushing ---------------------------------------------------------------------
 
     def flush_due(self) -> None:
-        """Hand every due partition to the uploader."""
-        for batch in self.buffers.due():
+        """Hand every due partition to the uploader, their records written to the spool first."""
+        batches = self.buffers.due()
+        if batches:
+            self.commit()  # the uploader journals a batch by its spool sequences: they must be on disk
+        for batch in batches:
             self._on_batch(batch)
 
     def low_water_seq(self) -> int:

@@ -10,8 +10,9 @@ A record (:mod:`archiver.service.spool_record`, the format's one owner) is
 ``<u32 body length><u32 crc32(body)><u16 subject length><subject><payload>``;
 sequence numbers are implicit (segment's first sequence + index), so a record
 costs 10 bytes of framing. Appends go to an
-in-memory buffer that is written to the segment in one ``write`` per event
-loop turn (group commit): a message counts as received once that write has
+in-memory buffer that is written to the segment in one ``write`` a few
+milliseconds later (group commit, :data:`archiver.service.ingest.COMMIT_DELAY_S`,
+sooner past :data:`WRITE_THRESHOLD_BYTES`): a message counts as received once that write has
 returned, so a process kill (kill -9, OOM) loses nothing received. The
 segment is fsynced every ``SPOOL_FSYNC_INTERVAL`` (or after every write
 when it is 0), which bounds what an OS crash can lose. A torn or corrupt
@@ -53,7 +54,7 @@ from archiver.service.spool_record import FRAME, read_records
 _pack_frame = FRAME.pack
 SEGMENT_SUFFIX = ".seg"
 DEFAULT_SEGMENT_BYTES = 32 * 1024 * 1024
-#: Group-commit threshold: past this the hot path writes at once instead of waiting for the loop turn.
+#: Group-commit threshold: past this the hot path writes at once instead of waiting for the commit delay.
 WRITE_THRESHOLD_BYTES = 256 * 1024
 
 
