@@ -1,6 +1,6 @@
 """Run every benchmark and append the results to BENCHMARKS.md.
 
-    .venv/bin/python bench/run_all.py            # everything, ~15 minutes on 2 cores
+    .venv/bin/python bench/run_all.py            # everything, ~40 minutes on 2 cores (storage ~25)
     .venv/bin/python bench/run_all.py --quick    # a smoke run, ~3 minutes (shorter runs, local only)
 
 Each benchmark runs as its own process (bench/ingest.py, bench/storage.py,
@@ -136,49 +136,48 @@ def ingest_section(d: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, s
 
 
 def storage_section(d: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, str]]]:
+    from storage import markdown  # bench/ is this script's directory
+
     results = d["results"]
+    rates = sorted({r["rate_per_s"] for r in results})
+
+    def worst(key: str) -> dict[float, dict[str, Any]]:
+        return {
+            rate: min((r for r in results if r["rate_per_s"] == rate), key=lambda r: r[key]) for rate in rates
+        }
 
     def figures(key: str) -> str:
-        return ", ".join(f"{r['rate_per_s']:,.0f} msg/s: {r[key]:.2f}×" for r in results)
+        return ", ".join(
+            f"{rate:,.0f} msg/s: {r[key]:.2f}× ({r['system']})" for rate, r in worst(key).items()
+        )
 
     def verdict(key: str, goal: float) -> str:
-        met = [r for r in results if r[key] >= goal]
-        if len(met) == len(results):
+        met = [rate for rate, r in worst(key).items() if r[key] >= goal]
+        if len(met) == len(rates):
             return _ok(True)
         if not met:
             return _ok(False)
-        return f"**met** from {min(r['rate_per_s'] for r in met):,.0f} msg/s, **missed** below"
+        return f"**met** from {min(met):,.0f} msg/s, **missed** below"
 
     targets = [
-        ("storage: live files ≥ 1.4 × smaller than gzip-6 JSON lines", figures("gzip_over_live"),
+        ("storage: live files ≥ 1.4 × smaller than gzip-6 JSON lines (worst system)", figures("gzip_over_live"),
          verdict("gzip_over_live", 1.4)),
-        ("storage: after compaction ≥ 1.7 × smaller than gzip-6 JSON lines", figures("gzip_over_compacted"),
-         verdict("gzip_over_compacted", 1.7)),
+        ("storage: after compaction ≥ 2.0 × smaller than gzip-6 JSON lines (worst system)",
+         figures("gzip_over_compacted"), verdict("gzip_over_compacted", 2.0)),
     ]  # fmt: skip
     lines = [
         "### Storage",
         "",
-        f"{results[0]['messages']:,} LogHub lines ({d['corpus']}, {len(d['systems'])} systems) as Fly messages per "
-        f"rate: {d['apps']} apps × {d['regions_per_app']} regions, grouped per (app, region, hour). Live = "
-        f"encode_partition at zstd-{d['live_level']}, cut as the service flushes at FLUSH_INTERVAL "
-        f"{d['flush_interval_s']:.0f} s / FLUSH_BYTES {d['flush_bytes'] // MIB} MiB; compacted = one file per "
-        f"(app, region, hour) at zstd-{d['compact_level']} ({d['compaction']}). The total rate sets how many rows "
-        "a live file holds.",
+        f"{results[0]['messages']:,} messages per run, per LogHub system ({d['corpus']}) and their mix, as Fly "
+        f"messages from bench/storage_text.py (each machine's own lines in order, never repeated verbatim): "
+        f"{d['apps']} apps × {d['regions_per_app']} regions × {d['machines_per_region']} machines. Live = "
+        f"encode_partition at zstd-{d['live_level']}, cut as the service flushes (FLUSH_INTERVAL "
+        f"{d['flush_interval_s']:.0f} s, FLUSH_BYTES {d['flush_bytes'] // MIB} MiB), layout v2; compacted = "
+        f"archiver.manage.compact.compact_archive (one file per app-hour at zstd-{d['compact_level']}); gzip-6 "
+        "JSON lines per (app, region, hour).",
         "",
-        "| total rate | rows per live file | gzip-6 / live | gzip-6 / compacted | zstd-3 / live | zstd-3 / compacted "
-        "| B/msg raw JSON | gzip-6 | zstd-3 | live Parquet | compacted | 1-row file | live encode µs/msg "
-        "| compaction µs/msg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        markdown(results),
     ]
-    for r in results:
-        b = r["bytes_per_message"]
-        lines.append(
-            f"| {r['rate_per_s']:,.0f} msg/s | {r['rows_per_live_file']:,.0f} | {r['gzip_over_live']:.2f}× "
-            f"| {r['gzip_over_compacted']:.2f}× | {r['zstd3_over_live']:.2f}× | {r['zstd3_over_compacted']:.2f}× "
-            f"| {b['raw_json']} | {b['gzip6_jsonl']} | {b['zstd3_jsonl']} | {b['live_parquet']} "
-            f"| {b['compacted_parquet']} | {r['one_row_file_bytes']:,} B | {r['live_encode_us_per_message']} "
-            f"| {r['compact_us_per_message']} |"
-        )
     return [*lines, ""], targets
 
 
