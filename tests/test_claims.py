@@ -37,7 +37,7 @@ def test_one_holder_then_the_next(tmp_path: Path) -> None:
     async def test(storage: Storage) -> None:
         mine = await acquire(storage, UNIT, HERE)
         assert mine is not None and mine.key == f"{claim_prefix(UNIT)}00000001"
-        assert claim_prefix(UNIT) == "_archiver/claims/a%2Fb ü/" + UNIT.stamp + "/"
+        assert claim_prefix(UNIT) == "_archiver/claims/app=a%2Fb ü/" + UNIT.stamp + "/"
         assert await acquire(storage, UNIT, OTHER) is None  # held by me
         again = await acquire(storage, UNIT, HERE)  # my own claim never keeps me off
         assert again is not None and again.key.endswith("00000002") and again.older == [mine.key]
@@ -90,5 +90,19 @@ def test_sweep_deletes_only_what_nobody_holds(tmp_path: Path) -> None:
         assert held is not None and mine is not None
         assert await sweep(storage, HERE) == 1  # not the held one, not my own
         assert sorted(i.key for i in await storage.list(claims.CLAIMS_PREFIX)) == sorted([held.key, mine.key])
+
+    run(tmp_path, test)
+
+
+def test_apps_named_dot_dot_or_empty_are_claimed_inside_the_prefix(tmp_path: Path) -> None:
+    """An app called ``..`` (or ``.``, or empty) is claimed like any other: its claim key is a valid key."""
+
+    async def test(storage: Storage) -> None:
+        for app in ("..", ".", ""):
+            unit = WorkUnit(app, UNIT.start_ns)
+            claim = await acquire(storage, unit, HERE)
+            assert claim is not None and claim.key.startswith("_archiver/claims/app=")
+            await release(storage, claim)
+            assert await storage.list(claim_prefix(unit)) == []
 
     run(tmp_path, test)

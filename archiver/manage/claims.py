@@ -1,7 +1,7 @@
 """Claims: so that no two processes compact the same unit at once (duplicate work, never a correctness need).
 
 A claim is a small create-only object
-``_archiver/claims/<app segment>/<unit stamp>/<n>`` (``n`` zero-padded, so
+``_archiver/claims/app=<app segment>/<unit stamp>/<n>`` (``n`` zero-padded, so
 listings sort by it) holding JSON ``{owner, host, pid, expires_ns}``. To
 claim a unit: list its claim prefix; if the newest claim is *held* (see
 below) by someone else, skip the unit; else create claim ``n + 1`` (create-
@@ -76,7 +76,8 @@ class Claim:
 
 def claim_prefix(unit: WorkUnit) -> str:
     """Where the claims of a unit are."""
-    return f"{CLAIMS_PREFIX}{unit.segment}/{unit.stamp}/"
+    # ``app=`` as in the archive's own folders: a bare segment can be "." or "..", which no key may hold.
+    return f"{CLAIMS_PREFIX}app={unit.segment}/{unit.stamp}/"
 
 
 def _number(key: str) -> int | None:
