@@ -18,8 +18,8 @@ import errno
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from archiver.errors import ObjectExistsError, ObjectNotFoundError, StorageError, StorageUnavailableError
 from archiver.storage.interface import ObjectInfo, Storage
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import pyarrow.fs
 
     from archiver.config import ArchiveSettings
+
+_Source = TypeVar("_Source")
 
 #: A concurrent delete may prune the directory a put just created; the put recreates it this often.
 _MKDIR_ATTEMPTS = 5
@@ -68,9 +70,13 @@ class LocalStorage(Storage):
 
     async def put(self, key: str, data: bytes) -> None:
         """Store ``data`` at ``key`` only if nothing is there; ObjectExistsError otherwise."""
+        await self._create(key, self._put_sync, data)
+
+    async def _create(self, key: str, write: Callable[[str, _Source], None], source: _Source) -> None:
+        """Run ``write(path, source)`` in a thread; its OSErrors become StorageError (ObjectExistsError passes)."""
         path = self._path(key)
         try:
-            await asyncio.to_thread(self._put_sync, path, data)
+            await asyncio.to_thread(write, path, source)
         except ObjectExistsError:
             raise
         except OSError as exc:
@@ -97,13 +103,7 @@ class LocalStorage(Storage):
 
     async def put_file(self, key: str, path: str) -> None:
         """Store the local file ``path`` at ``key`` only if nothing is there (linked, not read)."""
-        destination = self._path(key)
-        try:
-            await asyncio.to_thread(self._put_file_sync, destination, path)
-        except ObjectExistsError:
-            raise
-        except OSError as exc:
-            raise StorageError(f"cannot write {key!r} in {self.root}: {_reason(exc)}") from exc
+        await self._create(key, self._put_file_sync, path)
 
     def _put_file_sync(self, destination: str, source: str) -> None:
         directory = os.path.dirname(destination)
