@@ -1,0 +1,170 @@
+"""``archiver query --count``: matching logs per time bucket (and per app, region, instance, level or JSON field).
+
+The same plan, filters and scan as printing logs, reading only the columns
+the count needs (the timestamp, the ``--by`` column; the message only when a
+filter or a ``field:`` grouping needs it) and skipping the hour's time-order
+merge. Each hour's rows are counted with Arrow (``group_by`` on the bucket
+and the group) in a worker thread while the next hours are read; the small
+per-hour counts are summed at the end. Buckets are aligned to the UNIX epoch
+(UTC: days start at midnight); ``--every`` is their width, by default the
+first of :data:`NICE_WIDTHS_S` that splits the range into at most
+:data:`TARGET_BUCKETS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from archiver.archive import schema
+from archiver.errors import UsageError
+from archiver.storage.open import open_read_storage
+from query.jsonfields import extract
+from query.modes import CountSpec
+from query.plan import Planner
+from query.run import Progress, QueryRequest, each_table, note_nothing, open_reader, start, writing
+from query.scan import ScanStats
+from query.supersede import FooterReader
+from query.textout import bucket_label, iso_time, open_output, render_chart
+
+NS = 1_000_000_000
+NICE_WIDTHS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+                 172800, 604800, 2592000)  # fmt: skip
+TARGET_BUCKETS = 40
+#: Counting tables kept before they are summed into one.
+MERGE_EVERY = 32
+BUCKET, GROUP, COUNT = "bucket", "group", "count"
+
+
+def default_every_ns(since_ns: int, until_ns: int) -> int:
+    """The bucket width for a range: the first nice width giving at most TARGET_BUCKETS buckets."""
+    for width_s in NICE_WIDTHS_S:
+        if (until_ns - since_ns) / (width_s * NS) <= TARGET_BUCKETS:
+            return width_s * NS
+    return NICE_WIDTHS_S[-1] * NS
+
+
+def file_columns(spec: CountSpec) -> tuple[str, ...]:
+    """The file columns a count reads (app and region come with every scan)."""
+    columns = [schema.TIMESTAMP]
+    if spec.by_column is not None and spec.by_column in schema.FILE_SCHEMA.names:
+        columns.append(spec.by_column)
+    if spec.by_field is not None:
+        columns.append(schema.MESSAGE)
+    return tuple(columns)
+
+
+def epoch_ns(column: Any) -> Any:
+    """Nanoseconds since the epoch (int64) of a timestamp column of any unit."""
+    import pyarrow.compute as pc
+
+    return pc.cast(pc.cast(column, pa.timestamp("ns", tz="UTC")), pa.int64())
+
+
+def count_table(table: pa.Table, spec: CountSpec, every_ns: int) -> pa.Table:
+    """Rows of ``table`` per (bucket start ns, group): columns bucket, group (string or null), count."""
+    import pyarrow.compute as pc
+
+    ts = epoch_ns(table[schema.TIMESTAMP])
+    # Integer division truncates: from the first bucket on every offset is >= 0, so it floors (before 1970 too).
+    base = (pc.min(ts).as_py() or 0) // every_ns * every_ns
+    offset = pc.subtract(ts, pa.scalar(base, pa.int64()))
+    every = pa.scalar(every_ns, pa.int64())
+    bucket = pc.add(pc.multiply(pc.divide(offset, every), every), pa.scalar(base, pa.int64()))
+    if spec.by_field is not None:
+        group = extract(table[schema.MESSAGE], spec.by_field).text
+    elif spec.by_column is not None:
+        group = pc.cast(table[spec.by_column], pa.string())
+    else:
+        group = pa.nulls(len(table), pa.string())
+    counted = (
+        pa.table({BUCKET: bucket, GROUP: group})
+        .group_by([BUCKET, GROUP], use_threads=False)
+        .aggregate([([], "count_all")])
+    )
+    return counted.rename_columns([BUCKET, GROUP, COUNT])
+
+
+def merge_counts(tables: list[pa.Table]) -> pa.Table:
+    """Counts of several tables summed per (bucket, group), sorted by bucket then group."""
+    if not tables:
+        return pa.table({BUCKET: pa.array([], pa.int64()), GROUP: pa.array([], pa.string()),
+                         COUNT: pa.array([], pa.int64())})  # fmt: skip
+    summed = pa.concat_tables(tables).group_by([BUCKET, GROUP], use_threads=False).aggregate([(COUNT, "sum")])
+    summed = summed.rename_columns([BUCKET, GROUP, COUNT])
+    return summed.sort_by([(BUCKET, "ascending"), (GROUP, "ascending")])
+
+
+async def run_count(request: QueryRequest) -> int:
+    """Count the matching logs per bucket and group, and print the table and chart (or json/csv)."""
+    spec = request.count
+    assert spec is not None
+    every_ns = spec.every_ns or default_every_ns(request.since_ns, request.until_ns)
+    if (request.until_ns - request.since_ns) // every_ns > 10_000_000:
+        raise UsageError("--every: more than 10,000,000 buckets in the range; give a wider --every")
+    output = open_output(request.output)
+    storage = open_read_storage(request.archive)
+    reader = open_reader(request.archive, storage)
+    stats = ScanStats()
+    progress = Progress(stats, sys.stderr)
+    try:
+        apps = await start(request.archive, storage, request.apps)
+        footers = FooterReader(storage, request.archive)
+        planner = Planner(storage, apps, request.since_ns, request.until_ns, request.regions, footers)
+        progress.start()
+        partials: list[pa.Table] = []
+        tables = each_table(request, reader, stats, planner, columns=file_columns(spec), in_order=False)
+        async for table in tables:
+            partials.append(await asyncio.to_thread(count_table, table, spec, every_ns))
+            if len(partials) >= MERGE_EVERY:
+                partials = [merge_counts(partials)]
+        counts = merge_counts(partials)
+        progress.stop()
+        if not len(counts):
+            note_nothing(stats, planner, apps)
+        where = request.output or "the results to stdout"
+        with writing(where):
+            (output or sys.stdout.buffer).write(render_counts(counts, spec, every_ns, request))
+            (output or sys.stdout.buffer).flush()
+        return 0
+    finally:
+        progress.stop()
+        if output is not None:
+            output.close()
+        reader.close()
+        await storage.close()
+
+
+def render_counts(counts: pa.Table, spec: CountSpec, every_ns: int, request: QueryRequest) -> bytes:
+    """The counts in the request's format: a table and chart, JSON lines or CSV."""
+    rows = list(zip(*(counts[name].to_pylist() for name in (BUCKET, GROUP, COUNT)), strict=True))
+    label = spec.by_label
+    fmt = request.output_format
+    out = bytearray()
+    if fmt == "json":
+        for bucket, group, count in rows:
+            record: dict[str, Any] = {"time": iso_time(bucket)}
+            if label is not None:
+                record[label] = group
+            record["count"] = count
+            out += orjson.dumps(record) + b"\n"
+    elif fmt == "csv":
+        import csv
+        import io
+
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["time", label, "count"] if label is not None else ["time", "count"])
+        for bucket, group, count in rows:
+            writer.writerow(
+                [iso_time(bucket), group, count] if label is not None else [iso_time(bucket), count]
+            )
+        out += text.getvalue().encode()
+    else:
+        lines = render_chart(rows, label, every_ns, lambda ns: bucket_label(ns, every_ns))
+        out += "".join(lines).encode()
+    return bytes(out)
