@@ -5,8 +5,9 @@ Grammar (one condition per ``--where``; several are ANDed)::
     condition := path op value | "has:" path | "!has:" path
     path      := segment ("." segment)*       user.id, req.headers.x-request-id
     segment   := 1+ characters other than . = ! < > ~ " and blanks, or a "JSON string" ("a.b")
-    op        := = | != | < | <= | > | >= | ~ | !~
+    op        := = (or ==) | != | < | <= | > | >= | ~ | !~
     value     := the rest, blanks around it dropped; a "JSON string" keeps blanks and escapes
+                 (and must be used for a value starting with < > = or ~)
 
 A value that is a JSON number (``500``, ``-1.5``, ``2e3``), unquoted, is a
 number: where the field holds a JSON number the comparison is numeric (as
@@ -36,7 +37,7 @@ import pyarrow as pa
 from archiver.errors import UsageError
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
 
-OPERATORS = ("!=", "<=", ">=", "!~", "=", "<", ">", "~")
+OPERATORS = ("==", "!=", "<=", ">=", "!~", "=", "<", ">", "~")
 _KERNELS = {
     "=": "equal",
     "!=": "not_equal",
@@ -110,8 +111,10 @@ def parse_condition(text: str) -> Condition:
     found = next((o for o in OPERATORS if rest.startswith(o)), None)
     if found is None:
         raise _bad(text, "no operator after the field" if not rest else f"unknown operator at {rest[:8]!r}")
-    op = found
-    raw = rest[len(op) :].strip()
+    op = "=" if found == "==" else found
+    raw = rest[len(found) :].strip()
+    if raw[:1] in ("<", ">", "=", "~"):
+        raise _bad(text, "a value starting with an operator character must be quoted")
     number = None
     if raw.startswith('"'):
         match = _JSON_STRING.match(raw)
