@@ -71,7 +71,7 @@ def message_text(rnd: random.Random, n: int) -> str:
     if kind == 16:
         return orjson.dumps({"status": status / 100, "msg": "ratio", "user": {"id": user * 1.5}}).decode()
     return orjson.dumps(
-        {"level": "warn", "msg": f"slow query {n} took {n % 300}ms", "db": {"host": "10.0.0.%d" % (n % 9)}}
+        {"level": "warn", "msg": f"slow query {n} took {n % 300}ms", "db": {"host": f"10.0.0.{n % 9}"}}
     ).decode()
 
 
