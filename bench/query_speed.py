@@ -16,9 +16,10 @@ talking like LogHub system i. Files are written with
 are compacted: the hour "now" is in as the live service leaves it (a file per
 (app, region) per 60 s flush, archiver.codec.encode's live level), every older hour
 one file per (app, region) at the compaction level. Hours older than 26 h in
-the 30-day archive are hard links to a real file of the same partition and
-hour of day (same size and rows, timestamps not rewritten): no query here
-reads them, they are what listing and planning have to get past. Every answer
+the 30-day archive are copies of a real file of the same partition and hour
+of day with the timestamps moved into their hour (same rows): only
+``count30d`` reads them, for the other questions they are what listing and
+planning have to get past. Every answer
 is checked: all variants of a question must print the same number of rows.
 
 "Now" is pinned at half past the previous hour and passed as explicit
@@ -39,7 +40,19 @@ Questions (archiver / DuckDB):
   DuckDB with the README's archive-wide glob and with the app's own glob;
 * ``--grep RE --since 24h``: every app / ``regexp_matches(message, RE)``;
 * ``--app X --tail 100``: the newest 100 of the last hour / ``ORDER BY
-  timestamp DESC LIMIT 100``, re-sorted.
+  timestamp DESC LIMIT 100``, re-sorted;
+* ``--where status>=500 --since 24h``: every app / ``json_extract(message,
+  '$.status')`` (TRY_CAST to a double, only where ``json_valid``) ``>= 500``;
+* ``--count --by level --every 1h`` over 24 h (``count1d``) and, on the
+  30-day archive, over 30 days (``count30d``), ``--format json`` / ``GROUP BY
+  epoch_ns(timestamp) // 1h, level`` with the hive ``date`` range;
+* ``--top 20 --since 24h`` (``--format json``) / the same RE2 collapse
+  (``query.patterns.COLLAPSE``) with ``regexp_replace``, ``GROUP BY``, top 20;
+  peak RSS is recorded for every process.
+
+Messages: ``JSON_REQUEST_FRACTION`` of each app's are pino-style JSON request
+logs (status, user.id, req.headers...), the rest LogHub text and loadgen's
+JSON lines.
 
 Each is a whole process (Python start-up and imports included), stdout to a
 file (archiver: text; DuckDB: ``COPY ... TO '/dev/stdout'`` CSV), median of
@@ -84,6 +97,9 @@ from archiver.demo.corpus import REGIONS as _ALL_REGIONS
 from archiver.demo.corpus import default_app_names, sample_systems
 from archiver.demo.loadgen import FlyLogGenerator
 
+#: Share of each app's messages that are JSON request logs with realistic fields (status, user.id, ...),
+#: the rest LogHub text and loadgen's JSON lines: what --where, --count and --top are measured on.
+JSON_REQUEST_FRACTION = 0.4
 APPS = 20
 REGIONS = ("iad", "ams", "sin", "syd")
 assert all(r in _ALL_REGIONS for r in REGIONS)
@@ -92,6 +108,7 @@ GREP = "timeout|refused|denied"
 LIVE_HOURS = 1  # the hour "now" is in is not compacted yet
 REAL_HOURS = 26  # hours with generated data (the 1-day archive): 24 h back and both edges
 WRITER = "bench0001"
+LONG_DAYS = 30  # the long archive
 
 
 def regions_of(index: int) -> tuple[str, ...]:
@@ -106,6 +123,44 @@ def rows_per_hour(index: int, hour_ns: int) -> int:
 
 
 # --- building the archives -------------------------------------------------------------------------
+
+_STATUSES = (
+    [200] * 80 + [201] * 5 + [204] * 3 + [301, 302, 304] + [400, 401, 403] + [404] * 4 + [500, 502, 503]
+)
+
+
+def with_request_message(payload: bytes, rng: random.Random) -> bytes:
+    """The Fly message with its text replaced by a pino-style JSON request log."""
+    import orjson
+
+    message = orjson.loads(payload)
+    status = rng.choice(_STATUSES)
+    message["message"] = orjson.dumps({
+        "level": 50 if status >= 500 else 40 if status >= 400 else 30, "time": 1764000000000 + rng.randrange(10**9),
+        "pid": rng.randrange(300, 700), "hostname": message["fly"]["app"]["instance"],
+        "req": {"id": rng.randrange(10**6), "method": rng.choice(["GET", "GET", "GET", "POST", "PUT", "DELETE"]),
+                "url": f"/api/v1/orders/{rng.randrange(10**5)}",
+                "headers": {"x-request-id": f"{rng.getrandbits(64):016x}", "user-agent": "Mozilla/5.0"}},
+        "res": {"statusCode": status}, "status": status, "user": {"id": rng.randrange(5000)},
+        "responseTime": round(rng.expovariate(1 / 40), 1), "msg": "request completed",
+    }).decode()  # fmt: skip
+    return orjson.dumps(message)
+
+
+def _moved_copy(source: Path, target: Path, back_ns: int) -> None:
+    """``source`` re-encoded at ``target`` with every timestamp ``back_ns`` earlier (same rows and order)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(source)
+    ts = table["timestamp"]
+    moved = pc.subtract(ts.cast(pa.int64()), back_ns).cast(ts.type)
+    table = table.set_column(
+        table.schema.get_field_index("timestamp"), table.schema.field("timestamp"), moved
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(encode.write_parquet(table, encode.COMPACT_COMPRESSION_LEVEL))
 
 
 def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
@@ -135,6 +190,8 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
             clock[0] = iter(times)  # event times in order, within the hour
             by_region: dict[str, list[tuple[bytes, int]]] = {}
             for (subject, payload), ns in zip(generator.messages(count), times, strict=True):
+                if rng.random() < JSON_REQUEST_FRACTION:
+                    payload = with_request_message(payload, rng)
                 by_region.setdefault(subject.split(".")[2], []).append((payload, ns))
             rows += count
             for region, items in by_region.items():
@@ -156,11 +213,11 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
                         files += 1
                         if back >= LIVE_HOURS:
                             real[(app, region, back)] = path
-    # The 30-day archive: the same files (hard links) plus older hours copied from the real ones.
+    # The 30-day archive: the same files (hard links) plus older hours made from the real ones, their
+    # timestamps moved into the hour they are filed under (--count over 30 days reads them).
     shutil.copytree(day1, day30, copy_function=os.link)
-    old_files = 0
-    days = 30
-    for older in range(REAL_HOURS, days * 24):
+    jobs = []
+    for older in range(REAL_HOURS, LONG_DAYS * 24):
         source = older % 24 + (24 if older % 24 < LIVE_HOURS else 0)  # a compacted hour, same hour of day
         for (app, region, back), path in real.items():
             if back != source:
@@ -168,10 +225,10 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
             hour = current - older * NS_PER_HOUR
             sequence += 1
             key = object_key(app, region, hour, object_name(hour, WRITER, sequence))
-            target = day30 / key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(path, target)
-            old_files += 1
+            jobs.append((path, day30 / key, (older - source) * NS_PER_HOUR))
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda job: _moved_copy(*job), jobs))
+    old_files = len(jobs)
     return {
         "apps": APPS,
         "partitions": sum(len(regions_of(i)) for i in range(APPS)),
@@ -259,10 +316,44 @@ con.execute(f"COPY ({spec['sql']}) TO '/dev/stdout' (FORMAT csv, HEADER false)")
 """
 
 
+def _days_filter(since_ns: int, until_ns: int) -> str:
+    """SQL on the hive date column: the days of [since, until) (DuckDB prunes paths by it)."""
+    first = time.strftime("%Y-%m-%d", time.gmtime(since_ns // NS_PER_SECOND))
+    last = time.strftime("%Y-%m-%d", time.gmtime((until_ns - 1) // NS_PER_SECOND))
+    return f"date >= '{first}' AND date <= '{last}'"
+
+
+def top_sql(source: str, where: str) -> str:
+    """DuckDB's --top 20: the same RE2 collapse (query.patterns.COLLAPSE) with regexp_replace, GROUP BY."""
+    from query.patterns import COLLAPSE
+
+    pattern = "message"
+    for regex, replacement in COLLAPSE:
+        q = chr(39)
+        pattern = (
+            f"regexp_replace({pattern}, '{regex.replace(q, q * 2)}', '{replacement.replace(q, q * 2)}', 'g')"
+        )
+    return (f"SELECT {pattern} AS p, count(*) AS c, min(timestamp), max(timestamp), first(message) "
+            f"FROM {source} WHERE {where} GROUP BY p ORDER BY c DESC, p LIMIT 20")  # fmt: skip
+
+
 def duckdb_sql(glob: str, question: str, app: str, since_ns: int, until_ns: int) -> str:
     source = f"read_parquet('{glob}', hive_partitioning = true)"
     cols = "timestamp, app, region, instance, level, message"
-    where = f"{_partition_filter(since_ns, until_ns)} AND timestamp >= {_ts(since_ns)} AND timestamp < {_ts(until_ns)}"
+    times = f"timestamp >= {_ts(since_ns)} AND timestamp < {_ts(until_ns)}"
+    if question.startswith("count"):
+        # Both archives: the partition columns prune by date (30 days: an OR of 720 hours would not pay).
+        return (f"SELECT epoch_ns(timestamp) // 3600000000000 AS h, level, count(*) FROM {source} "
+                f"WHERE {_days_filter(since_ns, until_ns)} AND {times} GROUP BY ALL ORDER BY ALL")  # fmt: skip
+    where = f"{_partition_filter(since_ns, until_ns)} AND {times}"
+    if question == "where":
+        # The app's status field where the message is JSON (json_extract fails on text, so only valid JSON).
+        status = (
+            "TRY_CAST(json_extract(CASE WHEN json_valid(message) THEN message END, '$.status') AS DOUBLE)"
+        )
+        return f"SELECT {cols} FROM {source} WHERE {where} AND {status} >= 500 ORDER BY timestamp"
+    if question == "top":
+        return top_sql(source, where)
     if question == "since":
         return f"SELECT {cols} FROM {source} WHERE app = '{app}' AND {where} ORDER BY timestamp"
     if question == "grep":
@@ -271,8 +362,8 @@ def duckdb_sql(glob: str, question: str, app: str, since_ns: int, until_ns: int)
             "ORDER BY timestamp DESC LIMIT 100) ORDER BY timestamp")  # fmt: skip
 
 
-def run_process(argv: list[str], env: dict[str, str], out: Path) -> tuple[float, float, int]:
-    """(wall seconds, user+sys seconds, lines printed) of one whole process; exit 0 required."""
+def run_process(argv: list[str], env: dict[str, str], out: Path) -> tuple[float, float, int, float]:
+    """(wall seconds, user+sys seconds, lines printed, peak RSS MiB) of one whole process; exit 0 required."""
     with open(out, "wb") as stdout, open(out.with_suffix(".err"), "wb") as stderr:
         began = time.perf_counter()
         proc = subprocess.Popen(
@@ -286,7 +377,7 @@ def run_process(argv: list[str], env: dict[str, str], out: Path) -> tuple[float,
                          f"{out.with_suffix('.err').read_text(errors='replace')[-2000:]}")  # fmt: skip
     with open(out, "rb") as f:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    return wall, usage.ru_utime + usage.ru_stime, lines
+    return wall, usage.ru_utime + usage.ru_stime, lines, usage.ru_maxrss / 1024
 
 
 def compare(variants: dict[str, tuple[list[str], dict[str, str]]], runs: int, work: Path) -> dict[str, Any]:
@@ -294,18 +385,21 @@ def compare(variants: dict[str, tuple[list[str], dict[str, str]]], runs: int, wo
     walls: dict[str, list[float]] = {name: [] for name in variants}
     cpus: dict[str, list[float]] = {name: [] for name in variants}
     lines: dict[str, set[int]] = {name: set() for name in variants}
+    rss: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(runs + 1):
         for name, (argv, env) in variants.items():
-            wall, cpu, count = run_process(argv, env, work / "out.txt")
+            wall, cpu, count, peak = run_process(argv, env, work / "out.txt")
             if round_:
                 walls[name].append(wall)
                 cpus[name].append(cpu)
+                rss[name].append(peak)
             lines[name].add(count)
     return {
         name: {
             "median_s": round(statistics.median(walls[name]), 3),
             "runs_s": [round(w, 3) for w in walls[name]],
             "cpu_s": round(statistics.median(cpus[name]), 3),
+            "max_rss_mib": round(statistics.median(rss[name]), 1),
             "rows": sorted(lines[name]),
         }
         for name in variants
@@ -319,7 +413,8 @@ def main() -> None:
     parser.add_argument("--json-out", default=None)
     parser.add_argument("--keep", action="store_true", help="keep the archives under /tmp")
     parser.add_argument("--base", default=None, help="build the archives here once, reuse them later")
-    parser.add_argument("--only", default=None, help="comma-separated questions (since,grep,tail)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated questions (since,grep,tail,where,count1d,count30d,top)")  # fmt: skip
     parser.add_argument("--archives", default="day1,day30", help="comma-separated: day1,day30")
     args = parser.parse_args()
     runs = args.runs or (2 if args.quick else 5)
@@ -357,12 +452,18 @@ def main() -> None:
         summary["bytecode"] = "compiled once into a private PYTHONPYCACHEPREFIX (warm-up run)"
         archiver = [sys.executable, "-m", "archiver", "query"]
         duck = [sys.executable, "-c", DUCKDB_PROGRAM]
-        hour, day = now - NS_PER_HOUR, now - 24 * NS_PER_HOUR
+        hour, day, month = now - NS_PER_HOUR, now - 24 * NS_PER_HOUR, now - 30 * 24 * NS_PER_HOUR
         questions = {
             "since": (["--app", app, "--since", _iso(hour), "--until", _iso(now)], hour),
             "grep": (["--grep", GREP, "--since", _iso(day), "--until", _iso(now)], day),
             "tail": (["--app", app, "--tail", "100", "--since", _iso(hour), "--until", _iso(now)], hour),
-        }
+            "where": (["--where", "status>=500", "--since", _iso(day), "--until", _iso(now)], day),
+            "count1d": (["--count", "--by", "level", "--every", "1h", "--format", "json", "--since", _iso(day),
+                         "--until", _iso(now)], day),
+            "count30d": (["--count", "--by", "level", "--every", "1h", "--format", "json", "--since",
+                          _iso(month), "--until", _iso(now)], month),
+            "top": (["--top", "20", "--format", "json", "--since", _iso(day), "--until", _iso(now)], day),
+        }  # fmt: skip
         if args.only:
             questions = {q: v for q, v in questions.items() if q in args.only.split(",")}
         summary["questions"] = {q: " ".join(o) for q, (o, _) in questions.items()}
@@ -406,6 +507,8 @@ def main() -> None:
                     # Both archives and both tools in one alternating loop: same conditions for every ratio.
                     variants: dict[str, tuple[list[str], dict[str, str]]] = {}
                     for archive, (location, a_env, s3, prefix) in places.items():
+                        if question == "count30d" and archive != "day30":
+                            continue  # 30 days of the 1-day archive would be the 1-day question again
                         variants[f"{archive}/archiver"] = ([*archiver, *options, *location], a_env)
                         if store == "s3" and s3 is None:
                             continue  # DuckDB on S3: n/a (the reason is in summary["duckdb_s3"])
@@ -422,6 +525,8 @@ def main() -> None:
                         results.setdefault(f"{store}/{archive}/{question}", {})[tool] = figures
                     for archive in places:
                         key = f"{store}/{archive}/{question}"
+                        if key not in results:
+                            continue
                         shown = ", ".join(
                             f"{n} {r['median_s']:.3f}s ({r['rows']} rows)" for n, r in results[key].items()
                         )
@@ -480,7 +585,7 @@ def targets(results: dict[str, Any], archive: dict[str, Any]) -> dict[str, Any]:
                 res["archiver"]["median_s"] / res["duckdb"]["median_s"], 3
             )
     for store in ("local", "s3"):
-        for question in ("since", "grep", "tail"):
+        for question in ("since", "grep", "tail", "where", "top"):
             one, thirty = results.get(f"{store}/day1/{question}"), results.get(f"{store}/day30/{question}")
             if one and thirty:
                 out[f"{store} {question} archiver 30d/1d"] = round(

@@ -113,6 +113,12 @@ def indices_nonzero(values: Any) -> Any:
     return _call("indices_nonzero", [values])
 
 
+def utf8_slice(strings: Any, start: int, stop: int | None) -> Any:
+    """Characters ``[start, stop)`` of each string (negative from the end), as ``utf8_slice_codeunits``."""
+    end = stop if stop is not None else 2**63 - 1
+    return _call("utf8_slice_codeunits", [strings], _compute.SliceOptions(start, end))
+
+
 def utf8_lower(strings: Any) -> Any:
     """Lower-cased UTF-8 strings."""
     return _call("utf8_lower", [strings])

@@ -352,3 +352,17 @@ def test_bad_input_is_one_line_exit_2(archive: ArchiveSettings, args: list[str],
     result = cli(archive, *args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_count_of_whole_hours_skips_a_damaged_file_as_a_query_does(local_settings: ArchiveSettings) -> None:
+    build(local_settings)
+    args = [*EVERYTHING, "--count", "--every", "1h", "--by", "level", "--format", "json"]
+    before = cli(local_settings, *args)
+    assert before.exit_code == 0 and before.stdout
+    hour_dir = next(p.parent for p in Path(local_settings.prefix).rglob("*.parquet"))
+    (hour_dir / "zzzz-damaged.parquet").write_bytes(b"PAR1 not really")
+    after = cli(local_settings, *args)
+    assert after.exit_code == 0 and after.stdout == before.stdout
+    assert "warning: skipped" in after.stderr and "zzzz-damaged.parquet" in after.stderr
+    strict = cli(local_settings, *args, "--strict")
+    assert strict.exit_code == 1 and "zzzz-damaged.parquet" in strict.stderr
