@@ -416,6 +416,8 @@ def main() -> None:
     parser.add_argument("--only", default=None,
                         help="comma-separated questions (since,grep,tail,where,count1d,count30d,top)")  # fmt: skip
     parser.add_argument("--archives", default="day1,day30", help="comma-separated: day1,day30")
+    parser.add_argument("--duckdb-python", default=sys.executable,
+                        help="the Python that runs DuckDB (one with duckdb-extension-httpfs for S3)")  # fmt: skip
     args = parser.parse_args()
     runs = args.runs or (2 if args.quick else 5)
     archives = [a for a in ("day1", "day30") if a in args.archives.split(",")]
@@ -451,7 +453,8 @@ def main() -> None:
         env["PYTHONPYCACHEPREFIX"] = str(base / "pycache")
         summary["bytecode"] = "compiled once into a private PYTHONPYCACHEPREFIX (warm-up run)"
         archiver = [sys.executable, "-m", "archiver", "query"]
-        duck = [sys.executable, "-c", DUCKDB_PROGRAM]
+        DUCKDB_PYTHON[0] = args.duckdb_python
+        duck = [args.duckdb_python, "-c", DUCKDB_PROGRAM]
         hour, day, month = now - NS_PER_HOUR, now - 24 * NS_PER_HOUR, now - 30 * 24 * NS_PER_HOUR
         questions = {
             "since": (["--app", app, "--since", _iso(hour), "--until", _iso(now)], hour),
@@ -551,22 +554,35 @@ def main() -> None:
             shutil.rmtree(base, ignore_errors=True)
 
 
+#: The Python that runs DuckDB (--duckdb-python): one whose duckdb has a matching duckdb-extension-httpfs.
+DUCKDB_PYTHON = [sys.executable]
+_FIND_HTTPFS = """
+import sys
+from pathlib import Path
+try:
+    import duckdb, duckdb_extension_httpfs
+except ImportError:
+    sys.exit(0)
+found = sorted(Path(duckdb_extension_httpfs.__file__).parent.glob("extensions/*/httpfs.duckdb_extension"))
+print(found[-1] if found else "", duckdb.__version__)
+"""
+
+
 def _extension_path() -> Path | None:
-    try:
-        import duckdb_extension_httpfs  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    found = sorted(Path(duckdb_extension_httpfs.__file__).parent.glob("extensions/*/httpfs.duckdb_extension"))
-    return found[-1] if found else None
+    out = subprocess.run(
+        [DUCKDB_PYTHON[0], "-c", _FIND_HTTPFS], capture_output=True, text=True
+    ).stdout.split()
+    return Path(out[0]) if len(out) == 2 and out[0] else None
 
 
 def _httpfs_status() -> str:
     path = _extension_path()
     if path is None:
         return "n/a: duckdb-extension-httpfs is not installed (pip install duckdb-extension-httpfs)"
-    import duckdb
-
-    return f"httpfs loaded from {path} into duckdb {duckdb.__version__}"
+    version = subprocess.run(
+        [DUCKDB_PYTHON[0], "-c", _FIND_HTTPFS], capture_output=True, text=True
+    ).stdout.split()[1]
+    return f"httpfs loaded from {path} into duckdb {version}"
 
 
 def httpfs_spec(server: Any) -> dict[str, str] | None:

@@ -93,6 +93,9 @@ _WHEN_HELP = (
 def query_command(**options: Any) -> None:
     """Print archived logs in time order, like `fly logs`, filtered by app, region, time, text and JSON fields.
 
+    Names, and message text on a terminal, are shown with control characters made visible
+    (\\x1b, \\n...); json, csv, parquet and text sent to a pipe or file keep the exact bytes.
+
     \b
     Examples:
       archiver query --app api --since 1h --where 'status>=500' --where user.id=42
