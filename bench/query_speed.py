@@ -249,7 +249,7 @@ def seaweed(work: Path) -> Iterator[Any]:
     from tests.servers import SeaweedFS
 
     server = SeaweedFS(work)
-    server.start(timeout=60)
+    server.start(timeout_s=60)
     try:
         yield server
     finally:

@@ -42,7 +42,7 @@ import pyarrow as pa
 from archiver.archive import schema
 from archiver.archive.layout import NS_PER_HOUR, hour_start_ns
 from archiver.archive.navigator import ArchiveFile, list_apps
-from archiver.archive.supersede import COMPACT_PREFIX, replaces_from_metadata
+from archiver.archive.supersede import parse_compact_name, replaces_from_metadata
 from archiver.storage.open import open_read_storage
 from archiver.timespec import now_ns
 from query.decode import VANISHED, FileScan
@@ -156,7 +156,7 @@ class Follower:
 
     async def _printed_already(self, planned: ArchiveFile, listed: list[ArchiveFile]) -> bool:
         """Whether a compacted file only replaces files already seen (then it is marked seen)."""
-        if not planned.name.startswith(COMPACT_PREFIX):
+        if parse_compact_name(planned.name) is None:  # the supersede rule's own reading of names
             return False
         replaces = replaces_from_metadata(await self.footers(planned))
         if not replaces:
