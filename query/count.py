@@ -27,6 +27,7 @@ from archiver.archive.layout import NS_PER_HOUR
 from archiver.errors import UsageError
 from archiver.storage.open import open_read_storage
 from query import count_fast
+from query import kernels as pc  # not pyarrow.compute: see query.kernels
 from query.jsonfields import extract
 from query.modes import CountSpec
 from query.plan import HourFiles, Planner
@@ -68,43 +69,57 @@ def file_columns(spec: CountSpec) -> tuple[str, ...]:
 
 def epoch_ns(column: Any) -> Any:
     """Nanoseconds since the epoch (int64) of a timestamp column of any unit."""
-    import pyarrow.compute as pc
-
     return pc.cast(pc.cast(column, pa.timestamp("ns", tz="UTC")), pa.int64())
 
 
 def count_table(table: pa.Table, spec: CountSpec, every_ns: int) -> pa.Table:
-    """Rows of ``table`` per (bucket start ns, group): columns bucket, group (string or null), count."""
-    import pyarrow.compute as pc
+    """Rows of ``table`` per (bucket start ns, group): columns bucket, group (string or null), count.
 
-    ts = epoch_ns(table[schema.TIMESTAMP])
-    # Integer division truncates: from the first bucket on every offset is >= 0, so it floors (before 1970 too).
-    base = (pc.min(ts).as_py() or 0) // every_ns * every_ns
-    offset = pc.subtract(ts, pa.scalar(base, pa.int64()))
-    every = pa.scalar(every_ns, pa.int64())
-    bucket = pc.add(pc.multiply(pc.divide(offset, every), every), pa.scalar(base, pa.int64()))
+    One ``value_counts`` over an int64 key (bucket number × groups + group number): kernels called
+    by name, so counting imports neither ``pyarrow.compute`` nor Acero (~50 ms of a 1 s count).
+    """
+    ts = epoch_ns(table[schema.TIMESTAMP].combine_chunks())
+    # From the first bucket on, every offset is >= 0, so integer division floors (before 1970 too).
+    base = (pc.call("min", ts).as_py() or 0) // every_ns * every_ns
+    number = pc.call(
+        "divide", pc.call("subtract", ts, pa.scalar(base, pa.int64())), pa.scalar(every_ns, pa.int64())
+    )
     if spec.by_field is not None:
         group = extract(table[schema.MESSAGE], spec.by_field).text
     elif spec.by_column is not None:
-        group = pc.cast(table[spec.by_column], pa.string())
+        group = pc.cast(table[spec.by_column].combine_chunks(), pa.string())
     else:
         group = pa.nulls(len(table), pa.string())
-    counted = (
-        pa.table({BUCKET: bucket, GROUP: group})
-        .group_by([BUCKET, GROUP], use_threads=False)
-        .aggregate([([], "count_all")])
-    )
-    return counted.rename_columns([BUCKET, GROUP, COUNT])
+    encoded = pc.call("dictionary_encode", group)
+    names = encoded.dictionary.to_pylist()
+    width = pa.scalar(len(names) + 1, pa.int64())
+    # Group number 0 is null, n + 1 is names[n].
+    index = pc.call("add", pc.fill_null(pc.cast(encoded.indices, pa.int64()), pa.scalar(-1, pa.int64())),
+                    pa.scalar(1, pa.int64()))  # fmt: skip
+    found = pc.call("value_counts", pc.call("add", pc.call("multiply", number, width), index))
+    keys, counts = found.field(0).to_pylist(), found.field(1).to_pylist()
+    n = len(names) + 1
+    return pa.table({
+        BUCKET: pa.array([base + k // n * every_ns for k in keys], pa.int64()),
+        GROUP: pa.array([None if k % n == 0 else names[k % n - 1] for k in keys], pa.string()),
+        COUNT: pa.array(counts, pa.int64()),
+    })  # fmt: skip
 
 
 def merge_counts(tables: list[pa.Table]) -> pa.Table:
-    """Counts of several tables summed per (bucket, group), sorted by bucket then group."""
-    if not tables:
-        return pa.table({BUCKET: pa.array([], pa.int64()), GROUP: pa.array([], pa.string()),
-                         COUNT: pa.array([], pa.int64())})  # fmt: skip
-    summed = pa.concat_tables(tables).group_by([BUCKET, GROUP], use_threads=False).aggregate([(COUNT, "sum")])
-    summed = summed.rename_columns([BUCKET, GROUP, COUNT])
-    return summed.sort_by([(BUCKET, "ascending"), (GROUP, "ascending")])
+    """Counts of several tables summed per (bucket, group), sorted by bucket then group (nulls last)."""
+    summed: dict[tuple[int, str | None], int] = {}
+    for table in tables:
+        for key in zip(
+            table[BUCKET].to_pylist(), table[GROUP].to_pylist(), table[COUNT].to_pylist(), strict=True
+        ):
+            summed[key[:2]] = summed.get(key[:2], 0) + key[2]
+    ordered = sorted(summed, key=lambda k: (k[0], k[1] is None, k[1] or ""))
+    return pa.table({
+        BUCKET: pa.array([k[0] for k in ordered], pa.int64()),
+        GROUP: pa.array([k[1] for k in ordered], pa.string()),
+        COUNT: pa.array([summed[k] for k in ordered], pa.int64()),
+    })  # fmt: skip
 
 
 async def counted_tables(

@@ -28,6 +28,7 @@ from archiver.archive import schema
 from archiver.archive.layout import NS_PER_HOUR
 from archiver.archive.navigator import ArchiveFile
 from archiver.errors import BadFileError, ObjectNotFoundError
+from query import kernels as pc  # not pyarrow.compute: see query.kernels
 from query.decode import check_schema
 from query.filters import Filters
 from query.modes import CountSpec
@@ -70,9 +71,9 @@ def _file_counts(
     counts: Counter[str | None] = Counter()
     for chunk in values.chunks:
         if not pa.types.is_dictionary(chunk.type):
-            chunk = chunk.dictionary_encode()
+            chunk = pc.call("dictionary_encode", chunk)
         dictionary = chunk.dictionary.to_pylist()
-        found = chunk.indices.value_counts()
+        found = pc.call("value_counts", chunk.indices)  # not Array.value_counts: it imports pyarrow.compute
         for index, n in zip(found.field(0).to_pylist(), found.field(1).to_pylist(), strict=True):
             counts[None if index is None else dictionary[index]] += n
     return counts

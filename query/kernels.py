@@ -23,6 +23,11 @@ from pyarrow import _compute
 _call = _compute.call_function
 
 
+def call(name: str, *args: Any) -> Any:
+    """The kernel ``name`` on ``args`` with its default options (``min``, ``add``, ``value_counts``...)."""
+    return _call(name, list(args))
+
+
 def cast(value: Any, target_type: pa.DataType) -> Any:
     """``value`` (array, chunked array or scalar) as ``target_type``, safe (like ``value.cast(target_type)``)."""
     return _call("cast", [value], _compute.CastOptions.safe(target_type))
