@@ -19,6 +19,8 @@ this tree only::
     ├── OutputError          query results could not be written (disk full, I/O error)
     ├── SourceError          the NATS stream cannot be reached (exit 1)
     ├── SpoolError           the spool directory cannot be used or written
+    ├── TableError           the archive's Delta table cannot be read or committed (names the log object)
+    │   └── TableConflictError  a guarded commit lost: another compactor or prune of the app-day won
     └── EncodeError          a batch could not be turned into Parquet
 
 Three of them are signals inside a command rather than its outcome:
@@ -104,6 +106,18 @@ class SourceError(ArchiverError):
 
 class SpoolError(ArchiverError):
     """The spool directory cannot be used."""
+
+
+class TableError(ArchiverError):
+    """The archive's Delta Lake table (``_delta_log/``) cannot be read or committed to.
+
+    A damaged or foreign object in the log names its key; a delta-rs failure is converted here
+    with its message redacted.
+    """
+
+
+class TableConflictError(TableError):
+    """A guarded commit lost: its inputs are no longer live, or another guarded commit of the app-day won."""
 
 
 class EncodeError(ArchiverError):

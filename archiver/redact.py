@@ -7,7 +7,7 @@ the process: log lines (archiver's and third-party libraries'), the CLI's
 error line and traceback, and HTTP responses. It removes
 
 * the userinfo of any URL (``nats://user:pass@host`` -> ``nats://***@host``), and
-* every secret value registered by :mod:`archiver.config` when it loads
+* every secret value registered by :mod:`archiver.environment` when it loads
   ``ACCESS_TOKEN``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ACCESS_KEY_ID``,
   ``AWS_SESSION_TOKEN`` or the credentials of ``NATS_URL`` (also their
   URL-encoded forms).

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from common import LOGHUB
 
-from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, object_key, object_name, partition_value
+from archiver.archive.escaping import partition_value
+from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, object_key, object_name, parse_key
 from archiver.archive.message import parse_timestamp
 from archiver.codec.encode import encode_partition
 from archiver.codec.payloads import Payloads
@@ -67,12 +68,7 @@ async def build(root: str, args: argparse.Namespace) -> tuple[int, int]:
     for (app, region, _), payloads in sorted(by_minute.items()):
         for f in encode_partition(app, region, Payloads(payloads), START_NS).files:
             seq += 1
-            key = object_key(
-                partition_value(app),
-                partition_value(region),
-                f.hour_ns,
-                object_name(f.min_timestamp_ns, "w", seq),
-            )
+            key = object_key(partition_value(app), f.hour_ns, object_name(f.min_timestamp_ns, "w", seq))
             await storage.put(key, f.data)
     gz = sum(len(gzip.compress(b"\n".join(p) + b"\n", 6)) for p in hours.values())
     raw = sum(len(p) + 1 for payloads in hours.values() for p in payloads)
@@ -90,7 +86,10 @@ def main() -> None:
         root = str(Path(tmp) / "archive")
         gz, raw = asyncio.run(build(root, args))
         files_before, bytes_before = tree_size(root)
-        partitions = len({os.path.dirname(p) for p in Path(root).rglob("*.parquet")})
+        keys = [str(p.relative_to(root)) for p in Path(root).rglob("*.parquet")]
+        partitions = len(
+            {(k.split("/")[0], parsed.hour_ns) for k in keys if (parsed := parse_key(k)) is not None}
+        )
         began, cpu = time.monotonic(), time.process_time()
 
         async def compact() -> None:
@@ -101,8 +100,8 @@ def main() -> None:
         wall, cpu = time.monotonic() - began, time.process_time() - cpu
         files_after, bytes_after = tree_size(root)
     n = args.messages
-    print(f"{n} messages, {partitions} hour partitions; raw JSON lines {raw} B ({raw / n:.1f} B/msg)")
-    print(f"before: {files_before} files ({files_before / partitions:.0f}/partition), {bytes_before} B "
+    print(f"{n} messages, {partitions} app-hours; raw JSON lines {raw} B ({raw / n:.1f} B/msg)")
+    print(f"before: {files_before} files ({files_before / partitions:.0f}/app-hour), {bytes_before} B "
           f"({bytes_before / n:.2f} B/msg)")  # fmt: skip
     print(f"after:  {files_after} files, {bytes_after} B ({bytes_after / n:.2f} B/msg); "
           f"{bytes_before / bytes_after:.2f}x smaller; compaction {wall:.1f} s wall, {cpu / n * 1e6:.1f} us CPU/msg")  # fmt: skip

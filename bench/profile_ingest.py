@@ -28,12 +28,15 @@ from common import CLK_TCK, nats_server, tree_cpu_seconds
 from ingest import HERE, ArchiverSub, BareSub, _readline
 
 AREAS = (  # first match wins, on the innermost frames first
-    ("encode (parse JSON + write Parquet)", re.compile(r"archiver/(encode|parse|parse_exact)\.py")),
-    ("spool (group commit, fsync, trim)", re.compile(r"archiver/spool\.py")),
-    ("upload / storage", re.compile(r"archiver/(uploader|storage/)")),
-    ("ingest callback (route, buffer)", re.compile(r"archiver/(ingest|buffer|routing)\.py")),
+    (
+        "encode (parse JSON + write Parquet)",
+        re.compile(r"archiver/codec/(encode|parse|parse_exact|payloads)\.py"),
+    ),
+    ("spool (group commit, fsync, trim)", re.compile(r"archiver/service/(spool|spool_record|journal)\.py")),
+    ("upload / storage", re.compile(r"archiver/(service/uploader\.py|storage/)")),
+    ("ingest callback (route, buffer)", re.compile(r"archiver/service/(ingest|buffer|routing)\.py")),
     ("nats-py (socket read, protocol parse, Msg, dispatch)", re.compile(r"site-packages/nats/")),
-    ("metrics / HTTP", re.compile(r"archiver/(metrics|http)\.py|prometheus_client")),
+    ("metrics / HTTP", re.compile(r"archiver/service/(metrics|http|health)\.py|prometheus_client")),
     ("asyncio / uvloop event loop", re.compile(r"asyncio/|uvloop")),
 )
 

@@ -35,7 +35,7 @@ version it was built for), loaded from its file.
 
 Questions (archiver / DuckDB):
 
-* ``--app X --since 1h``: the busiest app / ``app = X``, the hive (date, hour)
+* ``--app X --since 1h``: the busiest app / ``app = X``, the hive ``date``
   partitions of the range and the timestamp range, ``ORDER BY timestamp``;
   DuckDB with the README's archive-wide glob and with the app's own glob;
 * ``--grep RE --since 24h``: every app / ``regexp_matches(message, RE)``;
@@ -204,9 +204,7 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
                 for batch in batches:
                     for f in encode.encode_partition(app, region, Payloads(batch), hour, level).files:
                         sequence += 1
-                        key = object_key(
-                            app, region, f.hour_ns, object_name(f.min_timestamp_ns, WRITER, sequence)
-                        )
+                        key = object_key(app, f.hour_ns, object_name(f.min_timestamp_ns, WRITER, sequence))
                         path = day1 / key
                         path.parent.mkdir(parents=True, exist_ok=True)
                         path.write_bytes(f.data)
@@ -219,12 +217,12 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
     jobs = []
     for older in range(REAL_HOURS, LONG_DAYS * 24):
         source = older % 24 + (24 if older % 24 < LIVE_HOURS else 0)  # a compacted hour, same hour of day
-        for (app, region, back), path in real.items():
+        for (app, _region, back), path in real.items():
             if back != source:
                 continue
             hour = current - older * NS_PER_HOUR
             sequence += 1
-            key = object_key(app, region, hour, object_name(hour, WRITER, sequence))
+            key = object_key(app, hour, object_name(hour, WRITER, sequence))
             jobs.append((path, day30 / key, (older - source) * NS_PER_HOUR))
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda job: _moved_copy(*job), jobs))
@@ -283,14 +281,14 @@ def upload(server: Any, bucket: str, root: Path) -> tuple[int, float]:
 
 
 def _partition_filter(since_ns: int, until_ns: int) -> str:
-    """SQL on the hive columns (date, hour) covering [since, until): what lets DuckDB prune paths."""
-    terms = []
-    hour = hour_start_ns(since_ns)
-    while hour < until_ns:
-        t = time.gmtime(hour // NS_PER_SECOND)
-        terms.append(f"(date = '{time.strftime('%Y-%m-%d', t)}' AND hour = {t.tm_hour})")
-        hour += NS_PER_HOUR
-    return "(" + " OR ".join(terms) + ")"
+    """SQL on the hive column ``date`` covering [since, until): what lets DuckDB prune paths (layout v2 has
+    no hour folder; the timestamp range then prunes row groups by their statistics)."""
+    days = []
+    day = hour_start_ns(since_ns) // (24 * NS_PER_HOUR) * (24 * NS_PER_HOUR)
+    while day < until_ns:
+        days.append(f"'{time.strftime('%Y-%m-%d', time.gmtime(day // NS_PER_SECOND))}'")
+        day += 24 * NS_PER_HOUR
+    return f"date IN ({', '.join(days)})"
 
 
 def _ts(ns: int) -> str:

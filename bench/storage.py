@@ -108,10 +108,10 @@ def run_compact(hour_files: dict[tuple[str, str, int], list[bytes]]) -> int:
     root = Path(tempfile.mkdtemp(prefix="bench-compact-"))
     try:
         sequence = 0
-        for (app, region, hour), files in hour_files.items():
+        for (app, _region, hour), files in hour_files.items():
             for data in files:
                 sequence += 1
-                path = root / object_key(app, region, hour, object_name(hour, "bench0001", sequence))
+                path = root / object_key(app, hour, object_name(hour, "bench0001", sequence))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
         far = HOUR0_NS + 10_000 * NS_PER_HOUR

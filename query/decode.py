@@ -2,8 +2,11 @@
 
 Only the needed columns are decoded, only the row groups whose ``timestamp``
 statistics overlap the range, and the filter runs on the decoded columns
-(:meth:`~query.filters.Filters.mask`) once per batch of files. The partition
-values app and region come from the key and are added as columns.
+(:meth:`~query.filters.Filters.mask`) once per batch of files. Every file is
+brought to one form on read: ``timestamp`` the exact time in nanoseconds
+(schema v2's microseconds joined with ``timestamp_nanos``,
+:func:`archiver.archive.timestamps.with_exact_time`), ``region`` the file's
+column (v2) or its key's (v1), and the app from the key.
 """
 
 from __future__ import annotations
@@ -18,17 +21,18 @@ import pyarrow.parquet as pq
 
 from archiver.archive import schema
 from archiver.archive.navigator import ArchiveFile
+from archiver.archive.timestamps import with_exact_time
 from archiver.errors import BadFileError
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
 from query.filters import Filters
 
-#: Columns of every output row: the file columns plus the partition values from the key.
+#: Columns of every output row: the exact time, the app from the key, the region, the other file columns.
 OUTPUT_SCHEMA = pa.schema(
     [
-        schema.FILE_SCHEMA.field(schema.TIMESTAMP).with_nullable(True),
+        pa.field(schema.TIMESTAMP, schema.NS_TIMESTAMP_TYPE),
         pa.field(schema.APP, pa.string()),
         pa.field(schema.REGION, pa.string()),
-        *(schema.FILE_SCHEMA.field(name) for name in schema.FILE_SCHEMA.names if name != schema.TIMESTAMP),
+        *(schema.FILE_SCHEMA.field(name) for name in schema.V1_COLUMNS if name != schema.TIMESTAMP),
     ]
 )
 VANISHED = "it vanished after listing (compacted or deleted)"
@@ -44,13 +48,22 @@ class FileScan:
     hour_ns: int
 
 
+def _nanos_ok(file_schema: pa.Schema) -> bool:
+    names = file_schema.names
+    return schema.TIMESTAMP_NANOS not in names or pa.types.is_integer(
+        file_schema.field(schema.TIMESTAMP_NANOS).type
+    )
+
+
 def check_schema(file_schema: pa.Schema, columns: Sequence[str]) -> None:
     """BadFileError unless the file has a timestamp column and string-typed ``columns`` where present."""
     names = file_schema.names
     if schema.TIMESTAMP not in names or not pa.types.is_timestamp(file_schema.field(schema.TIMESTAMP).type):
         raise BadFileError("not an archive file (no timestamp column)")
+    if not _nanos_ok(file_schema):
+        raise BadFileError(f"not an archive file (column {schema.TIMESTAMP_NANOS} is not an integer)")
     for name in columns:
-        if name in names and name != schema.TIMESTAMP:
+        if name in names and name not in (schema.TIMESTAMP, schema.TIMESTAMP_NANOS):
             kind = file_schema.field(name).type
             if not (
                 pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind)
@@ -58,18 +71,25 @@ def check_schema(file_schema: pa.Schema, columns: Sequence[str]) -> None:
                 raise BadFileError(f"not an archive file (column {name} is {kind})")
 
 
+_NS_PER_UNIT = {"us": 1000, "ns": 1}
+
+
 def _row_groups(pf: pq.ParquetFile, scan: FileScan) -> list[int]:
     every = list(range(pf.metadata.num_row_groups))
     since, until = scan.filters.time_bounds(scan.hour_ns)
-    if (since is None and until is None) or pf.schema_arrow.field(schema.TIMESTAMP).type.unit != "ns":
+    factor = _NS_PER_UNIT.get(pf.schema_arrow.field(schema.TIMESTAMP).type.unit)
+    if (since is None and until is None) or factor is None:
         return every
     index = pf.schema_arrow.get_field_index(schema.TIMESTAMP)
     keep = []
     for i in every:
         stats = pf.metadata.row_group(i).column(index).statistics
-        # Raw INT64 values are the nanoseconds (as_py would round to microseconds).
+        # Raw INT64 values in the column's unit (as_py would round nanoseconds to microseconds); a
+        # microsecond's rows span its 1000 nanoseconds.
         low, high = (
-            (stats.min_raw, stats.max_raw) if stats is not None and stats.has_min_max else (None, None)
+            (stats.min_raw * factor, stats.max_raw * factor + factor - 1)
+            if stats is not None and stats.has_min_max
+            else (None, None)
         )
         if (since is not None and high is not None and high < since) or (
             until is not None and low is not None and low >= until
@@ -81,13 +101,27 @@ def _row_groups(pf: pq.ParquetFile, scan: FileScan) -> list[int]:
 
 def _target(columns: Sequence[str]) -> pa.Schema:
     # Columns and types every file's table is brought to before a batch is concatenated.
-    return pa.schema([schema.FILE_SCHEMA.field(n) for n in dict.fromkeys(columns)])
+    return pa.schema([OUTPUT_SCHEMA.field(n) for n in dict.fromkeys(columns)])
+
+
+def _read(pf: pq.ParquetFile, groups: list[int], columns: list[str], region: str | None) -> pa.Table:
+    """Row groups' columns, in the one form: exact time, and the key's region for a v1 file."""
+    names = pf.schema_arrow.names
+    present = [n for n in columns if n in names]
+    if schema.TIMESTAMP in present and schema.TIMESTAMP_NANOS in names:
+        present.append(schema.TIMESTAMP_NANOS)
+    table = pf.read_row_groups(groups, columns=present, use_threads=False)
+    if schema.TIMESTAMP in present:
+        table = with_exact_time(table)
+    if schema.REGION in columns and schema.REGION not in names and region is not None:
+        table = table.append_column(schema.REGION, pa.repeat(pa.scalar(region, pa.string()), table.num_rows))
+    return table
 
 
 def _normalize(table: pa.Table, target: pa.Schema) -> pa.Table:
     if table.schema.equals(target):
         return table
-    # A readable file that is not byte-for-byte schema v1 (another writer): cast and fill in nulls.
+    # A readable file that is not byte-for-byte the form (another writer, a column's order): cast, fill nulls.
     arrays = [
         pc.cast(table[f.name], f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
         for f in target
@@ -95,8 +129,13 @@ def _normalize(table: pa.Table, target: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=target.remove_metadata())
 
 
-def read_file(source: str | pa.Buffer, scan: FileScan, filesystem: pa.fs.FileSystem | None) -> pa.Table:
-    """The needed and filter columns of one file's row groups in range (not yet filtered)."""
+def read_file(
+    source: str | pa.Buffer, scan: FileScan, filesystem: pa.fs.FileSystem | None, region: str | None = None
+) -> pa.Table:
+    """The needed and filter columns of one file's row groups in range (not yet filtered).
+
+    ``region``: a v1 file's, from its key (a v2 file holds the column).
+    """
     if not isinstance(source, pa.Buffer):
         # One read of the whole (small) file, then decoding from memory: measured
         # 0.30 ms per hourly file against 0.42 ms letting Parquet read each column chunk.
@@ -104,26 +143,25 @@ def read_file(source: str | pa.Buffer, scan: FileScan, filesystem: pa.fs.FileSys
             source = f.read_buffer()
     pf = pq.ParquetFile(pa.BufferReader(source))
     file_schema = pf.schema_arrow
-    check_schema(file_schema, scan.columns)
-    names = file_schema.names
+    check_schema(file_schema, [*scan.columns, schema.REGION])
     groups = _row_groups(pf, scan)
     filters = scan.filters
-    wanted = list(dict.fromkeys([*filters.filter_columns(), *scan.columns]))
-    first = [n for n in filters.filter_columns() if n in names]
-    rest = [n for n in wanted if n in names and n not in first]
+    wanted = list(dict.fromkeys([*filters.filter_columns(), *scan.columns, schema.REGION]))
+    first = list(filters.filter_columns())
+    rest = [n for n in wanted if n not in first]
     target = _target(wanted)
     if filters.selective() and schema.MESSAGE not in first and rest:
-        # Late materialisation for level/instance filters: the message column, the bulk
+        # Late materialisation for region/level/instance filters: the message column, the bulk
         # of a file, is decoded only if something in the file matched.
-        table = pf.read_row_groups(groups, columns=first, use_threads=False)
+        table = _read(pf, groups, first, region)
         mask = filters.mask(table, scan.hour_ns)
         if mask is not None and not pc.any(mask).as_py():
             return _normalize(table.slice(0, 0), target)
-        others = pf.read_row_groups(groups, columns=rest, use_threads=False)
-        for name in rest:
+        others = _read(pf, groups, rest, region)
+        for name in others.column_names:
             table = table.append_column(others.schema.field(name), others[name])
     else:
-        table = pf.read_row_groups(groups, columns=first + rest, use_threads=False)
+        table = _read(pf, groups, first + rest, region)
     return _normalize(table.replace_schema_metadata(None), target)
 
 
@@ -152,7 +190,7 @@ def decode_files(
         try:
             if isinstance(source, BadFileError):
                 raise source
-            tables.append(read_file(source, scan, filesystem))
+            tables.append(read_file(source, scan, filesystem, planned.region))
             batch.read.append(planned)
         except BadFileError as exc:
             batch.skipped.append((planned, exc))
@@ -164,17 +202,16 @@ def decode_files(
     if not tables:
         return batch
     table = pa.concat_tables(tables)
-    # The partition values, constant per file: run-end encoded, then decoded in one call.
+    # The app, constant per file: run-end encoded, then decoded in one call.
     runs = [(t.num_rows, f) for t, f in zip(tables, batch.read, strict=True) if t.num_rows]
     ends = pa.array(itertools.accumulate(n for n, _ in runs), pa.int32())
-    for name in (schema.APP, schema.REGION):
-        column = values = pa.array([getattr(f, name) for _, f in runs], pa.string())
-        if runs:
-            # from_buffers, not from_arrays: that one infers a scalar's type for the length,
-            # which imports dateutil (6 ms) on the first call of a process.
-            ree = pa.RunEndEncodedArray.from_buffers(_REE_STRING, len(table), [None], 0, 0, [ends, values])
-            column = pc.run_end_decode(ree)
-        table = table.append_column(name, column)
+    column = values = pa.array([f.app for _, f in runs], pa.string())
+    if runs:
+        # from_buffers, not from_arrays: that one infers a scalar's type for the length,
+        # which imports dateutil (6 ms) on the first call of a process.
+        ree = pa.RunEndEncodedArray.from_buffers(_REE_STRING, len(table), [None], 0, 0, [ends, values])
+        column = pc.run_end_decode(ree)
+    table = table.append_column(schema.APP, column)
     mask = scan.filters.mask(table, scan.hour_ns)
     if mask is not None:
         table = pc.filter(table, mask)
@@ -186,8 +223,15 @@ def decode_files(
     return batch
 
 
-def footer_rows(source: str | pa.Buffer, size: int, filesystem: pa.fs.FileSystem | None) -> int:
-    """Rows of one archive file from its footer; BadFileError when it is not one."""
+def footer_summary(
+    source: str | pa.Buffer, size: int, filesystem: pa.fs.FileSystem | None
+) -> tuple[int, tuple[str, ...] | None]:
+    """Rows of one archive file from its footer, and its regions (None: a v1 file, whose key has it).
+
+    The regions come from the ``region`` statistics when every row group holds
+    one (a live file); otherwise that column alone is read. BadFileError when
+    the file is not an archive file.
+    """
     import pyarrow.dataset as ds  # only ls needs it: not imported for queries
 
     try:
@@ -197,8 +241,20 @@ def footer_rows(source: str | pa.Buffer, size: int, filesystem: pa.fs.FileSystem
             # A fragment with a known size reads just the footer: one ranged GET on S3, no HEAD.
             fragment = ds.ParquetFileFormat().make_fragment(source, filesystem=filesystem, file_size=size)
         metadata = fragment.metadata
-        check_schema(metadata.schema.to_arrow_schema(), schema.FILE_SCHEMA.names)
-        return int(metadata.num_rows)
+        file_schema = metadata.schema.to_arrow_schema()
+        check_schema(file_schema, [*schema.V1_COLUMNS, schema.REGION])
+        rows = int(metadata.num_rows)
+        if schema.REGION not in file_schema.names:
+            return rows, None
+        index = file_schema.get_field_index(schema.REGION)
+        found = set()
+        for i in range(metadata.num_row_groups):
+            stats = metadata.row_group(i).column(index).statistics
+            if stats is None or not stats.has_min_max or stats.min != stats.max or stats.null_count:
+                column = fragment.to_table(columns=[schema.REGION]).column(0)
+                return rows, tuple(sorted(v for v in column.unique().to_pylist() if v is not None))
+            found.add(stats.min)
+        return rows, tuple(sorted(found))
     except BadFileError:
         raise
     except FileNotFoundError:

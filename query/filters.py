@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from archiver.archive import schema
+from archiver.archive.escaping import stored_value, stored_value_v1
 from archiver.archive.layout import NS_PER_HOUR
 from archiver.errors import UsageError
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
@@ -22,12 +23,22 @@ def check_regex(pattern: str) -> None:
         raise UsageError(f"--grep: invalid regular expression {pattern!r}: {reason}") from None
 
 
+def region_values(regions: tuple[str, ...]) -> frozenset[str]:
+    """The region values rows of ``regions`` hold: each as given, and shortened as a key gave it back."""
+    return frozenset(v for r in regions for v in (r, stored_value(r), stored_value_v1(r)))
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
-    """Row filters of a query (apps and regions are applied when planning, from the keys)."""
+    """Row filters of a query on the exact time (ns) and the columns; apps are applied when planning.
+
+    Regions are filtered on the rows (schema v2 holds them in a column); the
+    planner also leaves out v1 files whose key names another region.
+    """
 
     since_ns: int
     until_ns: int
+    regions: tuple[str, ...] = ()
     levels: tuple[str, ...] = ()
     instances: tuple[str, ...] = ()
     contains: str | None = None
@@ -39,12 +50,19 @@ class Filters:
     def selective(self) -> bool:
         """Whether the filter looks at more than the timestamp."""
         return bool(
-            self.levels or self.instances or self.contains is not None or self.grep is not None or self.where
+            self.regions
+            or self.levels
+            or self.instances
+            or self.contains is not None
+            or self.grep is not None
+            or self.where
         )
 
     def filter_columns(self) -> tuple[str, ...]:
         """File columns the filter reads."""
         needed = [schema.TIMESTAMP]
+        if self.regions:
+            needed.append(schema.REGION)
         if self.levels:
             needed.append(schema.LEVEL)
         if self.instances:
@@ -67,11 +85,14 @@ class Filters:
         """
         parts = []
         since, until = self.time_bounds(hour_ns)
-        ts = table[schema.TIMESTAMP]
+        ts = table[schema.TIMESTAMP]  # the exact time (query.decode)
         if since is not None:
-            parts.append(pc.greater_equal(ts, pc.cast(pa.scalar(since, schema.TIMESTAMP_TYPE), ts.type)))
+            parts.append(pc.greater_equal(ts, pa.scalar(since, ts.type)))
         if until is not None:
-            parts.append(pc.less(ts, pc.cast(pa.scalar(until, schema.TIMESTAMP_TYPE), ts.type)))
+            parts.append(pc.less(ts, pa.scalar(until, ts.type)))
+        if self.regions:
+            wanted = pa.array(sorted(region_values(self.regions)), pa.string())
+            parts.append(pc.is_in(table[schema.REGION], value_set=wanted))
         if self.levels:
             # Apps write INFO, info or Info: levels compare case-insensitively.
             lowered = pa.array([level.lower() for level in self.levels], pa.string())

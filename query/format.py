@@ -14,13 +14,14 @@ import pyarrow as pa
 
 from archiver.archive import schema
 from archiver.archive.message import rebuild_message
+from archiver.archive.timestamps import split_ns
 from archiver.errors import UsageError
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
 from query.decode import OUTPUT_SCHEMA
 
 FORMATS = ("text", "json", "csv", "parquet")
-#: File columns each format needs (the partition columns app and region always come along).
-_ALL_COLUMNS = tuple(schema.FILE_SCHEMA.names)
+#: File columns each format needs (app and region always come along; ``timestamp`` is the exact time).
+_ALL_COLUMNS = schema.V1_COLUMNS
 COLUMNS: dict[str, tuple[str, ...]] = {
     "text": (schema.TIMESTAMP, schema.PROVIDER, schema.INSTANCE, schema.LEVEL, schema.MESSAGE),
     "json": _ALL_COLUMNS,
@@ -158,18 +159,32 @@ class CsvWriter:
         self.stream.flush()
 
 
+#: What ``--format parquet`` writes: the archive's time columns (µs ``timestamp`` + ``timestamp_nanos``,
+#: which every engine reads), then app, region and the other columns.
+PARQUET_SCHEMA = pa.schema(
+    [
+        schema.FILE_SCHEMA.field(schema.TIMESTAMP).with_nullable(True),
+        schema.FILE_SCHEMA.field(schema.TIMESTAMP_NANOS).with_nullable(True),
+        *(f for f in OUTPUT_SCHEMA if f.name != schema.TIMESTAMP),
+    ]
+)
+
+
 class ParquetWriter:
-    """Flat columns, zstd, the archive's column types plus app and region."""
+    """Flat columns, zstd, the archive's column types (time as in schema v2) plus app and region."""
 
     def __init__(self, stream: BinaryIO) -> None:
         import pyarrow.parquet as pq
 
-        self.writer = pq.ParquetWriter(stream, OUTPUT_SCHEMA, compression="zstd")
+        self.writer = pq.ParquetWriter(stream, PARQUET_SCHEMA, compression="zstd")
         self.stream = stream
 
     def write(self, table: pa.Table) -> None:
         """Write rows as a row group."""
-        self.writer.write_table(pc.conform(_flat(table), OUTPUT_SCHEMA))
+        flat = pc.conform(_flat(table), OUTPUT_SCHEMA)
+        micros, nanos = split_ns(flat[schema.TIMESTAMP])
+        columns = [micros, nanos, *flat.columns[1:]]
+        self.writer.write_table(pa.Table.from_arrays(columns, schema=PARQUET_SCHEMA))
 
     def close(self) -> None:
         """Write the footer."""

@@ -8,15 +8,15 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from archiver.archive.layout import NS_PER_SECOND, app_prefix, encode_value, stored_value
-from archiver.archive.navigator import ArchiveFile, list_files
+from archiver.archive.layout import NS_PER_SECOND, app_prefix
+from archiver.archive.navigator import ArchiveFile, list_apps, list_files, select_apps
 from archiver.config import ArchiveSettings
 from archiver.errors import BadFileError, DamagedFileError, VanishedError
 from archiver.storage.interface import Storage
-from archiver.storage.open import open_read_storage
+from archiver.storage.open import check_for_reading, open_read_storage
 from archiver.terminal import visible
 from query.plan import HourFiles, Planner
-from query.run import open_reader, start
+from query.run import open_reader
 from query.scan import Reader
 from query.supersede import FooterReader, live_files
 
@@ -33,15 +33,16 @@ class LsRequest:
 
 
 async def run_ls(request: LsRequest) -> None:
-    """List apps, or the hours of the requested apps with files, rows and bytes."""
+    """List apps (as keys give them back: each works with ``--app``), or the hours of the requested apps."""
     storage = open_read_storage(request.archive)
     try:
-        apps = await start(request.archive, storage, request.apps)
         if not request.apps:
+            _, apps = await asyncio.gather(check_for_reading(request.archive, storage), list_apps(storage))
             if not apps:
                 sys.stderr.write(f"note: no apps in {storage.url}\n")
             sys.stdout.write("".join(f"{visible(app)}\n" for app in apps))  # names reach a terminal escaped
             return
+        await check_for_reading(request.archive, storage)
         groups = await _ls_hours(storage, request)
         reader = open_reader(request.archive, storage, ranged=True)
         try:
@@ -55,14 +56,15 @@ async def run_ls(request: LsRequest) -> None:
 async def _ls_hours(storage: Storage, request: LsRequest) -> list[tuple[str, HourFiles]]:
     out: list[tuple[str, HourFiles]] = []
     for app in dict.fromkeys(request.apps):
+        selection = select_apps([app])
         if request.since_ns is not None:
-            planner = Planner(storage, [app], request.since_ns, request.now_ns)
+            planner = Planner(storage, selection, request.since_ns, request.now_ns)
             out.extend((app, group) for group in await planner.all_hours())
             continue
         hours: dict[int, HourFiles] = {}
-        for planned in await list_files(storage, [app_prefix(encode_value(app))]):
-            if planned.app == stored_value(app):
-                hours.setdefault(planned.hour_ns, HourFiles(planned.hour_ns)).files.append(planned)
+        prefixes = [app_prefix(segment) for segment in selection.segments]
+        for planned in await list_files(storage, prefixes, apps=selection):
+            hours.setdefault(planned.hour_ns, HourFiles(planned.hour_ns)).files.append(planned)
         for group in hours.values():  # files a compaction superseded are not counted (query.supersede)
             with contextlib.suppress(VanishedError):
                 group.files = await live_files(group.files, FooterReader(storage))
@@ -77,22 +79,22 @@ async def _print_hours(
         sys.stderr.write("note: no files for these apps in that time\n")
         return
     files = [f for _, group in groups for f in group.files]
-    found = await asyncio.gather(*(_rows(reader, f) for f in files))
-    counts: dict[ArchiveFile, int | None] = {}
-    for planned, rows in zip(files, found, strict=True):
-        if isinstance(rows, BadFileError):
+    found = await asyncio.gather(*(_summary(reader, f) for f in files))
+    counts: dict[ArchiveFile, tuple[int, tuple[str, ...]]] = {}
+    for planned, summary in zip(files, found, strict=True):
+        if isinstance(summary, BadFileError):
             if strict:
-                raise DamagedFileError(planned.key, rows)
-            sys.stderr.write(f"warning: skipped {planned.key}: {rows}\n")
-            counts[planned] = None
+                raise DamagedFileError(planned.key, summary)
+            sys.stderr.write(f"warning: skipped {planned.key}: {summary}\n")
+            counts[planned] = (0, ())
         else:
-            counts[planned] = rows
+            counts[planned] = summary
     table = [["APP"] if show_app else []]
     table[0] += ["HOUR (UTC)", "FILES", "ROWS", "BYTES", "REGIONS"]
     for app, group in groups:
         hour = datetime.fromtimestamp(group.hour_ns // NS_PER_SECOND, UTC)
-        rows = sum(counts[f] or 0 for f in group.files)
-        regions = visible(",".join(sorted({f.region for f in group.files})))
+        rows = sum(counts[f][0] for f in group.files)
+        regions = visible(",".join(sorted({region for f in group.files for region in counts[f][1]})))
         cells = [visible(app)] if show_app else []
         table.append(
             [*cells, f"{hour:%Y-%m-%dT%H}:00Z", str(len(group.files)), str(rows), str(group.bytes), regions]
@@ -109,8 +111,8 @@ async def _print_hours(
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-async def _rows(reader: Reader, planned: ArchiveFile) -> int | BadFileError:
+async def _summary(reader: Reader, planned: ArchiveFile) -> tuple[int, tuple[str, ...]] | BadFileError:
     try:
-        return await reader.row_count(planned)
+        return await reader.summary(planned)
     except BadFileError as exc:
         return exc  # reported in listing order, after every read is done

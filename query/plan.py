@@ -1,12 +1,14 @@
 """Which files a query reads: partition prefixes from apps and time range, listed concurrently.
 
 The archive is never listed whole. Apps (given, or one delimiter listing of
-the archive root) and the UTC hours of ``[since, until)`` become prefixes
-(:func:`archiver.archive.navigator.spans`): ``app=X/date=D/`` for a day the
-range covers entirely (one listing instead of 24) and ``app=X/date=D/hour=H/``
-for the partial days at the edges. Listings run concurrently under a bound
-and come out grouped by hour, in time order or newest first, a window at a
-time, so a ``--tail`` or ``--limit`` that is satisfied early stops listing too.
+the archive root, see :mod:`archiver.archive.navigator`) and the UTC hours of
+``[since, until)`` become prefixes (:func:`archiver.archive.navigator.spans`):
+``app=X/date=D/`` for a day the range covers entirely (one listing instead of
+24) and, for the hours of the partial days at the edges, the v2 prefix
+``app=X/date=D/YYYYMMDDTHH`` and (old data) the v1 folder ``app=X/date=D/hour=HH/``.
+Listings run concurrently under a bound and come out grouped by hour, in
+time order or newest first, a window at a time, so a ``--tail`` or
+``--limit`` that is satisfied early stops listing too.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, encode_value, stored_value
-from archiver.archive.navigator import ArchiveFile, Span, list_files, spans
+from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND
+from archiver.archive.navigator import AppSelection, ArchiveFile, Span, list_files, spans
 from archiver.errors import StorageError, VanishedError
 from archiver.storage.interface import Storage
+from query.filters import region_values
 from query.supersede import FooterReader, Footers, live_files
 
 #: Most spans (days or hours) listed in one window.
@@ -47,7 +50,7 @@ class Planner:
     def __init__(
         self,
         storage: Storage,
-        apps: Sequence[str],
+        apps: AppSelection,
         since_ns: int,
         until_ns: int,
         regions: Sequence[str] = (),
@@ -56,9 +59,10 @@ class Planner:
         self.storage = storage
         #: Reads compacted files' footers where a partition mixes them with others (query.supersede).
         self.footers = footers or FooterReader(storage)
-        self.apps = list(dict.fromkeys(apps))
-        # As keys give them back: a region too long for a key is compared in its shortened form.
-        self.regions = frozenset(stored_value(region) for region in regions)
+        self.apps = apps
+        # v1 keys name the region: files of other regions are left out before any read (v2 files hold
+        # theirs in a column, filtered on the rows, see query.filters).
+        self.regions = region_values(tuple(regions))
         self.since_ns = since_ns
         self.until_ns = until_ns
         self.hours_listed = 0
@@ -70,13 +74,14 @@ class Planner:
         return {group.hour_ns: group for group in resolved}
 
     async def _list_window_raw(self, window: Sequence[Span]) -> dict[int, HourFiles]:
-        prefixes = [span.prefix(encode_value(app)) for span in window for app in self.apps]
+        prefixes = [p for span in window for segment in self.apps.segments for p in span.prefixes(segment)]
         hours: dict[int, HourFiles] = {}
-        for planned in await list_files(self.storage, prefixes, self.since_ns, self.until_ns):
-            if not self.regions or planned.region in self.regions:
+        found = await list_files(self.storage, prefixes, self.since_ns, self.until_ns, apps=self.apps)
+        for planned in found:
+            if not self.regions or planned.region is None or planned.region in self.regions:
                 hours.setdefault(planned.hour_ns, HourFiles(planned.hour_ns)).files.append(planned)
         for group in hours.values():
-            group.files.sort(key=lambda f: (f.app, f.region, f.key))
+            group.files.sort(key=lambda f: (f.app, f.key))
         return hours
 
     async def _resolve(self, group: HourFiles) -> HourFiles:
@@ -107,7 +112,7 @@ class Planner:
 
         With ``prefetch`` the next window is listed while the caller reads the current one.
         """
-        todo = spans(self.since_ns, self.until_ns) if self.apps else []
+        todo = spans(self.since_ns, self.until_ns) if self.apps.segments else []
         if newest_first:
             todo.reverse()
         size = max(1, first_window)

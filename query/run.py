@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 import pyarrow as pa
 
-from archiver.archive.navigator import list_apps
+from archiver.archive.navigator import AppSelection, select_all_apps, select_apps
 from archiver.config import ArchiveSettings
 from archiver.errors import OutputError, UsageError
 from archiver.storage.interface import Storage
@@ -80,6 +80,7 @@ class QueryRequest:
         return Filters(
             self.since_ns,
             self.until_ns,
+            regions=self.regions,
             levels=self.levels,
             instances=self.instances,
             contains=self.contains,
@@ -115,12 +116,12 @@ def _cpus() -> int:
     )
 
 
-async def start(settings: ArchiveSettings, storage: Storage, apps: tuple[str, ...]) -> list[str]:
-    """Check the archive is there and find the apps (all of them when none are given), concurrently."""
+async def start(settings: ArchiveSettings, storage: Storage, apps: tuple[str, ...]) -> AppSelection:
+    """Check the archive is there and select the apps (all of them, as listed, when none are given), concurrently."""
     if apps:
         await check_for_reading(settings, storage)
-        return list(dict.fromkeys(apps))
-    _, found = await asyncio.gather(check_for_reading(settings, storage), list_apps(storage))
+        return select_apps(apps)
+    _, found = await asyncio.gather(check_for_reading(settings, storage), select_all_apps(storage))
     return found
 
 
@@ -277,9 +278,9 @@ async def run_query(request: QueryRequest) -> int:
         await storage.close()
 
 
-def note_nothing(stats: ScanStats, planner: Planner, apps: list[str]) -> None:
+def note_nothing(stats: ScanStats, planner: Planner, apps: AppSelection) -> None:
     """The note on stderr when nothing matched: what was read."""
-    if not apps:
+    if not apps.segments:
         sys.stderr.write("note: no logs found: the archive holds no apps\n")
         return
     skipped = f", {stats.skipped} skipped" if stats.skipped else ""

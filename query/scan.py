@@ -34,7 +34,7 @@ from query.decode import (
     FileScan,
     decode_files,
     empty_table,
-    footer_rows,
+    footer_summary,
 )
 from query.filters import Filters
 from query.plan import HourFiles
@@ -58,7 +58,7 @@ class ScanStats:
 
 
 def merge_hour(tables: Sequence[pa.Table]) -> pa.Table:
-    """The rows of one hour in time order, from batches that each hold sorted files one after another.
+    """The rows of one hour in time order (exact), from batches that each hold sorted files one after another.
 
     When the concatenation is already in order (one file, or files that follow
     each other, as one writer's flushes do) it is returned as is. Otherwise
@@ -85,7 +85,7 @@ REPLAN_ATTEMPTS = 3
 class Reader:
     """Reads planned files: local ones through a pyarrow filesystem, S3 ones by whole-object GETs.
 
-    An S3 ``filesystem`` is used only for :meth:`row_count` (footer-only ranged reads).
+    An S3 ``filesystem`` is used only for :meth:`summary` (footer-only ranged reads).
     """
 
     def __init__(
@@ -141,17 +141,20 @@ class Reader:
             except ObjectNotFoundError:
                 return BadFileError(VANISHED)
 
-    async def row_count(self, planned: ArchiveFile) -> int:
-        """Rows in one file, from its Parquet footer; BadFileError when it is not Parquet."""
+    async def summary(self, planned: ArchiveFile) -> tuple[int, tuple[str, ...]]:
+        """Rows and regions of one file, from its Parquet footer; BadFileError when it is not an archive file."""
         loop = asyncio.get_running_loop()
         if self.filesystem is not None:
-            return await loop.run_in_executor(
-                self.pool, footer_rows, self._path(planned), planned.size, self.filesystem
+            found = await loop.run_in_executor(
+                self.pool, footer_summary, self._path(planned), planned.size, self.filesystem
             )
-        data = await self._get(planned)
-        if isinstance(data, BadFileError):
-            raise data
-        return await loop.run_in_executor(self.pool, footer_rows, data, planned.size, None)
+        else:
+            data = await self._get(planned)
+            if isinstance(data, BadFileError):
+                raise data
+            found = await loop.run_in_executor(self.pool, footer_summary, data, planned.size, None)
+        rows, regions = found
+        return rows, regions if regions is not None else (planned.region or "",)
 
     def close(self) -> None:
         """Stop the decoding threads."""

@@ -1,11 +1,12 @@
 """Reading around compaction: which listed files of an hour a query reads (see :mod:`archiver.archive.supersede`).
 
-When a partition's listing mixes compacted files (``c-*.parquet``) with
-others, or holds several compaction groups, the ``archiver.replaces`` list
-in one footer per complete group decides which files are live; everything
-else is left out, so a query running during or after an interrupted
-compaction reads each row exactly once. In the usual cases (no compacted
-file, or one complete group alone) nothing extra is read.
+The files of an hour are resolved per app (the app-hour, both layouts, by
+relative name). When an app-hour's listing mixes compacted files with others,
+or holds several compaction groups, the ``archiver.replaces`` list in one
+footer per complete group decides which files are live; everything else is
+left out, so a query running during or after an interrupted compaction reads
+each row exactly once. In the usual cases (no compacted or imported file, or
+one complete group alone) nothing extra is read.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from archiver.archive.navigator import ArchiveFile
-from archiver.archive.supersede import COMPACT_PREFIX, metadata_needed, replaces_from_metadata, resolve
+from archiver.archive.supersede import identity, metadata_needed, parse_compact_name, replaced_names, resolve
 from archiver.config import ArchiveSettings
 from archiver.errors import ObjectNotFoundError, VanishedError
 from archiver.storage.interface import Storage
@@ -74,25 +75,25 @@ class FooterReader:
 
 async def live_files(files: Sequence[ArchiveFile], footers: Footers) -> list[ArchiveFile]:
     """The files of one hour to read, each partition resolved; VanishedError when a footer is gone."""
-    partitions: dict[tuple[str, str], list[ArchiveFile]] = {}
+    partitions: dict[str, list[ArchiveFile]] = {}
     for planned in files:
-        partitions.setdefault((planned.app, planned.region), []).append(planned)
+        partitions.setdefault(planned.app, []).append(planned)
 
     async def one(group: list[ArchiveFile]) -> list[ArchiveFile]:
-        by_name = {f.name: f for f in group}
-        if not any(name.startswith(COMPACT_PREFIX) for name in by_name):
-            return group  # the common case: nothing compacted here
+        by_name = {f.relative_name: f for f in group}
+        if not any(parse_compact_name(n) or identity(n) != n for n in by_name):
+            return group  # the common case: nothing compacted or imported here
         needed = metadata_needed(list(by_name))
         if not needed:
             plain = resolve(list(by_name), {})
             return [by_name[n] for n in plain.live]
         metas = await asyncio.gather(*(footers(by_name[n]) for n in needed))
-        replaces = {n: replaces_from_metadata(m) for n, m in zip(needed, metas, strict=True)}
+        replaces = {n: replaced_names(n, m) for n, m in zip(needed, metas, strict=True)}
         keep = set(resolve(list(by_name), replaces).live)
         # A compacted file whose footer cannot be read may hold the only copy of its rows (its inputs
         # deleted): read it anyway, so the reader names it in a warning (an error with --strict).
         keep.update(n for n, m in zip(needed, metas, strict=True) if m is None)
-        return [f for f in group if f.name in keep]
+        return [f for f in group if f.relative_name in keep]
 
     kept = {id(f) for group in await asyncio.gather(*map(one, partitions.values())) for f in group}
     return [f for f in files if id(f) in kept]

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from archiver.archive.layout import parse_key
 from archiver.archive.message import rebuild_payload
+from archiver.archive.timestamps import exact_rows
 from archiver.config import ArchiveSettings
 from archiver.demo.servers import free_port
 from archiver.storage.open import open_storage
@@ -127,11 +128,11 @@ def start_archiver(
 
 @dataclass
 class ArchivedFile:
-    """One archive object read back."""
+    """One archive object read back (``region``: a v1 key's; rows of schema v2 carry theirs)."""
 
     key: str
     app: str
-    region: str
+    region: str | None
     hour_ns: int
     rows: list[dict[str, Any]]
     metadata: dict[bytes, bytes]
@@ -154,11 +155,9 @@ def read_archive(settings: ArchiveSettings) -> list[ArchivedFile]:
         parsed = parse_key(key)
         assert parsed is not None, f"unexpected key {key!r}"
         reader = pq.ParquetFile(pa_buffer(data))
-        table = reader.read()
-        # Python datetimes stop at microseconds: compare timestamps as int nanoseconds.
-        table = table.set_column(0, "timestamp", table["timestamp"].cast("int64"))
+        # Python datetimes stop at microseconds: timestamps as exact int nanoseconds.
         files.append(ArchivedFile(key, parsed.app, parsed.region, parsed.hour_ns,
-                                  table.to_pylist(), reader.schema_arrow.metadata or {}, len(data)))  # fmt: skip
+                                  exact_rows(reader.read()), reader.schema_arrow.metadata or {}, len(data)))  # fmt: skip
     return files
 
 
@@ -169,12 +168,19 @@ def pa_buffer(data: bytes) -> Any:
     return pa.BufferReader(data)
 
 
+def row_region(f: ArchivedFile, row: dict[str, Any]) -> str:
+    """The region of a row: its column (schema v2), else its file's key (v1)."""
+    region = row.get("region", f.region)
+    assert region is not None
+    return str(region)
+
+
 def archived_payloads(files: list[ArchivedFile]) -> Counter[bytes]:
     """Multiset of the rebuilt original payloads, normalised through orjson."""
     out: Counter[bytes] = Counter()
     for f in files:
         for row in f.rows:
-            out[normalise(rebuild_payload(row, f.app, f.region))] += 1
+            out[normalise(rebuild_payload(row, f.app, row_region(f, row)))] += 1
     return out
 
 

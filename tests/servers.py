@@ -77,6 +77,11 @@ class SeaweedFS(ManagedProcess):
             "-s3.port.lance=0",
             # Real S3 refuses writes to a missing bucket; the default would create it silently.
             "-s3.autoCreateBucket=false",
+            # Every bucket (one per test) takes volumes of its own, and weed sizes its volume count from
+            # the free disk: ~65 on a 67 GB disk, after which every write fails with InternalError (500).
+            # Small volumes and an explicit count keep hundreds of test buckets writable on any disk.
+            "-master.volumeSizeLimitMB=32",
+            "-volume.max=3000",
             f"-s3.port={p['s3']}",
             f"-s3.port.grpc={p['s3_grpc']}",
             f"-master.port={p['master']}",

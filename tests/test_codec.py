@@ -1,4 +1,4 @@
-"""Parsing payloads into schema v1 rows, rebuilding them exactly, and the Parquet files written.
+"""Parsing payloads into schema v2 rows, rebuilding them exactly, and the Parquet files written.
 
 Realistic message text comes from the LogHub samples in /work/shared/corpus/loghub
 when present (https://github.com/logpai/loghub; Jieming Zhu, Shilin He, Pinjia He,
@@ -29,8 +29,10 @@ from archiver.archive.message import (
     parse_timestamp,
     rebuild_message,
     rebuild_payload,
+    row_timestamp_ns,
     timestamp_ns,
 )
+from archiver.archive.timestamps import exact_rows, split_ns, table_ns
 from archiver.codec import parse, parse_exact
 from archiver.codec.encode import (
     COMPACT_COMPRESSION_LEVEL,
@@ -64,9 +66,8 @@ def dumps(msg: Any) -> bytes:
 
 
 def rows(table: pa.Table) -> list[dict[str, Any]]:
-    """Rows with integer-ns timestamps (to_pylist would need microsecond datetimes)."""
-    ts = table.column(schema.TIMESTAMP).cast(pa.int64())
-    return table.set_column(0, schema.TIMESTAMP, ts).to_pylist()
+    """Rows with exact integer-ns timestamps (to_pylist would give microsecond datetimes)."""
+    return exact_rows(table)
 
 
 def is_malformed(row: dict[str, Any]) -> bool:
@@ -288,7 +289,7 @@ def test_arrow_cast_refuses_out_of_range_fields() -> None:
     for text in ["2022-09-27T24:00:00.000000000Z", "2022-09-27T23:60:00.000000000Z", "2022-04-31T00:00:00.000000000Z",
                  "2016-12-31T23:59:60.000000000Z", "2021-02-29T00:00:00.000000000Z", "2262-04-11T23:47:16.854775808Z"]:  # fmt: skip
         with pytest.raises(pa.ArrowInvalid):
-            pc.cast(pa.array([text]), schema.TIMESTAMP_TYPE)
+            pc.cast(pa.array([text]), schema.NS_TIMESTAMP_TYPE)
 
 
 def test_format_timestamp() -> None:
@@ -302,14 +303,14 @@ def test_format_timestamp() -> None:
 
 
 def test_rebuild_accepts_datetimes_and_scalars() -> None:
-    (row,) = parse_batch(
-        APP, REGION, Payloads([dumps(fly(timestamp="2022-09-27T20:34:37.252022000Z"))]), 0
-    ).table.to_pylist()
-    assert isinstance(row["timestamp"], datetime)
-    assert rebuild_message(row, APP, REGION) == fly(timestamp="2022-09-27T20:34:37.252022000Z")
+    (row,) = parse_batch(APP, REGION, Payloads([dumps(fly(timestamp=TS))]), 0).table.to_pylist()
+    assert isinstance(row["timestamp"], datetime) and row["timestamp_nanos"] == 967
+    assert rebuild_message(row, APP, REGION) == fly(timestamp=TS)  # the datetime plus timestamp_nanos
+    assert row_timestamp_ns(row) == TS_NS
     naive = row["timestamp"].astimezone(UTC).replace(tzinfo=None)
     assert timestamp_ns(naive) == timestamp_ns(row["timestamp"]) == 1664310877252022000
-    assert timestamp_ns(pa.scalar(TS_NS, schema.TIMESTAMP_TYPE)) == TS_NS
+    assert timestamp_ns(pa.scalar(TS_NS, schema.NS_TIMESTAMP_TYPE)) == TS_NS
+    assert timestamp_ns(pa.scalar(TS_NS // 1000, schema.TIMESTAMP_TYPE)) == TS_NS // 1000 * 1000
 
 
 def loghub_lines(limit: int) -> list[str]:
@@ -381,13 +382,15 @@ def test_split_hours_across_hour_and_day_boundaries() -> None:
         midnight - 1,
         midnight + NS_PER_HOUR - 1,
     ]
+    micros, nanos = split_ns(pa.array(stamps, pa.int64()))
     table = pa.Table.from_pydict(
         {
-            "timestamp": pa.array(stamps, schema.TIMESTAMP_TYPE),
+            "timestamp": micros,
+            "timestamp_nanos": nanos,
             **{
                 f.name: [None] * len(stamps)
                 for f in schema.FILE_SCHEMA
-                if f.name not in ("timestamp", "message")
+                if f.name not in ("timestamp", "timestamp_nanos", "message")
             },
             "message": [str(i) for i in range(len(stamps))],
         }
@@ -416,8 +419,9 @@ def test_written_parquet_files() -> None:
         assert table.schema.equals(schema.FILE_SCHEMA)
         meta = pq.read_metadata(io.BytesIO(f.data))
         assert meta.metadata[schema.SCHEMA_VERSION_KEY] == schema.SCHEMA_VERSION.encode()
-        ts = table.column("timestamp").cast(pa.int64()).to_pylist()
+        ts = table_ns(table).to_pylist()
         assert ts == sorted(ts) and (f.min_timestamp_ns, f.max_timestamp_ns) == (ts[0], ts[-1])
+        assert set(table["region"].to_pylist()) == {REGION}
         assert {hour_start_ns(t) for t in ts} == {f.hour_ns} and f.rows == len(ts)
         group = meta.row_group(0)
         for i in range(meta.num_columns):
@@ -426,8 +430,8 @@ def test_written_parquet_files() -> None:
             dictionary = any("DICTIONARY" in e for e in column.encodings)
             assert dictionary == (column.path_in_schema in schema.DICTIONARY_COLUMNS), column.path_in_schema
         assert "DELTA_BINARY_PACKED" in group.column(0).encodings
-        stats = group.column(0).statistics
-        assert stats.has_min_max and (stats.min_raw, stats.max_raw) == (ts[0], ts[-1])
+        stats = group.column(0).statistics  # microseconds: what readers prune on
+        assert stats.has_min_max and (stats.min_raw, stats.max_raw) == (ts[0] // 1000, ts[-1] // 1000)
         seen.update(rebuilt(table))
     assert seen == expected([p for p in payloads if p != b"not json"], [b"not json"])
 
@@ -436,7 +440,10 @@ def test_writer_options_are_shared() -> None:
     options = writer_options(LIVE_COMPRESSION_LEVEL)
     assert options["compression"] == "zstd" and options["compression_level"] == LIVE_COMPRESSION_LEVEL
     assert options["use_dictionary"] == list(schema.DICTIONARY_COLUMNS)
-    assert options["column_encoding"] == {schema.TIMESTAMP: "DELTA_BINARY_PACKED"}
+    assert options["column_encoding"] == {
+        schema.TIMESTAMP: "DELTA_BINARY_PACKED",
+        schema.TIMESTAMP_NANOS: "DELTA_BINARY_PACKED",
+    }
     assert schema.TIMESTAMP in options["write_statistics"]
     table = parse_batch(APP, REGION, Payloads(realistic_payloads(100)), RECEIVED).table.sort_by("timestamp")
     sink = io.BytesIO()

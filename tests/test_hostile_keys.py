@@ -31,7 +31,7 @@ from harness import (
 )
 from servers import SeaweedFS
 
-from archiver.archive.layout import MAX_SEGMENT_CHARS, encode_value, is_shortened
+from archiver.archive.escaping import MAX_SEGMENT_BYTES, encode_value, is_shortened
 from archiver.config import ArchiveSettings
 from archiver.demo.flymessage import fly_record
 from archiver.demo.publish import publish
@@ -115,7 +115,7 @@ def archive_and_query(nats_server: NatsServer, settings: ArchiveSettings, work: 
     assert len(segments) == len(sent), "every name its own app segment"
     for key in (f.key for f in files):
         assert all(len(part.encode()) <= 255 for part in key.split("/")), key
-        assert all(len(part) <= MAX_SEGMENT_CHARS + len("region=") for part in key.split("/")[:4])
+        assert all(len(part.encode()) <= MAX_SEGMENT_BYTES + len("app=") for part in key.split("/")[:-1])
 
     # NUL cannot be passed in an argument; every other name is typed as is.
     queried = [app for app in sent if "\x00" not in app]

@@ -17,11 +17,12 @@ from typing import Any
 import duckdb
 import orjson
 import pyarrow as pa
-from harness import ArchivedFile, read_archive, start_archiver, wait_for
+from harness import ArchivedFile, read_archive, row_region, start_archiver, wait_for
 
 from archiver.archive import schema
 from archiver.archive.layout import NS_PER_HOUR
 from archiver.archive.message import format_timestamp_ns, rebuild_payload, split_truncated, truncate_payload
+from archiver.archive.timestamps import exact_rows
 from archiver.codec.parse import parse_batch
 from archiver.codec.parse_exact import MAX_FUTURE_NS, newest_accepted_ns
 from archiver.codec.payloads import Payloads
@@ -107,7 +108,7 @@ def stored(payload: bytes, max_bytes: int) -> bytes:
 
 
 def rows_of(table: pa.Table) -> list[dict[str, Any]]:
-    return table.set_column(0, schema.TIMESTAMP, table.column(schema.TIMESTAMP).cast(pa.int64())).to_pylist()
+    return exact_rows(table)
 
 
 def extra_of(row: dict[str, Any]) -> dict[str, Any]:
@@ -299,15 +300,16 @@ def check_archive(files: list[ArchivedFile], good: list[tuple[str, bytes]],
     got: Counter[tuple[str, str, bytes]] = Counter()
     for f in files:
         for row in f.rows:
-            rebuilt = rebuild_payload(row, f.app, f.region)
+            region = row_region(f, row)
+            rebuilt = rebuild_payload(row, f.app, region)
             if extra_of(row).get(schema.MALFORMED_MARK):
                 assert started <= row["timestamp"] <= received_by, "malformed row not at its receive time"
-                got[(f.app, f.region, b"raw:" + rebuilt)] += 1
+                got[(f.app, region, b"raw:" + rebuilt)] += 1
             else:
                 got[
                     (
                         f.app,
-                        f.region,
+                        region,
                         b"json:" + orjson.dumps(orjson.loads(rebuilt), option=orjson.OPT_SORT_KEYS),
                     )
                 ] += 1

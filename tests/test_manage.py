@@ -27,8 +27,9 @@ from click.testing import CliRunner, Result
 from harness import ARCHIVER, archive_env, archived_payloads, normalise, read_archive
 from servers import SeaweedFS
 
-from archiver.archive.layout import NS_PER_HOUR, object_key, object_name, partition_value
-from archiver.archive.navigator import app_segments, list_apps
+from archiver.archive.escaping import partition_value
+from archiver.archive.layout import NS_PER_HOUR, hour_start_ns, object_key, object_name, parse_key
+from archiver.archive.navigator import listed_app_segments, select_all_apps
 from archiver.archive.supersede import parse_compact_name, resolve
 from archiver.cli.main import main
 from archiver.codec.encode import encode_partition
@@ -76,7 +77,7 @@ def write_small_files(settings: ArchiveSettings, msgs: list[tuple[str, bytes]], 
                 for f in encode_partition(app, region, Payloads(payloads[i::flushes]), START).files:
                     seq += 1
                     name = object_name(f.min_timestamp_ns, "w1", seq)
-                    key = object_key(partition_value(app), partition_value(region), f.hour_ns, name)
+                    key = object_key(partition_value(app), f.hour_ns, name)
                     puts.append(storage.put(key, f.data))
         try:
             await asyncio.gather(*puts)
@@ -105,8 +106,9 @@ def query_count(settings: ArchiveSettings, out: Path) -> int:
     return pq.read_metadata(out).num_rows if out.exists() else 0
 
 
-def partition_files(settings: ArchiveSettings) -> Counter[str]:
-    return Counter(f.key.rpartition("/")[0] for f in read_archive(settings))
+def partition_files(settings: ArchiveSettings) -> Counter[tuple[str, int]]:
+    """Files per app-hour (the unit of compaction)."""
+    return Counter((f.app, f.hour_ns) for f in read_archive(settings))
 
 
 class SlowStorage(Storage):
@@ -195,7 +197,7 @@ def test_compaction_under_a_query_loop(settings: ArchiveSettings, tmp_path: Path
     assert set(after) == set(before) and set(after.values()) == {1}
     assert archived_payloads(read_archive(settings)) == expected(msgs)
     again = cli(settings, "compact", "--before", BEFORE)
-    assert "compacted 0 of 12 closed partitions" in again.stderr
+    assert "compacted 0 of 6 closed app-hours" in again.stderr
 
 
 def test_a_query_planned_before_compaction_lists_the_hour_again(tmp_path: Path) -> None:
@@ -205,7 +207,7 @@ def test_a_query_planned_before_compaction_lists_the_hour_again(tmp_path: Path) 
 
     async def go() -> tuple[int, int]:
         storage = open_storage(settings)
-        planner = Planner(storage, await list_apps(storage), *EVERYTHING)
+        planner = Planner(storage, await select_all_apps(storage), *EVERYTHING)
         (stale,) = await planner.all_hours()
         await compact_archive(storage, (), EVERYTHING[1], 256 * 1024**2)
         reader = open_reader(settings, storage)
@@ -252,7 +254,7 @@ def test_interrupted_compactions(tmp_path: Path) -> None:
 
     asyncio.run(crash("put", 1, 20_000))  # first part of a group written, the next never
     names = [f.key.rpartition("/")[2] for f in read_archive(settings)]
-    assert any(parse_compact_name(n) for n in names) and any(not n.startswith("c-") for n in names)
+    assert any(parse_compact_name(n) for n in names) and any(not parse_compact_name(n) for n in names)
     exact()
     asyncio.run(crash("delete", 0, 20_000))  # every part written, no input deleted
     exact()
@@ -271,7 +273,7 @@ def test_a_rival_compactor_with_an_older_view(tmp_path: Path) -> None:
 
     async def race() -> None:
         storage, rival = open_storage(settings), open_storage(settings)
-        segment = (await app_segments(storage, ()))[0]
+        segment = (await listed_app_segments(storage))[0]
         prefix, infos = next(iter((await list_partitions(storage, segment, EVERYTHING[1])).items()))
         arrived, gate, real_put = asyncio.Event(), asyncio.Event(), rival.put
 
@@ -287,7 +289,7 @@ def test_a_rival_compactor_with_an_older_view(tmp_path: Path) -> None:
         gate.set()
         await slow
         names = [i.key.rpartition("/")[2] for i in await storage.list(prefix)]
-        assert len(names) == 2 and all(n.startswith("c-") for n in names)  # both groups are there
+        assert len(names) == 2 and all(parse_compact_name(n) for n in names)  # both groups are there
         await storage.close()
         await rival.close()
 
@@ -302,7 +304,7 @@ def compacted_keys(settings: ArchiveSettings) -> set[str]:
     async def go() -> set[str]:
         storage = open_storage(settings)
         try:
-            return {i.key for i in await storage.list("") if "/c-" in i.key}
+            return {i.key for i in await storage.list("") if parse_compact_name(i.key.rpartition("/")[2])}
         finally:
             await storage.close()
 
@@ -361,9 +363,9 @@ def test_prune(settings: ArchiveSettings) -> None:
 
 
 def _hour_ns(key: str) -> int:
-    date = key.split("date=")[1][:10]
-    hour = int(key.split("hour=")[1][:2])
-    return int(datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()) * S + hour * NS_PER_HOUR
+    parsed = parse_key(key)
+    assert parsed is not None
+    return parsed.hour_ns
 
 
 @pytest.fixture
@@ -434,3 +436,24 @@ def _totals(result: Result) -> tuple[int, int, int]:
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("total")]
     files, rows, size = line.split()[1:4]
     return int(files), int(rows), int(size)
+
+
+def test_compact_before_never_touches_an_hour_that_has_not_ended(tmp_path: Path) -> None:
+    """``--before`` in the future (the end of the current hour) still compacts closed hours only."""
+    settings = ArchiveSettings("file", "", str(tmp_path / "archive"))
+    if hour_start_ns(time.time_ns() + 30 * S) != hour_start_ns(time.time_ns()):
+        time.sleep(31)  # the hour ends within the test: start in the next one
+    current = hour_start_ns(time.time_ns())
+    gen = FlyLogGenerator(seed=9, apps=["shop"], regions=["ams"], start_ns=current - NS_PER_HOUR,
+                          span_ns=NS_PER_HOUR + (time.time_ns() - current) // 2)  # fmt: skip
+    msgs = gen.messages(400)
+    cli(settings, "import", "-", input=b"".join(p + b"\n" for _, p in msgs))
+    open_hour = {f.key for f in read_archive(settings) if f.hour_ns == current}
+    assert open_hour and len(open_hour) < len(read_archive(settings))
+    end_of_hour = datetime.fromtimestamp((current + NS_PER_HOUR) // S, UTC)
+    cli(settings, "compact", "--before", f"{end_of_hour:%Y-%m-%dT%H:%M}")
+    files = read_archive(settings)
+    assert {f.key for f in files if f.hour_ns == current} == open_hour  # untouched: the hour is still open
+    closed = [f for f in files if f.hour_ns < current]
+    assert closed and all(parse_compact_name(f.key.rpartition("/")[2]) for f in closed)
+    assert archived_payloads(files) == expected(msgs)

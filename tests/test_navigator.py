@@ -1,4 +1,4 @@
-"""The navigator of apps, days, hours and files (archiver.archive.navigator), on a real local archive."""
+"""The navigator of apps, days, hours and files (archiver.archive.navigator), on a real local archive of both layouts."""
 
 from __future__ import annotations
 
@@ -10,22 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from archiver.archive.layout import NS_PER_HOUR, encode_value, object_key
+from archiver.archive.escaping import encode_value, encode_value_v1
+from archiver.archive.layout import NS_PER_HOUR, day_prefix, hour_stamp, object_key, v1_object_key
 from archiver.archive.navigator import (
     NS_PER_DAY,
+    AppSelection,
     ArchiveFile,
     DatedPrefix,
     Span,
-    app_segments,
-    day_prefix,
+    app_selection,
     day_start_ns,
     files_of_days,
-    hour_of_day,
     list_apps,
     list_days,
     list_each,
     list_files,
-    list_hours,
+    listed_app_segments,
+    select_apps,
     spans,
 )
 from archiver.storage.interface import ObjectInfo, Storage
@@ -82,44 +83,50 @@ def test_spans_merge_whole_days_only() -> None:
         Span(at(2, 1), at(2, 2)),
     ]
     assert [s.hours for s in found] == [1, 1, 24, 1, 1]
-    assert found[2].prefix("my%20app") == "app=my%20app/date=2026-11-25/"
-    assert found[0].prefix("a") == "app=a/date=2026-11-24/hour=22/"
+    assert found[2].prefixes("my app") == ["app=my app/date=2026-11-25/"]
+    # An hour: the v2 prefix of its files, and the v1 folder of old data, in the layouts the segment is valid in.
+    assert found[0].prefixes("a") == ["app=a/date=2026-11-24/20261124T22", "app=a/date=2026-11-24/hour=22/"]
+    assert found[0].prefixes("a b") == ["app=a b/date=2026-11-24/20261124T22"]
+    assert found[0].prefixes("a%20b") == ["app=a%20b/date=2026-11-24/hour=22/"]
     assert spans(at(0, 0), at(1, 0)) == [Span(at(0, 0), at(1, 0))]  # exactly one day
     assert day_prefix("a", at(0, 0)) == "app=a/date=2026-11-24/"
 
 
 @pytest.mark.parametrize(
-    ("prefix", "day", "hour"),
+    ("prefix", "day"),
     [
-        ("app=a/date=2026-11-24/", at(0, 0), None),
-        ("app=a/date=2026-11-24/hour=07/", at(0, 0), 7),
-        ("app=a/date=2026-11-24/hour=23/", at(0, 0), 23),
-        ("app=a/date=2026-11-24/hour=24/", at(0, 0), None),
-        ("app=a/date=2026-11-24/hour=7/", at(0, 0), None),
-        ("app=a/date=2026-13-01/", None, None),
-        ("app=a/date=junk/", None, None),
-        ("app=a/other/", None, None),
+        ("app=a/date=2026-11-24/", at(0, 0)),
+        ("app=a/date=2026-13-01/", None),
+        ("app=a/date=junk/", None),
+        ("app=a/date=٢٠٢٦-11-24/", None),
+        ("app=a/other/", None),
     ],
 )
-def test_dated_prefixes_read_back(prefix: str, day: int | None, hour: int | None) -> None:
-    assert hour_of_day(prefix) == hour
-    if "hour=" not in prefix:
-        assert day_start_ns(prefix) == day
+def test_dated_prefixes_read_back(prefix: str, day: int | None) -> None:
+    assert day_start_ns(prefix) == day
+
+
+def name(hour_ns: int, tag: str) -> str:
+    """A v2 file name of the hour."""
+    return f"{hour_stamp(hour_ns)}-{tag}.parquet"
 
 
 @pytest.fixture
 def archive(tmp_path: Path) -> Storage:
-    """Two apps over three days, with a foreign app directory and foreign files beside archive files."""
+    """Two apps over three days in both layouts, a foreign app directory, foreign files beside archive files."""
     keys = [
-        object_key("a", "dfw", at(0, 22), "f1.parquet"),
-        object_key("a", "ams", at(0, 23), "f2.parquet"),
-        object_key("a", "dfw", at(1, 5), "f3.parquet"),
-        object_key("a", "dfw", at(2, 0), "f4.parquet"),
-        object_key("a", "dfw", at(2, 1), "f5.parquet"),
-        object_key(encode_value("b c"), "dfw", at(1, 0), "g1.parquet"),
+        v1_object_key("a", "dfw", at(0, 22), "f1.parquet"),
+        object_key("a", at(0, 23), name(at(0, 23), "f2")),
+        v1_object_key("a", "dfw", at(1, 5), "f3.parquet"),
+        object_key("a", at(2, 0), name(at(2, 0), "f4")),
+        object_key("a", at(2, 1), name(at(2, 1), "f5")),
+        object_key(encode_value("b c"), at(1, 0), name(at(1, 0), "g1")),
+        v1_object_key(encode_value_v1("b c"), "dfw", at(1, 0), "g2.parquet"),
         "app=a/date=2026-11-25/hour=05/region=dfw/README.txt",  # not an archive key
+        "app=a/date=2026-11-25/notes.parquet",  # not named by its hour
         "app=a/date=junk/x.parquet",  # not a day
         "app=%zz/date=2026-11-24/hour=01/region=r/x.parquet",  # an app segment that does not decode
+        "_archiver/claims/a/20261124T22/1",  # the archiver's own objects
         "notes/x.parquet",
     ]
 
@@ -133,9 +140,17 @@ def archive(tmp_path: Path) -> Storage:
 
 
 def test_apps_given_or_listed(archive: Storage) -> None:
-    assert asyncio.run(app_segments(archive)) == ["%zz", "a", "b%20c"]  # as listed, even foreign
-    assert asyncio.run(app_segments(archive, ["b c", "a", "b c"])) == ["b%20c", "a"]  # given: encoded, once
-    assert asyncio.run(list_apps(archive)) == ["a", "b c"]  # decoded; a foreign segment left out
+    assert asyncio.run(listed_app_segments(archive)) == [
+        "%zz",
+        "a",
+        "b c",
+        "b%20c",
+    ]  # as listed, even foreign
+    assert asyncio.run(app_selection(archive)) == AppSelection(("%zz", "a", "b c", "b%20c"), None)
+    # Given: every segment of each name (v2, then v1), once; only files of those names wanted.
+    given = asyncio.run(app_selection(archive, ["b c", "a", "b c"]))
+    assert given == select_apps(["b c", "a"]) == AppSelection(("b c", "b%20c", "a"), frozenset({"a", "b c"}))
+    assert asyncio.run(list_apps(archive)) == ["a", "b c"]  # decoded, once; a foreign segment left out
 
 
 def test_days_and_hours_listed(archive: Storage) -> None:
@@ -145,27 +160,35 @@ def test_days_and_hours_listed(archive: Storage) -> None:
         DatedPrefix("app=a/date=2026-11-25/", at(1, 0), at(2, 0)),
         DatedPrefix("app=a/date=2026-11-26/", at(2, 0), at(3, 0)),
     ]  # date=junk skipped
-    hours = asyncio.run(list_hours(archive, days[0]))
-    assert hours == [
-        DatedPrefix("app=a/date=2026-11-24/hour=22/", at(0, 22), at(0, 23)),
-        DatedPrefix("app=a/date=2026-11-24/hour=23/", at(0, 23), at(1, 0)),
+    files = asyncio.run(list_files(archive, [days[0].prefix]))
+    assert [f.hour_prefix for f in files] == [
+        "app=a/date=2026-11-24/20261124T23",
+        "app=a/date=2026-11-24/hour=22/",
     ]
     assert asyncio.run(list_days(archive, "missing")) == []
 
 
 def test_files_in_range_with_partition_values(archive: Storage) -> None:
-    prefixes = [s.prefix("a") for s in spans(at(0, 23), at(2, 1))]
+    prefixes = [p for s in spans(at(0, 23), at(2, 1)) for p in s.prefixes("a")]
     files = asyncio.run(list_files(archive, prefixes, at(0, 23) + 1, at(2, 1)))
+    f2, f4 = (
+        object_key("a", at(0, 23), name(at(0, 23), "f2")),
+        object_key("a", at(2, 0), name(at(2, 0), "f4")),
+    )
     assert files == [
-        ArchiveFile(object_key("a", "ams", at(0, 23), "f2.parquet"), 51, "a", "ams", at(0, 23)),
-        ArchiveFile(object_key("a", "dfw", at(1, 5), "f3.parquet"), 51, "a", "dfw", at(1, 5)),
-        ArchiveFile(object_key("a", "dfw", at(2, 0), "f4.parquet"), 51, "a", "dfw", at(2, 0)),
-    ]  # README.txt is no archive key; f5's hour starts at the (exclusive) end
-    assert files[0].name == "f2.parquet"
-    assert files[0].partition_prefix == "app=a/date=2026-11-24/hour=23/region=ams/"
-    everything = asyncio.run(list_files(archive, ["app=a/", "app=b%20c/"]))
-    assert [f.name for f in everything] == [*(f"f{i}.parquet" for i in range(1, 6)), "g1.parquet"]
-    assert everything[-1].app == "b c"
+        ArchiveFile(f2, len(f2), "a", None, at(0, 23)),
+        ArchiveFile(v1_object_key("a", "dfw", at(1, 5), "f3.parquet"), 51, "a", "dfw", at(1, 5)),
+        ArchiveFile(f4, len(f4), "a", None, at(2, 0)),
+    ]  # README.txt and notes.parquet are no archive keys; f5's hour starts at the (exclusive) end
+    assert files[0].name == files[0].relative_name == "20261124T23-f2.parquet"
+    assert files[0].date_prefix == "app=a/date=2026-11-24/"
+    assert files[1].relative_name == "hour=05/region=dfw/f3.parquet"
+    everything = asyncio.run(list_files(archive, ["app=a/", "app=b c/", "app=b%20c/"]))
+    assert [f.name.removeprefix(hour_stamp(f.hour_ns) + "-") for f in everything] == [
+        *(f"f{i}.parquet" for i in (2, 1, 3, 4, 5)), "g1.parquet", "g2.parquet"]  # fmt: skip
+    assert everything[-1].app == everything[-2].app == "b c"
+    only_a = asyncio.run(list_files(archive, ["app=a/"], apps=select_apps(["b c"])))
+    assert only_a == []
 
 
 def test_files_of_days_lists_only_the_days_in_range(archive: ListingLog) -> None:
@@ -173,9 +196,7 @@ def test_files_of_days_lists_only_the_days_in_range(archive: ListingLog) -> None
     assert [f.name for f in files] == ["f3.parquet"]
     assert archive.listed == ["app=a/date=2026-11-25/"]  # not the days before or after
     archive.listed.clear()
-    assert [f.name for f in asyncio.run(files_of_days(archive, "a"))] == [
-        f"f{i}.parquet" for i in range(1, 6)
-    ]
+    assert len(asyncio.run(files_of_days(archive, "a"))) == 5
     assert archive.listed == [f"app=a/date=2026-11-2{d}/" for d in (4, 5, 6)]
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from harness import unique_messages
 from stages import archived_messages, build, expected, message, wait_until
 
-from archiver.archive.layout import partition_value
+from archiver.archive.escaping import partition_value
 from archiver.demo.publish import publish
 from archiver.environment import load_run_config
 from archiver.service.pipeline import Service

@@ -31,6 +31,7 @@ from archiver.archive.message import (
     split_truncated,
     truncate_payload,
 )
+from archiver.archive.timestamps import exact_rows
 from archiver.codec.parse import parse_batch
 from archiver.codec.parse_exact import MIN_TIMESTAMP_NS, exact_table, newest_accepted_ns
 from archiver.codec.payloads import Payloads
@@ -218,8 +219,9 @@ def row_key(row: dict[str, Any]) -> tuple[str, bytes]:
 
 
 def rows_of(table: pa.Table) -> list[dict[str, Any]]:
-    ts = table.column(schema.TIMESTAMP).cast(pa.int64())
-    return table.set_column(0, schema.TIMESTAMP, ts).to_pylist()
+    """Rows with the exact time as int nanoseconds; every row's region is the batch's."""
+    assert set(table[schema.REGION].to_pylist()) <= {REGION}
+    return exact_rows(table)
 
 
 def check_batch(batch: list[bytes]) -> None:

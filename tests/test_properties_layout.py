@@ -1,4 +1,4 @@
-"""Property tests of the untrusted-input parsers: partition keys, routing, durations, sizes, WHEN times.
+"""Property tests of the untrusted-input parsers: partition keys (layout v2, v1 still read), routing, durations, sizes, WHEN times.
 
 Quick with the "ci" profile; ``./dev fuzz tests/test_properties_layout.py``
 (FUZZ_EXAMPLES=N) reruns every ``fuzz``-marked test with many more examples.
@@ -16,21 +16,33 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from archiver.archive.layout import (
-    MAX_SEGMENT_CHARS,
-    NS_PER_HOUR,
-    NS_PER_SECOND,
+from archiver.archive.escaping import (
+    DEFAULT_PARTITION,
+    MAX_SEGMENT_BYTES,
     UNKNOWN,
     decode_value,
+    decode_value_v1,
     encode_value,
-    hour_start_ns,
+    encode_value_v1,
     is_shortened,
+    partition_value,
+    partition_value_v1,
+    segments_of,
+    stored_value,
+    stored_value_v1,
+    value_segment,
+    values_of,
+)
+from archiver.archive.layout import (
+    NS_PER_HOUR,
+    NS_PER_SECOND,
+    hour_start_ns,
     object_key,
     object_name,
     parse_key,
-    partition_value,
-    stored_value,
+    v1_object_key,
 )
+from archiver.archive.supersede import compact_name
 from archiver.errors import ConfigError, UsageError
 from archiver.service.routing import app_region_from_payload, app_region_from_subject, app_region_of_record
 from archiver.timespec import MAX_NS, MIN_NS, parse_absolute_ns, parse_duration_ns, parse_when
@@ -49,7 +61,8 @@ pytestmark = pytest.mark.fuzz
 HOSTILE = [
     "/", "\\", "..", ".", "=", "%", "%2F", "%2E", "~", " ", "\t", "\n", "\x00", "\x7f", "app=", "date=",
     "é", "e\u0301", "Å", "A\u030a", "日本", "🦀", "\u202e", "\ufeff", "\ud800", "\udfff", "x" * 300,
-    "ü" * 80, ":", "*", ">", "?", "#", "&", "+", '"', "'", "<", "|",
+    "ü" * 80, ":", "*", ">", "?", "#", "&", "+", '"', "'", "<", "|", DEFAULT_PARTITION, "%5F", "{", "[", "^",
+    "\x85", "\u2028",
 ]  # fmt: skip
 # Surrogates included: encoding uses surrogatepass, so they too must round-trip.
 ANY_CHAR = st.characters(codec=None, exclude_categories=())
@@ -61,17 +74,19 @@ VALUES = st.one_of(
 #: An S3 key holds 1,024 bytes; this leaves over 600 bytes for the archive prefix.
 MAX_RELATIVE_KEY_BYTES = 400
 #: The longest file name archiver writes (a compacted file's, with room for large part counts).
-LONGEST_NAME = "c-" + "f" * 24 + "-" + "9" * 10 + "of" + "9" * 10 + ".parquet"
+LONGEST_NAME = compact_name(0, "f" * 16, 10**10 - 2, 10**10 - 1)
+#: Characters Hive's convention escapes (plus ``~``, the shortening mark), from the README rule.
+HIVE_ESCAPED = {chr(c) for c in range(0x20)} | set("\x7f\"#%'*/:=?\\{[]^~")
 
 
 def check_segment(value: str, segment: str) -> None:
-    assert segment not in ("", ".", "..")
-    assert len(segment) <= MAX_SEGMENT_CHARS
-    # Printable ASCII, and none of the characters that separate, escape or assign in a path or hive key.
-    assert all(0x21 <= ord(c) <= 0x7E for c in segment), segment
-    assert not set(segment) & set("/\\=")
+    assert segment != ""
+    assert len(segment.encode("utf-8", "surrogatepass")) <= MAX_SEGMENT_BYTES  # bytes, not characters
+    segment.encode("utf-8")  # valid UTF-8: no lone surrogate left raw
+    # None of the characters that separate, escape or assign in a path or hive key, nor controls.
+    assert not set(segment) & HIVE_ESCAPED - {"%", "~"}, segment
     if is_shortened(segment):
-        assert len(encode_value_unshortened(value)) > MAX_SEGMENT_CHARS
+        assert len(encode_value_unshortened(value).encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES
         digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         assert segment.endswith("~" + digest)
         assert decode_value(segment) == stored_value(value)
@@ -81,12 +96,17 @@ def check_segment(value: str, segment: str) -> None:
 
 
 def encode_value_unshortened(value: str) -> str:
-    """Reference escaping, straight from the README rule (no length cap)."""
+    """Reference Hive escaping, straight from the README rule (no length cap)."""
+    if not value:
+        return DEFAULT_PARTITION
     out = []
-    for i, byte in enumerate(value.encode("utf-8", "surrogatepass")):
-        plain = chr(byte).isascii() and (chr(byte).isalnum() or chr(byte) in "_-.")
-        out.append(chr(byte) if plain and not (i == 0 and byte == 0x2E) else f"%{byte:02X}")
-    return "".join(out) or "~"
+    for char in value:
+        if char in HIVE_ESCAPED or 0xD800 <= ord(char) <= 0xDFFF:
+            out.append("".join(f"%{b:02X}" for b in char.encode("utf-8", "surrogatepass")))
+        else:
+            out.append(char)
+    text = "".join(out)
+    return "%5F" + text[1:] if text == DEFAULT_PARTITION else text
 
 
 @given(VALUES)
@@ -97,20 +117,39 @@ def encode_value_unshortened(value: str) -> str:
 @example("x" * 1000)
 @example("ü" * 1000)
 @example("a" * 95 + "ü")
+@example("a" * 94 + "ü" * 20)
 @example("e\u0301")
 @example("\u00e9")
+@example(DEFAULT_PARTITION)
+@example("%5F_HIVE_DEFAULT_PARTITION__")
+@example("\ud800" * 20)
+@example("~" + "x" * 300)
+@example("a\n~" + "0" * 32 + "ü" * 100)
 def test_segment_is_safe_and_decodes_back(value: str) -> None:
     segment = encode_value(value)
     check_segment(value, segment)
     if not is_shortened(segment):
         assert segment == encode_value_unshortened(value)
     assert partition_value(value) == segment
+    assert segment in segments_of(value) and stored_value(value) in values_of(value)
+    # v1 segments (old archives) still decode, and the name finds them too.
+    assert decode_value_v1(encode_value_v1(value)) == stored_value_v1(value)
+    assert encode_value_v1(value) in segments_of(value)
+    # Compaction files an app value (as a key gave it) under a v2 segment that gives it back, found by name.
+    for kept in (stored_value(value), stored_value_v1(value)):
+        home = value_segment(kept)
+        assert decode_value(home) == kept and len(home.encode("utf-8", "surrogatepass")) <= MAX_SEGMENT_BYTES
+    assert value_segment(stored_value_v1(value)) in segments_of(value)
+    # The name `archiver ls` prints (a key's value) finds the segment it came from, in either layout.
+    assert segment in segments_of(stored_value(value))
+    assert encode_value_v1(value) in segments_of(stored_value_v1(value))
 
 
 @given(VALUES, VALUES)
 def test_distinct_values_give_distinct_segments(a: str, b: str) -> None:
     assume(a != b)
     assert encode_value(a) != encode_value(b)
+    assert encode_value_v1(a) != encode_value_v1(b)
 
 
 @given(
@@ -118,7 +157,7 @@ def test_distinct_values_give_distinct_segments(a: str, b: str) -> None:
 )
 def test_long_values_sharing_a_prefix_stay_distinct(tail_a: str, tail_b: str, extra: int) -> None:
     assume(tail_a != tail_b)
-    base = "n" * (MAX_SEGMENT_CHARS + extra)
+    base = "n" * (MAX_SEGMENT_BYTES + extra)
     assert encode_value(base + tail_a) != encode_value(base + tail_b)
 
 
@@ -140,18 +179,24 @@ def test_every_key_stays_under_the_prefix_and_parses_back(
 ) -> None:
     hour = hour_start_ns(timestamp_ns)
     name = object_name(timestamp_ns, "0123456789", sequence)
-    key = object_key(partition_value(app), partition_value(region), hour, name)
+    key = object_key(partition_value(app), hour, name)
     full = prefix + key
     assert posixpath.normpath("/" + full).startswith("/" + prefix)
     assert not any(part in ("", ".", "..") for part in key.split("/"))
     assert all(len(part.encode()) <= 255 for part in key.split("/"))
-    longest = object_key(partition_value(app), partition_value(region), hour, LONGEST_NAME)
+    assert not key.startswith("_archiver/")
+    longest = object_key(partition_value(app), 0, LONGEST_NAME)
     assert len(longest.encode()) <= MAX_RELATIVE_KEY_BYTES
     parsed = parse_key(key)
-    assert parsed is not None
+    assert parsed is not None and parsed.layout == 2 and parsed.region is None
     assert parsed.app == stored_value(app)
-    assert parsed.region == (UNKNOWN if region is None else stored_value(region))
     assert parsed.hour_ns == hour and parsed.name == name
+    # A v1 key of the same values still parses, to the values v1 gave back.
+    v1 = parse_key(v1_object_key(partition_value_v1(app), partition_value_v1(region), hour, name))
+    assert v1 is not None and v1.layout == 1
+    assert v1.app == stored_value_v1(app)
+    assert v1.region == (UNKNOWN if region is None else stored_value_v1(region))
+    assert v1.hour_ns == hour and v1.name == name
 
 
 @given(
@@ -166,9 +211,18 @@ def test_decode_and_parse_key_reject_anything_not_canonical(text: str) -> None:
     else:
         # Anything that decodes is the one segment of its value (no second spelling such as %41 for A).
         assert encode_value(value) == text or is_shortened(text)
-    parsed = parse_key(f"app={text}/date=2026-11-24/hour=13/region=r/f.parquet")
+    parsed = parse_key(f"app={text}/date=2026-11-24/20261124T13-f.parquet")
     if parsed is not None and not is_shortened(text):
         assert encode_value(parsed.app) == text
+    try:
+        value = decode_value_v1(text)
+    except ValueError:
+        pass
+    else:
+        assert encode_value_v1(value) == text or is_shortened(text)
+    parsed = parse_key(f"app={text}/date=2026-11-24/hour=13/region=r/f.parquet")
+    if parsed is not None and not is_shortened(text):
+        assert encode_value_v1(parsed.app) == text
 
 
 @given(st.text(ANY_CHAR, max_size=80))

@@ -1,9 +1,10 @@
 """`archiver query` and `archiver ls` against archives of known content, on a local directory and SeaweedFS.
 
-The archive is written with the real encoder (several overlapping flushes per
-partition, so every hour needs a merge) over three calendar days, three apps
-and four regions. Every filter is compared with DuckDB's answer on the same
-files; the S3 answer is compared with the local one.
+The archive is written with the real encoder in layout v2 (several
+overlapping flushes per app and region, so every hour needs a merge) over
+three calendar days, three apps and four regions. Every filter is compared
+with DuckDB's answer on the same files (hive partitioning, no flags); the S3
+answer is compared with the local one.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ import pytest
 from click.testing import CliRunner, Result
 from servers import SeaweedFS
 
-from archiver.archive.layout import NS_PER_HOUR, object_key, object_name, partition_value
+from archiver.archive.escaping import partition_value
+from archiver.archive.layout import NS_PER_HOUR, hour_stamp, object_key, object_name
 from archiver.archive.message import format_timestamp_ns
 from archiver.archive.navigator import ArchiveFile
+from archiver.archive.timestamps import table_ns
 from archiver.cli.main import main
 from archiver.codec.encode import encode_partition
 from archiver.codec.payloads import Payloads
@@ -123,8 +126,8 @@ async def write_archive(storage: Storage, payloads: dict[tuple[str, str], list[b
         random.Random(app + region).shuffle(shuffled)
         for seq, part in enumerate([shuffled[0::3], shuffled[1::3], shuffled[2::3]]):
             for f in encode_partition(app, region, Payloads(part), START).files:
-                name = object_name(f.min_timestamp_ns, "test", seq)
-                key = object_key(partition_value(app), partition_value(region), f.hour_ns, name)
+                name = object_name(f.min_timestamp_ns, f"test-{region}", seq)
+                key = object_key(partition_value(app), f.hour_ns, name)
                 puts.append((key, f.data))
     semaphore = asyncio.Semaphore(32)
 
@@ -192,7 +195,7 @@ def query_rows(settings: ArchiveSettings, tmp_path: Path, *args: str) -> list[Ro
     result = cli(settings, "query", *args, "--format", "parquet", "--output", str(out))
     assert result.exit_code == 0, result.output
     table = pq.read_table(out)
-    ts = table["timestamp"].cast(pa.int64()).to_pylist()
+    ts = table_ns(table).to_pylist()  # exact: the µs timestamp and timestamp_nanos
     assert ts == sorted(ts)
     cols = [table[c].to_pylist() for c in ("app", "region", "instance", "level", "message")]
     return list(zip(ts, *cols, strict=True))
@@ -200,7 +203,7 @@ def query_rows(settings: ArchiveSettings, tmp_path: Path, *args: str) -> list[Ro
 
 @functools.cache
 def file_timestamps(path: str) -> list[int]:
-    values: list[int] = pq.read_table(path, columns=["timestamp"])["timestamp"].cast(pa.int64()).to_pylist()
+    values: list[int] = table_ns(pq.read_table(path, columns=["timestamp", "timestamp_nanos"])).to_pylist()
     return values
 
 
@@ -213,10 +216,10 @@ def duck_rows(
 ) -> list[Row]:
     """DuckDB's answer on the same files, in time order (timestamps are unique in this archive).
 
-    DuckDB 1.x reads a UTC nanosecond timestamp as TIMESTAMPTZ (microseconds,
-    truncated); 2.x keeps nanoseconds and rounds when cast to microseconds. So the
-    [lo, hi) range is applied loosely (one microsecond of slack) in SQL, and then
-    exactly to the nanoseconds of the rows it returned (by file and row number).
+    DuckDB reads ``timestamp`` (microseconds) as TIMESTAMPTZ; the exact time adds
+    ``timestamp_nanos``. So the [lo, hi) range is applied loosely (one
+    microsecond of slack) in SQL, and then exactly to the nanoseconds of the
+    rows it returned (by file and row number).
     """
     if lo is not None:
         where += f" AND epoch_us(timestamp::TIMESTAMPTZ) >= {lo // 1000 - 1}"
@@ -379,12 +382,14 @@ def test_parquet_round_trip(local_archive: Any, tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     assert cli(settings, "query", *EVERYTHING, "--format", "parquet", "-o", str(out)).exit_code == 0
     table = pq.read_table(out)
-    assert table.schema.field("timestamp").type == pa.timestamp("ns", tz="UTC")
+    # The archive's own time columns: microseconds every engine reads, and the nanoseconds past them.
+    assert table.schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
+    assert table.schema.field("timestamp_nanos").type == pa.int16()
     assert table.num_rows == len(archive.messages)
     by_ts = dict(
         zip(
-            table["timestamp"].cast(pa.int64()).to_pylist(),
-            table.drop(["timestamp"]).to_pylist(),
+            table_ns(table).to_pylist(),
+            table.drop(["timestamp", "timestamp_nanos"]).to_pylist(),
             strict=True,
         )
     )
@@ -442,12 +447,14 @@ def test_only_requested_hours_are_listed_and_read(local_archive: Any, counted: d
         settings, "query", "--app", "sandwich", "--since", "2026-11-23T13:30", "--until", "2026-11-23T15:10"
     )
     assert result.exit_code == 0 and result.stdout
-    assert sorted(counted["storage"].lists) == [
-        f"app=sandwich/date=2026-11-23/hour={h}/" for h in (13, 14, 15)
-    ]
+    # Each hour: its v2 prefix, and the v1 folder old data would be in.
+    assert sorted(counted["storage"].lists) == sorted(
+        [f"app=sandwich/date=2026-11-23/20261123T{h}" for h in (13, 14, 15)]
+        + [f"app=sandwich/date=2026-11-23/hour={h}/" for h in (13, 14, 15)]
+    )
     assert counted["storage"].list_dirs_calls == []
-    assert counted["read"] and all("/date=2026-11-23/hour=1" in key for key in counted["read"])
-    assert {key.split("/")[2] for key in counted["read"]} == {"hour=13", "hour=14", "hour=15"}
+    assert counted["read"] and all("/date=2026-11-23/20261123T1" in key for key in counted["read"])
+    assert {key.split("/")[2][:11] for key in counted["read"]} == {f"20261123T{h}" for h in (13, 14, 15)}
 
 
 def test_whole_days_are_one_listing_and_no_app_lists_apps_once(
@@ -462,7 +469,9 @@ def test_whole_days_are_one_listing_and_no_app_lists_apps_once(
     expected = set()
     for app in APPS:
         expected |= {f"app={app}/date=2026-11-22/hour={h}/" for h in (22, 23)}
+        expected |= {f"app={app}/date=2026-11-22/20261122T{h}" for h in (22, 23)}
         expected |= {f"app={app}/date=2026-11-23/", f"app={app}/date=2026-11-24/hour=00/"}
+        expected |= {f"app={app}/date=2026-11-24/20261124T00"}
     assert sorted(counted["storage"].lists) == sorted(expected)
     in_range = [ts for ts in archive.messages if DAY0 + 22 * NS_PER_HOUR <= ts < DAY2 + NS_PER_HOUR]
     assert len(result.stdout_bytes.splitlines()) == len(in_range)
@@ -489,10 +498,11 @@ def test_tail_reads_only_the_newest_hours_it_needs(local_archive: Any, counted: 
     assert [orjson.loads(line)["timestamp"] for line in result.stdout_bytes.splitlines()] == [
         iso(t) for t in worker[-3:]
     ]
-    newest_hour = "hour=03"  # the archive ends at 2026-11-24T04:00
-    assert counted["read"] and all(f"date=2026-11-24/{newest_hour}/" in key for key in counted["read"])
-    # Listing walked back from --until: hours 23..04 of 11-24 were empty, then 03 had enough.
-    assert len(counted["storage"].lists) <= 2 * 21 + 1
+    newest_hour = "20261124T03"  # the archive ends at 2026-11-24T04:00
+    assert counted["read"] and all(f"date=2026-11-24/{newest_hour}" in key for key in counted["read"])
+    # Listing walked back from --until: hours 23..04 of 11-24 were empty, then 03 had enough (two
+    # prefixes an hour: v2 and v1).
+    assert len(counted["storage"].lists) <= 2 * (2 * 21 + 1)
     assert all("date=2026-11-24/" in prefix for prefix in counted["storage"].lists)
 
 
@@ -530,8 +540,7 @@ def damaged_archive(tmp_path: Path) -> tuple[ArchiveSettings, list[str]]:
     async def put_all() -> None:
         storage = open_storage(settings)
         for name, data in files.items():
-            region = "ams" if name == "good-2.parquet" else "dfw"
-            key = object_key("shop", region, hour, name)
+            key = object_key("shop", hour, f"{hour_stamp(hour)}-{name}")
             await storage.put(key, data)
             if not name.startswith("good"):
                 bad.append(key)
@@ -683,7 +692,8 @@ def test_s3_json_and_ls(local_archive: Any, s3_archive: Any) -> None:
 
 def test_s3_bad_file_is_skipped(s3_archive: Any) -> None:
     s3, archive = s3_archive
-    key = object_key("sandwich", "dfw", DAY1 + 7 * NS_PER_HOUR, "zz-broken.parquet")
+    hour = DAY1 + 7 * NS_PER_HOUR
+    key = object_key("sandwich", hour, f"{hour_stamp(hour)}-zz-broken.parquet")
 
     async def put() -> None:
         storage = open_storage(s3)
@@ -721,14 +731,20 @@ def test_s3_failures_exit_1_with_one_line(s3_archive: Any, problem: str) -> None
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
 
 
-def test_row_groups_outside_the_range_are_not_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("unit", ["us", "ns"])  # schema v2 and v1
+def test_row_groups_outside_the_range_are_not_read(tmp_path: Path, unit: str) -> None:
     from query.decode import FileScan, _row_groups
     from query.filters import Filters
 
     hour = DAY1 + 9 * NS_PER_HOUR
     stamps = [hour + i * 60 * S for i in range(60)]
     table = pa.table(
-        {"timestamp": pa.array(stamps, pa.timestamp("ns", tz="UTC")), "message": [str(i) for i in range(60)]}
+        {
+            "timestamp": pa.array(
+                [s // (1000 if unit == "us" else 1) for s in stamps], pa.timestamp(unit, tz="UTC")
+            ),
+            "message": [str(i) for i in range(60)],
+        }
     )
     path = tmp_path / "groups.parquet"
     pq.write_table(table, path, row_group_size=10)  # six row groups of ten minutes

@@ -28,8 +28,9 @@ import pytest
 from click.testing import CliRunner, Result
 from servers import SeaweedFS
 
-from archiver.archive.layout import NS_PER_HOUR, object_key
+from archiver.archive.layout import NS_PER_HOUR, hour_stamp, object_key
 from archiver.archive.message import format_timestamp_ns
+from archiver.archive.supersede import parse_compact_name
 from archiver.cli.main import main
 from archiver.codec.encode import encode_partition
 from archiver.codec.payloads import Payloads
@@ -39,6 +40,8 @@ from archiver.storage.open import open_storage
 
 S = 1_000_000_000
 HOUR = int(datetime(2025, 1, 15, 5, tzinfo=UTC).timestamp()) * S
+#: The next hour: clean (good files only), so compaction can merge it while HOUR waits.
+CLEAN = HOUR + NS_PER_HOUR
 RANGE = ["--since", "2025-01-15", "--until", "2025-01-16"]
 APP = "shop"
 
@@ -78,11 +81,12 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 GOOD = {
-    ("dfw", "20250115T050010Z-a-00000000.parquet"): good_file("dfw", [HOUR + 10 * S, HOUR + 40 * S], "dfw-a"),
-    ("dfw", "20250115T050020Z-b-00000000.parquet"): good_file("dfw", [HOUR + 20 * S, HOUR + 30 * S], "dfw-b"),
-    ("ams", "20250115T050015Z-a-00000000.parquet"): good_file("ams", [HOUR + 15 * S], "ams-a"),
+    (HOUR, "20250115T050010Z-a-00000000.parquet"): good_file("dfw", [HOUR + 10 * S, HOUR + 40 * S], "dfw-a"),
+    (HOUR, "20250115T050015Z-a-00000000.parquet"): good_file("ams", [HOUR + 15 * S], "ams-a"),
+    (HOUR, "20250115T050020Z-b-00000000.parquet"): good_file("dfw", [HOUR + 20 * S, HOUR + 30 * S], "dfw-b"),
+    (CLEAN, "20250115T060015Z-a-00000000.parquet"): good_file("ams", [CLEAN + 15 * S], "ams-b"),
 }
-GOOD_MESSAGES = ["dfw-a 0", "ams-a 0", "dfw-b 0", "dfw-b 1", "dfw-a 1"]  # in time order
+GOOD_MESSAGES = ["dfw-a 0", "ams-a 0", "dfw-b 0", "dfw-b 1", "dfw-a 1", "ams-b 0"]  # in time order
 _SAMPLE = next(iter(GOOD.values()))
 BAD = {
     "empty.parquet": b"",
@@ -105,12 +109,12 @@ IGNORED = {"notes.txt": b"hello", "x.parquet/inner.parquet": _SAMPLE}
 
 
 def bad_key(name: str) -> str:
-    return object_key(APP, "dfw", HOUR, name)
+    return object_key(APP, HOUR, f"{hour_stamp(HOUR)}-{name}")
 
 
 def build(settings: ArchiveSettings) -> dict[str, bytes]:
-    """Write the damaged archive; every object it holds, by key."""
-    objects = {object_key(APP, region, HOUR, name): data for (region, name), data in GOOD.items()}
+    """Write the damaged archive (HOUR damaged, CLEAN not); every object it holds, by key."""
+    objects = {object_key(APP, hour, name): data for (hour, name), data in GOOD.items()}
     objects |= {bad_key(name): data for name, data in (BAD | IGNORED).items()}
 
     async def put_all() -> None:
@@ -174,8 +178,9 @@ def check_damaged_archive(settings: ArchiveSettings) -> None:
     # ls: the hour with its good files' rows, a warning per bad file; --strict fails naming one.
     listed = cli(settings, "ls", "--app", APP)
     assert listed.exit_code == 0, listed.output
-    hour_line = listed.stdout.splitlines()[1].split()
-    assert hour_line[0] == "2025-01-15T05:00Z" and hour_line[2] == str(len(GOOD_MESSAGES))
+    hour_line, clean_line = (line.split() for line in listed.stdout.splitlines()[1:])
+    assert hour_line[0] == "2025-01-15T05:00Z" and hour_line[2] == str(len(GOOD_MESSAGES) - 1)
+    assert hour_line[-1] == "ams,dfw" and clean_line[0] == "2025-01-15T06:00Z" and clean_line[2] == "1"
     assert sorted(w.split()[2].rstrip(":") for w in listed.stderr.splitlines()) == bad_keys
     assert cli(settings, "ls").stdout.split() == [APP]
     strict_ls = cli(settings, "ls", "--app", APP, "--strict")
@@ -192,17 +197,17 @@ def check_damaged_archive(settings: ArchiveSettings) -> None:
     assert strict_stats.exit_code == 1 and strict_stats.stderr.count("\n") == 1, strict_stats.output
     assert "Traceback" not in strict_stats.output
 
-    # compact, twice: the clean partition is compacted, the damaged one left byte for byte.
+    # compact, twice: the clean app-hour is compacted, the damaged one left byte for byte.
     for _ in range(2):
         compacted = cli(settings, "compact")
         assert compacted.exit_code == 0, compacted.output
         assert "Traceback" not in compacted.output
     after = snapshot(settings)
     for key, data in objects.items():
-        if "/region=dfw/" in key:
-            assert after.get(key) == data, key  # damaged partition untouched, good and bad files alike
-    ams = [k for k in after if "/region=ams/" in k]
-    assert len(ams) == 1 and ams[0].rpartition("/")[2].startswith("c-")
+        if f"/{hour_stamp(HOUR)}" in key:
+            assert after.get(key) == data, key  # damaged app-hour untouched, good and bad files alike
+    clean = [k for k in after if f"/{hour_stamp(CLEAN)}" in k]
+    assert len(clean) == 1 and parse_compact_name(clean[0].rpartition("/")[2])
     assert messages(cli(settings, "query", "--app", APP, *RANGE, "--format", "json")) == GOOD_MESSAGES
     named = [
         line
@@ -419,13 +424,14 @@ def test_unreadable_compacted_file_is_named_not_dropped(local_settings: ArchiveS
     """A compacted file with a damaged footer may hold the only copy of its rows: warn, never skip silently."""
     build(local_settings)
     assert cli(local_settings, "compact").exit_code == 0
-    (compacted,) = Path(local_settings.prefix).glob("app=shop/*/*/region=ams/c-*.parquet")
+    (compacted,) = Path(local_settings.prefix).glob("app=shop/*/20250115T06-c-*.parquet")
     compacted.write_bytes(compacted.read_bytes()[:-20])  # inputs already deleted by compaction
     # A live file written after the compaction: the reader must now look at the compacted footer.
-    late = good_file("ams", [HOUR + 50 * S], "ams-late")
-    (compacted.parent / "20250115T050050Z-c-00000000.parquet").write_bytes(late)
+    late = good_file("ams", [CLEAN + 50 * S], "ams-late")
+    (compacted.parent / "20250115T060050Z-c-00000000.parquet").write_bytes(late)
     result = cli(local_settings, "query", "--app", APP, *RANGE, "--format", "json")
     assert result.exit_code == 0 and "ams-late 0" in result.stdout
     assert compacted.name in result.stderr and "warning: skipped" in result.stderr
-    strict = cli(local_settings, "query", "--app", APP, *RANGE, "--strict")
+    strict = cli(local_settings, "query", "--app", APP, "--since", "2025-01-15T06:00", "--until", "2025-01-16",
+                 "--strict")  # fmt: skip
     assert strict.exit_code == 1 and compacted.name in strict.stderr

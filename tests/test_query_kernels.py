@@ -73,7 +73,7 @@ def test_a_query_process_does_not_import_pyarrow_compute(tmp_path: Path) -> None
         fly_message("web", "ams", f"hello {n}", f"2026-11-24T17:0{n}:00Z", instance="i1") for n in range(3)
     ]
     for f in encode_partition("web", "ams", Payloads(payloads), hour).files:
-        path = tmp_path / object_key("web", "ams", f.hour_ns, object_name(f.min_timestamp_ns, "t", 1))
+        path = tmp_path / object_key("web", f.hour_ns, object_name(f.min_timestamp_ns, "t", 1))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(f.data)
     program = (

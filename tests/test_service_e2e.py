@@ -21,7 +21,8 @@ from harness import (
 )
 
 from archiver.archive.layout import NS_PER_HOUR, hour_start_ns
-from archiver.archive.schema import FILE_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from archiver.archive.schema import NS_TIMESTAMP_TYPE, SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from archiver.archive.timestamps import to_v2
 from archiver.config import ArchiveSettings
 from archiver.demo.corpus import sample_systems
 from archiver.demo.loadgen import FlyLogGenerator
@@ -104,20 +105,23 @@ def to_ns(value: Any) -> int:
         return value
     import pyarrow as pa
 
-    return int(pa.scalar(value, type=FILE_SCHEMA.field("timestamp").type).cast("int64").as_py())
+    return int(pa.scalar(value, type=NS_TIMESTAMP_TYPE).cast("int64").as_py())
 
 
 def duckdb_check(directory: Path, files: list[ArchivedFile], sent: list[tuple[str, bytes]]) -> None:
     """DuckDB reads the same files with hive partitioning and agrees on every partition's count."""
     con = duckdb.connect()
+    # The hour from the (microsecond) timestamp itself: layout v2 has no hour folder, only date.
     rows = con.execute(
-        "SELECT app, region, date::VARCHAR, hour, count(*), count(DISTINCT message) > 0 "
+        "SELECT app, region, date::VARCHAR, epoch_us(timestamp) // 3600000000, count(*), "
+        "count(DISTINCT message) > 0 "
         f"FROM read_parquet('{directory}/**/*.parquet', hive_partitioning = true) GROUP BY ALL"
     ).fetchall()
     expected: Counter[tuple[str, str, str, int]] = Counter()
     for f in files:
-        hour = time.gmtime(f.hour_ns // 1_000_000_000)
-        expected[(f.app, f.region, time.strftime("%Y-%m-%d", hour), hour.tm_hour)] += len(f.rows)
+        day = time.strftime("%Y-%m-%d", time.gmtime(f.hour_ns // 1_000_000_000))
+        for row in f.rows:
+            expected[(f.app, row["region"], day, f.hour_ns // NS_PER_HOUR)] += 1
     assert {(a, r, d, int(h)): n for a, r, d, h, n, _ in rows} == dict(expected)
     total = con.execute(
         f"SELECT count(*) FROM read_parquet('{directory}/**/*.parquet', hive_partitioning = true)"
@@ -177,7 +181,9 @@ def test_end_to_end_s3(nats_server: Any, s3_settings: ArchiveSettings, tmp_path:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(f.rows, schema=FILE_SCHEMA), path)
+        table = pa.Table.from_pylist(f.rows)
+        table = table.set_column(0, "timestamp", table["timestamp"].cast(pa.timestamp("ns", tz="UTC")))
+        pq.write_table(to_v2(table, None), path)
     duckdb_check(copy, files, published_messages())
     print(f"\nend-to-end s3: {figures}")
 

@@ -1,154 +1,51 @@
-"""Where archive objects live: hive-partitioned keys, safe partition values, object names.
+"""Where archive objects live: keys, file names, listing prefixes, and keys parsed back (layouts v2 and v1).
 
-Layout, relative to the archive prefix::
+Layout v2 (schema version 2), relative to the archive prefix::
+
+    app=<app>/date=<YYYY-MM-DD>/<name>.parquet
+      live flush:  <YYYYMMDDTHHMMSS>Z-<writer>-<seq>.parquet         (the first event time of the file)
+      compacted:   <YYYYMMDDTHH>-c-<digest>-<part>of<count>.parquet  (one closed hour of one app, all regions)
+      imported:    <YYYYMMDDTHH>-i-<digest>.parquet                  (one source batch, one hour)
+
+``date`` and the hour are those of the event timestamps in UTC; the region
+is a column of the file. Every name starts with the UTC hour it holds, so the
+files of app X in hour H are one listing of the prefix
+``app=X/date=D/YYYYMMDDTHH`` (:func:`hour_prefix`). Coarse partitions keep
+the number of folders (and of a table's live files, once days are merged)
+small; file statistics prune finer.
+
+Layout v1 (old archives, still read, and moved to v2 by compaction)::
 
     app=<app>/date=<YYYY-MM-DD>/hour=<HH>/region=<region>/<name>.parquet
 
-date and hour are those of the event timestamp in UTC. App and region come
-from the NATS subject or the payload, so they are untrusted: :func:`encode_value`
-escapes every character outside ``[A-Za-z0-9_-]`` (and dots where they could
-form ``.``/``..``) as ``%XX`` of its UTF-8 bytes, and writes an empty value as
-``~``. The result never contains ``/``, ``=``, ``\\`` or a control character,
-cannot be ``.`` or ``..``, and :func:`decode_value` turns it back exactly. A
-key built here therefore always stays under the prefix. Ordinary Fly app and
-region names (lowercase, digits, dashes) are left unchanged, so DuckDB,
-Polars, Spark and Athena see the plain names.
-
-Length: S3 keys hold at most 1,024 bytes and a file name component 255, and
-escaping can triple a value's length. An encoded value longer than
-:data:`MAX_SEGMENT_CHARS` is *shortened*: the encoding of its longest prefix
-that fits, then ``~`` and 32 hex digits of the SHA-256 of the whole value.
-``~`` is always escaped in an ordinary encoding (``%7E``), so a shortened
-segment can never equal an ordinary one, and two different long values share
-a segment only on a 128-bit hash collision. A shortened segment decodes to
-itself with the prefix unescaped (``<prefix>~<hash>``); messages keep their
-full name in ``extra`` because it differs from that decoded value, and
-``encode_value(name)`` maps a full name given to ``--app`` to the same
-segment.
+Partition values are escaped by :mod:`archiver.archive.escaping` (each
+layout its own way), so a key built here never leaves the prefix.
+:func:`parse_key` recognises both layouts. ``_archiver/`` at the archive root
+is reserved for the archiver's own objects; it never matches ``app=*``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+
+from archiver.archive.escaping import decode_value, decode_value_v1
 
 NS_PER_SECOND = 1_000_000_000
 NS_PER_HOUR = 3600 * NS_PER_SECOND
-#: Longest partition segment (ASCII, so also bytes); longer encodings are shortened.
-MAX_SEGMENT_CHARS = 128
-#: Marker between the kept prefix and the hash of a shortened segment; never left unescaped otherwise.
-SHORTENED_MARK = "~"
-#: Hex digits of the SHA-256 of the whole value in a shortened segment (128 bits).
-HASH_CHARS = 32
-UNKNOWN = "unknown"
-EMPTY_VALUE = "~"
 PARQUET_SUFFIX = ".parquet"
+#: Root folder of the archiver's own objects (claims); never a partition.
+RESERVED_PREFIX = "_archiver/"
 
-_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.")
-_PLAIN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*\Z")
-_SHORTENED = re.compile(rf"(?P<prefix>[^~]*)~(?P<hash>[0-9a-f]{{{HASH_CHARS}}})\Z")
-_KEY = re.compile(
-    r"app=(?P<app>[^/]+)/date=(?P<date>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/"
-    r"region=(?P<region>[^/]+)/(?P<name>[^/]+\.parquet)\Z"
+_DATE = r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})"
+_KEY_V2 = re.compile(
+    rf"app=(?P<app>[^/]+)/date={_DATE}/(?P<name>(?P<day>[0-9]{{8}})T(?P<hour>[0-9]{{2}})[^/]*\.parquet)\Z"
 )
-
-
-def encode_value(value: str) -> str:
-    """The safe path segment of a partition value: decodes back exactly unless shortened (see above)."""
-    if not value:
-        return EMPTY_VALUE
-    if len(value) <= MAX_SEGMENT_CHARS and _PLAIN.match(value):
-        return value
-    pieces = []
-    size = 0
-    for i, char in enumerate(value):
-        piece = _encode_char(char, leading=i == 0)
-        size += len(piece)
-        pieces.append(piece)
-        if size > MAX_SEGMENT_CHARS:
-            return _shortened(value, pieces)
-    return "".join(pieces)
-
-
-def _encode_char(char: str, *, leading: bool) -> str:
-    if (
-        len(char.encode("utf-8", "surrogatepass")) == 1
-        and ord(char) in _SAFE
-        and not (leading and char == ".")
-    ):
-        # A leading dot is escaped so no segment can read as "." or "..".
-        return char
-    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
-
-
-def _shortened(value: str, pieces: list[str]) -> str:
-    # Whole characters only, so the kept prefix still decodes.
-    budget = MAX_SEGMENT_CHARS - len(SHORTENED_MARK) - HASH_CHARS
-    kept = []
-    for piece in pieces:
-        budget -= len(piece)
-        if budget < 0:
-            break
-        kept.append(piece)
-    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_CHARS]
-    return f"{''.join(kept)}{SHORTENED_MARK}{digest}"
-
-
-def is_shortened(segment: str) -> bool:
-    """Whether ``segment`` is a shortened long value (it then does not decode to the full value)."""
-    return segment != EMPTY_VALUE and SHORTENED_MARK in segment
-
-
-def decode_value(segment: str) -> str:
-    """Invert :func:`encode_value` (a shortened segment gives ``<prefix>~<hash>``); ValueError if not canonical."""
-    if segment == EMPTY_VALUE:
-        return ""
-    shortened = _SHORTENED.match(segment)
-    if shortened is not None:
-        prefix = shortened["prefix"]
-        decoded = _unescape(prefix) if prefix else ""
-        if len(segment) > MAX_SEGMENT_CHARS or (prefix and _join_encoded(decoded) != prefix):
-            raise ValueError(f"not a partition segment: {segment!r}")
-        return f"{decoded}{SHORTENED_MARK}{shortened['hash']}"
-    value = _unescape(segment)
-    # Only the one canonical spelling decodes, so a key names exactly one value and back.
-    if encode_value(value) != segment:
-        raise ValueError(f"not a partition segment: {segment!r}")
-    return value
-
-
-def _join_encoded(value: str) -> str:
-    return "".join(_encode_char(char, leading=i == 0) for i, char in enumerate(value))
-
-
-def _unescape(segment: str) -> str:
-    if "%" not in segment:
-        return segment
-    raw = bytearray()
-    i = 0
-    while i < len(segment):
-        if segment[i] == "%":
-            digits = segment[i + 1 : i + 3]
-            if len(digits) != 2 or not all(c in "0123456789ABCDEF" for c in digits):
-                raise ValueError(f"bad escape in partition segment: {segment!r}")
-            raw.append(int(digits, 16))
-            i += 3
-        else:
-            raw.extend(segment[i].encode("utf-8", "surrogatepass"))
-            i += 1
-    return raw.decode("utf-8", "surrogatepass")
-
-
-def stored_value(value: str) -> str:
-    """The value a key gives back for ``value``: itself, or the ``<prefix>~<hash>`` form when shortened."""
-    return decode_value(encode_value(value))
-
-
-def partition_value(value: str | None) -> str:
-    """The encoded segment for an app or region; :data:`UNKNOWN` when missing."""
-    return UNKNOWN if value is None else encode_value(value)
+_KEY_V1 = re.compile(
+    rf"app=(?P<app>[^/]+)/date={_DATE}/(?P<dir>hour=(?P<hour>[0-9]{{2}})/region=(?P<region>[^/]+)/)"
+    r"(?P<name>[^/]+\.parquet)\Z"
+)
 
 
 def hour_start_ns(timestamp_ns: int) -> int:
@@ -156,56 +53,96 @@ def hour_start_ns(timestamp_ns: int) -> int:
     return timestamp_ns - timestamp_ns % NS_PER_HOUR
 
 
+def _utc(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns // NS_PER_SECOND, UTC)
+
+
+def hour_stamp(hour_ns: int) -> str:
+    """``YYYYMMDDTHH`` of a UTC hour: what every v2 file name of that hour starts with."""
+    return f"{_utc(hour_ns):%Y%m%dT%H}"
+
+
 def app_prefix(app_segment: str) -> str:
-    """Prefix of every object of one app (segment already encoded)."""
+    """Prefix of every object of one app segment (already encoded)."""
     return f"app={app_segment}/"
 
 
+def day_prefix(app_segment: str, day_ns: int) -> str:
+    """Prefix of one app segment's objects of the UTC day holding ``day_ns`` (both layouts)."""
+    return f"{app_prefix(app_segment)}date={_utc(day_ns):%Y-%m-%d}/"
+
+
 def hour_prefix(app_segment: str, hour_ns: int) -> str:
-    """Prefix of one app's objects for the UTC hour starting at ``hour_ns``."""
-    when = datetime.fromtimestamp(hour_ns // NS_PER_SECOND, UTC)
-    return f"app={app_segment}/date={when:%Y-%m-%d}/hour={when:%H}/"
+    """Prefix of one app segment's v2 files of the UTC hour starting at ``hour_ns`` (not a folder)."""
+    return f"{day_prefix(app_segment, hour_ns)}{hour_stamp(hour_ns)}"
 
 
-def object_key(app_segment: str, region_segment: str, hour_ns: int, name: str) -> str:
-    """Key of one archive file, relative to the archive prefix."""
-    return f"{hour_prefix(app_segment, hour_ns)}region={region_segment}/{name}"
+def v1_hour_prefix(app_segment: str, hour_ns: int) -> str:
+    """Folder of one app segment's v1 files of the UTC hour starting at ``hour_ns`` (every region)."""
+    return f"{day_prefix(app_segment, hour_ns)}hour={_utc(hour_ns):%H}/"
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectKey:
-    """A parsed archive key: decoded partition values and the file name."""
+def object_key(app_segment: str, hour_ns: int, name: str) -> str:
+    """Key of one v2 archive file, relative to the archive prefix; ``name`` must start with the hour's stamp."""
+    if not name.startswith(hour_stamp(hour_ns)):
+        raise ValueError(f"file name {name!r} does not start with its hour {hour_stamp(hour_ns)}")
+    return f"{day_prefix(app_segment, hour_ns)}{name}"
+
+
+def v1_object_key(app_segment: str, region_segment: str, hour_ns: int, name: str) -> str:
+    """Key of a v1 archive file (old archives; tests build them to check they are still read)."""
+    return f"{v1_hour_prefix(app_segment, hour_ns)}region={region_segment}/{name}"
+
+
+def object_name(first_timestamp_ns: int, writer_id: str, sequence: int) -> str:
+    """A live file name unique per writer: sortable first event time, writer id, sequence."""
+    return f"{_utc(first_timestamp_ns):%Y%m%dT%H%M%S}Z-{writer_id}-{sequence:08d}{PARQUET_SUFFIX}"
+
+
+def import_name(hour_ns: int, digest: str) -> str:
+    """The name of one imported batch's file of one hour."""
+    return f"{hour_stamp(hour_ns)}-i-{digest}{PARQUET_SUFFIX}"
+
+
+class ObjectKey(NamedTuple):
+    """A parsed archive key: decoded app, region (v1 keys only: a v2 file holds it as a column), hour, name."""
 
     app: str
-    region: str
+    region: str | None
     hour_ns: int
     name: str
+    layout: int
+    #: The key below ``app=<app>/date=<D>/``: the name (v2) or ``hour=HH/region=R/<name>`` (v1).
+    relative_name: str
 
     @property
     def hour(self) -> datetime:
         """The UTC hour as a datetime."""
-        return datetime.fromtimestamp(self.hour_ns // NS_PER_SECOND, UTC)
+        return _utc(self.hour_ns)
 
 
 def parse_key(key: str) -> ObjectKey | None:
-    """Parse a key built by :func:`object_key`; None for anything else."""
-    match = _KEY.match(key)
+    """Parse a key of either layout; None for anything else (an app segment that does not decode included)."""
+    match = _KEY_V2.match(key)
+    layout = 2
     if match is None:
-        return None
+        match = _KEY_V1.match(key)
+        layout = 1
+        if match is None:
+            return None
     try:
         day = datetime.strptime(match["date"], "%Y-%m-%d").replace(tzinfo=UTC)
         hour = int(match["hour"])
-        app = decode_value(match["app"])
-        region = decode_value(match["region"])
+        if layout == 2:
+            if match["day"] != match["date"].replace("-", ""):
+                return None
+            app, region, relative = decode_value(match["app"]), None, match["name"]
+        else:
+            app, region = decode_value_v1(match["app"]), decode_value_v1(match["region"])
+            relative = match["dir"] + match["name"]
     except (ValueError, UnicodeDecodeError):
         return None
     if hour > 23:
         return None
     hour_ns = int((day + timedelta(hours=hour)).timestamp()) * NS_PER_SECOND
-    return ObjectKey(app=app, region=region, hour_ns=hour_ns, name=match["name"])
-
-
-def object_name(first_timestamp_ns: int, writer_id: str, sequence: int) -> str:
-    """A file name unique per writer: sortable event time, writer id, sequence."""
-    when = datetime.fromtimestamp(first_timestamp_ns // NS_PER_SECOND, UTC)
-    return f"{when:%Y%m%dT%H%M%S}Z-{writer_id}-{sequence:08d}{PARQUET_SUFFIX}"
+    return ObjectKey(app, region, hour_ns, match["name"], layout, relative)

@@ -1,9 +1,10 @@
 """The Fly log message format: timestamps, and rebuilding a message from an archived row.
 
-A row of schema v1 (see :mod:`archiver.archive.schema`) holds a message as columns
-plus ``extra``. :func:`base_message` is the message the columns and the
-partition values imply, with keys in the order Fly sends them; ``extra``
-(written by :mod:`archiver.codec.parse`) is deep-merged over it:
+A row (see :mod:`archiver.archive.schema`) holds a message as columns plus
+``extra``; its exact time is :func:`row_timestamp_ns`. :func:`base_message`
+is the message the columns, the app and the region imply, with keys in the
+order Fly sends them; ``extra`` (written by :mod:`archiver.codec.parse`) is
+deep-merged over it:
 
 * an object in ``extra`` merges into the object at the same place;
 * ``null`` in ``extra`` deletes a key the columns imply (a known field the
@@ -50,6 +51,7 @@ _NS_PER_S = 1_000_000_000
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _MISSING: Any = object()
+_NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1000, "ns": 1}
 # RFC 3339 plus the leniencies seen in practice: a space for "T", lower-case
 # "t"/"z", offsets without a colon, no offset at all (read as UTC). ASCII digits
 # only: \d would also match other scripts' digits.
@@ -123,11 +125,25 @@ def timestamp_ns(value: Any) -> int:
     if isinstance(value, datetime):
         aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         return (aware - _EPOCH) // timedelta(microseconds=1) * 1000
-    # pyarrow TimestampScalar (schema v1 stores ns, so .value is ns) and pandas Timestamp.
+    # pyarrow TimestampScalar (.value in its unit) and pandas Timestamp (.value in ns).
     raw = getattr(value, "value", None)
     if isinstance(raw, int):
-        return raw
+        unit = getattr(getattr(value, "type", None), "unit", "ns")
+        return int(raw * _NS_PER_UNIT[unit])
     raise TypeError(f"unsupported timestamp value of type {type(value).__name__}")
+
+
+def row_timestamp_ns(row: Mapping[str, Any]) -> int:
+    """The exact time of a row: ``timestamp`` as given (an int is already nanoseconds), else plus its nanos.
+
+    Rows of schema v2 read with ``to_pylist`` carry a microsecond datetime and
+    ``timestamp_nanos``; :func:`archiver.archive.timestamps.exact_rows` gives int nanoseconds instead.
+    """
+    value = row[schema.TIMESTAMP]
+    nanos = row.get(schema.TIMESTAMP_NANOS)
+    if isinstance(value, int) or not nanos:
+        return timestamp_ns(value)
+    return timestamp_ns(value) // 1000 * 1000 + int(nanos)
 
 
 def base_message(
@@ -187,7 +203,8 @@ def _malformed_payload(row: Mapping[str, Any], extra: Mapping[str, Any]) -> byte
 def rebuild_message(row: Mapping[str, Any], app: str, region: str) -> Any:
     """The original message of an archived row: a dict, or for a malformed row its JSON value or text.
 
-    ``app`` and ``region`` are the partition values of the file the row came from.
+    ``app`` is the partition value of the file the row came from; ``region`` the row's
+    (schema v2: its ``region`` column; v1: the file's partition value).
     """
     extra = _extra(row)
     if extra is not None and extra.get(schema.MALFORMED_MARK) is True:
@@ -197,7 +214,7 @@ def rebuild_message(row: Mapping[str, Any], app: str, region: str) -> Any:
         except orjson.JSONDecodeError:
             return payload.decode("utf-8", errors="replace")
     message = base_message(
-        format_timestamp_ns(timestamp_ns(row[schema.TIMESTAMP])),
+        format_timestamp_ns(row_timestamp_ns(row)),
         row.get(schema.INSTANCE),
         row.get(schema.HOST),
         row.get(schema.PROVIDER),

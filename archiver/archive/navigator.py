@@ -1,15 +1,21 @@
-"""Finding an archive's apps, days, hours and files, listing as little as possible.
+"""Finding an archive's apps, days, hours and files, listing as little as possible (layouts v2 and v1).
 
 The archive is never listed whole. Apps are given, or come from one delimiter
-listing of the root; an app's days from one delimiter listing of ``app=X/``,
-a day's hours from one of ``app=X/date=D/``. A range of time becomes listing
-prefixes without listing anything (:func:`spans`): ``app=X/date=D/`` for a
-day it covers entirely, one prefix per hour at the edges. Files are listed
-only under the prefixes a command needs, concurrently under a bound, and
-come back with the partition values of their keys. Keys and their segments
-are :mod:`archiver.archive.layout`'s; this module reads them back from
-listings. Compaction, prune and stats (:mod:`archiver.manage`) and the query
-planner (:mod:`query.plan`) find their files here.
+listing of the root; an app's days from one delimiter listing of ``app=X/``.
+A range of time becomes listing prefixes without listing anything
+(:func:`spans`): ``app=X/date=D/`` for a day it covers entirely (both
+layouts), and at the edges, per hour, the v2 prefix ``app=X/date=D/YYYYMMDDTHH``
+and the v1 folder ``app=X/date=D/hour=HH/``. Files are listed only under the
+prefixes a command needs, concurrently under a bound, and come back with the
+partition values of their keys (:mod:`archiver.archive.layout`). Compaction,
+prune and stats (:mod:`archiver.manage`) and the query planner
+(:mod:`query.plan`) find their files here.
+
+Apps: a listed segment is used as listed, never decoded and encoded again
+(a shortened name does not survive that). A name given (``--app``) maps to
+every segment its files can sit under, in either layout
+(:func:`archiver.archive.escaping.segments_of`), and only files whose app
+value is one of that name's are kept.
 
 Ranges are of event time, half-open ``[since_ns, until_ns)``: an hour is in
 range when it overlaps it (``hour + 1h > since`` and ``hour < until``).
@@ -23,15 +29,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
+from archiver.archive.escaping import decoded_values, segment_layouts, segments_of, values_of
 from archiver.archive.layout import (
     NS_PER_HOUR,
     NS_PER_SECOND,
     app_prefix,
-    decode_value,
-    encode_value,
+    day_prefix,
     hour_prefix,
     hour_start_ns,
     parse_key,
+    v1_hour_prefix,
 )
 
 if TYPE_CHECKING:
@@ -41,18 +48,21 @@ NS_PER_DAY = 24 * NS_PER_HOUR
 #: Concurrent listings by default; S3 endpoints serve this many in parallel without throttling.
 LIST_CONCURRENCY = 32
 _APP = "app="
-# Span and DatedPrefix are NamedTuples: a slotted dataclass costs ~0.4 ms to create at import, and
-# `archiver query` imports this module.
+# Span, DatedPrefix and AppSelection are NamedTuples: a slotted dataclass costs ~0.4 ms to create at
+# import, and `archiver query` imports this module.
 
 
 @dataclass(frozen=True, slots=True)
 class ArchiveFile:
-    """One listed archive file: its key and size, and the partition values parsed from the key."""
+    """One listed archive file: its key and size, and the partition values parsed from the key.
+
+    ``region`` is the v1 key's; None for a v2 file (the region is a column in it).
+    """
 
     key: str
     size: int
     app: str
-    region: str
+    region: str | None
     hour_ns: int
 
     @property
@@ -61,13 +71,27 @@ class ArchiveFile:
         return self.key.rpartition("/")[2]
 
     @property
-    def partition_prefix(self) -> str:
-        """The prefix of its partition (app, date, hour, region), ending in ``/``."""
-        return self.key.rpartition("/")[0] + "/"
+    def date_prefix(self) -> str:
+        """``app=<segment>/date=<D>/``: where the file's app and day start."""
+        app, date, _ = self.key.split("/", 2)
+        return f"{app}/{date}/"
+
+    @property
+    def relative_name(self) -> str:
+        """The key below :attr:`date_prefix`: the name (v2) or ``hour=HH/region=R/<name>`` (v1)."""
+        return self.key.split("/", 2)[2]
+
+    @property
+    def hour_prefix(self) -> str:
+        """The prefix listing the file's hour in its layout: ``.../YYYYMMDDTHH`` or ``.../hour=HH/``."""
+        relative = self.relative_name
+        if self.region is None:
+            return self.date_prefix + relative[:11]
+        return self.date_prefix + relative.partition("/")[0] + "/"
 
 
 class Span(NamedTuple):
-    """Time listed with one prefix per app: a whole UTC day or a single hour."""
+    """Time listed with one prefix per app layout: a whole UTC day or a single hour."""
 
     start_ns: int
     end_ns: int
@@ -77,25 +101,84 @@ class Span(NamedTuple):
         """How many hours it holds (24 or 1)."""
         return (self.end_ns - self.start_ns) // NS_PER_HOUR
 
-    def prefix(self, app_segment: str) -> str:
-        """The listing prefix of this span for one app (segment already encoded)."""
+    def prefixes(self, app_segment: str) -> list[str]:
+        """The listing prefixes of this span for one app segment (already encoded), in its layouts."""
         if self.end_ns - self.start_ns == NS_PER_DAY:
-            return day_prefix(app_segment, self.start_ns)
-        return hour_prefix(app_segment, self.start_ns)
+            return [day_prefix(app_segment, self.start_ns)]
+        layouts = segment_layouts(app_segment)
+        out = [hour_prefix(app_segment, self.start_ns)] if 2 in layouts else []
+        return [*out, v1_hour_prefix(app_segment, self.start_ns)] if 1 in layouts else out
 
 
 class DatedPrefix(NamedTuple):
-    """A listed day or hour prefix of one app, and the time its files hold."""
+    """A listed day prefix of one app, and the time its files hold."""
 
     prefix: str
     start_ns: int
     end_ns: int
 
 
-def day_prefix(app_segment: str, day_ns: int) -> str:
-    """Prefix of one app's objects for the UTC day starting at ``day_ns``."""
-    day = datetime.fromtimestamp(day_ns // NS_PER_SECOND, UTC)
-    return f"{app_prefix(app_segment)}date={day:%Y-%m-%d}/"
+class AppSelection(NamedTuple):
+    """The app segments to list, and the app values wanted among their files (None: every file)."""
+
+    segments: tuple[str, ...]
+    values: frozenset[str] | None
+
+    def wants(self, app: str) -> bool:
+        """Whether a file whose key gives ``app`` belongs to the selection."""
+        return self.values is None or app in self.values
+
+
+def select_apps(names: Sequence[str]) -> AppSelection:
+    """The selection of apps given by name (``--app``): every segment of each, and their values."""
+    segments: dict[str, None] = {}
+    values: set[str] = set()
+    for name in dict.fromkeys(names):
+        segments.update(dict.fromkeys(segments_of(name)))
+        values |= values_of(name)
+    return AppSelection(tuple(segments), frozenset(values))
+
+
+async def listed_app_segments(storage: Storage) -> list[str]:
+    """Every ``app=`` segment of the archive, as listed (one delimiter listing of the root)."""
+    out = []
+    for entry in await storage.list_dirs(""):
+        name = entry.rstrip("/")
+        if name.startswith(_APP) and len(name) > len(_APP):
+            out.append(name[len(_APP) :])
+    return sorted(out)
+
+
+async def select_all_apps(storage: Storage) -> AppSelection:
+    """Every app of the archive: its listed segments, every file under them."""
+    return AppSelection(tuple(await listed_app_segments(storage)), None)
+
+
+async def app_selection(storage: Storage, names: Sequence[str] = ()) -> AppSelection:
+    """The apps named, or every app of the archive when none is."""
+    return select_apps(names) if names else await select_all_apps(storage)
+
+
+async def list_apps(storage: Storage) -> list[str]:
+    """Every app in the archive as keys give it back (each listed segment decoded in its layout), sorted."""
+    apps: set[str] = set()
+    for segment in await listed_app_segments(storage):
+        values = decoded_values(segment)  # none: not written by archiver, no key under it parses
+        if len(values) > 1:
+            # Only DEFAULT_PARTITION: v2's empty name or v1's literal one. Its keys tell (rare: one listing).
+            values = [f.app for f in await list_files(storage, [app_prefix(segment)])]
+        apps.update(values)
+    return sorted(apps)
+
+
+def day_start_ns(prefix: str) -> int | None:
+    """Start of the day a listed ``.../date=YYYY-MM-DD/`` prefix names; None when it names none."""
+    value = prefix.rstrip("/").rpartition("date=")[2]
+    try:
+        day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return int(day.timestamp()) * NS_PER_SECOND if len(value) == 10 and value.isascii() else None
 
 
 def spans(since_ns: int, until_ns: int) -> list[Span]:
@@ -113,67 +196,13 @@ def spans(since_ns: int, until_ns: int) -> list[Span]:
     return out
 
 
-def _last_value(prefix: str, name: str) -> str:
-    """The value of the last segment of a prefix such as ``app=a/date=2026-11-24/``."""
-    return prefix.rstrip("/").rpartition(f"{name}=")[2]
-
-
-def day_start_ns(prefix: str) -> int | None:
-    """Start of the day a listed ``.../date=YYYY-MM-DD/`` prefix names; None when it names none."""
-    try:
-        day = datetime.strptime(_last_value(prefix, "date"), "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return int(day.timestamp()) * NS_PER_SECOND
-
-
-def hour_of_day(prefix: str) -> int | None:
-    """The hour (0-23) a listed ``.../hour=HH/`` prefix names; None when it names none."""
-    value = _last_value(prefix, "hour")
-    return int(value) if len(value) == 2 and value.isdigit() and int(value) < 24 else None
-
-
-async def app_segments(storage: Storage, apps: Sequence[str] = ()) -> list[str]:
-    """Encoded app segments: of ``apps``, or of every ``app=`` entry of the archive (one delimiter listing)."""
-    if apps:
-        return [encode_value(app) for app in dict.fromkeys(apps)]
-    out = []
-    for entry in await storage.list_dirs(""):
-        name = entry.rstrip("/")
-        if name.startswith(_APP) and len(name) > len(_APP):
-            out.append(name[len(_APP) :])
-    return sorted(out)
-
-
-async def list_apps(storage: Storage) -> list[str]:
-    """Every app in the archive, decoded, from one delimiter listing of the root."""
-    apps = []
-    for segment in await app_segments(storage):
-        try:
-            apps.append(decode_value(segment))
-        except ValueError:
-            continue  # not written by archiver: no key under it would parse either
-    return sorted(apps)
-
-
 async def list_days(storage: Storage, app_segment: str) -> list[DatedPrefix]:
-    """The days of one app (one delimiter listing), in time order; entries that name no day are skipped."""
+    """The days of one app segment (one delimiter listing), in time order; entries naming no day skipped."""
     out = []
     for entry in await storage.list_dirs(app_prefix(app_segment)):
         start = day_start_ns(entry)
         if start is not None:
             out.append(DatedPrefix(entry, start, start + NS_PER_DAY))
-    return out
-
-
-async def list_hours(storage: Storage, day: DatedPrefix) -> list[DatedPrefix]:
-    """The hours of one listed day (one delimiter listing); entries that name no hour are skipped."""
-    out = []
-    for entry in await storage.list_dirs(day.prefix):
-        number = hour_of_day(entry)
-        if number is not None:
-            start = day.start_ns + number * NS_PER_HOUR
-            out.append(DatedPrefix(entry, start, start + NS_PER_HOUR))
     return out
 
 
@@ -196,16 +225,22 @@ async def list_files(
     since_ns: int | None = None,
     until_ns: int | None = None,
     concurrency: int = LIST_CONCURRENCY,
+    apps: AppSelection | None = None,
 ) -> list[ArchiveFile]:
     """The archive files under ``prefixes`` whose hour overlaps ``[since, until)``, in listing order.
 
-    A bound left out is open. Objects whose keys are not archive keys are left out.
+    A bound left out is open. Objects whose keys are not archive keys, and
+    files of apps ``apps`` does not want, are left out.
     """
     out = []
     for infos in await list_each(storage, prefixes, concurrency):
         for info in infos:
             parsed = parse_key(info.key)
-            if parsed is not None and _overlaps(parsed.hour_ns, NS_PER_HOUR, since_ns, until_ns):
+            if (
+                parsed is not None
+                and _overlaps(parsed.hour_ns, NS_PER_HOUR, since_ns, until_ns)
+                and (apps is None or apps.wants(parsed.app))
+            ):
                 out.append(ArchiveFile(info.key, info.size, parsed.app, parsed.region, parsed.hour_ns))
     return out
 
@@ -220,8 +255,9 @@ async def files_of_days(
     since_ns: int | None = None,
     until_ns: int | None = None,
     concurrency: int = LIST_CONCURRENCY,
+    apps: AppSelection | None = None,
 ) -> list[ArchiveFile]:
-    """One app's files whose hour overlaps ``[since, until)``: its days listed, then only the days in range."""
+    """One app segment's files whose hour overlaps ``[since, until)``: its days listed, then the days in range."""
     days = await list_days(storage, app_segment)
     wanted = [d.prefix for d in days if _overlaps(d.start_ns, NS_PER_DAY, since_ns, until_ns)]
-    return await list_files(storage, wanted, since_ns, until_ns, concurrency)
+    return await list_files(storage, wanted, since_ns, until_ns, concurrency, apps)

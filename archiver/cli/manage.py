@@ -30,7 +30,7 @@ from archiver.cli.options import app_option, archive_option, env_help, open_arch
 )
 @archive_option
 def compact(apps: tuple[str, ...], before: str, target_bytes: str | None, archive_url: str | None) -> None:
-    """Merge the files of each closed hour partition into one sorted file (safe while queries run)."""
+    """Merge the files of each closed app-hour into one sorted file (safe while queries run)."""
     from archiver.environment import load_compact_target_bytes
     from archiver.manage.compact import compact_archive
     from archiver.units import format_bytes
@@ -40,9 +40,9 @@ def compact(apps: tuple[str, ...], before: str, target_bytes: str | None, archiv
     _, storage = open_archive(archive_url)
     s = run_on_archive(storage, lambda: compact_archive(storage, apps, before_ns, target, say))
     click.echo(
-        f"compacted {s.compacted} of {s.partitions} closed partitions: {s.files_in} files "
+        f"compacted {s.compacted} of {s.partitions} closed app-hours: {s.files_in} files "
         f"({format_bytes(s.bytes_in)}) -> {s.files_out} ({format_bytes(s.bytes_out)}), {s.rows} rows; "
-        f"{s.deleted} files deleted" + (f"; {s.skipped} partitions skipped" if s.skipped else ""),
+        f"{s.deleted} files deleted" + (f"; {s.skipped} app-hours skipped" if s.skipped else ""),
         err=True,
     )
 

@@ -13,8 +13,10 @@ against 180 MiB decoding everything (32Ki-row groups would make it 27 MiB for
 1% bigger files).
 
 The order is that of concatenating the inputs in the given order and sorting
-by timestamp stably: equal timestamps keep input order, then row order. An
-input that is not sorted (not written by archiver) is sorted in memory first.
+by exact time (``timestamp``, then ``timestamp_nanos``) stably: equal times keep
+input order, then row order. An input that is not sorted (not written by
+archiver) is sorted in memory first. Inputs may be of schema v1 or v2; every
+part is written as v2 (a v1 input's region, from its key, is passed in).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archiver.archive import schema
+from archiver.archive.timestamps import table_ns, to_v2
 from archiver.codec.encode import COMPACT_COMPRESSION_LEVEL, ROW_GROUP_SIZE, open_writer
 
 #: Rows decoded at once from one input.
@@ -42,22 +45,26 @@ def _stringish(kind: pa.DataType) -> bool:
 def schema_problem(file_schema: pa.Schema, *, exact: bool = False) -> str | None:
     """Why a Parquet file is not an archive file, from its schema; None when it is one.
 
-    An archive file has a timestamp column and string columns. ``exact`` (for
-    compaction, which rewrites and then deletes its inputs) also wants every
-    column of schema v1 and no other, so no foreign data is dropped or converted.
+    An archive file has a timestamp column, an integer ``timestamp_nanos`` if
+    any, and string columns. ``exact`` (for compaction, which rewrites and then
+    deletes its inputs) also wants every column of schema v1 or v2 and no
+    other, so no foreign data is dropped or converted.
     """
     names = file_schema.names
     if schema.TIMESTAMP not in names or not pa.types.is_timestamp(file_schema.field(schema.TIMESTAMP).type):
         return "not an archive file (no timestamp column)"
     for field in file_schema:
-        if (
+        if field.name == schema.TIMESTAMP_NANOS:
+            if not pa.types.is_integer(field.type):
+                return f"not an archive file (column {field.name} is {field.type})"
+        elif (
             field.name in schema.FILE_SCHEMA.names
             and field.name != schema.TIMESTAMP
             and not _stringish(field.type)
         ):
             return f"not an archive file (column {field.name} is {field.type})"
-    if exact and sorted(names) != sorted(schema.FILE_SCHEMA.names):
-        return f"not an archive file of schema v1 (columns {', '.join(names)})"
+    if exact and sorted(names) not in (sorted(schema.FILE_SCHEMA.names), sorted(schema.V1_COLUMNS)):
+        return f"not an archive file of schema v1 or v2 (columns {', '.join(names)})"
     return None
 
 
@@ -70,8 +77,8 @@ def input_problem(data: bytes) -> str | None:
         return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
-def _normal(table: pa.Table) -> pa.Table:
-    return table.replace_schema_metadata(None).cast(schema.FILE_SCHEMA)
+def _normal(table: pa.Table, region: str | None) -> pa.Table:
+    return to_v2(table, region)
 
 
 def is_sorted(stamps: pa.Array | pa.ChunkedArray) -> bool:
@@ -84,7 +91,8 @@ def is_sorted(stamps: pa.Array | pa.ChunkedArray) -> bool:
 class _Cursor:
     """Streams one input's rows in order, a batch at a time."""
 
-    def __init__(self, source: pa.Buffer, table: pa.Table | None) -> None:
+    def __init__(self, source: pa.Buffer, table: pa.Table | None, region: str | None) -> None:
+        self.region = region
         if table is not None:  # an input that was not sorted, sorted in memory
             self.batches: Iterator[pa.RecordBatch] = iter(table.to_batches(BATCH_ROWS))
         else:
@@ -96,7 +104,7 @@ class _Cursor:
         have = 0 if self.pending is None else self.pending.num_rows
         while have < count:
             batch = next(self.batches)
-            parts.append(_normal(pa.Table.from_batches([batch])))
+            parts.append(_normal(pa.Table.from_batches([batch]), self.region))
             have += batch.num_rows
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         self.pending = table.slice(count) if have > count else None
@@ -104,26 +112,31 @@ class _Cursor:
 
 
 def _stable_sort(table: pa.Table) -> pa.Table:
-    return table.take(pc.sort_indices(table, sort_keys=[(schema.TIMESTAMP, "ascending")]))
+    return table.take(pc.sort_indices(table_ns(table)))
 
 
 class Merger:
     """The inputs' rows in merged order, written as parts of nearly equal row counts."""
 
-    def __init__(self, sources: Sequence[bytes], metadata: Mapping[bytes, bytes]) -> None:
+    def __init__(
+        self, sources: Sequence[bytes], metadata: Mapping[bytes, bytes], regions: Sequence[str | None] = ()
+    ) -> None:
+        """``regions``: per input, the region of a v1 input (from its key); None (or nothing) for v2 ones."""
         self.sources = [pa.py_buffer(s) for s in sources]
         self.metadata = metadata
+        self.regions = list(regions) or [None] * len(sources)
         #: Inputs not sorted by timestamp (not written by archiver), decoded and sorted up front.
         self.sorted_tables: dict[int, pa.Table] = {}
         stamps = []
         for i, source in enumerate(self.sources):
-            column = pq.read_table(pa.BufferReader(source), columns=[schema.TIMESTAMP]).column(0)
-            column = column.cast(schema.TIMESTAMP_TYPE)
+            names = pq.read_schema(pa.BufferReader(source)).names
+            columns = [n for n in (schema.TIMESTAMP, schema.TIMESTAMP_NANOS) if n in names]
+            column = table_ns(pq.read_table(pa.BufferReader(source), columns=columns))
             if not is_sorted(column):
-                table = _stable_sort(_normal(pq.read_table(pa.BufferReader(source))))
+                table = _stable_sort(_normal(pq.read_table(pa.BufferReader(source)), self.regions[i]))
                 self.sorted_tables[i] = table
-                column = table.column(schema.TIMESTAMP)
-            stamps.append(column.cast(pa.int64()))
+                column = table_ns(table)
+            stamps.append(column)
         self.rows = sum(len(s) for s in stamps)
         # For each position of the merged order, the input its row comes from.
         lengths = [len(s) for s in stamps if len(s)]
@@ -142,7 +155,9 @@ class Merger:
             index = item["values"]
             cursor = self.cursors.get(index)
             if cursor is None:
-                cursor = self.cursors[index] = _Cursor(self.sources[index], self.sorted_tables.get(index))
+                cursor = self.cursors[index] = _Cursor(
+                    self.sources[index], self.sorted_tables.get(index), self.regions[index]
+                )
             tables.append(cursor.take(item["counts"]))
             self.left[index] -= item["counts"]
             if not self.left[index]:
@@ -150,7 +165,7 @@ class Merger:
                 del self.cursors[index]
                 self.sources[index] = pa.py_buffer(b"")
                 self.sorted_tables.pop(index, None)
-        # Stable: equal timestamps keep input order, as in the merged order.
+        # Stable: equal times keep input order, as in the merged order.
         return _stable_sort(pa.concat_tables(tables)) if tables else schema.FILE_SCHEMA.empty_table()
 
     def part(self, index: int, count: int) -> bytes:

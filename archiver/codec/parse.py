@@ -1,4 +1,4 @@
-"""Turn a batch of raw NATS payloads of one (app, region) into rows of schema v1.
+"""Turn a batch of raw NATS payloads of one (app, region) into rows of schema v2.
 
 Every payload yields exactly one row and nothing here raises on bad input.
 
@@ -52,9 +52,11 @@ Exact path (orjson, per payload):
   A known field of another type than Fly's (a ``message`` object, a numeric
   ``host``) is such a regular row, counted in :attr:`ParsedBatch.wrong_type`.
 
-``app`` and ``region`` must be the values a reader decodes from the file's
-key (see :mod:`archiver.archive.layout`): a differing value in the message is then
-kept in ``extra``.
+``app`` must be the value a reader decodes from the file's key (see
+:mod:`archiver.archive.layout`) and ``region`` is the value of every row's
+``region`` column: a differing value in the message is kept in ``extra``.
+Time: the parsed nanoseconds are split into ``timestamp`` (µs) and
+``timestamp_nanos`` (:func:`archiver.archive.timestamps.split_ns`).
 
 Level: ``fly_level`` is ``log.level`` verbatim. ``level`` is the app's own
 level when ``message`` is a JSON object (after JSON whitespace) with a
@@ -74,6 +76,7 @@ import pyarrow.json as pj
 
 from archiver.archive import schema
 from archiver.archive.message import format_timestamp_ns
+from archiver.archive.timestamps import split_ns
 from archiver.codec.parse_exact import LEVEL_KEY, MIN_TIMESTAMP_NS, exact_table, level_of
 from archiver.codec.payloads import Payloads
 
@@ -224,11 +227,13 @@ def _exact_bulk_rows(flat: pa.Table, target: _Target) -> tuple[pa.Table, list[in
     # of a common year, beyond int64 ns), so a text of the canonical shape that casts is exactly the
     # canonical form of its value: no need to format it back (pc.strftime costs ~0.9 us a row).
     # A text that does not cast makes the whole chunk raise; it is then halved.
-    ts = pc.cast(flat.column("timestamp"), schema.TIMESTAMP_TYPE)
+    micros, nanos = split_ns(pc.cast(flat.column("timestamp"), schema.NS_TIMESTAMP_TYPE))
     message = flat.column("message").combine_chunks()
     fly_level = flat.column("log.level").combine_chunks()
     columns = [
-        ts,
+        micros,
+        nanos,
+        pa.repeat(pa.scalar(region, _STR), flat.num_rows),
         flat.column("fly.app.instance"),
         flat.column("host"),
         flat.column("event.provider"),

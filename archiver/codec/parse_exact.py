@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from archiver.archive import schema
 from archiver.archive.message import base_message, format_timestamp_ns, parse_timestamp, split_truncated
+from archiver.archive.timestamps import split_ns
 
 #: Regex (RE2 and re alike) finding a JSON key of :data:`~archiver.archive.schema.APP_LEVEL_KEYS`.
 LEVEL_KEY = '"(?:' + "|".join(re.escape(key) for key in schema.APP_LEVEL_KEYS) + ')"'
@@ -103,9 +104,11 @@ def exact_table(
             out.wrong_type += row[-1]
             rows.append(row[:-1])
     if rows:
-        columns = list(zip(*rows, strict=True))
-        arrays = [pa.array(values, f.type) for values, f in zip(columns, schema.FILE_SCHEMA, strict=True)]
-        out.table = pa.Table.from_arrays(arrays, schema=schema.FILE_SCHEMA)
+        ns, *columns = zip(*rows, strict=True)
+        region_column = pa.repeat(pa.scalar(region, pa.string()), len(rows))
+        strings = [pa.array(values, pa.string()) for values in columns]
+        out.table = pa.Table.from_arrays([*split_ns(pa.array(ns, pa.int64())), region_column, *strings],
+                                         schema=schema.FILE_SCHEMA)  # fmt: skip
     return out
 
 
@@ -115,7 +118,7 @@ def _string(container: Any, key: str) -> str | None:
 
 
 def exact_row(payload: bytes, app: str, region: str, newest_ns: int | None = None) -> tuple[Any, ...] | str:
-    """The column values of one payload plus a wrong-type flag, or the malformed kind."""
+    """The exact time (ns) and string column values of one payload plus a wrong-type flag, or the malformed kind."""
     try:
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError:

@@ -1,20 +1,25 @@
-"""``archiver compact``: merge the many small files of each closed hour partition into one sorted file.
+"""``archiver compact``: merge the many small files of each closed app-hour into one sorted file.
 
-Design. A partition (``app/date/hour/region``) is *closed* once its hour ended
-before ``--before`` (default: 2 hours ago, well past the flush interval; a
-late file that still arrives is merged by the next run). For each closed
-partition whose listing, resolved by :func:`archiver.archive.supersede.resolve` (what a
-query would read), is more than one file or a file not yet compacted:
+Design. The unit is one *app-hour*: every file of one app (as keys give it
+back) in one UTC hour, all regions: the v2 files under ``app=X/date=D/YYYYMMDDTHH``
+and any v1 files under ``app=X1/date=D/hour=HH/region=*/`` (X1, the app's v1
+segment, differs from X for some names). It is *closed* once its hour ended
+by ``--before`` (default 2 hours ago) and by now: an hour still running is
+never touched. A late file is merged by the next run. Each closed app-hour
+whose listing, resolved by :func:`archiver.archive.supersede.resolve` (what a
+query would read), is anything but one complete v2 compaction is compacted:
 
-1. read those input files and merge them in the order of concatenating them
-   by name and sorting by timestamp, stably (so ties keep a deterministic order);
+1. merge the live files in the order of concatenating them by relative name
+   and sorting by exact time, stably; v1 inputs become schema v2 on the way
+   (their region from the key), keeping the app value readers saw for them;
 2. split into ``ceil(rows / rows_per_file)`` equal parts, ``rows_per_file``
    estimated from the inputs' compressed bytes per row so each part stays
-   under ``COMPACT_TARGET_BYTES`` (the stronger level only makes them smaller);
+   under ``COMPACT_TARGET_BYTES``;
 3. write each part create-only, at :data:`archiver.codec.encode.COMPACT_COMPRESSION_LEVEL`,
-   as ``c-<digest>-<part>of<count>.parquet`` where ``digest`` hashes the sorted
-   input names, with the key-value metadata ``archiver.replaces`` listing every
-   file superseded (transitively through compacted inputs) and the schema version;
+   as ``app=X/date=D/<YYYYMMDDTHH>-c-<digest>-<part>of<count>.parquet``
+   (``digest`` hashes the sorted input names), with the key-value metadata
+   ``archiver.replaces`` listing every file superseded (transitively; names
+   relative to ``app=X/date=D/``, v1 inputs as ``hour=HH/region=R/<name>``);
 4. only then delete the inputs, and any compacted file whose own replaced set
    lies within the new one (leftovers of an earlier crash or a slower compactor).
 
@@ -33,10 +38,8 @@ Why this never loses or duplicates a row:
   arrived in between) the group that replaces more wins in every reader, and
   the next run deletes the other.
 
-Memory: one partition at a time, merged by :class:`archiver.codec.merge.Merger`
-(timestamps first, then one row group at a time): the partition's compressed
-files, one compressed part, ~20 bytes a row and one decoded row group
-(measured peak 242 MiB for 300,000 rows, 288 MiB for 900,000).
+Memory: one app-hour at a time, merged by :class:`archiver.codec.merge.Merger`
+(timestamps first, then a row group at a time): peak 242 MiB for 300,000 rows.
 """
 
 from __future__ import annotations
@@ -44,19 +47,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archiver.archive.layout import hour_start_ns, parse_key
-from archiver.archive.navigator import app_segments, files_of_days
+from archiver.archive.escaping import decoded_values, value_segment
+from archiver.archive.layout import hour_prefix, hour_start_ns, parse_key
+from archiver.archive.navigator import app_selection, files_of_days, select_apps
 from archiver.archive.supersede import (
     compact_name,
     groups_of,
     input_digest,
-    replaces_from_metadata,
+    replaced_names,
     replaces_metadata,
     resolve,
     superseded_by,
@@ -90,22 +95,44 @@ class CompactStats:
 async def list_partitions(
     storage: Storage, app_segment: str, before_ns: int, since_ns: int = 0
 ) -> dict[str, list[ObjectInfo]]:
-    """Files of each partition of one app whose hour ended in ``(since_ns, before_ns]``, by prefix."""
-    # An hour ended by before_ns is one that started before the start of before_ns's hour.
-    files = await files_of_days(storage, app_segment, since_ns, hour_start_ns(before_ns), FETCH_CONCURRENCY)
+    """Files of each app-hour ended in ``(since_ns, before_ns]`` of the app(s) one listed segment holds.
+
+    Keyed by the app-hour's v2 hour prefix (where its compacted files go); the
+    files of that app under its other-layout segment are included.
+    """
+    selection = select_apps(decoded_values(app_segment))
     out: dict[str, list[ObjectInfo]] = {}
-    for file in files:
-        out.setdefault(file.partition_prefix, []).append(ObjectInfo(file.key, file.size))
+    # An hour ended by before_ns is one that started before the start of before_ns's hour.
+    for segment in selection.segments:
+        found = await files_of_days(
+            storage, segment, since_ns, hour_start_ns(before_ns), FETCH_CONCURRENCY, selection
+        )
+        for file in found:
+            prefix = hour_prefix(value_segment(file.app), file.hour_ns)
+            out.setdefault(prefix, []).append(ObjectInfo(file.key, file.size))
     return dict(sorted(out.items()))
 
 
 async def compact_archive(
-    storage: Storage, apps: Sequence[str], before_ns: int, target_bytes: int, say: Say | None = None
+    storage: Storage,
+    apps: Sequence[str],
+    before_ns: int,
+    target_bytes: int,
+    say: Say | None = None,
+    now_ns: int | None = None,
 ) -> CompactStats:
-    """Compact every closed partition of ``apps`` (every app when empty); see the module docstring."""
+    """Compact every closed app-hour of ``apps`` (every app when empty); see the module docstring.
+
+    Closed: ended by ``min(before_ns, now_ns)`` (``now_ns`` defaults to the clock).
+    """
     stats = CompactStats()
-    for segment in await app_segments(storage, apps):
+    before_ns = min(before_ns, time.time_ns() if now_ns is None else now_ns)
+    done: set[str] = set()
+    for segment in (await app_selection(storage, apps)).segments:
         for prefix, infos in (await list_partitions(storage, segment, before_ns)).items():
+            if prefix in done:
+                continue  # an app under two segments (v1 and v2 spellings): listed from both
+            done.add(prefix)
             stats.partitions += 1
             await compact_partition(storage, prefix, infos, target_bytes, stats, say)
     return stats
@@ -144,95 +171,110 @@ async def compact_partition(
     stats: CompactStats,
     say: Say | None = None,
 ) -> None:
-    """Compact one partition (``prefix`` ends in ``/``) listed as ``infos``; a no-op when already compact."""
-    sizes = {info.key[len(prefix) :]: info.size for info in infos}
-    names = sorted(sizes)
+    """Compact one app-hour (``prefix``: its v2 hour prefix) listed as ``infos``; a no-op when already compact."""
+    unit = _Unit(prefix, infos)
+    names = sorted(unit.keys)
+    if _one_v2_group(names):
+        return  # nothing to do, nothing to read
     groups = groups_of(names)
-    if len(names) == 1 and groups:
-        return  # one compacted file: nothing to do, nothing to read
-    if len(groups) == 1 and len(names) == next(iter(groups))[1] == len(next(iter(groups.values()))):
-        return  # exactly one complete group of several parts
     # One part of every group (complete or not): its replaced set decides what is live and what is garbage.
     probes = [parts[0] for parts in groups.values()]
-    fetched = await _fetch(storage, [prefix + n for n in probes])
+    fetched = await _fetch(storage, [unit.keys[n] for n in probes])
     if fetched is None:
         stats.skipped += 1
         return
     replaces = {}
     for name in probes:
         try:
-            replaces[name] = replaces_from_metadata(_metadata(fetched[prefix + name]))
+            replaces[name] = replaced_names(name, _metadata(fetched[unit.keys[name]]))
         except (pa.ArrowException, OSError) as exc:
             reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            _warn(say, f"warning: skipped {prefix}{name}: {reason} (its partition is left as it is)")
+            _warn(say, f"warning: skipped {unit.keys[name]}: {reason} (its app-hour is left as it is)")
             stats.skipped += 1
             return
-    live = resolve(names, replaces).live
-    live_groups = groups_of(live)
-    if len(live_groups) == 1 and len(live) == next(iter(live_groups))[1]:
-        # Already one complete group: only delete what it supersedes (left by a crash).
+    resolution = resolve(names, replaces)
+    live = resolution.live
+    if _one_v2_group(live):
+        # Already compact: only delete what the group supersedes (left by a crash).
         own = set(live)
-        covered = replaces.get(next(n for n in probes if n in own)) or frozenset()
-        garbage = superseded_by(names, replaces, covered | own, own)
+        replaced = replaces.get(next(n for n in probes if n in own)) or frozenset()
+        garbage = superseded_by(names, replaces, replaced | own, own)
         if garbage:
-            await storage.delete([prefix + n for n in garbage])
+            await storage.delete([unit.keys[n] for n in garbage])
             stats.deleted += len(garbage)
         return
-    await _merge(storage, prefix, names, live, sizes, replaces, fetched, target_bytes, stats, say)
+    covered = set(live) | set(resolution.twins)
+    await _merge(storage, unit, names, live, covered, replaces, fetched, target_bytes, stats, say)
+
+
+def _one_v2_group(names: Sequence[str]) -> bool:
+    """Whether ``names`` are exactly the parts of one complete v2 compaction."""
+    groups = groups_of(names)
+    return len(groups) == 1 and (group := next(iter(groups))).directory == "" and len(names) == group.count
+
+
+class _Unit:
+    """One app-hour's files by relative name (keys, sizes, v1 regions), and where its outputs go."""
+
+    def __init__(self, prefix: str, infos: Sequence[ObjectInfo]) -> None:
+        self.prefix, self.directory = prefix, prefix.rpartition("/")[0]
+        parsed = {info: key for info in infos if (key := parse_key(info.key)) is not None}
+        self.keys = {p.relative_name: info.key for info, p in parsed.items()}
+        self.sizes = {p.relative_name: info.size for info, p in parsed.items()}
+        self.regions = {p.relative_name: p.region for p in parsed.values()}
+        self.hour_ns = next((p.hour_ns for p in parsed.values()), 0)
 
 
 async def _merge(
     storage: Storage,
-    prefix: str,
+    unit: _Unit,
     names: list[str],
     live: list[str],
-    sizes: dict[str, int],
+    covered: set[str],
     replaces: dict[str, frozenset[str] | None],
     fetched: dict[str, bytes],
     target_bytes: int,
     stats: CompactStats,
     say: Say | None,
 ) -> None:
-    missing = [prefix + n for n in live if prefix + n not in fetched]
-    more = await _fetch(storage, missing)
+    more = await _fetch(storage, [unit.keys[n] for n in live if unit.keys[n] not in fetched])
     if more is None:
         stats.skipped += 1
         return
     fetched |= more
-    # Never merge (and so delete) a file that is not an archive file: the partition waits, named.
-    problems = {n: p for n in live if (p := input_problem(fetched[prefix + n])) is not None}
+    # Never merge (and so delete) a file that is not an archive file: the app-hour waits, named.
+    problems = {n: p for n in live if (p := input_problem(fetched[unit.keys[n]])) is not None}
     for name, problem in problems.items():
-        _warn(say, f"warning: skipped {prefix}{name}: {problem} (its partition is left as it is)")
+        _warn(say, f"warning: skipped {unit.keys[name]}: {problem} (its app-hour is left as it is)")
     if problems:
         stats.skipped += 1
         return
     # Transitive: a compacted input's own replaced set (every part carries it; the probe read one).
-    covered = set(live)
     for group_parts in groups_of(live).values():
         covered |= next((r for p in group_parts if (r := replaces.get(p)) is not None), frozenset())
-    input_bytes = sum(sizes[n] for n in live)
+    input_bytes = sum(unit.sizes[n] for n in live)
     outputs: list[str] = []
     size_out = 0
     try:
-        merger = await asyncio.to_thread(
-            Merger, [fetched.pop(prefix + n) for n in live], replaces_metadata(covered)
-        )
+        sources = [fetched.pop(unit.keys[n]) for n in live]
+        regions = [unit.regions[n] for n in live]
+        merger = await asyncio.to_thread(Merger, sources, replaces_metadata(covered), regions)
         count = part_count(merger.rows, input_bytes, target_bytes)
-        outputs = [compact_name(input_digest(live), i, count) for i in range(count)]
+        outputs = [compact_name(unit.hour_ns, input_digest(live), i, count) for i in range(count)]
         for index, name in enumerate(outputs):
             # Parts are produced in order (the merge streams), one in memory at a time.
             data = await asyncio.to_thread(merger.part, index, count)
             size_out += len(data)
             # Taken: an earlier (crashed) run or a concurrent compactor wrote these very rows.
             with contextlib.suppress(ObjectExistsError):
-                await storage.put(prefix + name, data)
+                await storage.put(f"{unit.directory}/{name}", data)
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
-        _warn(say, f"warning: skipped {prefix}: cannot merge its files: {str(exc).splitlines()[0]}")
+        _warn(say, f"warning: skipped {unit.prefix}: cannot merge its files: {str(exc).splitlines()[0]}")
         stats.skipped += 1
         return
     # Every part is written: only now may what they supersede go.
     garbage = superseded_by(names, replaces, frozenset(covered), set(outputs))
-    await storage.delete([prefix + n for n in garbage])
+    await storage.delete([unit.keys[n] for n in garbage])
     stats.compacted += 1
     stats.files_in += len(live)
     stats.bytes_in += input_bytes
@@ -242,14 +284,14 @@ async def _merge(
     stats.deleted += len(garbage)
     if say is not None:
         say(
-            f"{_display(prefix)}  {len(live)} files {input_bytes} B -> {len(outputs)} file(s) {size_out} B, "
+            f"{_display(unit.prefix)}  {len(live)} files {input_bytes} B -> {len(outputs)} file(s) {size_out} B, "
             f"{merger.rows} rows"
         )
 
 
 def _display(prefix: str) -> str:
-    parsed = parse_key(prefix + "x.parquet")
-    return prefix if parsed is None else f"{parsed.app} {parsed.hour:%Y-%m-%dT%H}Z {parsed.region}"
+    parsed = parse_key(prefix + "-x.parquet")
+    return prefix if parsed is None else f"{parsed.app} {parsed.hour:%Y-%m-%dT%H}Z"
 
 
 def _warn(say: Say | None, line: str) -> None:

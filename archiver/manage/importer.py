@@ -8,10 +8,13 @@ when absent) into a batch per (app, region), encoded by the live path's
 that is not a Fly JSON object is archived as raw text and counted.
 
 Idempotent: batches are cut at fixed sizes within one source only, and a
-batch's file name is ``i-<digest>.parquet`` with the digest over its app,
-region, index in the source and exact lines, written create-only. Importing
-the same content again (even from another path) writes the same keys, which
-are refused as already there. A malformed line has no timestamp of its own:
+batch's file of hour H is ``<YYYYMMDDTHH>-i-<digest>.parquet`` with the digest
+over its app, region, index in the source and exact lines, written
+create-only. Importing the same content again (even from another path)
+writes the same keys, which are refused as already there. The digest is
+taken over the v1 escaping of app and region, as v1 did, so a batch imported
+by v1 (``hour=HH/region=R/i-<digest>.parquet``) and again now is known as the
+same batch (:func:`archiver.archive.supersede.identity`) and read once. A malformed line has no timestamp of its own:
 it gets the newest valid timestamp read from the same source by the time its
 batch is written (else the ``<epoch>`` of a shipper object's name, else the
 Unix epoch), never the clock, so it too lands in the same partition every time. A batch name that a
@@ -31,7 +34,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
-from archiver.archive.layout import decode_value, object_key, partition_value
+from archiver.archive.escaping import decode_value, partition_value, partition_value_v1
+from archiver.archive.layout import import_name, object_key
 from archiver.archive.message import parse_timestamp
 from archiver.codec.encode import encode_partition
 from archiver.codec.payloads import Payloads
@@ -82,6 +86,8 @@ class Importer:
         self.batches: dict[tuple[str, str], list[bytes]] = {}
         self.sizes: dict[tuple[str, str], int] = {}
         self.counts: dict[tuple[str, str], int] = {}
+        #: The v1 segments of each batch's app and region: what the digest is taken over.
+        self.v1_segments: dict[tuple[str, str], tuple[str, str]] = {}
         self.buffered = 0
         self.uploads = asyncio.Semaphore(UPLOAD_CONCURRENCY)
         self.pending: set[asyncio.Task[None]] = set()
@@ -113,6 +119,8 @@ class Importer:
                 self.latest_ns = ns
         app, region = app_region_from_payload(payload)
         key = (partition_value(app), partition_value(region))
+        if key not in self.v1_segments:
+            self.v1_segments[key] = (partition_value_v1(app), partition_value_v1(region))
         self.batches.setdefault(key, []).append(payload)
         self.sizes[key] = self.sizes.get(key, 0) + len(payload)
         self.buffered += len(payload)
@@ -131,16 +139,16 @@ class Importer:
         self.counts[key] = index + 1
         app_segment, region_segment = key
         app, region = decode_value(app_segment), decode_value(region_segment)
-        digest = hashlib.sha256(f"{app_segment}\0{region_segment}\0{index}\0".encode())
+        v1_app, v1_region = self.v1_segments[key]
+        digest = hashlib.sha256(f"{v1_app}\0{v1_region}\0{index}\0".encode())
         for payload in payloads:
             digest.update(payload)
             digest.update(b"\n")
-        name = f"i-{digest.hexdigest()[:24]}.parquet"
         received_ns = self.latest_ns or self.fallback_ns  # for malformed lines only
         encoded = await asyncio.to_thread(encode_partition, app, region, Payloads(payloads), received_ns)
         self.stats.malformed += encoded.malformed
         for file in encoded.files:
-            where = object_key(app_segment, region_segment, file.hour_ns, name)
+            where = object_key(app_segment, file.hour_ns, import_name(file.hour_ns, digest.hexdigest()[:24]))
             await self.uploads.acquire()  # writes overlap reading and encoding, a bounded number at once
             task = asyncio.ensure_future(self._put(where, file.data))
             self.pending.add(task)

@@ -1,12 +1,17 @@
 """``archiver prune``: delete whole partitions whose hours are all older than the retention.
 
-Age is event time, read from the key (``date=``/``hour=``), never object age,
-so a backfill imported today of last year's logs is pruned like the rest. A
-day entirely older than the cutoff goes as one prefix ``app=X/date=D/``; on
-the day the cutoff falls in, each hour ``app=X/date=D/hour=H/`` that ended
-before it. Only keys listed are deleted, so a file written meanwhile under a
-pruned prefix survives (the next run takes it). ``--dry-run`` lists and
-prints the same lines, and deletes nothing.
+Age is event time, read from the key (``date=`` and the hour a file name
+starts with, or v1's ``hour=``), never object age, so a backfill imported
+today of last year's logs is pruned like the rest. A day entirely older than
+the cutoff goes as one prefix ``app=X/date=D/`` (both layouts); on the day
+the cutoff falls in, each hour that ended before it: its v2 files
+``app=X/date=D/YYYYMMDDTHH*`` and its v1 folder ``app=X/date=D/hour=HH/``
+(one listing of the day finds them). Only keys listed are deleted, so a file
+written meanwhile under a pruned prefix survives (the next run takes it).
+With ``--app``, an app's files are pruned under every segment it has (v1 and
+v2 spellings); a segment that also holds another app's files (only
+``__HIVE_DEFAULT_PARTITION__``: v2's empty name, v1's literal one) loses only
+the named app's. ``--dry-run`` lists and prints the same lines, and deletes nothing.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from archiver.archive.escaping import decoded_values
 from archiver.archive.layout import NS_PER_HOUR
-from archiver.archive.navigator import app_segments, list_days, list_each, list_hours
-from archiver.storage.interface import Storage
+from archiver.archive.navigator import AppSelection, app_selection, list_days, list_each, list_files
+from archiver.storage.interface import ObjectInfo, Storage
 from archiver.units import format_bytes
 
 #: Concurrent listings of day or hour prefixes.
@@ -41,17 +47,28 @@ class PruneStats:
     bytes: int = 0
 
 
-async def old_prefixes(storage: Storage, app_segment: str, cutoff_ns: int) -> list[str]:
-    """Day and hour prefixes of one app that ended at or before ``cutoff_ns``, oldest first."""
-    out: list[str] = []
+async def old_partitions(
+    storage: Storage, app_segment: str, cutoff_ns: int, apps: AppSelection | None = None
+) -> list[tuple[str, list[ObjectInfo]]]:
+    """Day and hour prefixes of one app segment that ended at or before ``cutoff_ns``, oldest first, listed.
+
+    Only the files of apps ``apps`` wants when given and the segment may hold another's.
+    """
+    whole = apps is None or all(apps.wants(value) for value in decoded_values(app_segment))
+    days: list[str] = []
+    out: list[tuple[str, list[ObjectInfo]]] = []
     for day in await list_days(storage, app_segment):
         if day.start_ns + NS_PER_HOUR > cutoff_ns:
             continue  # not even its first hour has ended
-        if day.end_ns <= cutoff_ns:
-            out.append(day.prefix)
+        if day.end_ns <= cutoff_ns and whole:
+            days.append(day.prefix)
             continue
-        out.extend(hour.prefix for hour in await list_hours(storage, day) if hour.end_ns <= cutoff_ns)
-    return out
+        hours: dict[str, list[ObjectInfo]] = {}
+        for file in await list_files(storage, [day.prefix], until_ns=cutoff_ns - NS_PER_HOUR + 1, apps=apps):
+            hours.setdefault(file.hour_prefix, []).append(ObjectInfo(file.key, file.size))
+        out.extend(sorted(hours.items()))
+    listed = await list_each(storage, days, LIST_CONCURRENCY)
+    return sorted([*zip(days, listed, strict=True), *out])
 
 
 async def prune(
@@ -64,10 +81,9 @@ async def prune(
 ) -> PruneStats:
     """Delete (or with ``dry_run`` only print) every partition of ``apps`` older than ``cutoff_ns``."""
     stats = PruneStats()
-    for segment in await app_segments(storage, apps):
-        prefixes = await old_prefixes(storage, segment, cutoff_ns)
-        listings = await list_each(storage, prefixes, LIST_CONCURRENCY)
-        for prefix, infos in zip(prefixes, listings, strict=True):
+    selection = await app_selection(storage, apps)
+    for segment in selection.segments:
+        for prefix, infos in await old_partitions(storage, segment, cutoff_ns, selection):
             item = Doomed(prefix, [i.key for i in infos], sum(i.size for i in infos))
             if not item.keys:
                 continue

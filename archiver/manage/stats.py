@@ -32,7 +32,8 @@ import pyarrow.parquet as pq
 from archiver.archive import schema
 from archiver.archive.layout import NS_PER_SECOND, hour_start_ns
 from archiver.archive.message import rebuild_payload
-from archiver.archive.navigator import ArchiveFile, app_segments, files_of_days
+from archiver.archive.navigator import ArchiveFile, app_selection, files_of_days
+from archiver.archive.timestamps import exact_rows
 from archiver.codec.merge import schema_problem
 from archiver.config import ArchiveSettings
 from archiver.errors import DamagedFileError, StorageError
@@ -133,10 +134,12 @@ class _Files:
         table = pf.read_row_group(0)
         step = max(1, table.num_rows // SAMPLE_ROWS)
         table = table.take(pa.array(range(0, table.num_rows, step)))
-        # Python datetimes stop at microseconds: rebuild_payload takes int nanoseconds too.
-        rows = table.set_column(0, schema.TIMESTAMP, table[schema.TIMESTAMP].cast(pa.int64())).to_pylist()
         app, region = info.file.app, info.file.region
-        return [len(rebuild_payload(row, app, region)) + 1 for row in rows]  # +1: the newline
+        # A v2 row carries its region; a v1 file's is its key's.
+        return [
+            len(rebuild_payload(row, app, row.get(schema.REGION) or region or "")) + 1  # +1: the newline
+            for row in exact_rows(table)
+        ]
 
 
 async def collect(
@@ -156,8 +159,9 @@ async def collect(
     try:
         await storage.check()
         files: list[FileInfo] = []
-        for segment in await app_segments(storage, apps):
-            found = await files_of_days(storage, segment, since_ns, _FAR_FUTURE, _LIST_CONCURRENCY)
+        selection = await app_selection(storage, apps)
+        for segment in selection.segments:
+            found = await files_of_days(storage, segment, since_ns, _FAR_FUTURE, _LIST_CONCURRENCY, selection)
             files.extend(FileInfo(file) for file in found)
     finally:
         await storage.close()

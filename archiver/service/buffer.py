@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from archiver.archive.layout import decode_value, partition_value
+from archiver.archive.escaping import decode_value, partition_value
 from archiver.codec.payloads import Payloads
 
 #: Memory a buffered payload costs beyond its length: its end offset (8 bytes) and the share of the

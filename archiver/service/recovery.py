@@ -26,7 +26,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from archiver.archive.layout import decode_value, partition_value
+from archiver.archive.escaping import decode_value, partition_value
 from archiver.codec.payloads import Payloads
 from archiver.logs import event
 from archiver.service.buffer import Buffers, FlushBatch

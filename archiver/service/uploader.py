@@ -152,7 +152,7 @@ class Uploader:
             if fixed is None:
                 self._sequence += 1
                 name = object_name(file.min_timestamp_ns, self.writer_id, self._sequence)
-                fixed = object_key(batch.app_segment, batch.region_segment, file.hour_ns, name)
+                fixed = object_key(batch.app_segment, file.hour_ns, name)
             keys[file.hour_ns] = fixed
         intent = Intent(batch.app_segment, batch.region_segment, batch.first_seq, batch.end_seq, keys,
                         batch.detached_ns)  # fmt: skip
