@@ -14,9 +14,12 @@ No gap, no duplicate: every file is printed once, tracked by key.
 3. Every poll lists the window again (apps too, when none were given); a file
    not seen is read, and the new rows of a poll are printed in time order.
    A file that arrives late for an earlier time is printed when it arrives,
-   once. A compacted file whose inputs were all seen is marked seen unread (its
-   rows were printed); the listing already leaves out files a compaction
-   superseded (:mod:`query.supersede`). A file that vanishes between listing
+   once. A compacted file whose rows were all printed is marked seen unread:
+   every file its ``archiver.replaces`` names (the supersede rule's relative
+   names, either layout, an imported batch by its identity) that is not itself
+   compacted was seen, or is named by a compacted file seen in the same
+   app-hour; the listing already leaves out files a compaction superseded
+   (:mod:`query.supersede`). A file that vanishes between listing
    and reading (compacted meanwhile) is not marked seen: the compacted file
    that replaced it is read at the next poll.
 
@@ -41,8 +44,9 @@ import pyarrow as pa
 
 from archiver.archive import schema
 from archiver.archive.layout import NS_PER_HOUR, hour_start_ns
-from archiver.archive.navigator import ArchiveFile, list_apps
-from archiver.archive.supersede import parse_compact_name, replaces_from_metadata
+from archiver.archive.navigator import AppSelection, ArchiveFile, app_selection
+from archiver.archive.supersede import identity, parse_compact_name, replaced_names
+from archiver.errors import VanishedError
 from archiver.storage.open import open_read_storage
 from archiver.timespec import now_ns
 from query.decode import VANISHED, FileScan
@@ -67,9 +71,9 @@ def window(now: int, since_ns: int) -> tuple[int, int]:
 class _Recording(Planner):
     """A planner that marks every file it hands out as seen."""
 
-    def __init__(self, *args: object, seen: set[str], **kwargs: object) -> None:
+    def __init__(self, *args: object, follower: Follower, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.seen = seen
+        self.follower = follower
 
     async def hours(
         self, *, newest_first: bool = False, first_window: int = 1, prefetch: bool = True
@@ -78,13 +82,13 @@ class _Recording(Planner):
         async for group in super().hours(
             newest_first=newest_first, first_window=first_window, prefetch=prefetch
         ):
-            self.seen.update(f.key for f in group.files)
+            self.follower.mark(group.files)
             yield group
 
     async def relist(self, hour_ns: int) -> HourFiles:
         """As :meth:`Planner.relist`, recording the files."""
         group = await super().relist(hour_ns)
-        self.seen.update(f.key for f in group.files)
+        self.follower.mark(group.files)
         return group
 
 
@@ -98,7 +102,12 @@ class Follower:
         self.footers = FooterReader(self.storage, request.archive)
         self.stream = stream
         self.writer: Writer | None = None
+        #: Keys of the files seen (printed, or known to hold only printed rows).
         self.seen: set[str] = set()
+        #: The same files by app-hour (app value, hour), under the identity of their relative name.
+        self.seen_names: dict[tuple[str, int], dict[str, ArchiveFile]] = {}
+        #: What a seen compacted file replaces (its footer read when first needed), by key.
+        self.replaced: dict[str, frozenset[str]] = {}
         self.stats = ScanStats()
         self.initial_rows = 0
         self.new_rows = 0
@@ -117,15 +126,21 @@ class Follower:
             self.writer.write(table)
             self.stream.flush()
 
-    async def listing(self, apps: list[str], now: int) -> list[HourFiles]:
+    def mark(self, files: list[ArchiveFile]) -> None:
+        """Record files as seen."""
+        for f in files:
+            self.seen.add(f.key)
+            self.seen_names.setdefault((f.app, f.hour_ns), {})[identity(f.relative_name)] = f
+
+    async def listing(self, apps: AppSelection, now: int) -> list[HourFiles]:
         """The window's hours as the planner resolves them."""
         since, until = window(now, self.request.since_ns)
         planner = Planner(self.storage, apps, since, until, self.request.regions, self.footers)
         return await planner.all_hours()
 
-    async def apps(self) -> list[str]:
+    async def apps(self) -> AppSelection:
         """The apps to follow: the given ones, or every app in the archive now."""
-        return list(dict.fromkeys(self.request.apps)) or await list_apps(self.storage)
+        return await app_selection(self.storage, self.request.apps)
 
     async def poll(self, now: int) -> None:
         """Print the rows of files that appeared since the last poll, in time order."""
@@ -135,17 +150,17 @@ class Follower:
         tables = []
         for group in await self.listing(await self.apps(), now):
             fresh = [f for f in group.files if f.key not in self.seen]
-            fresh = [f for f in fresh if not await self._printed_already(f, group.files)]
+            fresh = [f for f in fresh if not await self._printed_already(f)]
             if not fresh:
                 continue
             scan = FileScan(columns, filters, group.hour_ns)
             for batch in await self.reader.read_files(fresh, scan):
-                self.seen.update(f.key for f in batch.read)
+                self.mark(batch.read)
                 self.new_files += len(batch.read)
                 for planned, problem in batch.skipped:
                     if str(problem) == VANISHED:
                         continue  # compacted meanwhile: the file that replaced it comes next poll
-                    self.seen.add(planned.key)
+                    self.mark([planned])
                     warn(f"warning: skipped {planned.key}: {problem}")
                 if batch.table.num_rows:
                     tables.append(batch.table)
@@ -154,18 +169,37 @@ class Follower:
             self.new_rows += rows.num_rows
             self.write(rows)
 
-    async def _printed_already(self, planned: ArchiveFile, listed: list[ArchiveFile]) -> bool:
-        """Whether a compacted file only replaces files already seen (then it is marked seen)."""
-        if parse_compact_name(planned.name) is None:  # the supersede rule's own reading of names
+    async def _printed_already(self, planned: ArchiveFile) -> bool:
+        """Whether a compacted file holds only rows already printed (then it is marked seen)."""
+        if parse_compact_name(planned.relative_name) is None:  # the supersede rule's own reading of names
             return False
-        replaces = replaces_from_metadata(await self.footers(planned))
-        if not replaces:
+        replaced = await self._replaced(planned)
+        if not replaced:
             return False
-        same_app = [key for key in self.seen if key.startswith(planned.key.split("/", 1)[0] + "/")]
-        if all(any(key.endswith("/" + name) for key in same_app) for name in replaces):
-            self.seen.add(planned.key)
-            return True
-        return False
+        # Its rows are those of the files it replaces that are not compacted themselves (the list is
+        # transitive); each was printed if seen, or if a seen compacted file of the app-hour replaces it.
+        wanted = {identity(n) for n in replaced if parse_compact_name(n) is None}
+        seen = self.seen_names.get((planned.app, planned.hour_ns), {})
+        missing = wanted - seen.keys()
+        for name, f in list(seen.items()):
+            if not missing:
+                break
+            if parse_compact_name(name) is not None:
+                missing -= {identity(n) for n in await self._replaced(f)}
+        if missing:
+            return False
+        self.mark([planned])
+        return True
+
+    async def _replaced(self, planned: ArchiveFile) -> frozenset[str]:
+        """The relative names a compacted file replaces (empty when unknown: unreadable, or gone)."""
+        if planned.key not in self.replaced:
+            try:
+                names = replaced_names(planned.relative_name, await self.footers(planned))
+            except VanishedError:
+                return frozenset()  # compacted again meanwhile: asked again if it is listed again
+            self.replaced[planned.key] = names or frozenset()
+        return self.replaced[planned.key]
 
     async def close(self) -> None:
         """Finish the output and release the archive."""
@@ -191,11 +225,11 @@ async def run_follow(request: QueryRequest) -> int:
         now = now_ns()
         apps = await start(request.archive, follower.storage, request.apps)
         for group in await follower.listing(apps, now):
-            follower.seen.update(f.key for f in group.files)
+            follower.mark(group.files)
         until = window(now, request.since_ns)[1]
         initial = dataclasses.replace(request, until_ns=until)
         planner = _Recording(follower.storage, apps, request.since_ns, until, request.regions, follower.footers,
-                             seen=follower.seen)  # fmt: skip
+                             follower=follower)  # fmt: skip
         async for table in each_table(initial, follower.reader, follower.stats, planner):
             follower.initial_rows += table.num_rows
             follower.write(table)
