@@ -16,7 +16,8 @@ from typing import Any
 import duckdb
 import orjson
 
-from archiver.archive.layout import NS_PER_HOUR, object_key, object_name, partition_value
+from archiver.archive.escaping import partition_value
+from archiver.archive.layout import NS_PER_HOUR, object_key, object_name
 from archiver.archive.message import format_timestamp_ns
 from archiver.codec.encode import encode_partition
 from archiver.codec.payloads import Payloads
@@ -97,8 +98,9 @@ def build(settings: ArchiveSettings, seed: int = 3) -> int:
             total += len(payloads)
             for seq, part in enumerate([payloads[0::2], payloads[1::2]]):
                 for f in encode_partition(app, region, Payloads(part), START).files:
-                    key = object_key(partition_value(app), partition_value(region), f.hour_ns,
-                                     object_name(f.min_timestamp_ns, "test", seq))  # fmt: skip
+                    # The region is a column: the writer id keeps names of one app's regions apart.
+                    key = object_key(partition_value(app), f.hour_ns,
+                                     object_name(f.min_timestamp_ns, f"test{region}", seq))  # fmt: skip
                     puts.append((key, f.data))
 
     async def go() -> None:
@@ -147,11 +149,13 @@ def duck_condition(path: tuple[str, ...], op: str, value: str = "", numeric: boo
 def duck(settings: ArchiveSettings, sql: str) -> list[tuple[Any, ...]]:
     """DuckDB's rows for ``sql`` with ``logs`` the archive's files (hive partitioning on).
 
-    ``obj`` is the message where it is valid JSON (else null): DuckDB's JSON functions fail on
+    ``timestamp`` is the exact time (nanoseconds); ``obj`` is the message where it is valid JSON (else null): DuckDB's JSON functions fail on
     invalid JSON and its CASE does not spare them the rows of another branch.
     """
     source = (
-        f"(SELECT *, CASE WHEN json_valid(message) THEN message END AS obj "
+        # The exact time as a timestamp_ns: schema v2's µs timestamp plus timestamp_nanos (the README's rule).
+        f"(SELECT * REPLACE (make_timestamp_ns(epoch_us(timestamp) * 1000 + timestamp_nanos) AS timestamp), "
+        f"CASE WHEN json_valid(message) THEN message END AS obj "
         f"FROM read_parquet('{settings.prefix}/**/*.parquet', hive_partitioning = true))"
     )
     return duckdb.connect().execute(sql.replace("logs", source)).fetchall()

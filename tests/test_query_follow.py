@@ -16,8 +16,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from archiver.archive.layout import NS_PER_HOUR, hour_start_ns, object_key, object_name, partition_value
+from archiver.archive.escaping import partition_value
+from archiver.archive.layout import NS_PER_HOUR, hour_start_ns, object_key, object_name
 from archiver.archive.message import format_timestamp_ns
+from archiver.archive.supersede import parse_compact_name
 from archiver.codec.encode import encode_partition
 from archiver.codec.payloads import Payloads
 from archiver.demo.flymessage import fly_record
@@ -52,7 +54,7 @@ class Archive:
         held = []
         for f in encode_partition(app, region, Payloads(payloads), first_ns).files:
             name = object_name(f.min_timestamp_ns, "w1", self.sequence)
-            path = self.root / object_key(partition_value(app), partition_value(region), f.hour_ns, name)
+            path = self.root / object_key(partition_value(app), f.hour_ns, name)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")  # not .parquet: never read
             tmp.write_bytes(f.data)
@@ -152,7 +154,7 @@ def test_compaction_of_printed_files_prints_nothing_again(archive: Archive) -> N
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
-        assert any(p.name.startswith("c-") for p in archive.root.rglob("*.parquet")), result.stderr
+        assert any(parse_compact_name(p.name) for p in archive.root.rglob("*.parquet")), result.stderr
         assert follow.quiet(3) == []
         archive.add("after", time.time_ns(), rows=1)
         assert messages(follow.take(1)) == ["after 0"]

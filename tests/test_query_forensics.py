@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 from forensics_archive import EVERYTHING, build, duck, duck_condition
 
+from archiver.archive.timestamps import table_ns
 from archiver.cli.main import main
 from archiver.config import ArchiveSettings
 from query.patterns import COLLAPSE
@@ -51,7 +52,7 @@ def query_rows(settings: ArchiveSettings, tmp_path: Path, *args: str) -> list[Ro
     result = cli(settings, *EVERYTHING, *args, "--format", "parquet", "--output", str(out))
     assert result.exit_code == 0, result.output
     table = pq.read_table(out)
-    ts = table["timestamp"].cast(pa.int64()).to_pylist()
+    ts = table_ns(table).to_pylist()  # exact: the µs timestamp and timestamp_nanos
     assert ts == sorted(ts)
     return sorted(zip(ts, *(table[c].to_pylist() for c in ("app", "region", "message")), strict=True))
 
@@ -124,9 +125,7 @@ def test_where_combines_with_every_filter(archive: ArchiveSettings, tmp_path: Pa
     result = cli(archive, *args, "--format", "parquet", "-o", str(out))
     assert result.exit_code == 0, result.output
     table = pq.read_table(out)
-    got = sorted(
-        zip(table["timestamp"].cast(pa.int64()).to_pylist(), table["message"].to_pylist(), strict=True)
-    )
+    got = sorted(zip(table_ns(table).to_pylist(), table["message"].to_pylist(), strict=True))
     assert got and got == sorted(duck(archive, f"SELECT epoch_ns(timestamp), message FROM logs WHERE {sql}"))
 
 
@@ -294,7 +293,8 @@ def test_hostile_app_names_are_escaped(local_settings: ArchiveSettings) -> None:
 
     from forensics_archive import DAY
 
-    from archiver.archive.layout import object_key, object_name, partition_value
+    from archiver.archive.escaping import partition_value
+    from archiver.archive.layout import object_key, object_name
     from archiver.codec.encode import encode_partition
     from archiver.codec.payloads import Payloads
     from archiver.demo.flymessage import fly_record
@@ -306,9 +306,7 @@ def test_hostile_app_names_are_escaped(local_settings: ArchiveSettings) -> None:
 
     async def put() -> None:
         storage = open_storage(local_settings)
-        await storage.put(
-            object_key(partition_value(app), "ams", f.hour_ns, object_name(DAY, "w", 1)), f.data
-        )
+        await storage.put(object_key(partition_value(app), f.hour_ns, object_name(DAY, "w", 1)), f.data)
         await storage.close()
 
     asyncio.run(put())
@@ -359,8 +357,9 @@ def test_count_of_whole_hours_skips_a_damaged_file_as_a_query_does(local_setting
     args = [*EVERYTHING, "--count", "--every", "1h", "--by", "level", "--format", "json"]
     before = cli(local_settings, *args)
     assert before.exit_code == 0 and before.stdout
-    hour_dir = next(p.parent for p in Path(local_settings.prefix).rglob("*.parquet"))
-    (hour_dir / "zzzz-damaged.parquet").write_bytes(b"PAR1 not really")
+    listed = next(Path(local_settings.prefix).rglob("*.parquet"))
+    # Beside a file of the same hour: a v2 name starts with its hour, YYYYMMDDTHH.
+    (listed.parent / f"{listed.name[:11]}-zzzz-damaged.parquet").write_bytes(b"PAR1 not really")
     after = cli(local_settings, *args)
     assert after.exit_code == 0 and after.stdout == before.stdout
     assert "warning: skipped" in after.stderr and "zzzz-damaged.parquet" in after.stderr
