@@ -56,8 +56,9 @@ def _file_counts(
     if not isinstance(source, pa.Buffer):
         with (fs or pa.fs.LocalFileSystem()).open_input_file(source) as f:
             source = f.read_buffer()
-    # The app, and the region of a file whose key names it, are the same for every row.
-    from_key = {None: None, schema.APP: planned.app, schema.REGION: getattr(planned, "region", None)}
+    # The app, and the region of a v1 file (its key names it; a v2 file holds a column), are the same
+    # for every row.
+    from_key = {None: None, schema.APP: planned.app, schema.REGION: planned.region}
     if column in from_key and (column is None or from_key[column] is not None):
         metadata = pq.read_metadata(pa.BufferReader(source))
         check_schema(metadata.schema.to_arrow_schema(), ())

@@ -27,6 +27,7 @@ import orjson
 import pyarrow as pa
 
 from archiver.archive import schema
+from archiver.archive.timestamps import table_ns
 from archiver.storage.open import open_read_storage
 from archiver.terminal import visible
 from query.plan import Planner
@@ -72,9 +73,7 @@ def collapse(messages: Any) -> Any:
 
 def hour_patterns(table: pa.Table) -> pa.Table:
     """Rows of one scanned table grouped by pattern: pattern, count, first, last (ns), example."""
-    import pyarrow.compute as pc
-
-    ts = pc.cast(pc.cast(table[schema.TIMESTAMP], pa.timestamp("ns", tz="UTC")), pa.int64())
+    ts = table_ns(table)  # the exact time (query.decode brought every file to it)
     rows = pa.table({MESSAGE: table[schema.MESSAGE], "ts": ts})
     distinct = rows.group_by(MESSAGE, use_threads=False).aggregate(
         [([], "count_all"), ("ts", "min"), ("ts", "max")]

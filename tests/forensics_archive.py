@@ -15,9 +15,10 @@ from typing import Any
 
 import duckdb
 import orjson
+from v1_files import to_v1
 
-from archiver.archive.escaping import partition_value
-from archiver.archive.layout import NS_PER_HOUR, object_key, object_name
+from archiver.archive.escaping import partition_value, partition_value_v1
+from archiver.archive.layout import NS_PER_HOUR, object_key, object_name, v1_object_key
 from archiver.archive.message import format_timestamp_ns
 from archiver.codec.encode import encode_partition
 from archiver.codec.payloads import Payloads
@@ -76,8 +77,13 @@ def message_text(rnd: random.Random, n: int) -> str:
     ).decode()
 
 
-def build(settings: ArchiveSettings, seed: int = 3) -> int:
-    """Write the archive (two overlapping flushes per partition); the number of rows."""
+def build(settings: ArchiveSettings, seed: int = 3, v1_first_flush: bool = False) -> int:
+    """Write the archive (two overlapping flushes per partition); the number of rows.
+
+    With ``v1_first_flush`` each partition's first flush is written as schema v1 wrote it
+    (``hour=``/``region=`` folders, nanosecond timestamps, no region column): the same rows in a
+    mixed archive.
+    """
     rnd = random.Random(seed)
     puts: list[tuple[str, bytes]] = []
     total = 0
@@ -99,9 +105,14 @@ def build(settings: ArchiveSettings, seed: int = 3) -> int:
             for seq, part in enumerate([payloads[0::2], payloads[1::2]]):
                 for f in encode_partition(app, region, Payloads(part), START).files:
                     # The region is a column: the writer id keeps names of one app's regions apart.
-                    key = object_key(partition_value(app), f.hour_ns,
-                                     object_name(f.min_timestamp_ns, f"test{region}", seq))  # fmt: skip
-                    puts.append((key, f.data))
+                    name = object_name(f.min_timestamp_ns, f"test{region}", seq)
+                    if v1_first_flush and seq == 0:
+                        key = v1_object_key(
+                            partition_value_v1(app), partition_value_v1(region), f.hour_ns, name
+                        )
+                        puts.append((key, to_v1(f.data)))
+                    else:
+                        puts.append((object_key(partition_value(app), f.hour_ns, name), f.data))
 
     async def go() -> None:
         storage = open_storage(settings)
