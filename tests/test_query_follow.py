@@ -15,9 +15,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from v1_files import to_v1
 
-from archiver.archive.escaping import partition_value
-from archiver.archive.layout import NS_PER_HOUR, hour_start_ns, object_key, object_name
+from archiver.archive.escaping import partition_value, partition_value_v1
+from archiver.archive.layout import NS_PER_HOUR, hour_start_ns, object_key, object_name, v1_object_key
 from archiver.archive.message import format_timestamp_ns
 from archiver.archive.supersede import parse_compact_name
 from archiver.codec.encode import encode_partition
@@ -43,8 +44,10 @@ class Archive:
         region: str = "ams",
         exact: bool = False,
         hold: bool = False,
+        v1: bool = False,
     ) -> list[tuple[Path, Path]]:
-        """Write the file; with ``hold`` left as a .tmp, returned as (tmp, final) for the caller to rename."""
+        """Write the file (``v1``: as schema v1 wrote it); with ``hold`` left as a .tmp, returned as
+        (tmp, final) for the caller to rename."""
         self.sequence += 1
         payloads = [
             orjson.dumps(fly_record(app, region, text if exact else f"{text} {i}",
@@ -54,10 +57,14 @@ class Archive:
         held = []
         for f in encode_partition(app, region, Payloads(payloads), first_ns).files:
             name = object_name(f.min_timestamp_ns, "w1", self.sequence)
-            path = self.root / object_key(partition_value(app), f.hour_ns, name)
+            if v1:
+                key = v1_object_key(partition_value_v1(app), partition_value_v1(region), f.hour_ns, name)
+            else:
+                key = object_key(partition_value(app), f.hour_ns, name)
+            path = self.root / key
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")  # not .parquet: never read
-            tmp.write_bytes(f.data)
+            tmp.write_bytes(to_v1(f.data) if v1 else f.data)
             held.append((tmp, path))
         if not hold:
             for tmp, path in held:
@@ -142,9 +149,10 @@ def test_follow_prints_new_files_once_in_order(archive: Archive) -> None:
     assert stderr.count("\n") == 1
 
 
-def test_compaction_of_printed_files_prints_nothing_again(archive: Archive) -> None:
+@pytest.mark.parametrize("first_v1", [False, True])
+def test_compaction_of_printed_files_prints_nothing_again(archive: Archive, first_v1: bool) -> None:
     previous = hour_start_ns(time.time_ns()) - NS_PER_HOUR
-    archive.add("x", previous + S)
+    archive.add("x", previous + S, v1=first_v1)  # v1: compaction moves it to v2, replacing its v1 name
     archive.add("y", previous + 60 * S)
     follow = Follow(archive.root, "--since", "2h")
     try:
