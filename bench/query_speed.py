@@ -149,16 +149,17 @@ def with_request_message(payload: bytes, rng: random.Random) -> bytes:
 
 def _moved_copy(source: Path, target: Path, back_ns: int) -> None:
     """``source`` re-encoded at ``target`` with every timestamp ``back_ns`` earlier (same rows and order)."""
-    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from archiver.archive import schema
+    from archiver.archive.timestamps import split_ns, table_ns
+
     table = pq.read_table(source)
-    ts = table["timestamp"]
-    moved = pc.subtract(ts.cast(pa.int64()), back_ns).cast(ts.type)
-    table = table.set_column(
-        table.schema.get_field_index("timestamp"), table.schema.field("timestamp"), moved
-    )
+    # Schema v2: the exact time is the µs timestamp and timestamp_nanos; moved whole, split again.
+    micros, nanos = split_ns(pc.subtract(table_ns(table), back_ns))
+    for name, column in ((schema.TIMESTAMP, micros), (schema.TIMESTAMP_NANOS, nanos)):
+        table = table.set_column(table.schema.get_field_index(name), table.schema.field(name), column)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(encode.write_parquet(table, encode.COMPACT_COMPRESSION_LEVEL))
 
