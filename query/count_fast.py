@@ -1,13 +1,14 @@
 """Counting a whole hour without decoding its rows, where the count cannot depend on them.
 
-When no filter looks at a row (no --level, --instance, --contains, --grep,
---where), the hour lies entirely inside the range, the buckets are whole
+When no filter looks at a row (no --region, --level, --instance, --contains,
+--grep, --where), the hour lies entirely inside the range, the buckets are whole
 hours (``--every`` a multiple of 1h; they are aligned to the epoch, so an hour
 falls in exactly one) and the grouping is not a JSON field, every row of the
 hour's files counts, in the bucket of the hour the key names: the file's row
-count comes from its Parquet footer (with no ``--by``, or ``--by app`` or
-``region``, known from the key), or its one ``--by`` column is read
-dictionary-encoded and counted per value. The timestamps are never read.
+count comes from its Parquet footer (with no ``--by``, or ``--by app``, or
+``--by region`` for a v1 file: the key names them), or its one ``--by``
+column is read dictionary-encoded and counted per value (a v2 file's
+``region`` too). The timestamps are never read.
 
 Any surprise (a file that is not an archive file, one that vanished) sends
 the whole hour back to the ordinary scan, which warns, relists and retries as
