@@ -15,8 +15,10 @@ talking like LogHub system i. Files are written with
 ``archiver.archive.layout.object_key``, the way the archive looks once closed hours
 are compacted: the hour "now" is in as the live service leaves it (a file per
 (app, region) per 60 s flush, archiver.codec.encode's live level), every older hour
-one file per (app, region) at the compaction level. Hours older than 26 h in
-the 30-day archive are copies of a real file of the same partition and hour
+one file per app-hour (every region) as ``archiver compact`` writes it in layout v2
+(archiver.codec.merge, a compacted name; ``--compaction partition``: one file per
+(app, region), the shape of layout v1's compaction). Hours older than 26 h in
+the 30-day archive are copies of a real compacted file of the same app and hour
 of day with the timestamps moved into their hour (same rows): only
 ``count30d`` reads them, for the other questions they are what listing and
 planning have to get past. Every answer
@@ -60,7 +62,7 @@ file (archiver: text; DuckDB: ``COPY ... TO '/dev/stdout'`` CSV), median of
 archives) alternating in one loop so they share the machine's conditions.
 
 Usage: .venv/bin/python bench/query_speed.py [--quick] [--runs 5] [--keep] [--json-out FILE]
-       [--base DIR] [--only since,tail] [--archives day1]
+       [--base DIR] [--only since,tail] [--archives day1] [--compaction app-hour|partition]
 
 ``--base DIR`` builds the archives there once and reuses them on later runs
 (with the "now" they were built for, kept in DIR/now.txt; implies --keep):
@@ -91,7 +93,9 @@ from common import LOGHUB, ROOT
 from storage import live_batches
 
 from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, hour_start_ns, object_key, object_name
+from archiver.archive.supersede import compact_name, input_digest, replaces_metadata
 from archiver.codec import encode
+from archiver.codec.merge import Merger
 from archiver.codec.payloads import Payloads
 from archiver.demo.corpus import REGIONS as _ALL_REGIONS
 from archiver.demo.corpus import default_app_names, sample_systems
@@ -164,15 +168,19 @@ def _moved_copy(source: Path, target: Path, back_ns: int) -> None:
     target.write_bytes(encode.write_parquet(table, encode.COMPACT_COMPRESSION_LEVEL))
 
 
-def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
-    """Write the 1-day archive under base/day1 and the 30-day one under base/day30 (hard links)."""
+def build(base: Path, now_ns: int, quick: bool, compaction: str = "app-hour") -> dict[str, Any]:
+    """Write the 1-day archive under base/day1 and the 30-day one under base/day30 (hard links).
+
+    ``compaction``: a closed hour as ``archiver compact`` leaves it in layout v2, one file per app-hour
+    (every region, merged by archiver.codec.merge), or one file per (app, region) as layout v1's did.
+    """
     started = time.monotonic()
     day1, day30 = base / "day1", base / "day30"
     systems = sample_systems(LOGHUB if LOGHUB.is_dir() else None)
     apps = default_app_names(APPS)
     current = hour_start_ns(now_ns)
     rng = random.Random(11)
-    real: dict[tuple[str, str, int], Path] = {}  # (app, region, hours back) -> the compacted file
+    real: dict[tuple[str, str, int], Path] = {}  # (app, region or "*", hours back) -> a compacted file
     files = rows = 0
     sequence = 0
     interval_ns = 60 * NS_PER_SECOND
@@ -195,6 +203,7 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
                     payload = with_request_message(payload, rng)
                 by_region.setdefault(subject.split(".")[2], []).append((payload, ns))
             rows += count
+            merged: list[bytes] = []  # the hour's files of every region, compacted per app-hour
             for region, items in by_region.items():
                 if back < LIVE_HOURS:
                     batches = live_batches(items, interval_ns, 64 * 1024**2)  # one file per 60 s flush
@@ -204,6 +213,9 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
                     level = encode.COMPACT_COMPRESSION_LEVEL
                 for batch in batches:
                     for f in encode.encode_partition(app, region, Payloads(batch), hour, level).files:
+                        if back >= LIVE_HOURS and compaction == "app-hour":
+                            merged.append(f.data)
+                            continue
                         sequence += 1
                         key = object_key(app, f.hour_ns, object_name(f.min_timestamp_ns, WRITER, sequence))
                         path = day1 / key
@@ -212,6 +224,16 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
                         files += 1
                         if back >= LIVE_HOURS:
                             real[(app, region, back)] = path
+            if merged:
+                # As archiver compact writes an app-hour: merged in time order, named and tagged as a group.
+                inputs = [object_name(hour, WRITER, sequence + i + 1) for i in range(len(merged))]
+                sequence += len(merged)
+                data = Merger(merged, replaces_metadata(inputs)).part(0, 1)
+                path = day1 / object_key(app, hour, compact_name(hour, input_digest(inputs), 0, 1))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                files += 1
+                real[(app, "*", back)] = path
     # The 30-day archive: the same files (hard links) plus older hours made from the real ones, their
     # timestamps moved into the hour they are filed under (--count over 30 days reads them).
     shutil.copytree(day1, day30, copy_function=os.link)
@@ -223,7 +245,10 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
                 continue
             hour = current - older * NS_PER_HOUR
             sequence += 1
-            key = object_key(app, hour, object_name(hour, WRITER, sequence))
+            name = object_name(hour, WRITER, sequence)
+            if compaction == "app-hour":
+                name = compact_name(hour, input_digest([name]), 0, 1)
+            key = object_key(app, hour, name)
             jobs.append((path, day30 / key, (older - source) * NS_PER_HOUR))
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda job: _moved_copy(*job), jobs))
@@ -235,6 +260,7 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
         "day1_rows": rows,
         "day1_bytes": sum(p.stat().st_size for p in day1.rglob("*.parquet")),
         "day30_files": files + old_files,
+        "compaction": compaction,
         "build_s": round(time.monotonic() - started, 1),
     }
 
@@ -415,6 +441,9 @@ def main() -> None:
     parser.add_argument("--only", default=None,
                         help="comma-separated questions (since,grep,tail,where,count1d,count30d,top)")  # fmt: skip
     parser.add_argument("--archives", default="day1,day30", help="comma-separated: day1,day30")
+    parser.add_argument("--compaction", default="app-hour", choices=("app-hour", "partition"),
+                        help="closed hours: one file per app-hour (layout v2's compaction, default) or per "
+                             "(app, region) (layout v1's); when building")  # fmt: skip
     parser.add_argument("--duckdb-python", default=sys.executable,
                         help="the Python that runs DuckDB (one with duckdb-extension-httpfs for S3)")  # fmt: skip
     args = parser.parse_args()
@@ -437,7 +466,7 @@ def main() -> None:
             now = int(built.read_text())
             summary["archive"] = json.loads((base / "archive.json").read_text())
         else:
-            summary["archive"] = build(base, now, args.quick)
+            summary["archive"] = build(base, now, args.quick, args.compaction)
             (base / "archive.json").write_text(json.dumps(summary["archive"]))
             built.write_text(str(now))
         summary["now"] = _iso(now)
