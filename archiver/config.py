@@ -48,11 +48,19 @@ class S3Settings:
     region: str = "auto"
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
+    ca_bundle: str | None = None  # AWS_CA_BUNDLE: the CAs to trust instead of the system's
+    #: HTTPS_PROXY/HTTP_PROXY/NO_PROXY (see archiver.storage.http_transport); may hold a password.
+    https_proxy: str | None = field(default=None, repr=False)
+    http_proxy: str | None = field(default=None, repr=False)
+    no_proxy: str | None = None
 
     def __post_init__(self) -> None:
         # The key id is not a credential by itself, but it names the account: masked too.
         register_secret(self.access_key_id)
         register_secret(self.secret_access_key)
+        for proxy in (self.https_proxy, self.http_proxy):
+            user, password, _ = split_url_credentials(proxy or "")
+            register_secret(password if password is not None else user)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,11 @@ def load_s3_settings(environ: Mapping[str, str] | None = None) -> S3Settings:
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "auto",
         access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
         secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+        ca_bundle=env.get("AWS_CA_BUNDLE") or None,
+        # Upper case first, as botocore (through requests' getproxies) does; empty means unset.
+        https_proxy=env.get("HTTPS_PROXY") or env.get("https_proxy") or None,
+        http_proxy=env.get("HTTP_PROXY") or env.get("http_proxy") or None,
+        no_proxy=env.get("NO_PROXY") or env.get("no_proxy") or None,
     )
 
 

@@ -15,10 +15,13 @@ talking like LogHub system i. Files are written with
 ``archiver.archive.layout.object_key``, the way the archive looks once closed hours
 are compacted: the hour "now" is in as the live service leaves it (a file per
 (app, region) per 60 s flush, archiver.codec.encode's live level), every older hour
-one file per (app, region) at the compaction level. Hours older than 26 h in
-the 30-day archive are hard links to a real file of the same partition and
-hour of day (same size and rows, timestamps not rewritten): no query here
-reads them, they are what listing and planning have to get past. Every answer
+one file per app-hour (every region) as ``archiver compact`` writes it in layout v2
+(archiver.codec.merge, a compacted name; ``--compaction partition``: one file per
+(app, region), the shape of layout v1's compaction). Hours older than 26 h in
+the 30-day archive are copies of a real compacted file of the same app and hour
+of day with the timestamps moved into their hour (same rows): only
+``count30d`` reads them, for the other questions they are what listing and
+planning have to get past. Every answer
 is checked: all variants of a question must print the same number of rows.
 
 "Now" is pinned at half past the previous hour and passed as explicit
@@ -39,7 +42,19 @@ Questions (archiver / DuckDB):
   DuckDB with the README's archive-wide glob and with the app's own glob;
 * ``--grep RE --since 24h``: every app / ``regexp_matches(message, RE)``;
 * ``--app X --tail 100``: the newest 100 of the last hour / ``ORDER BY
-  timestamp DESC LIMIT 100``, re-sorted.
+  timestamp DESC LIMIT 100``, re-sorted;
+* ``--where status>=500 --since 24h``: every app / ``json_extract(message,
+  '$.status')`` (TRY_CAST to a double, only where ``json_valid``) ``>= 500``;
+* ``--count --by level --every 1h`` over 24 h (``count1d``) and, on the
+  30-day archive, over 30 days (``count30d``), ``--format json`` / ``GROUP BY
+  epoch_ns(timestamp) // 1h, level`` with the hive ``date`` range;
+* ``--top 20 --since 24h`` (``--format json``) / the same RE2 collapse
+  (``query.patterns.COLLAPSE``) with ``regexp_replace``, ``GROUP BY``, top 20;
+  peak RSS is recorded for every process.
+
+Messages: ``JSON_REQUEST_FRACTION`` of each app's are pino-style JSON request
+logs (status, user.id, req.headers...), the rest LogHub text and loadgen's
+JSON lines.
 
 Each is a whole process (Python start-up and imports included), stdout to a
 file (archiver: text; DuckDB: ``COPY ... TO '/dev/stdout'`` CSV), median of
@@ -47,7 +62,7 @@ file (archiver: text; DuckDB: ``COPY ... TO '/dev/stdout'`` CSV), median of
 archives) alternating in one loop so they share the machine's conditions.
 
 Usage: .venv/bin/python bench/query_speed.py [--quick] [--runs 5] [--keep] [--json-out FILE]
-       [--base DIR] [--only since,tail] [--archives day1]
+       [--base DIR] [--only since,tail] [--archives day1] [--compaction app-hour|partition]
 
 ``--base DIR`` builds the archives there once and reuses them on later runs
 (with the "now" they were built for, kept in DIR/now.txt; implies --keep):
@@ -78,12 +93,17 @@ from common import LOGHUB, ROOT
 from storage import live_batches
 
 from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, hour_start_ns, object_key, object_name
+from archiver.archive.supersede import compact_name, input_digest, replaces_metadata
 from archiver.codec import encode
+from archiver.codec.merge import Merger
 from archiver.codec.payloads import Payloads
 from archiver.demo.corpus import REGIONS as _ALL_REGIONS
 from archiver.demo.corpus import default_app_names, sample_systems
 from archiver.demo.loadgen import FlyLogGenerator
 
+#: Share of each app's messages that are JSON request logs with realistic fields (status, user.id, ...),
+#: the rest LogHub text and loadgen's JSON lines: what --where, --count and --top are measured on.
+JSON_REQUEST_FRACTION = 0.4
 APPS = 20
 REGIONS = ("iad", "ams", "sin", "syd")
 assert all(r in _ALL_REGIONS for r in REGIONS)
@@ -92,6 +112,7 @@ GREP = "timeout|refused|denied"
 LIVE_HOURS = 1  # the hour "now" is in is not compacted yet
 REAL_HOURS = 26  # hours with generated data (the 1-day archive): 24 h back and both edges
 WRITER = "bench0001"
+LONG_DAYS = 30  # the long archive
 
 
 def regions_of(index: int) -> tuple[str, ...]:
@@ -107,16 +128,59 @@ def rows_per_hour(index: int, hour_ns: int) -> int:
 
 # --- building the archives -------------------------------------------------------------------------
 
+_STATUSES = (
+    [200] * 80 + [201] * 5 + [204] * 3 + [301, 302, 304] + [400, 401, 403] + [404] * 4 + [500, 502, 503]
+)
 
-def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
-    """Write the 1-day archive under base/day1 and the 30-day one under base/day30 (hard links)."""
+
+def with_request_message(payload: bytes, rng: random.Random) -> bytes:
+    """The Fly message with its text replaced by a pino-style JSON request log."""
+    import orjson
+
+    message = orjson.loads(payload)
+    status = rng.choice(_STATUSES)
+    message["message"] = orjson.dumps({
+        "level": 50 if status >= 500 else 40 if status >= 400 else 30, "time": 1764000000000 + rng.randrange(10**9),
+        "pid": rng.randrange(300, 700), "hostname": message["fly"]["app"]["instance"],
+        "req": {"id": rng.randrange(10**6), "method": rng.choice(["GET", "GET", "GET", "POST", "PUT", "DELETE"]),
+                "url": f"/api/v1/orders/{rng.randrange(10**5)}",
+                "headers": {"x-request-id": f"{rng.getrandbits(64):016x}", "user-agent": "Mozilla/5.0"}},
+        "res": {"statusCode": status}, "status": status, "user": {"id": rng.randrange(5000)},
+        "responseTime": round(rng.expovariate(1 / 40), 1), "msg": "request completed",
+    }).decode()  # fmt: skip
+    return orjson.dumps(message)
+
+
+def _moved_copy(source: Path, target: Path, back_ns: int) -> None:
+    """``source`` re-encoded at ``target`` with every timestamp ``back_ns`` earlier (same rows and order)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from archiver.archive import schema
+    from archiver.archive.timestamps import split_ns, table_ns
+
+    table = pq.read_table(source)
+    # Schema v2: the exact time is the µs timestamp and timestamp_nanos; moved whole, split again.
+    micros, nanos = split_ns(pc.subtract(table_ns(table), back_ns))
+    for name, column in ((schema.TIMESTAMP, micros), (schema.TIMESTAMP_NANOS, nanos)):
+        table = table.set_column(table.schema.get_field_index(name), table.schema.field(name), column)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(encode.write_parquet(table, encode.COMPACT_COMPRESSION_LEVEL))
+
+
+def build(base: Path, now_ns: int, quick: bool, compaction: str = "app-hour") -> dict[str, Any]:
+    """Write the 1-day archive under base/day1 and the 30-day one under base/day30 (hard links).
+
+    ``compaction``: a closed hour as ``archiver compact`` leaves it in layout v2, one file per app-hour
+    (every region, merged by archiver.codec.merge), or one file per (app, region) as layout v1's did.
+    """
     started = time.monotonic()
     day1, day30 = base / "day1", base / "day30"
     systems = sample_systems(LOGHUB if LOGHUB.is_dir() else None)
     apps = default_app_names(APPS)
     current = hour_start_ns(now_ns)
     rng = random.Random(11)
-    real: dict[tuple[str, str, int], Path] = {}  # (app, region, hours back) -> the compacted file
+    real: dict[tuple[str, str, int], Path] = {}  # (app, region or "*", hours back) -> a compacted file
     files = rows = 0
     sequence = 0
     interval_ns = 60 * NS_PER_SECOND
@@ -135,8 +199,11 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
             clock[0] = iter(times)  # event times in order, within the hour
             by_region: dict[str, list[tuple[bytes, int]]] = {}
             for (subject, payload), ns in zip(generator.messages(count), times, strict=True):
+                if rng.random() < JSON_REQUEST_FRACTION:
+                    payload = with_request_message(payload, rng)
                 by_region.setdefault(subject.split(".")[2], []).append((payload, ns))
             rows += count
+            merged: list[bytes] = []  # the hour's files of every region, compacted per app-hour
             for region, items in by_region.items():
                 if back < LIVE_HOURS:
                     batches = live_batches(items, interval_ns, 64 * 1024**2)  # one file per 60 s flush
@@ -146,6 +213,9 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
                     level = encode.COMPACT_COMPRESSION_LEVEL
                 for batch in batches:
                     for f in encode.encode_partition(app, region, Payloads(batch), hour, level).files:
+                        if back >= LIVE_HOURS and compaction == "app-hour":
+                            merged.append(f.data)
+                            continue
                         sequence += 1
                         key = object_key(app, f.hour_ns, object_name(f.min_timestamp_ns, WRITER, sequence))
                         path = day1 / key
@@ -154,22 +224,35 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
                         files += 1
                         if back >= LIVE_HOURS:
                             real[(app, region, back)] = path
-    # The 30-day archive: the same files (hard links) plus older hours copied from the real ones.
+            if merged:
+                # As archiver compact writes an app-hour: merged in time order, named and tagged as a group.
+                inputs = [object_name(hour, WRITER, sequence + i + 1) for i in range(len(merged))]
+                sequence += len(merged)
+                data = Merger(merged, replaces_metadata(inputs)).part(0, 1)
+                path = day1 / object_key(app, hour, compact_name(hour, input_digest(inputs), 0, 1))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                files += 1
+                real[(app, "*", back)] = path
+    # The 30-day archive: the same files (hard links) plus older hours made from the real ones, their
+    # timestamps moved into the hour they are filed under (--count over 30 days reads them).
     shutil.copytree(day1, day30, copy_function=os.link)
-    old_files = 0
-    days = 30
-    for older in range(REAL_HOURS, days * 24):
+    jobs = []
+    for older in range(REAL_HOURS, LONG_DAYS * 24):
         source = older % 24 + (24 if older % 24 < LIVE_HOURS else 0)  # a compacted hour, same hour of day
         for (app, _region, back), path in real.items():
             if back != source:
                 continue
             hour = current - older * NS_PER_HOUR
             sequence += 1
-            key = object_key(app, hour, object_name(hour, WRITER, sequence))
-            target = day30 / key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(path, target)
-            old_files += 1
+            name = object_name(hour, WRITER, sequence)
+            if compaction == "app-hour":
+                name = compact_name(hour, input_digest([name]), 0, 1)
+            key = object_key(app, hour, name)
+            jobs.append((path, day30 / key, (older - source) * NS_PER_HOUR))
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda job: _moved_copy(*job), jobs))
+    old_files = len(jobs)
     return {
         "apps": APPS,
         "partitions": sum(len(regions_of(i)) for i in range(APPS)),
@@ -177,6 +260,7 @@ def build(base: Path, now_ns: int, quick: bool) -> dict[str, Any]:
         "day1_rows": rows,
         "day1_bytes": sum(p.stat().st_size for p in day1.rglob("*.parquet")),
         "day30_files": files + old_files,
+        "compaction": compaction,
         "build_s": round(time.monotonic() - started, 1),
     }
 
@@ -190,7 +274,7 @@ def seaweed(work: Path) -> Iterator[Any]:
     from tests.servers import SeaweedFS
 
     server = SeaweedFS(work)
-    server.start(timeout=60)
+    server.start(timeout_s=60)
     try:
         yield server
     finally:
@@ -257,10 +341,44 @@ con.execute(f"COPY ({spec['sql']}) TO '/dev/stdout' (FORMAT csv, HEADER false)")
 """
 
 
+def _days_filter(since_ns: int, until_ns: int) -> str:
+    """SQL on the hive date column: the days of [since, until) (DuckDB prunes paths by it)."""
+    first = time.strftime("%Y-%m-%d", time.gmtime(since_ns // NS_PER_SECOND))
+    last = time.strftime("%Y-%m-%d", time.gmtime((until_ns - 1) // NS_PER_SECOND))
+    return f"date >= '{first}' AND date <= '{last}'"
+
+
+def top_sql(source: str, where: str) -> str:
+    """DuckDB's --top 20: the same RE2 collapse (query.patterns.COLLAPSE) with regexp_replace, GROUP BY."""
+    from query.patterns import COLLAPSE
+
+    pattern = "message"
+    for regex, replacement in COLLAPSE:
+        q = chr(39)
+        pattern = (
+            f"regexp_replace({pattern}, '{regex.replace(q, q * 2)}', '{replacement.replace(q, q * 2)}', 'g')"
+        )
+    return (f"SELECT {pattern} AS p, count(*) AS c, min(timestamp), max(timestamp), first(message) "
+            f"FROM {source} WHERE {where} GROUP BY p ORDER BY c DESC, p LIMIT 20")  # fmt: skip
+
+
 def duckdb_sql(glob: str, question: str, app: str, since_ns: int, until_ns: int) -> str:
     source = f"read_parquet('{glob}', hive_partitioning = true)"
     cols = "timestamp, app, region, instance, level, message"
-    where = f"{_partition_filter(since_ns, until_ns)} AND timestamp >= {_ts(since_ns)} AND timestamp < {_ts(until_ns)}"
+    times = f"timestamp >= {_ts(since_ns)} AND timestamp < {_ts(until_ns)}"
+    if question.startswith("count"):
+        # Both archives: the partition columns prune by date (30 days: an OR of 720 hours would not pay).
+        return (f"SELECT epoch_ns(timestamp) // 3600000000000 AS h, level, count(*) FROM {source} "
+                f"WHERE {_days_filter(since_ns, until_ns)} AND {times} GROUP BY ALL ORDER BY ALL")  # fmt: skip
+    where = f"{_partition_filter(since_ns, until_ns)} AND {times}"
+    if question == "where":
+        # The app's status field where the message is JSON (json_extract fails on text, so only valid JSON).
+        status = (
+            "TRY_CAST(json_extract(CASE WHEN json_valid(message) THEN message END, '$.status') AS DOUBLE)"
+        )
+        return f"SELECT {cols} FROM {source} WHERE {where} AND {status} >= 500 ORDER BY timestamp"
+    if question == "top":
+        return top_sql(source, where)
     if question == "since":
         return f"SELECT {cols} FROM {source} WHERE app = '{app}' AND {where} ORDER BY timestamp"
     if question == "grep":
@@ -269,8 +387,8 @@ def duckdb_sql(glob: str, question: str, app: str, since_ns: int, until_ns: int)
             "ORDER BY timestamp DESC LIMIT 100) ORDER BY timestamp")  # fmt: skip
 
 
-def run_process(argv: list[str], env: dict[str, str], out: Path) -> tuple[float, float, int]:
-    """(wall seconds, user+sys seconds, lines printed) of one whole process; exit 0 required."""
+def run_process(argv: list[str], env: dict[str, str], out: Path) -> tuple[float, float, int, float]:
+    """(wall seconds, user+sys seconds, lines printed, peak RSS MiB) of one whole process; exit 0 required."""
     with open(out, "wb") as stdout, open(out.with_suffix(".err"), "wb") as stderr:
         began = time.perf_counter()
         proc = subprocess.Popen(
@@ -284,7 +402,7 @@ def run_process(argv: list[str], env: dict[str, str], out: Path) -> tuple[float,
                          f"{out.with_suffix('.err').read_text(errors='replace')[-2000:]}")  # fmt: skip
     with open(out, "rb") as f:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    return wall, usage.ru_utime + usage.ru_stime, lines
+    return wall, usage.ru_utime + usage.ru_stime, lines, usage.ru_maxrss / 1024
 
 
 def compare(variants: dict[str, tuple[list[str], dict[str, str]]], runs: int, work: Path) -> dict[str, Any]:
@@ -292,18 +410,21 @@ def compare(variants: dict[str, tuple[list[str], dict[str, str]]], runs: int, wo
     walls: dict[str, list[float]] = {name: [] for name in variants}
     cpus: dict[str, list[float]] = {name: [] for name in variants}
     lines: dict[str, set[int]] = {name: set() for name in variants}
+    rss: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(runs + 1):
         for name, (argv, env) in variants.items():
-            wall, cpu, count = run_process(argv, env, work / "out.txt")
+            wall, cpu, count, peak = run_process(argv, env, work / "out.txt")
             if round_:
                 walls[name].append(wall)
                 cpus[name].append(cpu)
+                rss[name].append(peak)
             lines[name].add(count)
     return {
         name: {
             "median_s": round(statistics.median(walls[name]), 3),
             "runs_s": [round(w, 3) for w in walls[name]],
             "cpu_s": round(statistics.median(cpus[name]), 3),
+            "max_rss_mib": round(statistics.median(rss[name]), 1),
             "rows": sorted(lines[name]),
         }
         for name in variants
@@ -317,8 +438,14 @@ def main() -> None:
     parser.add_argument("--json-out", default=None)
     parser.add_argument("--keep", action="store_true", help="keep the archives under /tmp")
     parser.add_argument("--base", default=None, help="build the archives here once, reuse them later")
-    parser.add_argument("--only", default=None, help="comma-separated questions (since,grep,tail)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated questions (since,grep,tail,where,count1d,count30d,top)")  # fmt: skip
     parser.add_argument("--archives", default="day1,day30", help="comma-separated: day1,day30")
+    parser.add_argument("--compaction", default="app-hour", choices=("app-hour", "partition"),
+                        help="closed hours: one file per app-hour (layout v2's compaction, default) or per "
+                             "(app, region) (layout v1's); when building")  # fmt: skip
+    parser.add_argument("--duckdb-python", default=sys.executable,
+                        help="the Python that runs DuckDB (one with duckdb-extension-httpfs for S3)")  # fmt: skip
     args = parser.parse_args()
     runs = args.runs or (2 if args.quick else 5)
     archives = [a for a in ("day1", "day30") if a in args.archives.split(",")]
@@ -339,7 +466,7 @@ def main() -> None:
             now = int(built.read_text())
             summary["archive"] = json.loads((base / "archive.json").read_text())
         else:
-            summary["archive"] = build(base, now, args.quick)
+            summary["archive"] = build(base, now, args.quick, args.compaction)
             (base / "archive.json").write_text(json.dumps(summary["archive"]))
             built.write_text(str(now))
         summary["now"] = _iso(now)
@@ -354,13 +481,20 @@ def main() -> None:
         env["PYTHONPYCACHEPREFIX"] = str(base / "pycache")
         summary["bytecode"] = "compiled once into a private PYTHONPYCACHEPREFIX (warm-up run)"
         archiver = [sys.executable, "-m", "archiver", "query"]
-        duck = [sys.executable, "-c", DUCKDB_PROGRAM]
-        hour, day = now - NS_PER_HOUR, now - 24 * NS_PER_HOUR
+        DUCKDB_PYTHON[0] = args.duckdb_python
+        duck = [args.duckdb_python, "-c", DUCKDB_PROGRAM]
+        hour, day, month = now - NS_PER_HOUR, now - 24 * NS_PER_HOUR, now - 30 * 24 * NS_PER_HOUR
         questions = {
             "since": (["--app", app, "--since", _iso(hour), "--until", _iso(now)], hour),
             "grep": (["--grep", GREP, "--since", _iso(day), "--until", _iso(now)], day),
             "tail": (["--app", app, "--tail", "100", "--since", _iso(hour), "--until", _iso(now)], hour),
-        }
+            "where": (["--where", "status>=500", "--since", _iso(day), "--until", _iso(now)], day),
+            "count1d": (["--count", "--by", "level", "--every", "1h", "--format", "json", "--since", _iso(day),
+                         "--until", _iso(now)], day),
+            "count30d": (["--count", "--by", "level", "--every", "1h", "--format", "json", "--since",
+                          _iso(month), "--until", _iso(now)], month),
+            "top": (["--top", "20", "--format", "json", "--since", _iso(day), "--until", _iso(now)], day),
+        }  # fmt: skip
         if args.only:
             questions = {q: v for q, v in questions.items() if q in args.only.split(",")}
         summary["questions"] = {q: " ".join(o) for q, (o, _) in questions.items()}
@@ -404,6 +538,8 @@ def main() -> None:
                     # Both archives and both tools in one alternating loop: same conditions for every ratio.
                     variants: dict[str, tuple[list[str], dict[str, str]]] = {}
                     for archive, (location, a_env, s3, prefix) in places.items():
+                        if question == "count30d" and archive != "day30":
+                            continue  # 30 days of the 1-day archive would be the 1-day question again
                         variants[f"{archive}/archiver"] = ([*archiver, *options, *location], a_env)
                         if store == "s3" and s3 is None:
                             continue  # DuckDB on S3: n/a (the reason is in summary["duckdb_s3"])
@@ -420,6 +556,8 @@ def main() -> None:
                         results.setdefault(f"{store}/{archive}/{question}", {})[tool] = figures
                     for archive in places:
                         key = f"{store}/{archive}/{question}"
+                        if key not in results:
+                            continue
                         shown = ", ".join(
                             f"{n} {r['median_s']:.3f}s ({r['rows']} rows)" for n, r in results[key].items()
                         )
@@ -444,22 +582,35 @@ def main() -> None:
             shutil.rmtree(base, ignore_errors=True)
 
 
+#: The Python that runs DuckDB (--duckdb-python): one whose duckdb has a matching duckdb-extension-httpfs.
+DUCKDB_PYTHON = [sys.executable]
+_FIND_HTTPFS = """
+import sys
+from pathlib import Path
+try:
+    import duckdb, duckdb_extension_httpfs
+except ImportError:
+    sys.exit(0)
+found = sorted(Path(duckdb_extension_httpfs.__file__).parent.glob("extensions/*/httpfs.duckdb_extension"))
+print(found[-1] if found else "", duckdb.__version__)
+"""
+
+
 def _extension_path() -> Path | None:
-    try:
-        import duckdb_extension_httpfs  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    found = sorted(Path(duckdb_extension_httpfs.__file__).parent.glob("extensions/*/httpfs.duckdb_extension"))
-    return found[-1] if found else None
+    out = subprocess.run(
+        [DUCKDB_PYTHON[0], "-c", _FIND_HTTPFS], capture_output=True, text=True
+    ).stdout.split()
+    return Path(out[0]) if len(out) == 2 and out[0] else None
 
 
 def _httpfs_status() -> str:
     path = _extension_path()
     if path is None:
         return "n/a: duckdb-extension-httpfs is not installed (pip install duckdb-extension-httpfs)"
-    import duckdb
-
-    return f"httpfs loaded from {path} into duckdb {duckdb.__version__}"
+    version = subprocess.run(
+        [DUCKDB_PYTHON[0], "-c", _FIND_HTTPFS], capture_output=True, text=True
+    ).stdout.split()[1]
+    return f"httpfs loaded from {path} into duckdb {version}"
 
 
 def httpfs_spec(server: Any) -> dict[str, str] | None:
@@ -478,7 +629,7 @@ def targets(results: dict[str, Any], archive: dict[str, Any]) -> dict[str, Any]:
                 res["archiver"]["median_s"] / res["duckdb"]["median_s"], 3
             )
     for store in ("local", "s3"):
-        for question in ("since", "grep", "tail"):
+        for question in ("since", "grep", "tail", "where", "top"):
             one, thirty = results.get(f"{store}/day1/{question}"), results.get(f"{store}/day30/{question}")
             if one and thirty:
                 out[f"{store} {question} archiver 30d/1d"] = round(

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -27,6 +28,30 @@ if TYPE_CHECKING:
 _STRICT_HELP = (
     "Fail (exit 1, one line naming it) at the first file that is not a readable archive file, "
     "instead of skipping it with a warning. Rows already printed stay printed."
+)
+_WHERE_HELP = (
+    "Condition on a field of the app's JSON message, repeatable (all must hold): FIELD OP VALUE with "
+    "OP one of = != < <= > >= ~ (RE2) !~, or has:FIELD / !has:FIELD. FIELD is a dotted path "
+    "(user.id, req.headers.x-request-id; quote a key holding dots: '\"a.b\".c'). An unquoted number "
+    'compares numerically with JSON numbers, anything else as text; a quoted "value" is always text. '
+    "Messages that are not JSON objects never match."
+)
+_COUNT_HELP = (
+    "Count the matching logs per time bucket instead of printing them: a table and a bar chart "
+    "(--format json or csv: one row per bucket and group)."
+)
+_BY_HELP = (
+    "With --count: a count per app, region, instance, level, provider, host or field:PATH (a JSON field)."
+)
+_EVERY_HELP = "With --count: bucket width (30s, 5m, 1h, 1d; buckets aligned to UTC); default: about 40 buckets over the range."
+_TOP_HELP = (
+    "Print the N most frequent message patterns (numbers, hex ids, UUIDs, IPs and quoted values "
+    "collapsed) with their counts, first and last time seen and an example."
+)
+_FOLLOW_HELP = (
+    "Print what matches so far, then keep printing new logs as the archive receives them (polled every "
+    "second; new logs appear within one flush interval of the service, FLUSH_INTERVAL) until Ctrl-C. "
+    "Combine with --tail N for `tail -f`."
 )
 _WHEN_HELP = (
     "90s, 15m, 1h, 2d, 1w back from now, or 2026-11-24, 2026-11-24T13:00, RFC 3339 (UTC unless offset)"
@@ -48,6 +73,7 @@ _WHEN_HELP = (
 @click.option("--grep", help="Regular expression (RE2 syntax) the message must match.")
 @click.option("--contains", help="Literal text the message must contain.")
 @click.option("--ignore-case", "-i", is_flag=True, help="Case-insensitive --grep and --contains.")
+@click.option("--where", "where", multiple=True, metavar="COND", help=_WHERE_HELP)
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N logs.")
 @click.option("--tail", type=click.IntRange(min=1), help="Only the newest N logs (printed oldest first).")
 @click.option(
@@ -59,13 +85,45 @@ _WHEN_HELP = (
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
 @click.option("--archive", "archive_url", help=ARCHIVE_URL_HELP)
 @click.option("--strict", is_flag=True, help=_STRICT_HELP)
+@click.option("--count", is_flag=True, help=_COUNT_HELP)
+@click.option("--by", metavar="WHAT", help=_BY_HELP)
+@click.option("--every", metavar="DURATION", help=_EVERY_HELP)
+@click.option("--top", type=click.IntRange(min=1), metavar="N", help=_TOP_HELP)
+@click.option("--follow", "-f", is_flag=True, help=_FOLLOW_HELP)
 def query_command(**options: Any) -> None:
-    """Print archived logs in time order, like `fly logs`, filtered by app, region, time and text."""
+    """Print archived logs in time order, like `fly logs`, filtered by app, region, time, text and JSON fields.
+
+    Names, and message text on a terminal, are shown with control characters made visible
+    (\\x1b, \\n...); json, csv, parquet and text sent to a pipe or file keep the exact bytes.
+
+    \b
+    Examples:
+      archiver query --app api --since 1h --where 'status>=500' --where user.id=42
+      archiver query --since 1d --level error --count --every 1h --by app
+      archiver query --app api --since 1d --top 20
+      archiver query --app api --tail 20 --follow
+    """
     request = _query_request(options, now_ns())
-    from query.run import run_query
+    run: Callable[[QueryRequest], Coroutine[Any, Any, int]]
+    if request.count is not None:
+        from query.count import run_count
+
+        run = run_count
+    elif request.top is not None:
+        from query.patterns import run_top
+
+        run = run_top
+    elif request.follow:
+        from query.follow import run_follow
+
+        run = run_follow
+    else:
+        from query.run import run_query
+
+        run = run_query
 
     try:
-        code = asyncio.run(run_query(request))
+        code = asyncio.run(run(request))
     except BrokenPipeError:
         # The reader went away (| head): stop quietly, and keep Python from complaining at exit.
         _drop_stdout()
@@ -93,9 +151,12 @@ _TEXT_OPTIONS = {
     "contains": "--contains",
     "since": "--since",
     "until": "--until",
+    "where": "--where",
+    "by": "--by",
+    "every": "--every",
 }
 #: Options where an empty value is a mistake (an unset shell variable), not "the default".
-_NOT_EMPTY = ("since", "until", "archive_url", "output")
+_NOT_EMPTY = ("since", "until", "archive_url", "output", "by", "every")
 
 
 def check_text_options(options: dict[str, Any]) -> None:
@@ -126,7 +187,10 @@ def _query_request(options: dict[str, Any], now: int) -> QueryRequest:
     fmt = check_format(options["output_format"])
     if options["limit"] is not None and options["tail"] is not None:
         raise UsageError("--limit and --tail cannot be combined")
-    since_ns, until_ns = resolve_range(options["since"], options["until"], now)
+    from query.modes import check_modes
+
+    modes = check_modes(options, fmt)
+    since_ns, until_ns = resolve_range(options["since"], None if modes.follow else options["until"], now)
     if options["grep"] is not None:
         from query.filters import check_regex
 
@@ -149,6 +213,10 @@ def _query_request(options: dict[str, Any], now: int) -> QueryRequest:
         output_format=fmt,
         output=options["output"],
         strict=options.get("strict", False),
+        where=modes.where,
+        count=modes.count,
+        top=modes.top,
+        follow=modes.follow,
     )
 
 

@@ -11,6 +11,7 @@ from archiver.archive.escaping import stored_value, stored_value_v1
 from archiver.archive.layout import NS_PER_HOUR
 from archiver.errors import UsageError
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
+from query.where import Condition, where_mask
 
 
 def check_regex(pattern: str) -> None:
@@ -20,11 +21,6 @@ def check_regex(pattern: str) -> None:
     except pa.ArrowInvalid as exc:
         reason = str(exc).split(":", 1)[-1].strip()
         raise UsageError(f"--grep: invalid regular expression {pattern!r}: {reason}") from None
-
-
-def literal_pattern(text: str) -> str:
-    """An RE2 pattern matching exactly ``text``: every ASCII punctuation character escaped."""
-    return "".join("\\" + c if c.isascii() and not c.isalnum() and not c.isspace() else c for c in text)
 
 
 def region_values(regions: tuple[str, ...]) -> frozenset[str]:
@@ -48,6 +44,8 @@ class Filters:
     contains: str | None = None
     grep: str | None = None
     ignore_case: bool = False
+    #: ``--where`` conditions on the fields of JSON messages (:mod:`query.where`).
+    where: tuple[Condition, ...] = ()
 
     def selective(self) -> bool:
         """Whether the filter looks at more than the timestamp."""
@@ -57,6 +55,7 @@ class Filters:
             or self.instances
             or self.contains is not None
             or self.grep is not None
+            or self.where
         )
 
     def filter_columns(self) -> tuple[str, ...]:
@@ -68,7 +67,7 @@ class Filters:
             needed.append(schema.LEVEL)
         if self.instances:
             needed.append(schema.INSTANCE)
-        if self.contains is not None or self.grep is not None:
+        if self.contains is not None or self.grep is not None or self.where:
             needed.append(schema.MESSAGE)
         return tuple(needed)
 
@@ -104,13 +103,14 @@ class Filters:
         if self.contains is not None:
             # The literal as an escaped RE2 pattern: same matches as match_substring, but RE2's
             # literal search measured 3x faster (25 ms against 69 ms over 300k log lines).
-            pattern = literal_pattern(self.contains)
+            pattern = pc.literal_pattern(self.contains)
             parts.append(pc.match_substring_regex(message, pattern, ignore_case=self.ignore_case))
         if self.grep is not None:
             parts.append(pc.match_substring_regex(message, self.grep, ignore_case=self.ignore_case))
-        if not parts:
-            return None
-        combined = parts[0]
+        combined = parts[0] if parts else None
         for part in parts[1:]:
             combined = pc.and_kleene(combined, part)
+        if self.where:
+            # Last: JSON is parsed only in the rows every cheaper filter kept.
+            return where_mask(message, self.where, combined)
         return combined

@@ -23,6 +23,11 @@ from pyarrow import _compute
 _call = _compute.call_function
 
 
+def call(name: str, *args: Any) -> Any:
+    """The kernel ``name`` on ``args`` with its default options (``min``, ``add``, ``value_counts``...)."""
+    return _call(name, list(args))
+
+
 def cast(value: Any, target_type: pa.DataType) -> Any:
     """``value`` (array, chunked array or scalar) as ``target_type``, safe (like ``value.cast(target_type)``)."""
     return _call("cast", [value], _compute.CastOptions.safe(target_type))
@@ -78,6 +83,47 @@ def is_in(values: Any, value_set: Any) -> Any:
     return _call("is_in", [values], _compute.SetLookupOptions(value_set))
 
 
+def compare(op: str, left: Any, right: Any) -> Any:
+    """Element-wise comparison: ``op`` is one of equal, not_equal, less, less_equal, greater, greater_equal."""
+    return _call(op, [left, right])
+
+
+def or_kleene(left: Any, right: Any) -> Any:
+    """Element-wise logical or, Kleene logic for nulls."""
+    return _call("or_kleene", [left, right])
+
+
+def invert(values: Any) -> Any:
+    """Element-wise logical not."""
+    return _call("invert", [values])
+
+
+def is_valid(values: Any) -> Any:
+    """Element-wise: is the value not null."""
+    return _call("is_valid", [values])
+
+
+def fill_null(values: Any, fill: Any) -> Any:
+    """``values`` with nulls replaced by the scalar ``fill``."""
+    return _call("coalesce", [values, fill])
+
+
+def replace_with_mask(values: Any, mask: Any, replacements: Any) -> Any:
+    """``values`` with the positions where ``mask`` is true taken, in order, from ``replacements``."""
+    return _call("replace_with_mask", [values, mask, replacements])
+
+
+def indices_nonzero(values: Any) -> Any:
+    """Positions (uint64) where a boolean array is true."""
+    return _call("indices_nonzero", [values])
+
+
+def utf8_slice(strings: Any, start: int, stop: int | None) -> Any:
+    """Characters ``[start, stop)`` of each string (negative from the end), as ``utf8_slice_codeunits``."""
+    end = stop if stop is not None else 2**63 - 1
+    return _call("utf8_slice_codeunits", [strings], _compute.SliceOptions(start, end))
+
+
 def utf8_lower(strings: Any) -> Any:
     """Lower-cased UTF-8 strings."""
     return _call("utf8_lower", [strings])
@@ -88,6 +134,11 @@ def match_substring_regex(strings: Any, pattern: str, *, ignore_case: bool = Fal
     return _call(
         "match_substring_regex", [strings], _compute.MatchSubstringOptions(pattern, ignore_case=ignore_case)
     )
+
+
+def literal_pattern(text: str) -> str:
+    """An RE2 pattern matching exactly ``text``: every ASCII punctuation character escaped."""
+    return "".join("\\" + c if c.isascii() and not c.isalnum() and not c.isspace() else c for c in text)
 
 
 def run_end_decode(array: Any) -> Any:

@@ -14,6 +14,7 @@ from archiver.config import ArchiveSettings
 from archiver.errors import BadFileError, DamagedFileError, VanishedError
 from archiver.storage.interface import Storage
 from archiver.storage.open import check_for_reading, open_read_storage
+from archiver.terminal import visible
 from query.plan import HourFiles, Planner
 from query.run import open_reader
 from query.scan import Reader
@@ -39,7 +40,7 @@ async def run_ls(request: LsRequest) -> None:
             _, apps = await asyncio.gather(check_for_reading(request.archive, storage), list_apps(storage))
             if not apps:
                 sys.stderr.write(f"note: no apps in {storage.url}\n")
-            sys.stdout.write("".join(f"{app}\n" for app in apps))
+            sys.stdout.write("".join(f"{visible(app)}\n" for app in apps))  # names reach a terminal escaped
             return
         await check_for_reading(request.archive, storage)
         groups = await _ls_hours(storage, request)
@@ -93,8 +94,8 @@ async def _print_hours(
     for app, group in groups:
         hour = datetime.fromtimestamp(group.hour_ns // NS_PER_SECOND, UTC)
         rows = sum(counts[f][0] for f in group.files)
-        regions = ",".join(sorted({region for f in group.files for region in counts[f][1]}))
-        cells = [app] if show_app else []
+        regions = visible(",".join(sorted({region for f in group.files for region in counts[f][1]})))
+        cells = [visible(app)] if show_app else []
         table.append(
             [*cells, f"{hour:%Y-%m-%dT%H}:00Z", str(len(group.files)), str(rows), str(group.bytes), regions]
         )

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 import pyarrow as pa
 
@@ -25,13 +25,19 @@ from query.format import COLUMNS, Writer, make_writer
 from query.plan import Planner
 from query.scan import Reader, ScanStats, scan_hours
 from query.supersede import FooterReader
+from query.terminal import safe_for_terminal
+
+if TYPE_CHECKING:
+    from query.modes import CountSpec
+    from query.where import Condition
 
 #: A scan shows progress on a TTY once it has run this long.
 PROGRESS_AFTER_S = 1.0
 
 
 @contextlib.contextmanager
-def _writing(where: str) -> Iterator[None]:
+def writing(where: str) -> Iterator[None]:
+    """Output errors as OutputError naming ``where`` (a closed pipe stays BrokenPipeError)."""
     # Writers raise OSError (pyarrow's ArrowIOError included); a closed pipe stays BrokenPipeError
     # for the CLI to end quietly, anything else is one error line instead of a traceback.
     try:
@@ -64,6 +70,24 @@ class QueryRequest:
     output_format: str = "text"
     output: str | None = None
     strict: bool = False
+    where: tuple[Condition, ...] = ()
+    count: CountSpec | None = None  # --count (query.count)
+    top: int | None = None  # --top (query.patterns)
+    follow: bool = False  # --follow (query.follow)
+
+    def filters(self) -> Filters:
+        """The row filters of this request."""
+        return Filters(
+            self.since_ns,
+            self.until_ns,
+            regions=self.regions,
+            levels=self.levels,
+            instances=self.instances,
+            contains=self.contains,
+            grep=self.grep,
+            ignore_case=self.ignore_case,
+            where=self.where,
+        )
 
 
 def open_reader(settings: ArchiveSettings, storage: Storage, *, ranged: bool = False) -> Reader:
@@ -141,23 +165,19 @@ class Progress:
         self.clear()
 
 
-async def _each_table(
-    request: QueryRequest, storage: Storage, reader: Reader, stats: ScanStats, planner: Planner
+async def each_table(
+    request: QueryRequest,
+    reader: Reader,
+    stats: ScanStats,
+    planner: Planner,
+    columns: tuple[str, ...] | None = None,
+    in_order: bool = True,
 ) -> AsyncGenerator[pa.Table, None]:
-    filters = Filters(
-        request.since_ns,
-        request.until_ns,
-        regions=request.regions,
-        levels=request.levels,
-        instances=request.instances,
-        contains=request.contains,
-        grep=request.grep,
-        ignore_case=request.ignore_case,
-    )
-    columns = COLUMNS[request.output_format]
+    """The matching rows of the request hour by hour (``columns``: the file columns wanted, else the format's)."""
     scan = functools.partial(
-        scan_hours, reader, columns=columns, filters=filters, stats=stats, warn=_warn,
-        replan=planner.relist, strict=request.strict,
+        scan_hours, reader, columns=COLUMNS[request.output_format] if columns is None else columns,
+        filters=request.filters(), stats=stats, warn=warn, replan=planner.relist, strict=request.strict,
+        in_order=in_order,
     )  # fmt: skip
     if request.tail is None:
         hours = planner.hours()
@@ -186,7 +206,8 @@ async def _each_table(
         yield merged.slice(max(0, merged.num_rows - request.tail))
 
 
-def _warn(line: str) -> None:
+def warn(line: str) -> None:
+    """A warning line on stderr."""
     # On a TTY the line replaces a progress line that may be showing.
     sys.stderr.write(f"\r\x1b[K{line}\n" if sys.stderr.isatty() else f"{line}\n")
     sys.stderr.flush()
@@ -210,18 +231,22 @@ async def run_query(request: QueryRequest) -> int:
                 output = open(request.output, "wb")  # noqa: SIM115, ASYNC230 - closed in finally; open is instant
             except OSError as exc:
                 raise UsageError(f"--output: cannot write {request.output}: {exc.strerror or exc}") from None
-            with _writing(where):
+            with writing(where):
                 writer = make_writer(request.output_format, output)
         progress.start()
         remaining = request.limit
         written = 0
-        tables = _each_table(request, storage, reader, stats, planner)
+        tables = each_table(request, reader, stats, planner)
+        # Names are always shown escaped in text; message text too when it goes to a terminal.
+        text, tty = request.output_format == "text", request.output is None and sys.stdout.isatty()
         async for table in tables:
             if remaining is not None:
                 # min(): a huge --limit would overflow Arrow's int64 length.
                 table = table.slice(0, min(remaining, table.num_rows))
                 remaining -= table.num_rows
-            with _writing(where):
+            if text:
+                table = safe_for_terminal(table, message=tty)
+            with writing(where):
                 if writer is None:
                     # Lazily on stdout: nothing found prints nothing.
                     writer = make_writer(request.output_format, sys.stdout.buffer)
@@ -234,10 +259,10 @@ async def run_query(request: QueryRequest) -> int:
         progress.stop()
         if writer is not None:
             finishing, writer = writer, None
-            with _writing(where):
+            with writing(where):
                 finishing.close()
         if not written:
-            _note_nothing(stats, planner, apps)
+            note_nothing(stats, planner, apps)
         return 0
     finally:
         progress.stop()
@@ -253,7 +278,8 @@ async def run_query(request: QueryRequest) -> int:
         await storage.close()
 
 
-def _note_nothing(stats: ScanStats, planner: Planner, apps: AppSelection) -> None:
+def note_nothing(stats: ScanStats, planner: Planner, apps: AppSelection) -> None:
+    """The note on stderr when nothing matched: what was read."""
     if not apps.segments:
         sys.stderr.write("note: no logs found: the archive holds no apps\n")
         return

@@ -170,6 +170,7 @@ async def _read_hour(
     warn: Warn,
     replan: Replan | None = None,
     strict: bool = False,
+    in_order: bool = True,
 ) -> pa.Table:
     scan = FileScan(tuple(columns), filters, group.hour_ns)
 
@@ -194,7 +195,10 @@ async def _read_hour(
         stats.bytes += sum(f.size for f in batch.read)
         tables.append(batch.table)
     stats.hours += 1
-    merged = merge_hour(tables) if tables else empty_table(columns)
+    if not in_order:  # counting: the rows' order does not matter, skip the merge
+        merged = pa.concat_tables(tables) if tables else empty_table(columns)
+    else:
+        merged = merge_hour(tables) if tables else empty_table(columns)
     stats.rows += merged.num_rows
     return merged
 
@@ -209,11 +213,13 @@ async def scan_hours(
     read_ahead: int = READ_AHEAD_HOURS,
     replan: Replan | None = None,
     strict: bool = False,
+    in_order: bool = True,
 ) -> AsyncGenerator[pa.Table, None]:
     """Matching rows hour by hour, in the order ``hours`` yields them, each hour in time order.
 
     A file that is not an archive file is skipped through ``warn``; with ``strict``
-    it raises :class:`~archiver.errors.DamagedFileError` instead.
+    it raises :class:`~archiver.errors.DamagedFileError` instead. Without ``in_order`` an hour's
+    rows come in file order (for counting).
     """
     wanted = list(dict.fromkeys([schema.TIMESTAMP, *columns]))
     in_flight: deque[asyncio.Task[pa.Table]] = deque()
@@ -227,7 +233,7 @@ async def scan_hours(
                     break
                 in_flight.append(
                     asyncio.ensure_future(
-                        _read_hour(reader, group, wanted, filters, stats, warn, replan, strict)
+                        _read_hour(reader, group, wanted, filters, stats, warn, replan, strict, in_order)
                     )
                 )
             if not in_flight:

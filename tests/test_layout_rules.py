@@ -28,7 +28,9 @@ PACKAGES = ("archiver", "query")
 MAX_LINES = 300
 #: What query/ may import of archiver/: the archive format, storage, and the cross-cutting modules.
 QUERY_MAY_IMPORT = ("archiver.archive", "archiver.storage", "archiver.config", "archiver.environment")
-QUERY_MAY_IMPORT_TOP = ("archiver.errors", "archiver.units", "archiver.timespec", "archiver.redact")
+QUERY_MAY_IMPORT_TOP = (
+    "archiver.errors", "archiver.units", "archiver.timespec", "archiver.redact", "archiver.terminal",
+)  # fmt: skip
 
 
 def module_files() -> dict[str, Path]:

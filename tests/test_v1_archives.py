@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 from harness import archived_payloads, normalise, read_archive
+from v1_files import to_v1
 
 from archiver.archive import schema
 from archiver.archive.escaping import (
@@ -32,7 +33,6 @@ from archiver.archive.escaping import (
 )
 from archiver.archive.layout import NS_PER_HOUR, object_key, object_name, parse_key, v1_object_key
 from archiver.archive.supersede import input_digest, parse_compact_name, replaces_metadata
-from archiver.archive.timestamps import with_exact_time
 from archiver.cli.main import main
 from archiver.codec.encode import encode_partition
 from archiver.codec.payloads import Payloads
@@ -47,25 +47,9 @@ HOUR = int(datetime(2026, 11, 21, 13, tzinfo=UTC).timestamp()) * S
 LONG = "ü" * 100
 APPS = {"sandwich": ("dfw", "ams"), "a b": ("ord",), "x" * 300: ("iad",), LONG: ("dfw",), "": ("",)}
 RANGE = ["--since", "2026-11-20", "--until", "2026-11-26"]
-V1_SCHEMA = pa.schema(
-    [pa.field(schema.TIMESTAMP, schema.NS_TIMESTAMP_TYPE, nullable=False)]
-    + [schema.FILE_SCHEMA.field(n) for n in schema.V1_COLUMNS[1:]],
-    metadata={schema.SCHEMA_VERSION_KEY: b"1"},
-)
 #: Of every (app, region)'s messages i = 0..11 (even i in hour 13, odd in 14), part i % 6:
 #: parts 0-3 written by v1, parts 4-5 by v2. Hour 13 holds v1 parts 0 and 2, which v1 compacted.
 V1_PARTS, PARTS = 4, 6
-
-
-def to_v1(data: bytes, metadata: dict[bytes, bytes] | None = None) -> bytes:
-    """A v2 file as v1 wrote the same rows: nanosecond timestamps, no nanos or region column, version 1."""
-    table = with_exact_time(pq.read_table(pa.BufferReader(data)))
-    table = table.select(list(schema.V1_COLUMNS)).cast(V1_SCHEMA)
-    if metadata:
-        table = table.replace_schema_metadata({**(V1_SCHEMA.metadata or {}), **metadata})
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, version="2.6", compression="zstd", store_schema=True)
-    return bytes(sink.getvalue().to_pybytes())
 
 
 def messages(apps: dict[str, tuple[str, ...]] = APPS) -> dict[tuple[str, str], list[bytes]]:

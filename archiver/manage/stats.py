@@ -38,6 +38,7 @@ from archiver.codec.merge_inputs import schema_problem
 from archiver.config import ArchiveSettings
 from archiver.errors import DamagedFileError, StorageError
 from archiver.storage.open import open_filesystem, open_read_storage
+from archiver.terminal import visible
 from archiver.units import format_bytes
 
 SAMPLE_ROWS = 1000
@@ -226,7 +227,7 @@ def print_report(report: Report, out: TextIO) -> None:
             total.rows + s.rows,
             total.bytes + s.bytes,
         )
-        table.append([app, day, *_cells(s, raw)])
+        table.append([visible(app), day, *_cells(s, raw)])  # names reach a terminal escaped
     table.append(["total", "", *_cells(total, raw_total)])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:

@@ -258,6 +258,8 @@ def pyarrow_filesystem(settings: ArchiveSettings) -> tuple[pyarrow.fs.FileSystem
     """A pyarrow S3FileSystem for the same endpoint and credentials, and the base path ``bucket/prefix``."""
     import pyarrow.fs
 
+    from archiver.storage.http_transport import proxy_for
+
     s3 = settings.s3
     options: dict[str, Any] = {
         "region": s3.region,
@@ -272,6 +274,11 @@ def pyarrow_filesystem(settings: ArchiveSettings) -> tuple[pyarrow.fs.FileSystem
         parts = urlsplit(s3.endpoint_url)
         options["endpoint_override"] = parts.netloc.rpartition("@")[2]
         options["scheme"] = parts.scheme
+        proxy = proxy_for(s3, s3.endpoint_url)
+        if proxy is not None:
+            options["proxy_options"] = proxy
+    if s3.ca_bundle:
+        options["tls_ca_file_path"] = s3.ca_bundle
     base = f"{settings.bucket}/{settings.prefix}" if settings.prefix else settings.bucket
     return pyarrow.fs.S3FileSystem(**options), base
 

@@ -10,6 +10,8 @@ addressing as :class:`~archiver.storage.s3.S3Storage` uses for custom
 endpoints. Writes and deletes go to an :class:`~archiver.storage.s3.S3Storage`
 made on first use, so the whole Storage contract holds.
 
+TLS trusts the system's CAs or those of ``AWS_CA_BUNDLE``; ``HTTPS_PROXY``,
+``HTTP_PROXY`` and ``NO_PROXY`` are honoured (:mod:`archiver.storage.http_transport`).
 It is used only with an explicit endpoint and explicit keys (see
 :func:`archiver.storage.open.open_read_storage`): it never looks for credentials
 elsewhere and contacts nothing but the endpoint. Errors become the same
@@ -37,6 +39,7 @@ from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
 from archiver.errors import StorageError, StorageUnavailableError
+from archiver.storage.http_transport import transport
 from archiver.storage.interface import ObjectInfo, Storage
 from archiver.storage.keys import validate_key, validate_prefix
 from archiver.storage.s3_errors import THROTTLE_CODES, answer_error
@@ -91,7 +94,7 @@ class S3HttpStorage(Storage):
         self.url = settings.url
         parts = urlsplit(s3.endpoint_url)
         self._host = parts.netloc.rpartition("@")[2]  # userinfo is never sent nor shown
-        self._https = parts.scheme == "https"
+        self._transport = transport(s3.endpoint_url, s3)  # AWS_CA_BUNDLE and proxies (http_transport)
         self._path = f"{parts.path.rstrip('/')}/{quote(self._bucket, safe='')}"
         self._endpoint = f"{parts.scheme}://{self._host}{parts.path.rstrip('/')}"
         self._region = s3.region
@@ -101,7 +104,6 @@ class S3HttpStorage(Storage):
         self._local = threading.local()
         self._connections: list[http.client.HTTPConnection] = []
         self._pool: ThreadPoolExecutor | None = None
-        self._ssl: ssl.SSLContext | None = None
         self._writer: Storage | None = None
 
     # --- signed requests (in worker threads) -----------------------------------------------------
@@ -135,12 +137,7 @@ class S3HttpStorage(Storage):
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            if self._https:
-                if self._ssl is None:
-                    self._ssl = ssl.create_default_context()
-                conn = http.client.HTTPSConnection(self._host, timeout=CONNECT_TIMEOUT_S, context=self._ssl)
-            else:
-                conn = http.client.HTTPConnection(self._host, timeout=CONNECT_TIMEOUT_S)
+            conn = self._transport.connect(CONNECT_TIMEOUT_S)
             self._local.conn = conn
             self._connections.append(conn)
         if conn.sock is None:
@@ -153,8 +150,11 @@ class S3HttpStorage(Storage):
         query = "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(params.items()))
         headers = self._headers(method, path, query)
         conn = self._connection()
+        target = f"{path}?{query}" if query else path
+        if self._transport.absolute_urls:
+            target = f"http://{self._host}{target}"  # through a plain-http proxy
         try:
-            conn.request(method, f"{path}?{query}" if query else path, headers=headers)
+            conn.request(method, target, headers=headers)
             response = conn.getresponse()
             body = response.read()
         except BaseException:
@@ -185,6 +185,9 @@ class S3HttpStorage(Storage):
             return answer_error(
                 op, exc.code, exc.status, bucket=self._bucket, endpoint=self._endpoint, where=where
             )
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            why = "its TLS certificate is not trusted (a private CA goes in AWS_CA_BUNDLE)"
+            return StorageUnavailableError(f"cannot reach {self._endpoint}: {why}")
         if isinstance(exc, (ConnectionRefusedError, TimeoutError, ssl.SSLError)) or (
             isinstance(exc, OSError) and not isinstance(exc, ConnectionError)
         ):

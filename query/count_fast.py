@@ -1,0 +1,133 @@
+"""Counting a whole hour without decoding its rows, where the count cannot depend on them.
+
+When no filter looks at a row (no --region, --level, --instance, --contains,
+--grep, --where), the hour lies entirely inside the range, the buckets are whole
+hours (``--every`` a multiple of 1h; they are aligned to the epoch, so an hour
+falls in exactly one) and the grouping is not a JSON field, every row of the
+hour's files counts, in the bucket of the hour the key names: the file's row
+count comes from its Parquet footer (with no ``--by``, or ``--by app``, or
+``--by region`` for a v1 file: the key names them), or its one ``--by``
+column is read dictionary-encoded and counted per value (a v2 file's
+``region`` too). The timestamps are never read.
+
+Any surprise (a file that is not an archive file, one that vanished) sends
+the whole hour back to the ordinary scan, which warns, relists and retries as
+a query does; so the answer is always the one the ordinary scan would give.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.fs
+import pyarrow.parquet as pq
+
+from archiver.archive import schema
+from archiver.archive.layout import NS_PER_HOUR
+from archiver.archive.navigator import ArchiveFile
+from archiver.errors import BadFileError, ObjectNotFoundError
+from query import kernels as pc  # not pyarrow.compute: see query.kernels
+from query.decode import check_schema
+from query.filters import Filters
+from query.modes import CountSpec
+from query.plan import HourFiles
+from query.scan import Reader
+
+#: Files counted per thread job.
+FILES_PER_JOB = 64
+
+
+def applies(spec: CountSpec, every_ns: int, filters: Filters, hour_ns: int) -> bool:
+    """Whether the hour can be counted without its rows."""
+    return (
+        spec.by_field is None
+        and every_ns % NS_PER_HOUR == 0
+        and not filters.selective()
+        and filters.time_bounds(hour_ns) == (None, None)
+    )
+
+
+def _file_counts(
+    source: str | pa.Buffer, planned: ArchiveFile, column: str | None, fs: pa.fs.FileSystem | None
+) -> Counter[str | None]:
+    """Rows of one file per value of ``column`` (None: all rows under the partition value or None)."""
+    if not isinstance(source, pa.Buffer):
+        with (fs or pa.fs.LocalFileSystem()).open_input_file(source) as f:
+            source = f.read_buffer()
+    # The app, and the region of a v1 file (its key names it; a v2 file holds a column), are the same
+    # for every row.
+    from_key = {None: None, schema.APP: planned.app, schema.REGION: planned.region}
+    if column in from_key and (column is None or from_key[column] is not None):
+        metadata = pq.read_metadata(pa.BufferReader(source))
+        check_schema(metadata.schema.to_arrow_schema(), ())
+        return Counter({from_key[column]: metadata.num_rows})
+    assert column is not None
+    pf = pq.ParquetFile(pa.BufferReader(source), read_dictionary=[column])
+    check_schema(pf.schema_arrow, (column,))
+    if column not in pf.schema_arrow.names:
+        return Counter({None: pf.metadata.num_rows})
+    values = pf.read(columns=[column], use_threads=False)[column]
+    counts: Counter[str | None] = Counter()
+    for chunk in values.chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = pc.call("dictionary_encode", chunk)
+        dictionary = chunk.dictionary.to_pylist()
+        found = pc.call("value_counts", chunk.indices)  # not Array.value_counts: it imports pyarrow.compute
+        for index, n in zip(found.field(0).to_pylist(), found.field(1).to_pylist(), strict=True):
+            counts[None if index is None else dictionary[index]] += n
+    return counts
+
+
+def _job(
+    items: Sequence[tuple[str | pa.Buffer, ArchiveFile]], column: str | None, fs: pa.fs.FileSystem | None
+) -> Counter[str | None] | None:
+    total: Counter[str | None] = Counter()
+    try:
+        for source, planned in items:
+            total.update(_file_counts(source, planned, column, fs))
+    except (BadFileError, FileNotFoundError, pa.ArrowException, OSError, ValueError):
+        return None  # the ordinary scan handles (and reports) it
+    return total
+
+
+async def hour_counts(reader: Reader, group: HourFiles, spec: CountSpec) -> Counter[str | None] | None:
+    """The hour's rows per group value; None when the hour must go through the ordinary scan."""
+    loop = asyncio.get_running_loop()
+    local = reader.filesystem is not None and reader.filesystem.type_name == "local"
+    column = spec.by_column
+
+    base = reader.base_path
+
+    async def source(planned: ArchiveFile) -> pa.Buffer | None:
+        async with reader.fetches:
+            try:
+                return pa.py_buffer(await reader.storage.get(planned.key))
+            except ObjectNotFoundError:
+                return None
+
+    async def job(part: Sequence[ArchiveFile]) -> Counter[str | None] | None:
+        if local:
+            # Paths made in the worker: no coroutine per file on the event loop (it competes for the GIL).
+            items: list[tuple[str | pa.Buffer, ArchiveFile]] = [
+                (f"{base}/{f.key}" if base else f.key, f) for f in part
+            ]
+            return await loop.run_in_executor(reader.pool, _job, items, column, reader.filesystem)
+        sources = await asyncio.gather(*(source(f) for f in part))
+        if any(s is None for s in sources):
+            return None
+        fetched = [(s, f) for s, f in zip(sources, part, strict=True) if s is not None]
+        return await loop.run_in_executor(reader.pool, _job, fetched, column, None)
+
+    files = group.files
+    parts = [files[i : i + FILES_PER_JOB] for i in range(0, len(files), FILES_PER_JOB)]
+    results = await asyncio.gather(*(job(part) for part in parts))
+    if any(r is None for r in results):
+        return None
+    total: Counter[str | None] = Counter()
+    for result in results:
+        assert result is not None
+        total.update(result)
+    return total
