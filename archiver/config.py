@@ -17,19 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from archiver.errors import ConfigError
 from archiver.redact import redact, register_secret, split_url_credentials
-from archiver.units import duration_setting, size_setting
+from archiver.units import duration_setting, size_setting, url_scheme
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-#: Longest S3 key prefix: leaves room for archiver's keys (under 400 bytes) within S3's 1,024.
-MAX_S3_PREFIX_BYTES = 600
-#: What ``--archive`` accepts, as every command's help says it.
-ARCHIVE_URL_HELP = (
-    "s3://bucket[/prefix], file:///path or a directory [env: ARCHIVE_URL, else s3://$BUCKET_NAME]."
-)
 #: Largest file compaction writes (``COMPACT_TARGET_BYTES``); a bigger hour becomes several files.
 DEFAULT_COMPACT_TARGET_BYTES = 256 * 1024**2
 #: The service compacts an app-hour this long after it ended (``COMPACT_AFTER``), or FLUSH_INTERVAL if longer:
@@ -149,55 +143,6 @@ def _port(name: str, text: str | None, default: int) -> int:
     return int(text)
 
 
-def _scheme(url: str) -> str:
-    try:
-        return urlsplit(url).scheme
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        return ""
-
-
-def s3_endpoint(text: str | None) -> str | None:
-    """``AWS_ENDPOINT_URL_S3`` checked: an http(s) URL, or None for AWS itself."""
-    if text is not None and _scheme(text) not in ("http", "https"):
-        raise ConfigError(f"AWS_ENDPOINT_URL_S3: expected an http(s):// URL, got {redact(text)!r}")
-    return text
-
-
-def parse_archive_url(text: str, s3: S3Settings | None = None) -> ArchiveSettings:
-    """Parse ``s3://bucket[/prefix]``, ``file:///abs/path`` or a plain directory path."""
-    accepts = "expected s3://bucket[/prefix], file:///abs/path or a directory path"
-    try:
-        parts = urlsplit(text)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        raise ConfigError(f"ARCHIVE_URL: {accepts}, got {redact(text)!r}") from None
-    if "@" in parts.netloc:
-        raise ConfigError(
-            "ARCHIVE_URL: credentials do not belong in the URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-        )
-    if parts.scheme == "s3":
-        bucket = parts.netloc
-        prefix = parts.path.strip("/")
-        if not bucket or parts.query or parts.fragment:
-            raise ConfigError(f"ARCHIVE_URL: {accepts}, got {text!r}")
-        if any(seg in ("", ".", "..") for seg in prefix.split("/")) and prefix:
-            raise ConfigError(f"ARCHIVE_URL: prefix may not hold empty, '.' or '..' segments: {text!r}")
-        if len(prefix.encode()) > MAX_S3_PREFIX_BYTES:
-            # Keys below it take up to 400 bytes (archiver.archive.layout) and S3 stops at 1,024.
-            raise ConfigError(
-                f"ARCHIVE_URL: prefix longer than {MAX_S3_PREFIX_BYTES} bytes: {text[:80]!r}..."
-            )
-        return ArchiveSettings("s3", bucket, prefix, s3 or S3Settings())
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise ConfigError(f"ARCHIVE_URL: {accepts}, got {text!r}")
-        return ArchiveSettings("file", "", str(Path(unquote(parts.path)).resolve()))
-    if parts.scheme and len(parts.scheme) > 1:  # a one-letter scheme is a Windows drive
-        raise ConfigError(f"ARCHIVE_URL: {accepts}, got {text!r}")
-    if not text.strip():
-        raise ConfigError(f"ARCHIVE_URL: {accepts}, got an empty value")
-    return ArchiveSettings("file", "", str(Path(text).expanduser().resolve()))
-
-
 def compact_target_bytes(text: str | None) -> int:
     """``--target-bytes``/``COMPACT_TARGET_BYTES`` checked: the most bytes per compacted file."""
     return size_setting("COMPACT_TARGET_BYTES", text, DEFAULT_COMPACT_TARGET_BYTES)
@@ -251,7 +196,7 @@ def _stream(pick: Lookup) -> tuple[str, str, str]:
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     nats_url = pick("NATS_URL") or _DEFAULTS.nats_url
-    if _scheme(nats_url) not in ("nats", "tls", "ws", "wss"):
+    if url_scheme(nats_url) not in ("nats", "tls", "ws", "wss"):
         raise ConfigError(f"NATS_URL: expected nats://host:port, got {redact(nats_url)!r}")
     subject = pick("SUBJECT") or _DEFAULTS.subject
     if " " in subject or subject.startswith(".") or subject.endswith(".") or ".." in subject:

@@ -12,14 +12,13 @@ import os
 from collections.abc import Mapping
 from urllib.parse import unquote
 
+from archiver.archive_url import parse_archive_url, s3_endpoint
 from archiver.config import (
     ArchiveSettings,
     RunConfig,
     S3Settings,
     compact_target_bytes,
-    parse_archive_url,
     run_config,
-    s3_endpoint,
 )
 from archiver.redact import register_secret, split_url_credentials
 

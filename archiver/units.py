@@ -1,10 +1,11 @@
-"""Human durations and sizes: parsing, checking a setting or option that holds one, formatting (pure)."""
+"""Setting values: human durations and sizes (parsing, checking, formatting) and URL schemes (pure)."""
 
 from __future__ import annotations
 
 import math
 import re
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from archiver.errors import ConfigError
 
@@ -90,3 +91,11 @@ def format_bytes(count: float) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
     return f"{count} B"  # pragma: no cover
+
+
+def url_scheme(url: str) -> str:
+    """The scheme of a URL setting ('' when it is not a URL at all)."""
+    try:
+        return urlsplit(url).scheme
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return ""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from archiver.config import ARCHIVE_URL_HELP
+from archiver.archive_url import ARCHIVE_URL_HELP
 from archiver.environment import load_archive_settings
 from archiver.errors import OutputError, UsageError
 from archiver.timespec import now_ns, parse_when, resolve_range

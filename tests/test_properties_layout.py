@@ -410,7 +410,7 @@ def test_click_usage_errors_are_what_the_cli_expects() -> None:
 
 
 def test_s3_prefix_longer_than_keys_allow_is_refused() -> None:
-    from archiver.config import MAX_S3_PREFIX_BYTES, parse_archive_url
+    from archiver.archive_url import MAX_S3_PREFIX_BYTES, parse_archive_url
 
     assert parse_archive_url("s3://b/" + "p" * MAX_S3_PREFIX_BYTES).prefix == "p" * MAX_S3_PREFIX_BYTES
     with pytest.raises(ConfigError, match="prefix longer"):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from archiver.config import ARCHIVE_URL_HELP
+from archiver.archive_url import ARCHIVE_URL_HELP
 from archiver.errors import ConfigError
 
 if TYPE_CHECKING:
