@@ -97,7 +97,6 @@ from storage import live_batches
 from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, hour_start_ns, object_key, object_name
 from archiver.archive.supersede import compact_name, input_digest, replaces_metadata
 from archiver.codec import encode
-from archiver.codec.merge import Merger
 from archiver.codec.payloads import Payloads
 from archiver.demo.corpus import REGIONS as _ALL_REGIONS
 from archiver.demo.corpus import default_app_names, sample_systems
@@ -230,6 +229,9 @@ def build(base: Path, now_ns: int, quick: bool, compaction: str = "app-hour") ->
                 # As archiver compact writes an app-hour: merged in time order, named and tagged as a group.
                 inputs = [object_name(hour, WRITER, sequence + i + 1) for i in range(len(merged))]
                 sequence += len(merged)
+                # Imported here: only building needs it (and it is the pre-merge API; see BENCHMARKS.md).
+                from archiver.codec.merge import Merger  # type: ignore[attr-defined]
+
                 data = Merger(merged, replaces_metadata(inputs)).part(0, 1)
                 path = day1 / object_key(app, hour, compact_name(hour, input_digest(inputs), 0, 1))
                 path.parent.mkdir(parents=True, exist_ok=True)
