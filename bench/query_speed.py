@@ -62,12 +62,14 @@ file (archiver: text; DuckDB: ``COPY ... TO '/dev/stdout'`` CSV), median of
 archives) alternating in one loop so they share the machine's conditions.
 
 Usage: .venv/bin/python bench/query_speed.py [--quick] [--runs 5] [--keep] [--json-out FILE]
-       [--base DIR] [--only since,tail] [--archives day1] [--compaction app-hour|partition]
+       [--base DIR] [--only since,tail] [--archives day1] [--compaction app-hour|partition] [--baseline DIR]
 
 ``--base DIR`` builds the archives there once and reuses them on later runs
 (with the "now" they were built for, kept in DIR/now.txt; implies --keep):
 with ``--only since --archives day1`` a before/after of one question takes
-seconds instead of minutes.
+seconds instead of minutes. ``--baseline DIR`` (another version's ``archiver/`` and ``query/``,
+e.g. ``git archive COMMIT archiver query | tar -x -C DIR``) times that version too, as
+``archiver_base``, in the same alternating loop.
 """
 
 from __future__ import annotations
@@ -95,7 +97,6 @@ from storage import live_batches
 from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, hour_start_ns, object_key, object_name
 from archiver.archive.supersede import compact_name, input_digest, replaces_metadata
 from archiver.codec import encode
-from archiver.codec.merge import Merger
 from archiver.codec.payloads import Payloads
 from archiver.demo.corpus import REGIONS as _ALL_REGIONS
 from archiver.demo.corpus import default_app_names, sample_systems
@@ -228,6 +229,9 @@ def build(base: Path, now_ns: int, quick: bool, compaction: str = "app-hour") ->
                 # As archiver compact writes an app-hour: merged in time order, named and tagged as a group.
                 inputs = [object_name(hour, WRITER, sequence + i + 1) for i in range(len(merged))]
                 sequence += len(merged)
+                # Imported here: only building needs it (and it is the pre-merge API; see BENCHMARKS.md).
+                from archiver.codec.merge import Merger  # type: ignore[attr-defined]
+
                 data = Merger(merged, replaces_metadata(inputs)).part(0, 1)
                 path = day1 / object_key(app, hour, compact_name(hour, input_digest(inputs), 0, 1))
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -387,12 +391,17 @@ def duckdb_sql(glob: str, question: str, app: str, since_ns: int, until_ns: int)
             "ORDER BY timestamp DESC LIMIT 100) ORDER BY timestamp")  # fmt: skip
 
 
-def run_process(argv: list[str], env: dict[str, str], out: Path) -> tuple[float, float, int, float]:
-    """(wall seconds, user+sys seconds, lines printed, peak RSS MiB) of one whole process; exit 0 required."""
+def run_process(
+    argv: list[str], env: dict[str, str], out: Path, cwd: Path = ROOT
+) -> tuple[float, float, int, float]:
+    """(wall seconds, user+sys seconds, lines printed, peak RSS MiB) of one whole process; exit 0 required.
+
+    ``python -m`` imports from ``cwd`` first: a baseline checkout runs its own archiver and query.
+    """
     with open(out, "wb") as stdout, open(out.with_suffix(".err"), "wb") as stderr:
         began = time.perf_counter()
         proc = subprocess.Popen(
-            argv, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, cwd=ROOT
+            argv, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, cwd=cwd
         )
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - began
@@ -405,15 +414,18 @@ def run_process(argv: list[str], env: dict[str, str], out: Path) -> tuple[float,
     return wall, usage.ru_utime + usage.ru_stime, lines, usage.ru_maxrss / 1024
 
 
-def compare(variants: dict[str, tuple[list[str], dict[str, str]]], runs: int, work: Path) -> dict[str, Any]:
+Variants = dict[str, tuple[list[str], dict[str, str], Path]]
+
+
+def compare(variants: Variants, runs: int, work: Path) -> dict[str, Any]:
     """Run every variant once to warm up, then ``runs`` rounds alternating them; medians and row counts."""
     walls: dict[str, list[float]] = {name: [] for name in variants}
     cpus: dict[str, list[float]] = {name: [] for name in variants}
     lines: dict[str, set[int]] = {name: set() for name in variants}
     rss: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(runs + 1):
-        for name, (argv, env) in variants.items():
-            wall, cpu, count, peak = run_process(argv, env, work / "out.txt")
+        for name, (argv, env, cwd) in variants.items():
+            wall, cpu, count, peak = run_process(argv, env, work / "out.txt", cwd)
             if round_:
                 walls[name].append(wall)
                 cpus[name].append(cpu)
@@ -446,6 +458,9 @@ def main() -> None:
                              "(app, region) (layout v1's); when building")  # fmt: skip
     parser.add_argument("--duckdb-python", default=sys.executable,
                         help="the Python that runs DuckDB (one with duckdb-extension-httpfs for S3)")  # fmt: skip
+    parser.add_argument("--baseline", default=None,
+                        help="a directory holding another version's archiver/ and query/ (git archive COMMIT "
+                             "archiver query | tar -x -C DIR), timed alongside as archiver_base")  # fmt: skip
     args = parser.parse_args()
     runs = args.runs or (2 if args.quick else 5)
     archives = [a for a in ("day1", "day30") if a in args.archives.split(",")]
@@ -536,20 +551,24 @@ def main() -> None:
                     )
                 for question, (options, _) in questions.items():
                     # Both archives and both tools in one alternating loop: same conditions for every ratio.
-                    variants: dict[str, tuple[list[str], dict[str, str]]] = {}
+                    variants: Variants = {}
                     for archive, (location, a_env, s3, prefix) in places.items():
                         if question == "count30d" and archive != "day30":
                             continue  # 30 days of the 1-day archive would be the 1-day question again
-                        variants[f"{archive}/archiver"] = ([*archiver, *options, *location], a_env)
+                        variants[f"{archive}/archiver"] = ([*archiver, *options, *location], a_env, ROOT)
+                        if args.baseline:
+                            variants[f"{archive}/archiver_base"] = (
+                                [*archiver, *options, *location], a_env, Path(args.baseline))  # fmt: skip
                         if store == "s3" and s3 is None:
                             continue  # DuckDB on S3: n/a (the reason is in summary["duckdb_s3"])
                         variants[f"{archive}/duckdb"] = (
                             [*duck, spec(f"{prefix}/**/*.parquet", question, s3)],
                             env,
+                            ROOT,
                         )
                         if question == "since":
                             variants[f"{archive}/duckdb_app_glob"] = (
-                                [*duck, spec(f"{prefix}/app={app}/**/*.parquet", question, s3)], env)  # fmt: skip
+                                [*duck, spec(f"{prefix}/app={app}/**/*.parquet", question, s3)], env, ROOT)  # fmt: skip
                     measured = compare(variants, runs, base)
                     for name, figures in measured.items():
                         archive, tool = name.split("/")

@@ -23,7 +23,6 @@ import orjson
 import pyarrow as pa
 
 from archiver.archive import schema
-from archiver.archive.layout import NS_PER_HOUR
 from archiver.archive.timestamps import table_ns
 from archiver.errors import UsageError
 from archiver.storage.open import open_read_storage
@@ -124,13 +123,13 @@ async def counted_tables(
     """Counts (bucket, group, count) of the request, a table at a time."""
     filters = request.filters()
     slow: list[HourFiles] = []
-    if spec.by_field is None and every_ns % NS_PER_HOUR == 0 and not filters.selective():
-        # Whole hours from footers or one dictionary column (query.count_fast), a few hours at a time.
+    if count_fast.applies(spec, every_ns, filters):
+        # Hours from footers or one dictionary column (query.count_fast), a few hours at a time.
         limit = asyncio.Semaphore(FAST_HOURS_IN_FLIGHT)
 
         async def fast(group: HourFiles) -> pa.Table | None:
             async with limit:
-                found = await count_fast.hour_counts(reader, group, spec)
+                found = await count_fast.hour_counts(reader, group, spec, filters)
             if found is None:
                 slow.append(group)
                 return None
@@ -144,10 +143,7 @@ async def counted_tables(
 
         tasks = []
         async for group in planner.hours():
-            if count_fast.applies(spec, every_ns, filters, group.hour_ns):
-                tasks.append(asyncio.ensure_future(fast(group)))
-            else:
-                slow.append(group)
+            tasks.append(asyncio.ensure_future(fast(group)))
         try:
             for task in tasks:
                 table = await task

@@ -1,11 +1,16 @@
 """Counting a whole hour without decoding its rows, where the count cannot depend on them.
 
 When no filter looks at a row (no --region, --level, --instance, --contains,
---grep, --where), the hour lies entirely inside the range, the buckets are whole
-hours (``--every`` a multiple of 1h; they are aligned to the epoch, so an hour
-falls in exactly one) and the grouping is not a JSON field, every row of the
-hour's files counts, in the bucket of the hour the key names: the file's row
-count comes from its Parquet footer (with no ``--by``, or ``--by app``, or
+--grep, --where), the buckets are whole hours (``--every`` a multiple of 1h;
+they are aligned to the epoch, so an hour falls in exactly one) and the
+grouping is not a JSON field, every row of the hour's files that is in the
+range counts, in the bucket of the hour the key names. Which rows are in the
+range is known without reading them when the hour lies entirely inside it, or,
+in the hours at its edges, from each row group's ``timestamp`` statistics: a
+row group wholly outside is left out, one wholly inside counts whole (the
+last hour's live files usually end before "now"), and one that straddles an
+edge sends the hour to the ordinary scan. A file's row count comes from its
+Parquet footer (with no ``--by``, or ``--by app``, or
 ``--by region`` for a v1 file: the key names them), or its one ``--by``
 column is read dictionary-encoded and counted per value (a v2 file's
 ``region`` too). The timestamps are never read.
@@ -30,7 +35,7 @@ from archiver.archive.layout import NS_PER_HOUR
 from archiver.archive.navigator import ArchiveFile
 from archiver.errors import BadFileError, ObjectNotFoundError
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
-from query.decode import check_schema
+from query.decode import check_schema, row_groups_in_range
 from query.filters import Filters
 from query.modes import CountSpec
 from query.plan import HourFiles
@@ -40,36 +45,43 @@ from query.scan import Reader
 FILES_PER_JOB = 64
 
 
-def applies(spec: CountSpec, every_ns: int, filters: Filters, hour_ns: int) -> bool:
-    """Whether the hour can be counted without its rows."""
-    return (
-        spec.by_field is None
-        and every_ns % NS_PER_HOUR == 0
-        and not filters.selective()
-        and filters.time_bounds(hour_ns) == (None, None)
-    )
+def applies(spec: CountSpec, every_ns: int, filters: Filters) -> bool:
+    """Whether hours can be counted without their rows (an edge hour may still need them, see above)."""
+    return spec.by_field is None and every_ns % NS_PER_HOUR == 0 and not filters.selective()
+
+
+class _Straddles(Exception):
+    """A row group holds rows on both sides of an edge of the range: the hour needs the ordinary scan."""
 
 
 def _file_counts(
-    source: str | pa.Buffer, planned: ArchiveFile, column: str | None, fs: pa.fs.FileSystem | None
+    source: str | pa.Buffer,
+    planned: ArchiveFile,
+    column: str | None,
+    fs: pa.fs.FileSystem | None,
+    bounds: tuple[int | None, int | None],
 ) -> Counter[str | None]:
-    """Rows of one file per value of ``column`` (None: all rows under the partition value or None)."""
+    """Rows in range of one file per value of ``column`` (None: all rows under the partition value or None)."""
     if not isinstance(source, pa.Buffer):
         with (fs or pa.fs.LocalFileSystem()).open_input_file(source) as f:
             source = f.read_buffer()
     # The app, and the region of a v1 file (its key names it; a v2 file holds a column), are the same
     # for every row.
     from_key = {None: None, schema.APP: planned.app, schema.REGION: planned.region}
-    if column in from_key and (column is None or from_key[column] is not None):
-        metadata = pq.read_metadata(pa.BufferReader(source))
-        check_schema(metadata.schema.to_arrow_schema(), ())
-        return Counter({from_key[column]: metadata.num_rows})
+    by_key = column in from_key and (column is None or from_key[column] is not None)
+    pf = None if by_key else pq.ParquetFile(pa.BufferReader(source), read_dictionary=[column])
+    metadata = pq.read_metadata(pa.BufferReader(source)) if pf is None else pf.metadata
+    # ParquetFile.schema_arrow is built anew on each access: once per file.
+    file_schema = metadata.schema.to_arrow_schema() if pf is None else pf.schema_arrow
+    check_schema(file_schema, () if by_key or column is None else (column,))
+    groups, inside = row_groups_in_range(metadata, file_schema, *bounds)
+    if not inside:
+        raise _Straddles
+    if pf is None or column not in file_schema.names:
+        rows = sum(metadata.row_group(i).num_rows for i in groups)
+        return Counter({from_key[column] if by_key else None: rows})
     assert column is not None
-    pf = pq.ParquetFile(pa.BufferReader(source), read_dictionary=[column])
-    check_schema(pf.schema_arrow, (column,))
-    if column not in pf.schema_arrow.names:
-        return Counter({None: pf.metadata.num_rows})
-    values = pf.read(columns=[column], use_threads=False)[column]
+    values = pf.read_row_groups(groups, columns=[column], use_threads=False)[column]
     counts: Counter[str | None] = Counter()
     for chunk in values.chunks:
         if not pa.types.is_dictionary(chunk.type):
@@ -82,20 +94,26 @@ def _file_counts(
 
 
 def _job(
-    items: Sequence[tuple[str | pa.Buffer, ArchiveFile]], column: str | None, fs: pa.fs.FileSystem | None
+    items: Sequence[tuple[str | pa.Buffer, ArchiveFile]],
+    column: str | None,
+    fs: pa.fs.FileSystem | None,
+    bounds: tuple[int | None, int | None],
 ) -> Counter[str | None] | None:
     total: Counter[str | None] = Counter()
     try:
         for source, planned in items:
-            total.update(_file_counts(source, planned, column, fs))
-    except (BadFileError, FileNotFoundError, pa.ArrowException, OSError, ValueError):
+            total.update(_file_counts(source, planned, column, fs, bounds))
+    except (_Straddles, BadFileError, FileNotFoundError, pa.ArrowException, OSError, ValueError):
         return None  # the ordinary scan handles (and reports) it
     return total
 
 
-async def hour_counts(reader: Reader, group: HourFiles, spec: CountSpec) -> Counter[str | None] | None:
-    """The hour's rows per group value; None when the hour must go through the ordinary scan."""
+async def hour_counts(
+    reader: Reader, group: HourFiles, spec: CountSpec, filters: Filters
+) -> Counter[str | None] | None:
+    """The hour's rows in range per group value; None when the hour must go through the ordinary scan."""
     loop = asyncio.get_running_loop()
+    bounds = filters.time_bounds(group.hour_ns)
     local = reader.filesystem is not None and reader.filesystem.type_name == "local"
     column = spec.by_column
 
@@ -114,12 +132,12 @@ async def hour_counts(reader: Reader, group: HourFiles, spec: CountSpec) -> Coun
             items: list[tuple[str | pa.Buffer, ArchiveFile]] = [
                 (f"{base}/{f.key}" if base else f.key, f) for f in part
             ]
-            return await loop.run_in_executor(reader.pool, _job, items, column, reader.filesystem)
+            return await loop.run_in_executor(reader.pool, _job, items, column, reader.filesystem, bounds)
         sources = await asyncio.gather(*(source(f) for f in part))
         if any(s is None for s in sources):
             return None
         fetched = [(s, f) for s, f in zip(sources, part, strict=True) if s is not None]
-        return await loop.run_in_executor(reader.pool, _job, fetched, column, None)
+        return await loop.run_in_executor(reader.pool, _job, fetched, column, None, bounds)
 
     files = group.files
     parts = [files[i : i + FILES_PER_JOB] for i in range(0, len(files), FILES_PER_JOB)]

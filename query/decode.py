@@ -74,29 +74,39 @@ def check_schema(file_schema: pa.Schema, columns: Sequence[str]) -> None:
 _NS_PER_UNIT = {"us": 1000, "ns": 1}
 
 
-def _row_groups(pf: pq.ParquetFile, scan: FileScan) -> list[int]:
-    every = list(range(pf.metadata.num_row_groups))
-    since, until = scan.filters.time_bounds(scan.hour_ns)
-    factor = _NS_PER_UNIT.get(pf.schema_arrow.field(schema.TIMESTAMP).type.unit)
-    if (since is None and until is None) or factor is None:
-        return every
-    index = pf.schema_arrow.get_field_index(schema.TIMESTAMP)
+def row_groups_in_range(
+    metadata: pq.FileMetaData, file_schema: pa.Schema, since: int | None, until: int | None
+) -> tuple[list[int], bool]:
+    """The row groups whose ``timestamp`` statistics overlap ``[since, until)`` (None: open), and whether
+    every row of them lies inside it (from the statistics alone: False when they cannot tell)."""
+    every = list(range(metadata.num_row_groups))
+    if since is None and until is None:
+        return every, True
+    factor = _NS_PER_UNIT.get(file_schema.field(schema.TIMESTAMP).type.unit)
+    if factor is None:
+        return every, False
+    index = file_schema.get_field_index(schema.TIMESTAMP)
     keep = []
+    inside = True
     for i in every:
-        stats = pf.metadata.row_group(i).column(index).statistics
+        stats = metadata.row_group(i).column(index).statistics
         # Raw INT64 values in the column's unit (as_py would round nanoseconds to microseconds); a
         # microsecond's rows span its 1000 nanoseconds.
-        low, high = (
-            (stats.min_raw * factor, stats.max_raw * factor + factor - 1)
-            if stats is not None and stats.has_min_max
-            else (None, None)
-        )
-        if (since is not None and high is not None and high < since) or (
-            until is not None and low is not None and low >= until
-        ):
+        if stats is None or not stats.has_min_max:
+            keep.append(i)
+            inside = False
+            continue
+        low, high = stats.min_raw * factor, stats.max_raw * factor + factor - 1
+        if (since is not None and high < since) or (until is not None and low >= until):
             continue
         keep.append(i)
-    return keep
+        inside = inside and (since is None or low >= since) and (until is None or high < until)
+    return keep, inside
+
+
+def _row_groups(pf: pq.ParquetFile, scan: FileScan, file_schema: pa.Schema | None = None) -> list[int]:
+    since, until = scan.filters.time_bounds(scan.hour_ns)
+    return row_groups_in_range(pf.metadata, file_schema or pf.schema_arrow, since, until)[0]
 
 
 def _target(columns: Sequence[str]) -> pa.Schema:
@@ -104,9 +114,10 @@ def _target(columns: Sequence[str]) -> pa.Schema:
     return pa.schema([OUTPUT_SCHEMA.field(n) for n in dict.fromkeys(columns)])
 
 
-def _read(pf: pq.ParquetFile, groups: list[int], columns: list[str], region: str | None) -> pa.Table:
+def _read(
+    pf: pq.ParquetFile, names: list[str], groups: list[int], columns: list[str], region: str | None
+) -> pa.Table:
     """Row groups' columns, in the one form: exact time, and the key's region for a v1 file."""
-    names = pf.schema_arrow.names
     present = [n for n in columns if n in names]
     if schema.TIMESTAMP in present and schema.TIMESTAMP_NANOS in names:
         present.append(schema.TIMESTAMP_NANOS)
@@ -142,9 +153,10 @@ def read_file(
         with (filesystem or pa.fs.LocalFileSystem()).open_input_file(source) as f:
             source = f.read_buffer()
     pf = pq.ParquetFile(pa.BufferReader(source))
-    file_schema = pf.schema_arrow
+    file_schema = pf.schema_arrow  # built anew on each access: once per file
+    names = file_schema.names
     check_schema(file_schema, [*scan.columns, schema.REGION])
-    groups = _row_groups(pf, scan)
+    groups = _row_groups(pf, scan, file_schema)
     filters = scan.filters
     wanted = list(dict.fromkeys([*filters.filter_columns(), *scan.columns, schema.REGION]))
     first = list(filters.filter_columns())
@@ -153,15 +165,15 @@ def read_file(
     if filters.selective() and schema.MESSAGE not in first and rest:
         # Late materialisation for region/level/instance filters: the message column, the bulk
         # of a file, is decoded only if something in the file matched.
-        table = _read(pf, groups, first, region)
+        table = _read(pf, names, groups, first, region)
         mask = filters.mask(table, scan.hour_ns)
         if mask is not None and not pc.any(mask).as_py():
             return _normalize(table.slice(0, 0), target)
-        others = _read(pf, groups, rest, region)
+        others = _read(pf, names, groups, rest, region)
         for name in others.column_names:
             table = table.append_column(others.schema.field(name), others[name])
     else:
-        table = _read(pf, groups, first + rest, region)
+        table = _read(pf, names, groups, first + rest, region)
     return _normalize(table.replace_schema_metadata(None), target)
 
 

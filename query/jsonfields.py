@@ -41,8 +41,6 @@ _KIND_TYPES = {"number": pa.float64(), "string": pa.string(), "boolean": pa.bool
 _KIND_CHANGE = re.compile(r"Column\((.*)\) changed from (\w+) to (\w+) in row (\d+)")
 #: Rows the bulk reader is not given: a raw line break would let one message read as two rows.
 _LINE_BREAKS = ("\\n", "\\r")
-_BRACE = (pa.scalar("{", pa.string()), pa.scalar("}", pa.string()))
-_BLANKS = pa.array([" ", "\t", "\n", "\r"], pa.string())
 _FIELDS = ("number", "text", "present", "valid")
 
 
@@ -68,9 +66,11 @@ def object_candidates(messages: Any) -> Any:
     """Which messages can be JSON objects: first non-blank ``{``, last ``}`` (a boolean array)."""
     # First and last byte by kernel (a regex over the whole text measured 10x slower); the rare
     # messages with blanks around go through the regex.
-    first, last = pc.utf8_slice(messages, 0, 1), pc.utf8_slice(messages, -1, None)
-    plain = pc.and_kleene(pc.compare("equal", first, _BRACE[0]), pc.compare("equal", last, _BRACE[1]))
-    padded = pc.or_kleene(pc.is_in(first, value_set=_BLANKS), pc.is_in(last, value_set=_BLANKS))
+    first, last = pc.first_and_last_bytes(messages)
+    opening, closing = (pa.scalar(b, first.type) for b in (b"{", b"}"))
+    blanks = pa.array([b" ", b"\t", b"\n", b"\r"], first.type)
+    plain = pc.and_kleene(pc.compare("equal", first, opening), pc.compare("equal", last, closing))
+    padded = pc.or_kleene(pc.is_in(first, value_set=blanks), pc.is_in(last, value_set=blanks))
     if not pc.any(padded).as_py():
         return plain
     found = pc.match_substring_regex(pc.filter(messages, padded), r"\A[ \t\n\r]*\{(?s:.*)\}[ \t\n\r]*\z")

@@ -2,9 +2,10 @@
 
 The archive is never listed whole. Apps (given, or one delimiter listing of
 the archive root, see :mod:`archiver.archive.navigator`) and the UTC hours of
-``[since, until)`` become prefixes (:func:`archiver.archive.navigator.spans`):
-``app=X/date=D/`` for a day the range covers entirely (one listing instead of
-24) and, for the hours of the partial days at the edges, the v2 prefix
+``[since, until)`` become prefixes (:func:`archiver.archive.navigator.day_spans`):
+``app=X/date=D/`` for a day the range covers entirely or in good part (one
+listing instead of up to 24; the day's hours out of range are left out by
+time) and, for the few hours of a day covered in part, the v2 prefix
 ``app=X/date=D/YYYYMMDDTHH`` and (old data) the v1 folder ``app=X/date=D/hour=HH/``.
 Listings run concurrently under a bound and come out grouped by hour, in
 time order or newest first, a window at a time, so a ``--tail`` or
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND
-from archiver.archive.navigator import AppSelection, ArchiveFile, Span, list_files, spans
+from archiver.archive.navigator import AppSelection, ArchiveFile, Span, day_spans, list_files
 from archiver.errors import StorageError, VanishedError
 from archiver.storage.interface import Storage
 from query.filters import region_values
@@ -112,7 +113,7 @@ class Planner:
 
         With ``prefetch`` the next window is listed while the caller reads the current one.
         """
-        todo = spans(self.since_ns, self.until_ns) if self.apps.segments else []
+        todo = day_spans(self.since_ns, self.until_ns) if self.apps.segments else []
         if newest_first:
             todo.reverse()
         size = max(1, first_window)

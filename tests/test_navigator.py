@@ -19,6 +19,7 @@ from archiver.archive.navigator import (
     DatedPrefix,
     Span,
     app_selection,
+    day_spans,
     day_start_ns,
     files_of_days,
     list_apps,
@@ -89,6 +90,16 @@ def test_spans_merge_whole_days_only() -> None:
     assert found[0].prefixes("a b") == ["app=a b/date=2026-11-24/20261124T22"]
     assert found[0].prefixes("a%20b") == ["app=a%20b/date=2026-11-24/hour=22/"]
     assert spans(at(0, 0), at(1, 0)) == [Span(at(0, 0), at(1, 0))]  # exactly one day
+
+
+def test_day_spans_list_a_day_covered_in_good_part_once() -> None:
+    # 24 h from 02:30: 22 hours of the first day as one span (the day's prefix), then 3 single hours.
+    found = day_spans(at(0, 2) + 30 * 60 * S, at(1, 2) + 30 * 60 * S)
+    assert found == [Span(at(0, 2), at(1, 0)), *(Span(at(1, h), at(1, h + 1)) for h in range(3))]
+    assert found[0].prefixes("a") == ["app=a/date=2026-11-24/"]
+    assert sum(s.hours for s in found) == sum(s.hours for s in spans(at(0, 2) + 1, at(1, 2) + 1)) == 25
+    # Whole days stay whole; a few hours stay hour by hour (what --follow polls).
+    assert day_spans(at(0, 22), at(2, 1)) == spans(at(0, 22), at(2, 1))
     assert day_prefix("a", at(0, 0)) == "app=a/date=2026-11-24/"
 
 

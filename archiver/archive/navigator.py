@@ -5,7 +5,9 @@ listing of the root; an app's days from one delimiter listing of ``app=X/``.
 A range of time becomes listing prefixes without listing anything
 (:func:`spans`): ``app=X/date=D/`` for a day it covers entirely (both
 layouts), and at the edges, per hour, the v2 prefix ``app=X/date=D/YYYYMMDDTHH``
-and the v1 folder ``app=X/date=D/hour=HH/``. Files are listed only under the
+and the v1 folder ``app=X/date=D/hour=HH/``; :func:`day_spans` lists the hours of
+a day covered in part with the day's prefix too when they are many (the
+query planner: one listing per app and day instead of up to 23 per layout). Files are listed only under the
 prefixes a command needs, concurrently under a bound, and come back with the
 partition values of their keys (:mod:`archiver.archive.layout`). Compaction,
 prune and stats (:mod:`archiver.manage`) and the query planner
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
     from archiver.storage.interface import ObjectInfo, Storage
 
 NS_PER_DAY = 24 * NS_PER_HOUR
+#: Hours of a day covered in part from which :func:`day_spans` lists the whole day once instead of each hour.
+DAY_LISTING_MIN_HOURS = 6
 #: Concurrent listings by default; S3 endpoints serve this many in parallel without throttling.
 LIST_CONCURRENCY = 32
 _APP = "app="
@@ -91,19 +95,23 @@ class ArchiveFile:
 
 
 class Span(NamedTuple):
-    """Time listed with one prefix per app layout: a whole UTC day or a single hour."""
+    """Time listed with one prefix per app layout: whole hours of one UTC day (the day's prefix) or a single hour."""
 
     start_ns: int
     end_ns: int
 
     @property
     def hours(self) -> int:
-        """How many hours it holds (24 or 1)."""
+        """How many hours it holds (1 to 24)."""
         return (self.end_ns - self.start_ns) // NS_PER_HOUR
 
     def prefixes(self, app_segment: str) -> list[str]:
-        """The listing prefixes of this span for one app segment (already encoded), in its layouts."""
-        if self.end_ns - self.start_ns == NS_PER_DAY:
+        """The listing prefixes of this span for one app segment (already encoded), in its layouts.
+
+        Several hours are listed with their day's prefix (both layouts under it): the files of the
+        day's other hours come along and are left out by time (see :func:`list_files`).
+        """
+        if self.end_ns - self.start_ns > NS_PER_HOUR:
             return [day_prefix(app_segment, self.start_ns)]
         layouts = segment_layouts(app_segment)
         out = [hour_prefix(app_segment, self.start_ns)] if 2 in layouts else []
@@ -194,6 +202,34 @@ def spans(since_ns: int, until_ns: int) -> list[Span]:
             out.append(Span(hour, hour + NS_PER_HOUR))
             hour += NS_PER_HOUR
     return out
+
+
+def day_spans(since_ns: int, until_ns: int) -> list[Span]:
+    """As :func:`spans`, but the hours of a day covered in part, when there are at least
+    :data:`DAY_LISTING_MIN_HOURS`, as one span (listed with the day's prefix)."""
+    out: list[Span] = []
+    for span in spans(since_ns, until_ns):
+        previous = out[-1] if out else None
+        if (
+            previous is not None
+            and span.hours == 1
+            and previous.end_ns == span.start_ns
+            and previous.hours < 24
+            and previous.start_ns // NS_PER_DAY == span.start_ns // NS_PER_DAY
+        ):
+            out[-1] = Span(previous.start_ns, span.end_ns)
+        else:
+            out.append(span)
+    # A few hours stay hour by hour: each listing is exact, and a day's listing would bring the rest.
+    return [
+        piece
+        for span in out
+        for piece in (
+            [span]
+            if span.hours >= DAY_LISTING_MIN_HOURS
+            else [Span(h, h + NS_PER_HOUR) for h in range(span.start_ns, span.end_ns, NS_PER_HOUR)]
+        )
+    ]
 
 
 async def list_days(storage: Storage, app_segment: str) -> list[DatedPrefix]:
