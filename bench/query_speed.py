@@ -169,6 +169,21 @@ def _moved_copy(source: Path, target: Path, back_ns: int) -> None:
     target.write_bytes(encode.write_parquet(table, encode.COMPACT_COMPRESSION_LEVEL))
 
 
+def merge_files(datas: list[bytes], metadata: dict[bytes, bytes], out: Path) -> None:
+    """Merge sorted Parquet files (bytes) into one part at ``out``, as the compactor does (FileMerge)."""
+    # Imported here: only building needs it.
+    from archiver.codec.merge import FileMerge, MergeInput
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+        inputs = []
+        for i, data in enumerate(datas):
+            path = Path(scratch) / f"in-{i}.parquet"
+            path.write_bytes(data)
+            inputs.append(MergeInput(str(path)))
+        parts = FileMerge(inputs, metadata).write_parts([str(out)])
+        assert parts is not None, "the merge was stopped"
+
+
 def build(base: Path, now_ns: int, quick: bool, compaction: str = "app-hour") -> dict[str, Any]:
     """Write the 1-day archive under base/day1 and the 30-day one under base/day30 (hard links).
 
@@ -229,13 +244,9 @@ def build(base: Path, now_ns: int, quick: bool, compaction: str = "app-hour") ->
                 # As archiver compact writes an app-hour: merged in time order, named and tagged as a group.
                 inputs = [object_name(hour, WRITER, sequence + i + 1) for i in range(len(merged))]
                 sequence += len(merged)
-                # Imported here: only building needs it (and it is the pre-merge API; see BENCHMARKS.md).
-                from archiver.codec.merge import Merger  # type: ignore[attr-defined]
-
-                data = Merger(merged, replaces_metadata(inputs)).part(0, 1)
                 path = day1 / object_key(app, hour, compact_name(hour, input_digest(inputs), 0, 1))
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
+                merge_files(merged, replaces_metadata(inputs), path)
                 files += 1
                 real[(app, "*", back)] = path
     # The 30-day archive: the same files (hard links) plus older hours made from the real ones, their
