@@ -52,7 +52,8 @@ from archiver.storage.open import open_storage
 
 HERE = Path(__file__).resolve().parent
 S = 1_000_000_000
-FAST = {"COMPACT_AFTER": "1s", "FLUSH_INTERVAL": "1s"}
+#: TABLE off: these tests pin the plain-files mode (the table mode: test_table_service.py).
+FAST = {"COMPACT_AFTER": "1s", "FLUSH_INTERVAL": "1s", "TABLE": "off"}
 
 
 def closed_messages(n: int, hours: int, seed: int, apps: int = 2) -> list[tuple[str, bytes]]:

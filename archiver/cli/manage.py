@@ -33,12 +33,16 @@ def compact(apps: tuple[str, ...], before: str, target_bytes: str | None, archiv
     """Merge the files of each closed app-hour into one sorted file (safe while queries run)."""
     from archiver.environment import load_compact_target_bytes
     from archiver.manage.compact import compact_archive
+    from archiver.manage.compact_table import TableLink
+    from archiver.table.writer import ArchiveTable
     from archiver.units import format_bytes
 
     target = load_compact_target_bytes(target_bytes)
     before_ns = when(before, "--before")
-    _, storage = open_archive(archive_url)
-    s = run_on_archive(storage, lambda: compact_archive(storage, apps, before_ns, target, say))
+    settings, storage = open_archive(archive_url)
+    handle = ArchiveTable.open(settings)  # None: plain files (TABLE=off), compacted as before
+    table = None if handle is None else TableLink(lambda: handle)
+    s = run_on_archive(storage, lambda: compact_archive(storage, apps, before_ns, target, say, table=table))
     click.echo(
         f"compacted {s.compacted} of {s.partitions} closed app-hours: {s.files_in} files "
         f"({format_bytes(s.bytes_in)}) -> {s.files_out} ({format_bytes(s.bytes_out)}), {s.rows} rows; "

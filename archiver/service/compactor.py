@@ -59,6 +59,7 @@ from archiver.config import RunConfig
 from archiver.manage import claims
 from archiver.manage.compact import Compactor, UnitResult
 from archiver.manage.compact_plan import UnitFiles, WorkUnit, list_units, needs_work
+from archiver.manage.compact_table import TableLink, seen
 from archiver.service.buffer import Buffers, Room
 from archiver.service.compaction_metrics import CompactionStats, compaction_seconds
 from archiver.storage.interface import Storage
@@ -85,6 +86,7 @@ class CompactorStage:
         buffers: Buffers,
         room: Room,
         clock_ns: Callable[[], int] = time.time_ns,
+        table: TableLink | None = None,
     ) -> None:
         assert config.compact_after_s is not None
         self.after_ns = int(config.compact_after_s * 1e9)
@@ -101,7 +103,7 @@ class CompactorStage:
         )
         self._max_charge = config.max_buffer_bytes // 2
         self.compactor = Compactor(storage, "", config.compact_target_bytes, executor=self._executor,
-                                   charge=self._charge)  # fmt: skip
+                                   charge=self._charge, table=table)  # fmt: skip
         #: Units to do, by when they are due (wall ns).
         self.pending: dict[WorkUnit, int] = {}
         self.backlog: set[WorkUnit] = set()
@@ -216,8 +218,12 @@ class CompactorStage:
         closed_by = now - self.after_ns
         since = None if full else now - now % NS_PER_DAY - NS_PER_DAY
         backlog: set[WorkUnit] = set()
+        table, live = self.compactor.table, None
         for segment in await listed_app_segments(self.storage):  # one at a time: a full scan's listing is big
             for unit, infos in (await list_units(self.storage, [segment], closed_by, since)).items():
+                if table is not None:  # the view of a table reader: its live files (and v1 files)
+                    live = await table.live_keys() if live is None else live
+                    infos = seen(infos, live)
                 if not needs_work(infos):
                     continue
                 backlog.add(unit)

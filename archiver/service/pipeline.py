@@ -15,7 +15,10 @@ from the last stage back, so that each is there for the one before):
    partition is detached as a batch and handed to ``on_batch``, that is
 3. :meth:`Uploader.submit <archiver.service.uploader.Uploader.submit>`:
    encode one Parquet file per hour, journal the intent naming each object
-   key, upload create-only, journal *done*; then ``on_archived``:
+   key, upload create-only; with TABLE on,
+   :meth:`Committer.uploaded <archiver.service.committer.Committer.uploaded>`
+   commits the files to the Delta table (grouped, exactly once) and only then
+   journals *done* (TABLE off: the uploader at once); then ``on_archived``:
 4. with JetStream, :meth:`AckTracker.archived
    <archiver.service.jetstream_acks.AckTracker.archived>` queues the acks
    the source sends; and ``on_file``:
@@ -33,8 +36,8 @@ keys their intents fixed; what the journal does not cover, to the replay.
 
 Owned here, all stopped and awaited on shutdown: the ticker task (group
 commit, due partitions, the stall watchdog, spool fsync and trim), the
-replay task, the source's tasks, the uploader's workers, the compactor's
-task and thread, the HTTP server for ``/health`` and ``/metrics``
+replay task, the source's tasks, the uploader's workers, the committer's
+task and thread, the compactor's task and thread, the HTTP server for ``/health`` and ``/metrics``
 (:class:`~archiver.service.health.Health`), and the journal thread.
 
 Shutdown (SIGTERM/SIGINT): drain the source, replay what is spilled, flush
@@ -89,15 +92,24 @@ class Service:
         # One thread for the spool's files: the journal's writes and the trim (which rewrites the
         # journal) must not interleave; the fsync goes there too, off the event loop.
         self.journal_executor = ThreadPoolExecutor(1, thread_name_prefix="archiver-journal")
-        # 5. compaction, 4. acks (JetStream) <- 3. upload <- 2. ingest <- 1. source
+        # 5. compaction, 4. acks (JetStream) <- 3. table commits <- upload <- 2. ingest <- 1. source
+        self.tracker = AckTracker() if config.jetstream_stream else None
+        on_archived = None if self.tracker is None else self.tracker.archived
+        self.committer = table = None
+        if config.table:
+            from archiver.manage.compact_table import TableLink
+            from archiver.service.committer import Committer
+
+            committer = self.committer = Committer(config.archive, storage, self.spool, self.journal_executor,
+                                                   config.table_commit_interval_s, on_archived)  # fmt: skip
+            table = TableLink(lambda: committer.table)  # the compactor commits through the committer's handle
         self.compactor = None
         if config.compact_after_s is not None:
-            self.compactor = CompactorStage(storage, config, self.buffers, self.room)
-        self.tracker = AckTracker() if config.jetstream_stream else None
+            self.compactor = CompactorStage(storage, config, self.buffers, self.room, table=table)
         self.uploader = Uploader(storage, self.buffers, self.room, self.stats, self.timings, self.spool,
-                                 self.journal_executor,
-                                 on_archived=None if self.tracker is None else self.tracker.archived,
-                                 on_file=None if self.compactor is None else self.compactor.noted)  # fmt: skip
+                                 self.journal_executor, on_archived=on_archived,
+                                 on_file=None if self.compactor is None else self.compactor.noted,
+                                 committer=self.committer)  # fmt: skip
         self.ingest = Ingest(self.buffers, self.room, self.stats, self.spool, on_batch=self.uploader.submit,
                              max_message_bytes=config.max_message_bytes)  # fmt: skip
         self.source: NatsConnection
@@ -108,13 +120,20 @@ class Service:
         self.watchdog = StallWatchdog(self.source, self.stats, config.stall_timeout_s)
         # What /health and /metrics read, at request time, from every stage.
         self.health = Health(config, self.stats, self.source, self.ingest, self.buffers, self.spool,
-                             self.uploader)  # fmt: skip
-        compaction = []
+                             self.uploader, self.committer)  # fmt: skip
+        compaction: list[Any] = []
         if self.compactor is not None:
             stage = self.compactor
             compaction = [
                 CompactionCollector(stage.stats, lambda: stage.compactor.cpu_seconds),
                 stage.seconds,
+            ]
+        if self.committer is not None:
+            from archiver.service.table_metrics import TableCollector
+
+            compaction += [
+                TableCollector(self.committer.stats, self.committer.gauges),
+                self.committer.seconds,
             ]
         self.metrics = Metrics(self.stats, self.timings, gauges=self.health.gauges, collectors=compaction)
         self.http = HttpServer(config.http_host, config.http_port,
@@ -138,8 +157,10 @@ class Service:
             event(logging.INFO, "starting", archive=self.storage.url, writer=self.uploader.writer_id,
                   http_port=self.http.port, spool=self.config.spool_dir, flush_interval_s=self.config.flush_interval_s,
                   flush_bytes=self.config.flush_bytes, max_buffer_bytes=self.config.max_buffer_bytes,
-                  arrow_memory_pool=memory_pool)  # fmt: skip
+                  arrow_memory_pool=memory_pool, table=self.config.table)  # fmt: skip
             self.uploader.start()
+            if self.committer is not None:
+                self.committer.start()
             if self.compactor is not None:
                 self.compactor.start()
             self._tasks = [asyncio.create_task(self._ticker())]
@@ -169,6 +190,8 @@ class Service:
             for batch in self.buffers.detach_all():
                 self.uploader.submit(batch)
             await self.uploader.join()
+            if self.committer is not None:
+                await self.committer.flush()
             if self.spool is not None:
                 await self._trim()
         except BaseException:
@@ -189,6 +212,8 @@ class Service:
         with contextlib.suppress(Exception):
             await self.source.drain()
         await self.uploader.stop()
+        if self.committer is not None:
+            await self.committer.stop()
         await self.source.close()  # after the uploads: JetStream sends the acks of what they archived
         self.journal_executor.shutdown(wait=True)  # a trim or fsync under way ends before the spool closes
         if self.spool is not None:
@@ -218,6 +243,8 @@ class Service:
         """Delete the spool segments no stage needs: below every stage's low-water mark."""
         assert self.spool is not None
         low = self.uploader.low_water_seq(self.ingest.low_water_seq())
+        if self.committer is not None:
+            low = self.committer.low_water_seq(low)
         if self.tracker is not None:
             low = self.tracker.low_water_seq(low)
         loop = asyncio.get_running_loop()

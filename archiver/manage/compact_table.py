@@ -1,0 +1,105 @@
+"""Compaction of an archive that is a Delta table: the unit's view is the table's, and step 6 is one guarded commit.
+
+With a table (design14.md "Exactly once"), :class:`~archiver.manage.compact.Compactor`
+changes in three places, all here:
+
+* **the view**: a unit's listing is narrowed to the files live in the table (plus schema v1
+  files, which are never registered). A file uploaded and not committed yet is not an input
+  (its writer commits it; the next compaction takes it); the inputs of an earlier compaction,
+  removed from the table and waiting for vacuum, are not seen again.
+* **the commit** (between put and delete): one commit removing every v2 input
+  (``data_change=False``) and adding every part with exact stats from its footer, guarded by
+  the app-day's app transaction after checking every input is still live
+  (:meth:`~archiver.table.writer.ArchiveTable.commit_compaction`). Two compactors of one
+  app-day never both commit; the loser's parts stay as unreferenced objects (same inputs give
+  the same names, so they may be the winner's own: never deleted here; vacuum does not see them,
+  the supersede rule of ``archiver query`` ignores an incomplete or superseded group).
+* **the delete**: v2 inputs are not deleted (vacuum deletes them after its retention, so a
+  Delta query running on an older snapshot still finds them); v1 inputs, which no table reader
+  sees, are deleted once the commit landed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from archiver.archive.layout import parse_key
+from archiver.errors import TableError
+from archiver.storage.interface import ObjectInfo
+
+if TYPE_CHECKING:
+    from archiver.manage.compact_plan import WorkUnit
+    from archiver.manage.compact_steps import Work
+    from archiver.table.writer import ArchiveTable
+
+
+def unit_date(unit: WorkUnit) -> str:
+    """``YYYY-MM-DD`` of the unit (its files' date partition)."""
+    return unit.directory.rstrip("/").rpartition("date=")[2]
+
+
+def _live_keys(table: ArchiveTable, partition: tuple[str, str] | None) -> set[str]:
+    from archiver.table.writer import delta_errors
+
+    with table.lock, delta_errors(f"cannot read the Delta log of {table.url}"):
+        table.delta.update_incremental()
+        table.last_version = table.delta.version()
+        return table.live_keys(None if partition is None else [partition])
+
+
+def seen(infos: Sequence[ObjectInfo], live: set[str]) -> list[ObjectInfo]:
+    """The files of ``infos`` live in the table, and the schema v1 ones (never registered)."""
+    return [i for i in infos if i.key in live or ((p := parse_key(i.key)) is not None and p.layout == 1)]
+
+
+class TableLink:
+    """The compactor's access to the archive's table (the service's shared handle, or one opened by the command)."""
+
+    def __init__(self, table: Callable[[], ArchiveTable | None]) -> None:
+        """``table()``: the open handle, or None while there is none yet (the service bootstraps it)."""
+        self._table = table
+
+    def _open(self) -> ArchiveTable:
+        table = self._table()
+        if table is None:
+            raise TableError("the archive's Delta table is not open yet: compaction waits for it")
+        return table
+
+    async def view(self, unit: WorkUnit, infos: Sequence[ObjectInfo]) -> list[ObjectInfo]:
+        """The unit's listed files a table reader sees (live in the table), and its schema v1 files."""
+        live = await asyncio.to_thread(_live_keys, self._open(), (unit.app, unit_date(unit)))
+        return seen(infos, live)
+
+    async def live_keys(self) -> set[str]:
+        """Every live file's key (one read of the table: a scan narrows all its units with it)."""
+        return await asyncio.to_thread(_live_keys, self._open(), None)
+
+    async def commit(self, work: Work) -> None:
+        """Step 6: remove the v2 inputs and add the parts in one guarded commit (TableConflictError if it lost)."""
+        from archiver.table.files import LiveFile, TableFile
+        from archiver.table.stats import file_stats
+
+        table = self._open()
+        unit, files = work.unit, work.files
+        date = unit_date(unit)
+        removed = [
+            LiveFile(files.keys[n], files.sizes[n], unit.app, date)
+            for n in work.decision.merge
+            if files.regions[n] is None  # v2: registered; v1 files never were
+        ]
+        stamp_ms = time.time_ns() // 1_000_000
+        added = [
+            TableFile(
+                f"{unit.directory}{name}", part.size, unit.app, date, file_stats(part.metadata), stamp_ms
+            )
+            for name, part in zip(work.outputs, work.parts, strict=True)
+        ]
+        await asyncio.to_thread(table.commit_compaction, removed, added)
+
+    @staticmethod
+    def v1_inputs(work: Work) -> list[str]:
+        """Keys of the unit's schema v1 inputs: deleted once the commit landed."""
+        return [work.files.keys[n] for n in work.decision.merge if work.files.regions[n] is not None]
