@@ -11,8 +11,13 @@ import asyncio
 import functools
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from archiver.config import ArchiveSettings
+    from archiver.manage.compact_table import TableLink
 
 from archiver.cli.options import app_option, archive_option, env_help, open_archive, run_on_archive, say, when
 
@@ -33,15 +38,12 @@ def compact(apps: tuple[str, ...], before: str, target_bytes: str | None, archiv
     """Merge the files of each closed app-hour into one sorted file (safe while queries run)."""
     from archiver.environment import load_compact_target_bytes
     from archiver.manage.compact import compact_archive
-    from archiver.manage.compact_table import TableLink
-    from archiver.table.writer import ArchiveTable
     from archiver.units import format_bytes
 
     target = load_compact_target_bytes(target_bytes)
     before_ns = when(before, "--before")
     settings, storage = open_archive(archive_url)
-    handle = ArchiveTable.open(settings)  # None: plain files (TABLE=off), compacted as before
-    table = None if handle is None else TableLink(lambda: handle)
+    table = _table_link(settings)
     s = run_on_archive(storage, lambda: compact_archive(storage, apps, before_ns, target, say, table=table))
     click.echo(
         f"compacted {s.compacted} of {s.partitions} closed app-hours: {s.files_in} files "
@@ -65,8 +67,11 @@ def prune(older_than: str, apps: tuple[str, ...], dry_run: bool, archive_url: st
 
     seconds = duration_setting("--older-than", older_than, 0.0, allow_zero=True)
     cutoff_ns = time.time_ns() - int(seconds * 1e9)
-    _, storage = open_archive(archive_url)
-    s = run_on_archive(storage, lambda: prune_archive(storage, apps, cutoff_ns, dry_run=dry_run, say=say))
+    settings, storage = open_archive(archive_url)
+    table = _table_link(settings)
+    s = run_on_archive(
+        storage, lambda: prune_archive(storage, apps, cutoff_ns, dry_run=dry_run, say=say, table=table)
+    )
     verb = "would prune" if dry_run else "pruned"
     click.echo(f"{verb} {s.prefixes} partitions: {s.files} files, {format_bytes(s.bytes)}", err=True)
 
@@ -117,3 +122,12 @@ def stats(apps: tuple[str, ...], since: str, hours: int, archive_url: str | None
     asyncio.run(storage.close())  # only the existence check; stats reads through pyarrow
     warn = functools.partial(click.echo, err=True)
     print_report(asyncio.run(collect(settings, apps, since_ns, hours, warn, strict)), sys.stdout)
+
+
+def _table_link(settings: ArchiveSettings) -> TableLink | None:
+    """The archive's Delta table for a command that changes files; None when it is plain files (TABLE=off)."""
+    from archiver.manage.compact_table import TableLink
+    from archiver.table.writer import ArchiveTable
+
+    handle = ArchiveTable.open(settings)
+    return None if handle is None else TableLink(lambda: handle)

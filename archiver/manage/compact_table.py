@@ -14,6 +14,10 @@ changes in three places, all here:
   app-day never both commit; the loser's parts stay as unreferenced objects (same inputs give
   the same names, so they may be the winner's own: never deleted here; vacuum does not see them,
   the supersede rule of ``archiver query`` ignores an incomplete or superseded group).
+* **prune** (:meth:`TableLink.remove`): the pruned files' removes are committed (guarded like a
+  compaction) before the files are deleted, so the table never references a deleted file. They
+  are deleted at once, not after the vacuum retention: a Delta query running on an older snapshot
+  may then miss them (a prune's files are past retention anyway).
 * **the delete**: v2 inputs are not deleted (vacuum deletes them after its retention, so a
   Delta query running on an older snapshot still finds them); v1 inputs, which no table reader
   sees, are deleted once the commit landed.
@@ -98,6 +102,20 @@ class TableLink:
             for name, part in zip(work.outputs, work.parts, strict=True)
         ]
         await asyncio.to_thread(table.commit_compaction, removed, added)
+
+    async def remove(self, infos: Sequence[ObjectInfo]) -> None:
+        """Prune: remove the live ones of ``infos`` from the table in one guarded commit, before they are deleted."""
+        from archiver.table.files import LiveFile
+
+        table = self._open()
+        live = await asyncio.to_thread(_live_keys, table, None)
+        removed = []
+        for info in infos:
+            parsed = parse_key(info.key)
+            if info.key in live and parsed is not None:
+                removed.append(LiveFile(info.key, info.size, parsed.app, info.key.split("/", 2)[1][5:]))
+        if removed:
+            await asyncio.to_thread(table.commit_removes, removed)
 
     @staticmethod
     def v1_inputs(work: Work) -> list[str]:
