@@ -91,11 +91,13 @@ def build(
             on_archived(batch)
 
     committer = None
-    if table:
+    acks: Callable[[FlushBatch], None] | None = settled
+    if table:  # as the pipeline: acks once uploaded; ``archived`` lists the batches once committed
         settings = ArchiveSettings("file", "", str(archive_dir))
-        committer = Committer(settings, storage, spool, executor, 3600.0, on_archived=settled)
+        committer = Committer(settings, storage, spool, executor, 3600.0, on_archived=archived.append)
+        acks = on_archived
     uploader = Uploader(
-        storage, buffers, room, stats, Timings(), spool, executor, on_archived=settled, committer=committer
+        storage, buffers, room, stats, Timings(), spool, executor, on_archived=acks, committer=committer
     )
     handed_on: list[tuple[tuple[str, str], int, list[bytes]]] = []
 

@@ -2,10 +2,20 @@
 
 The uploader journals a batch's intent, uploads its files, then hands them here
 (:meth:`Committer.uploaded`); this stage commits them and only then journals the
-batch *done* (and, with JetStream, lets it be acked). So a batch stays in the spool
-and journal until its files are in the table: a crash at any point replays it under
-the keys its intent fixed, and a commit that keeps failing (storage down, a damaged
-log, a conflict storm) loses nothing.
+batch *done*. So a batch stays in the spool and journal until its files are in the
+table: a crash at any point replays it under the keys its intent fixed, and a commit
+that keeps failing (storage down, a damaged log, a conflict storm) loses nothing.
+
+JetStream acks do not wait for the commit: the uploader acks a batch once its files
+are uploaded, its intent journaled and the spool fsynced, because the spool keeps its
+records until the commit's *done* (:meth:`Committer.low_water_seq`). Waiting for the
+commit (up to TABLE_COMMIT_INTERVAL, default 60 s, plus FLUSH_INTERVAL) would outlast
+the consumer's ack wait (redelivering everything) and, with ``max_ack_pending``
+(200,000), throttle delivery to ~200,000 / (FLUSH_INTERVAL + TABLE_COMMIT_INTERVAL)
+messages a second; committing at every flush instead would cost a commit per flush
+(0.25 CPU s each at a simulated year, BENCHMARKS.md). The spool holds about
+TABLE_COMMIT_INTERVAL more of records than with TABLE off (still bounded by
+SPOOL_MAX_BYTES: while commits fail it fills as while uploads fail).
 
 Exactly once (design14.md): every live file's name carries its writer id and
 sequence (:func:`~archiver.archive.layout.object_name`). The files of one writer are
@@ -84,7 +94,7 @@ class Committer:
         interval_s: float,
         on_archived: Callable[[FlushBatch], None] | None = None,
     ) -> None:
-        """``on_archived(batch)`` once a batch is committed and journaled done (JetStream acks it)."""
+        """``on_archived(batch)`` once a batch is committed and journaled done (the pipeline passes none: acks go at upload)."""
         self.settings = settings
         self.storage = storage
         self.spool = spool

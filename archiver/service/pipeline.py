@@ -18,10 +18,10 @@ from the last stage back, so that each is there for the one before):
    key, upload create-only; with TABLE on,
    :meth:`Committer.uploaded <archiver.service.committer.Committer.uploaded>`
    commits the files to the Delta table (grouped, exactly once) and only then
-   journals *done* (TABLE off: the uploader at once); then ``on_archived``:
+   journals *done* (TABLE off: the uploader at once); once uploaded, ``on_archived``:
 4. with JetStream, :meth:`AckTracker.archived
    <archiver.service.jetstream_acks.AckTracker.archived>` queues the acks
-   the source sends; and ``on_file``:
+   the source sends (the spool keeps the records until *done*); and ``on_file``:
 5. unless COMPACT_AFTER is off, :meth:`CompactorStage.noted
    <archiver.service.compactor.CompactorStage.noted>` puts the file's
    app-hour on the compactor's list: once closed it is merged into one file
@@ -101,7 +101,7 @@ class Service:
             from archiver.service.committer import Committer
 
             committer = self.committer = Committer(config.archive, storage, self.spool, self.journal_executor,
-                                                   config.table_commit_interval_s, on_archived)  # fmt: skip
+                                                   config.table_commit_interval_s)  # fmt: skip
             table = TableLink(lambda: committer.table)  # the compactor commits through the committer's handle
         self.compactor = None
         if config.compact_after_s is not None:

@@ -65,8 +65,9 @@ class Uploader:
 
         ``on_archived`` is called once a batch's records are settled for good (JetStream acks them),
         ``on_file(app, hour_ns)`` once a file of that app and hour is written (the compactor's due list).
-        With a ``committer`` (TABLE on) the uploaded files go to it, and it journals done and calls
-        ``on_archived`` once they are in the table (it was given ``on_archived``; this one is unused).
+        With a ``committer`` (TABLE on) the uploaded files go to it and it journals done once they are
+        in the table; ``on_archived`` (the acks) is still called here once the files are uploaded,
+        the spool fsynced and the intent journaled: the spool keeps the records until the commit.
         """
         self.storage = storage
         self.buffers = buffers
@@ -197,6 +198,12 @@ class Uploader:
         if self._committer is not None:
             described = await loop.run_in_executor(self._encode_pool, _table_files, batch.app, keys, encoded)
             self._committer.uploaded(batch, intent, described)
+            if self._on_archived is not None and self.spool is not None:
+                # JetStream acks now, not after the commit (up to TABLE_COMMIT_INTERVAL later: the ack
+                # wait would expire and max_ack_pending throttle delivery). Safe: the intent is
+                # journaled and the records stay spooled (fsynced first) until the commit's done.
+                await loop.run_in_executor(self._journal_executor, self.spool.fsync)
+                self._on_archived(batch)
         else:
             if self.spool is not None:
                 await loop.run_in_executor(self._journal_executor, self.spool.write_done, intent)
