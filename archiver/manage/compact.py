@@ -29,12 +29,12 @@ function here so that issue 14's table commit slots in between *put* and
    sorted input names), each carrying ``archiver.replaces``: every file
    superseded, transitively (names relative to ``app=X/date=D/``);
 5. :func:`put_outputs`: upload every part create-only (:meth:`Storage.put_file`);
-6. when the archive is a Delta table, one guarded commit removing the inputs and
-   adding the parts, and the unit's view is the table's
+6. when the archive is a Delta table, one guarded commit removing the inputs (and
+   whatever step 7 deletes) and adding the parts, and the unit's view is the table's
    (:mod:`archiver.manage.compact_table`);
 7. :func:`delete_inputs`: only then delete the inputs, and any compacted file
-   whose replaced set lies within the new one (with a table: only v1 inputs;
-   vacuum deletes the others after its retention);
+   whose replaced set lies within the new one (with a table too, at once: a glob
+   reader never counts a completed compaction twice);
 8. :func:`~archiver.manage.claims.release` the claim.
 
 Why this never loses or duplicates a row (claims or not):
@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from archiver.archive.navigator import app_selection
+from archiver.archive.supersede import superseded_by
 from archiver.errors import TableConflictError
 from archiver.manage import claims
 from archiver.manage.compact_plan import UnitFiles, WorkUnit, decide, list_unit, list_units, needs_work
@@ -80,6 +81,7 @@ from archiver.manage.compact_steps import (
     merge_inputs,
     put_outputs,
     read_replaced,
+    superseded,
 )
 from archiver.manage.compact_table import TableLink
 from archiver.storage.interface import ObjectInfo, Storage
@@ -148,9 +150,10 @@ class Compactor:
 
     async def compact(self, unit: WorkUnit, infos: Sequence[ObjectInfo] | None = None) -> UnitResult:
         """Compact ``unit`` (already listed as ``infos``, or not): claim, list, decide, merge, put, delete, release."""
+        extra: list[ObjectInfo] = []
         if infos is not None and self.table is not None:
-            infos = await self.table.view(unit, infos)
-        if infos is not None and not needs_work(infos):
+            infos, extra = await self.table.view(unit, infos)
+        if infos is not None and not needs_work(infos) and not extra:
             return UnitResult(unit, "done")
         claim = await claims.acquire(self.storage, unit, self.owner)
         if claim is None:
@@ -159,11 +162,11 @@ class Compactor:
         try:
             listed = await list_unit(self.storage, unit)
             if self.table is not None:
-                listed = await self.table.view(unit, listed)
+                listed, extra = await self.table.view(unit, listed)
             files = UnitFiles(listed)  # the view the work is done on
             directory = await self.blocking(tempfile.mkdtemp, "", "unit-", self.scratch_dir)
             try:
-                result = await self._steps(Work(unit, files, directory))
+                result = await self._steps(Work(unit, files, directory, extra=UnitFiles(extra)))
             finally:
                 await self.blocking(shutil.rmtree, directory, True)
         finally:
@@ -184,28 +187,62 @@ class Compactor:
             return UnitResult(work.unit, "stopped")
         return UnitResult(work.unit, "vanished" if work.vanished else "skipped", problems=work.problems)
 
+    @staticmethod
+    def leftovers(work: Work) -> list[str]:
+        """Keys of the unit's v2 files not live in the table that a live (or the new) group supersedes.
+
+        They were removed by a committed compaction whose delete a kill cut short (or a replayed batch
+        re-uploaded a file compacted since, which its writer's app transaction keeps out of the table):
+        deleted now, as that compaction would have. Files not committed yet are never among them.
+        """
+        extra = work.extra
+        if not extra.names:
+            return []
+        covered = set(work.decision.covered)
+        for replaced in work.replaces.values():  # every live group's inputs, transitively
+            covered |= replaced or frozenset()
+        return [extra.keys[n] for n in superseded_by(extra.names, work.replaces, frozenset(covered), set())]
+
+    async def _committed(self, work: Work, doomed: Sequence[str]) -> bool:
+        """With a table, step 6: remove ``doomed`` and add the parts in one guarded commit; False if another won.
+
+        The files are deleted right after (as without a table): a glob reader never counts a
+        completed compaction twice; a Delta reader on a snapshot older than this commit gets a
+        loud, retryable file-not-found instead (README).
+        """
+        if self.table is None:
+            return True
+        try:
+            await self.table.commit(work, doomed)
+        except TableConflictError:
+            return False  # another compactor (or a prune) of the app-day won
+        return True
+
     async def _steps(self, work: Work) -> UnitResult:
         unit = work.unit
-        if not needs_work(ObjectInfo(k, 0) for k in work.files.keys.values()):
+        if not needs_work(ObjectInfo(k, 0) for k in work.files.keys.values()) and not work.extra.names:
             return UnitResult(unit, "done")
         if not await read_replaced(self, work):
             return self._refused(work)
         work.decision = decide(work.files.names, work.replaces)
+        leftovers = self.leftovers(work)
         if not work.decision.merge:
-            await self.storage.delete([work.files.keys[n] for n in work.decision.garbage])
-            return UnitResult(unit, "cleaned", deleted=len(work.decision.garbage))
+            garbage = work.decision.garbage
+            if not garbage and not leftovers:
+                return UnitResult(unit, "done")  # only files not committed yet besides the group
+            if not await self._committed(work, garbage):
+                return UnitResult(unit, "vanished")
+            await self.storage.delete([work.files.keys[n] for n in garbage] + leftovers)
+            return UnitResult(unit, "cleaned", deleted=len(garbage) + len(leftovers))
         if not await fetch_inputs(self, work) or not await merge_inputs(self, work):
             return self._refused(work)
         await put_outputs(self.storage, work)
-        if self.table is None:
-            deleted = await delete_inputs(self.storage, work)
-        else:  # one guarded commit; v2 inputs stay for vacuum, v1 inputs (never registered) go now
-            try:
-                await self.table.commit(work)
-            except TableConflictError:
-                return UnitResult(unit, "vanished")  # another compactor (or a prune) of the app-day won
-            await self.storage.delete(v1 := TableLink.v1_inputs(work))
-            deleted = len(v1)
+        doomed = superseded(work)
+        if not await self._committed(work, doomed):
+            return UnitResult(unit, "vanished")
+        deleted = await delete_inputs(self.storage, work, doomed)
+        await self.storage.delete(leftovers)
+        deleted += len(leftovers)
         live = work.decision.merge
         return UnitResult(unit, "compacted", files_in=len(live), bytes_in=sum(work.files.sizes[n] for n in live),
                           files_out=len(work.parts), bytes_out=sum(p.size for p in work.parts),

@@ -18,9 +18,12 @@ changes in three places, all here:
   compaction) before the files are deleted, so the table never references a deleted file. They
   are deleted at once, not after the vacuum retention: a Delta query running on an older snapshot
   may then miss them (a prune's files are past retention anyway).
-* **the delete**: v2 inputs are not deleted (vacuum deletes them after its retention, so a
-  Delta query running on an older snapshot still finds them); v1 inputs, which no table reader
-  sees, are deleted once the commit landed.
+* **the delete**: every input (and every file the new group supersedes, all of them removed by
+  the commit) is deleted right after the commit landed, as without a table (the lead's decision:
+  issue 13 promises a glob reader ``app=*/**/*.parquet`` never counts a completed compaction
+  twice, and a silent double count is worse than a Delta reader whose snapshot predates the
+  commit getting a loud, retryable file-not-found). Vacuum only collects leftovers: files of a
+  compaction killed between its commit and its delete (:mod:`archiver.table.vacuum`).
 """
 
 from __future__ import annotations
@@ -56,7 +59,24 @@ def _live_keys(table: ArchiveTable, partition: tuple[str, str] | None) -> set[st
 
 def seen(infos: Sequence[ObjectInfo], live: set[str]) -> list[ObjectInfo]:
     """The files of ``infos`` live in the table, and the schema v1 ones (never registered)."""
-    return [i for i in infos if i.key in live or ((p := parse_key(i.key)) is not None and p.layout == 1)]
+    return split(infos, live)[0]
+
+
+def split(infos: Sequence[ObjectInfo], live: set[str]) -> tuple[list[ObjectInfo], list[ObjectInfo]]:
+    """(what :func:`seen` keeps, the other v2 files): those not live are candidates for leftovers.
+
+    Not live: uploaded and not committed yet (never touched), or removed by a commit and not deleted
+    (a compaction killed between its commit and its delete): the compactor deletes those its unit's
+    live group supersedes (:meth:`~archiver.manage.compact.Compactor.leftovers`).
+    """
+    kept, other = [], []
+    for info in infos:
+        parsed = parse_key(info.key)
+        if info.key in live or (parsed is not None and parsed.layout == 1):
+            kept.append(info)
+        elif parsed is not None:
+            other.append(info)
+    return kept, other
 
 
 class TableLink:
@@ -72,28 +92,40 @@ class TableLink:
             raise TableError("the archive's Delta table is not open yet: compaction waits for it")
         return table
 
-    async def view(self, unit: WorkUnit, infos: Sequence[ObjectInfo]) -> list[ObjectInfo]:
-        """The unit's listed files a table reader sees (live in the table), and its schema v1 files."""
+    async def view(
+        self, unit: WorkUnit, infos: Sequence[ObjectInfo]
+    ) -> tuple[list[ObjectInfo], list[ObjectInfo]]:
+        """The unit's listed files a table reader sees (and its v1 files); its other v2 files (:func:`split`)."""
         live = await asyncio.to_thread(_live_keys, self._open(), (unit.app, unit_date(unit)))
-        return seen(infos, live)
+        return split(infos, live)
+
+    def ready(self) -> bool:
+        """Whether the table is open (the service's committer opens or creates it at start)."""
+        return self._table() is not None
 
     async def live_keys(self) -> set[str]:
         """Every live file's key (one read of the table: a scan narrows all its units with it)."""
         return await asyncio.to_thread(_live_keys, self._open(), None)
 
-    async def commit(self, work: Work) -> None:
-        """Step 6: remove the v2 inputs and add the parts in one guarded commit (TableConflictError if it lost)."""
+    async def commit(self, work: Work, doomed: Sequence[str]) -> None:
+        """Step 6: remove the v2 files ``doomed`` (names) and add the parts in one guarded commit.
+
+        TableConflictError if another compaction or prune of the app-day won. Nothing to commit
+        (only v1 files doomed, no parts): no commit.
+        """
         from archiver.table.files import LiveFile, TableFile
         from archiver.table.stats import file_stats
 
-        table = self._open()
         unit, files = work.unit, work.files
         date = unit_date(unit)
         removed = [
             LiveFile(files.keys[n], files.sizes[n], unit.app, date)
-            for n in work.decision.merge
+            for n in doomed
             if files.regions[n] is None  # v2: registered; v1 files never were
         ]
+        if not removed and not work.parts:
+            return
+        table = self._open()
         stamp_ms = time.time_ns() // 1_000_000
         added = [
             TableFile(
@@ -116,8 +148,3 @@ class TableLink:
                 removed.append(LiveFile(info.key, info.size, parsed.app, info.key.split("/", 2)[1][5:]))
         if removed:
             await asyncio.to_thread(table.commit_removes, removed)
-
-    @staticmethod
-    def v1_inputs(work: Work) -> list[str]:
-        """Keys of the unit's schema v1 inputs: deleted once the commit landed."""
-        return [work.files.keys[n] for n in work.decision.merge if work.files.regions[n] is not None]

@@ -54,6 +54,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from archiver.archive.layout import parse_key
 from archiver.config import ArchiveSettings
 from archiver.errors import ArchiverError
 from archiver.logs import RateLimitedLog, event
@@ -93,6 +94,7 @@ class Committer:
         journal_executor: Executor,
         interval_s: float,
         on_archived: Callable[[FlushBatch], None] | None = None,
+        on_file: Callable[[str, int], None] | None = None,
     ) -> None:
         """``on_archived(batch)`` once a batch is committed and journaled done (the pipeline passes none: acks go at upload)."""
         self.settings = settings
@@ -101,6 +103,9 @@ class Committer:
         self.interval_s = max(interval_s, 0.1)  # 0: as soon as possible, without spinning
         self._journal_executor = journal_executor
         self._on_archived = on_archived
+        #: ``on_file(app, hour_ns)`` once a file of that app-hour is committed (the compactor's due list:
+        #: a table compaction sees only committed files, so an upload is not yet a reason to compact).
+        self._on_file = on_file
         self.stats = TableStats()
         self.seconds = commit_seconds()
         self.table: ArchiveTable | None = None
@@ -270,6 +275,11 @@ class Committer:
         ready = self._ready[writer]
         settled = []
         for seq in seqs:
+            if self._on_file is not None:
+                for file in ready[seq]:
+                    parsed = parse_key(file.key)
+                    if parsed is not None:
+                        self._on_file(file.app, parsed.hour_ns)
             del ready[seq]
             batch_id = self._owner.pop((writer, seq))
             waiting = self._waiting[batch_id]

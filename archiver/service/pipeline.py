@@ -24,7 +24,8 @@ from the last stage back, so that each is there for the one before):
    the source sends (the spool keeps the records until *done*); and ``on_file``:
 5. unless COMPACT_AFTER is off, :meth:`CompactorStage.noted
    <archiver.service.compactor.CompactorStage.noted>` puts the file's
-   app-hour on the compactor's list: once closed it is merged into one file
+   app-hour on the compactor's list (TABLE on: once the file is committed,
+   the committer's ``on_file``): once closed it is merged into one file
    in the background (with what the compactor's scans find).
 
 Back-pressure is a signal, :class:`~archiver.service.buffer.Room`: at the
@@ -98,17 +99,21 @@ class Service:
         self.committer = table = None
         if config.table:
             from archiver.manage.compact_table import TableLink
-            from archiver.service.committer import Committer
 
-            committer = self.committer = Committer(config.archive, storage, self.spool, self.journal_executor,
-                                                   config.table_commit_interval_s)  # fmt: skip
-            table = TableLink(lambda: committer.table)  # the compactor commits through the committer's handle
+            # The compactor commits through the committer's handle (opened, or created, at start).
+            table = TableLink(lambda: None if self.committer is None else self.committer.table)
         self.compactor = None
         if config.compact_after_s is not None:
             self.compactor = CompactorStage(storage, config, self.buffers, self.room, table=table)
+        noted = None if self.compactor is None else self.compactor.noted
+        if config.table:
+            from archiver.service.committer import Committer
+
+            self.committer = Committer(config.archive, storage, self.spool, self.journal_executor,
+                                       config.table_commit_interval_s, on_file=noted)  # fmt: skip
         self.uploader = Uploader(storage, self.buffers, self.room, self.stats, self.timings, self.spool,
                                  self.journal_executor, on_archived=on_archived,
-                                 on_file=None if self.compactor is None else self.compactor.noted,
+                                 on_file=None if self.committer is not None else noted,  # TABLE on: once committed
                                  committer=self.committer)  # fmt: skip
         self.ingest = Ingest(self.buffers, self.room, self.stats, self.spool, on_batch=self.uploader.submit,
                              max_message_bytes=config.max_message_bytes)  # fmt: skip

@@ -244,7 +244,8 @@ class ArchiveTable:
         what: str,
     ) -> None:
         """Check the inputs are live, then commit with every touched app-day's guard moved one on."""
-        partitions = sorted({(f.app, f.date) for f in removed})
+        # Parts' app-days too: a compaction of v1 inputs only (never registered) removes nothing.
+        partitions = sorted({(f.app, f.date) for f in removed} | {(f.app, f.date) for f in added})
         self.delta.update_incremental()
         live = self.live_keys(partitions)
         gone = [f.key for f in removed if f.key not in live]
