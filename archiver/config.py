@@ -115,9 +115,9 @@ class RunConfig:
     #: Compact an app-hour once it ended this long ago (None: the service does not compact).
     compact_after_s: float | None = DEFAULT_COMPACT_AFTER_S
     compact_target_bytes: int = DEFAULT_COMPACT_TARGET_BYTES
-    #: The archive root is a Delta table the service commits its files to (``TABLE``; off: plain files).
-    table: bool = True
+    table: bool = True  # TABLE: the archive root is a Delta table the service commits to (off: plain files)
     table_commit_interval_s: float = DEFAULT_TABLE_COMMIT_INTERVAL_S
+    table_vacuum_retention_s: float = 3600.0  # a file removed from the table and left behind: deleted then
 
     def __post_init__(self) -> None:
         register_secret(self.access_token)
@@ -205,6 +205,7 @@ def run_config(pick: Lookup, archive: Callable[[str | None], ArchiveSettings]) -
     return RunConfig(
         table=on_off("TABLE", pick("TABLE"), default=True),
         table_commit_interval_s=seconds("TABLE_COMMIT_INTERVAL", DEFAULT_TABLE_COMMIT_INTERVAL_S),
+        table_vacuum_retention_s=seconds("TABLE_VACUUM_RETENTION", _DEFAULTS.table_vacuum_retention_s),
         compact_after_s=compact_after_s,
         compact_target_bytes=compact_target_bytes(pick("COMPACT_TARGET_BYTES")),
         event_loop=event_loop,

@@ -85,6 +85,11 @@ from archiver.service.event_loop import run_async
     ),
 )
 @click.option(
+    "--table-vacuum-retention",
+    help=env_help("Delete a file removed from the Delta table and left behind (a process killed between a "
+                   "commit and its delete) this long after its removal (default 1h).", "TABLE_VACUUM_RETENTION"),
+)  # fmt: skip
+@click.option(
     "--jetstream-stream",
     help=env_help("Consume SUBJECT from this JetStream stream through a durable consumer (JETSTREAM_DURABLE, "
                    "default archiver), acking once archived.", "JETSTREAM_STREAM"),

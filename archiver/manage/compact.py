@@ -70,8 +70,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from archiver.archive.navigator import app_selection
-from archiver.archive.supersede import superseded_by
-from archiver.errors import TableConflictError
 from archiver.manage import claims
 from archiver.manage.compact_plan import UnitFiles, WorkUnit, decide, list_unit, list_units, needs_work
 from archiver.manage.compact_steps import (
@@ -83,7 +81,7 @@ from archiver.manage.compact_steps import (
     read_replaced,
     superseded,
 )
-from archiver.manage.compact_table import TableLink
+from archiver.manage.compact_table import TableLink, leftover_keys
 from archiver.storage.interface import ObjectInfo, Storage
 
 _log = logging.getLogger("archiver.compact")  # the name it had before the move: users filter on it
@@ -187,37 +185,6 @@ class Compactor:
             return UnitResult(work.unit, "stopped")
         return UnitResult(work.unit, "vanished" if work.vanished else "skipped", problems=work.problems)
 
-    @staticmethod
-    def leftovers(work: Work) -> list[str]:
-        """Keys of the unit's v2 files not live in the table that a live (or the new) group supersedes.
-
-        They were removed by a committed compaction whose delete a kill cut short (or a replayed batch
-        re-uploaded a file compacted since, which its writer's app transaction keeps out of the table):
-        deleted now, as that compaction would have. Files not committed yet are never among them.
-        """
-        extra = work.extra
-        if not extra.names:
-            return []
-        covered = set(work.decision.covered)
-        for replaced in work.replaces.values():  # every live group's inputs, transitively
-            covered |= replaced or frozenset()
-        return [extra.keys[n] for n in superseded_by(extra.names, work.replaces, frozenset(covered), set())]
-
-    async def _committed(self, work: Work, doomed: Sequence[str]) -> bool:
-        """With a table, step 6: remove ``doomed`` and add the parts in one guarded commit; False if another won.
-
-        The files are deleted right after (as without a table): a glob reader never counts a
-        completed compaction twice; a Delta reader on a snapshot older than this commit gets a
-        loud, retryable file-not-found instead (README).
-        """
-        if self.table is None:
-            return True
-        try:
-            await self.table.commit(work, doomed)
-        except TableConflictError:
-            return False  # another compactor (or a prune) of the app-day won
-        return True
-
     async def _steps(self, work: Work) -> UnitResult:
         unit = work.unit
         if not needs_work(ObjectInfo(k, 0) for k in work.files.keys.values()) and not work.extra.names:
@@ -225,12 +192,12 @@ class Compactor:
         if not await read_replaced(self, work):
             return self._refused(work)
         work.decision = decide(work.files.names, work.replaces)
-        leftovers = self.leftovers(work)
+        leftovers = leftover_keys(work)
         if not work.decision.merge:
             garbage = work.decision.garbage
             if not garbage and not leftovers:
                 return UnitResult(unit, "done")  # only files not committed yet besides the group
-            if not await self._committed(work, garbage):
+            if self.table is not None and not await self.table.try_commit(work, garbage):
                 return UnitResult(unit, "vanished")
             await self.storage.delete([work.files.keys[n] for n in garbage] + leftovers)
             return UnitResult(unit, "cleaned", deleted=len(garbage) + len(leftovers))
@@ -238,7 +205,7 @@ class Compactor:
             return self._refused(work)
         await put_outputs(self.storage, work)
         doomed = superseded(work)
-        if not await self._committed(work, doomed):
+        if self.table is not None and not await self.table.try_commit(work, doomed):
             return UnitResult(unit, "vanished")
         deleted = await delete_inputs(self.storage, work, doomed)
         await self.storage.delete(leftovers)

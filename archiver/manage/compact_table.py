@@ -67,7 +67,7 @@ def split(infos: Sequence[ObjectInfo], live: set[str]) -> tuple[list[ObjectInfo]
 
     Not live: uploaded and not committed yet (never touched), or removed by a commit and not deleted
     (a compaction killed between its commit and its delete): the compactor deletes those its unit's
-    live group supersedes (:meth:`~archiver.manage.compact.Compactor.leftovers`).
+    live group supersedes (:func:`leftover_keys`).
     """
     kept, other = [], []
     for info in infos:
@@ -106,6 +106,21 @@ class TableLink:
     async def live_keys(self) -> set[str]:
         """Every live file's key (one read of the table: a scan narrows all its units with it)."""
         return await asyncio.to_thread(_live_keys, self._open(), None)
+
+    async def try_commit(self, work: Work, doomed: Sequence[str]) -> bool:
+        """:meth:`commit`; False when another compaction or prune of the app-day won.
+
+        The files are deleted right after (as without a table): a glob reader never counts a
+        completed compaction twice; a Delta reader on a snapshot older than this commit gets a
+        loud, retryable file-not-found instead (README).
+        """
+        from archiver.errors import TableConflictError
+
+        try:
+            await self.commit(work, doomed)
+        except TableConflictError:
+            return False
+        return True
 
     async def commit(self, work: Work, doomed: Sequence[str]) -> None:
         """Step 6: remove the v2 files ``doomed`` (names) and add the parts in one guarded commit.
@@ -148,3 +163,21 @@ class TableLink:
                 removed.append(LiveFile(info.key, info.size, parsed.app, info.key.split("/", 2)[1][5:]))
         if removed:
             await asyncio.to_thread(table.commit_removes, removed)
+
+
+def leftover_keys(work: Work) -> list[str]:
+    """Keys of the unit's v2 files not live in the table that a live (or the new) group supersedes.
+
+    They were removed by a committed compaction whose delete a kill cut short (or a replayed batch
+    re-uploaded a file compacted since, which its writer's app transaction keeps out of the table):
+    deleted now, as that compaction would have. Files not committed yet are never among them.
+    """
+    from archiver.archive.supersede import superseded_by
+
+    extra = work.extra
+    if not extra.names:
+        return []
+    covered = set(work.decision.covered)
+    for replaced in work.replaces.values():  # every live group's inputs, transitively
+        covered |= replaced or frozenset()
+    return [extra.keys[n] for n in superseded_by(extra.names, work.replaces, frozenset(covered), set())]

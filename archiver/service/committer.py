@@ -6,16 +6,11 @@ batch *done*. So a batch stays in the spool and journal until its files are in t
 table: a crash at any point replays it under the keys its intent fixed, and a commit
 that keeps failing (storage down, a damaged log, a conflict storm) loses nothing.
 
-JetStream acks do not wait for the commit: the uploader acks a batch once its files
-are uploaded, its intent journaled and the spool fsynced, because the spool keeps its
-records until the commit's *done* (:meth:`Committer.low_water_seq`). Waiting for the
-commit (up to TABLE_COMMIT_INTERVAL, default 60 s, plus FLUSH_INTERVAL) would outlast
-the consumer's ack wait (redelivering everything) and, with ``max_ack_pending``
-(200,000), throttle delivery to ~200,000 / (FLUSH_INTERVAL + TABLE_COMMIT_INTERVAL)
-messages a second; committing at every flush instead would cost a commit per flush
-(0.25 CPU s each at a simulated year, BENCHMARKS.md). The spool holds about
-TABLE_COMMIT_INTERVAL more of records than with TABLE off (still bounded by
-SPOOL_MAX_BYTES: while commits fail it fills as while uploads fail).
+JetStream acks do not wait for the commit: the uploader acks once the files are uploaded,
+the intent journaled and the spool fsynced, as the spool keeps the records until *done*
+(:meth:`Committer.low_water_seq`). Waiting up to TABLE_COMMIT_INTERVAL would outlast the ack
+wait and, with ``max_ack_pending``, throttle delivery; a commit per flush would cost 0.25 CPU s
+each at a simulated year. The spool holds ~TABLE_COMMIT_INTERVAL more (bounded: SPOOL_MAX_BYTES).
 
 Exactly once (design14.md): every live file's name carries its writer id and
 sequence (:func:`~archiver.archive.layout.object_name`). The files of one writer are
@@ -68,8 +63,7 @@ from archiver.table.writer import ArchiveTable
 
 #: Commit before the interval is up once this many files wait.
 COMMIT_SOON_FILES = 2000
-RETRY_BASE_S = 1.0
-RETRY_CAP_S = 60.0
+RETRY_BASE_S, RETRY_CAP_S = 1.0, 60.0
 #: A writer's file: (writer id, sequence).
 FileId = tuple[str, int]
 
@@ -277,8 +271,7 @@ class Committer:
         for seq in seqs:
             if self._on_file is not None:
                 for file in ready[seq]:
-                    parsed = parse_key(file.key)
-                    if parsed is not None:
+                    if (parsed := parse_key(file.key)) is not None:
                         self._on_file(file.app, parsed.hour_ns)
             del ready[seq]
             batch_id = self._owner.pop((writer, seq))

@@ -54,7 +54,7 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -75,6 +75,9 @@ from archiver.service.source import NatsConnection, NatsSource, StallWatchdog
 from archiver.service.spool import Spool
 from archiver.service.uploader import Uploader
 from archiver.storage.interface import Storage
+
+if TYPE_CHECKING:
+    from archiver.service.upkeep import UpkeepStage
 
 TICK_MAX_S = 1.0
 
@@ -97,6 +100,7 @@ class Service:
         self.tracker = AckTracker() if config.jetstream_stream else None
         on_archived = None if self.tracker is None else self.tracker.archived
         self.committer = table = None
+        self.upkeep: UpkeepStage | None = None
         if config.table:
             from archiver.manage.compact_table import TableLink
 
@@ -108,9 +112,12 @@ class Service:
         noted = None if self.compactor is None else self.compactor.noted
         if config.table:
             from archiver.service.committer import Committer
+            from archiver.service.upkeep import UpkeepStage
 
-            self.committer = Committer(config.archive, storage, self.spool, self.journal_executor,
-                                       config.table_commit_interval_s, on_file=noted)  # fmt: skip
+            committer = self.committer = Committer(config.archive, storage, self.spool, self.journal_executor,
+                                                   config.table_commit_interval_s, on_file=noted)  # fmt: skip
+            self.upkeep = UpkeepStage(storage, lambda: committer.table, config.table_vacuum_retention_s,
+                                      self.buffers, self.room)  # fmt: skip
         self.uploader = Uploader(storage, self.buffers, self.room, self.stats, self.timings, self.spool,
                                  self.journal_executor, on_archived=on_archived,
                                  on_file=None if self.committer is not None else noted,  # TABLE on: once committed
@@ -137,7 +144,11 @@ class Service:
             from archiver.service.table_metrics import TableCollector
 
             compaction += [
-                TableCollector(self.committer.stats, self.committer.gauges),
+                TableCollector(
+                    self.committer.stats,
+                    self.committer.gauges,
+                    None if self.upkeep is None else self.upkeep.stats,
+                ),
                 self.committer.seconds,
             ]
         self.metrics = Metrics(self.stats, self.timings, gauges=self.health.gauges, collectors=compaction)
@@ -166,6 +177,8 @@ class Service:
             self.uploader.start()
             if self.committer is not None:
                 self.committer.start()
+            if self.upkeep is not None:
+                self.upkeep.start()
             if self.compactor is not None:
                 self.compactor.start()
             self._tasks = [asyncio.create_task(self._ticker())]
@@ -217,6 +230,8 @@ class Service:
         with contextlib.suppress(Exception):
             await self.source.drain()
         await self.uploader.stop()
+        if self.upkeep is not None:
+            await self.upkeep.stop()
         if self.committer is not None:
             await self.committer.stop()
         await self.source.close()  # after the uploads: JetStream sends the acks of what they archived

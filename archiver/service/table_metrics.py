@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from archiver.service.upkeep import UpkeepStats
 
 
 @dataclass(slots=True)
@@ -35,10 +39,13 @@ def commit_seconds() -> Histogram:
 class TableCollector(Collector):
     """Prometheus families of the committer, read at scrape time."""
 
-    def __init__(self, stats: TableStats, gauges: Callable[[], tuple[int, float]]) -> None:
+    def __init__(
+        self, stats: TableStats, gauges: Callable[[], tuple[int, float]], upkeep: UpkeepStats | None = None
+    ) -> None:
         """``gauges()``: (files uploaded and not yet committed, age in seconds of the oldest such batch)."""
         self._stats = stats
         self._gauges = gauges
+        self._upkeep = upkeep
 
     def collect(self) -> Iterator[Metric]:
         """Yield the metric families."""
@@ -65,3 +72,17 @@ class TableCollector(Collector):
             "Age of the oldest batch uploaded and not yet committed to the table (0 when none).",
             value=age_s,
         )
+        u = self._upkeep
+        if u is not None:
+            yield GaugeMetricFamily(
+                "archiver_table_upkeep_leader", "1 while this process runs the table upkeep.", value=u.leader
+            )
+            yield CounterMetricFamily("archiver_table_checkpoints", "Checkpoints written.", u.checkpoints)
+            yield CounterMetricFamily(
+                "archiver_table_vacuumed_files",
+                "Files removed from the table and left behind, deleted by the upkeep's vacuum.",
+                u.vacuumed_files,
+            )
+            yield CounterMetricFamily(
+                "archiver_table_upkeep_failures", "Upkeep ticks that failed (tried again).", u.failures
+            )
