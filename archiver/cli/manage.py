@@ -84,15 +84,19 @@ def import_command(sources: tuple[str, ...], archive_url: str | None) -> None:
     from archiver.environment import load_archive_settings
     from archiver.manage.importer import run_import
     from archiver.storage.open import open_storage
+    from archiver.table.writer import ArchiveTable
     from archiver.units import format_bytes
 
     # Not open_archive: an import may be what creates the archive.
-    storage = open_storage(load_archive_settings(archive_url))
-    s = run_on_archive(storage, lambda: run_import(list(sources), storage))
+    settings = load_archive_settings(archive_url)
+    storage = open_storage(settings)
+    table = ArchiveTable.open(settings)  # None: plain files (TABLE=off, or no archive yet)
+    s = run_on_archive(storage, lambda: run_import(list(sources), storage, table=table))
     blank = f", {s.blank} blank lines skipped" if s.blank else ""
+    added = "" if s.added is None else f"; {s.added} files added to the Delta table"
     click.echo(
         f"imported {s.sources} sources ({format_bytes(s.bytes_read)}): {s.lines} lines into {s.written} new "
-        f"files ({s.existing} already there); {s.malformed} malformed lines archived as raw text{blank}",
+        f"files ({s.existing} already there); {s.malformed} malformed lines archived as raw text{blank}{added}",
         err=True,
     )
 

@@ -281,11 +281,13 @@ class ArchiveTable:
             ) from None
         raise TableError(f"{what}: {type(exc).__name__}: {first_line(exc)}") from None
 
-    def commit_compaction(self, removed: Sequence[LiveFile], added: Sequence[TableFile]) -> None:
-        """Replace ``removed`` by ``added`` in one guarded commit; TableConflictError if another one won."""
+    def commit_compaction(
+        self, removed: Sequence[LiveFile], added: Sequence[TableFile], new_data: bool = False
+    ) -> None:
+        """Replace ``removed`` by ``added`` in one guarded commit; TableConflictError if another one won (imports: new_data)."""
         now = _now_ms()
         actions: list[AddAction | RemoveAction] = [remove_action(f, False, now) for f in removed]
-        actions += [add_action(f, data_change=False) for f in added]
+        actions += [add_action(f, data_change=new_data) for f in added]
         what = f"cannot commit the compaction of {len(removed)} files into {len(added)} to {self.url}"
         with self.lock, delta_errors(what):
             self._guarded_commit(removed, added, actions, what)
