@@ -276,18 +276,16 @@ class ArchiveTable:
             # It landed although its answer was lost (or a prune of the same files did: the same outcome).
             return
         if moved != guards or any(f.key not in live for f in removed):
-            raise TableConflictError(
-                f"{what}: another compaction or prune of the app-day committed first"
-            ) from None
+            raise TableConflictError(f"{what}: another compaction or prune of the app-day won") from None
         raise TableError(f"{what}: {type(exc).__name__}: {first_line(exc)}") from None
 
     def commit_compaction(
-        self, removed: Sequence[LiveFile], added: Sequence[TableFile], new_data: bool = False
+        self, removed: Sequence[LiveFile], added: Sequence[TableFile], new: bool = False
     ) -> None:
-        """Replace ``removed`` by ``added`` in one guarded commit; TableConflictError if another one won (imports: new_data)."""
+        """Replace ``removed`` by ``added`` in one guarded commit; TableConflictError if another won (imports: ``new``)."""
         now = _now_ms()
         actions: list[AddAction | RemoveAction] = [remove_action(f, False, now) for f in removed]
-        actions += [add_action(f, data_change=new_data) for f in added]
+        actions += [add_action(f, data_change=new) for f in added]
         what = f"cannot commit the compaction of {len(removed)} files into {len(added)} to {self.url}"
         with self.lock, delta_errors(what):
             self._guarded_commit(removed, added, actions, what)
