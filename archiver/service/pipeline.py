@@ -80,6 +80,8 @@ if TYPE_CHECKING:
     from archiver.service.upkeep import UpkeepStage
 
 TICK_MAX_S = 1.0
+#: TABLE on: delta-rs's open table, charged against MAX_BUFFER_BYTES (RSS within it + 150 MB: BENCHMARKS.md).
+TABLE_RESIDENT_BYTES = 96 * 1024**2
 
 
 class Service:
@@ -104,6 +106,7 @@ class Service:
         if config.table:
             from archiver.manage.compact_table import TableLink
 
+            self.buffers.hold(min(TABLE_RESIDENT_BYTES, config.max_buffer_bytes // 2))
             # The compactor commits through the committer's handle (opened, or created, at start).
             table = TableLink(lambda: None if self.committer is None else self.committer.table)
         self.compactor = None
