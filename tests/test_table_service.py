@@ -131,14 +131,16 @@ def test_engines_read_each_row_once_through_ingest_compaction_workers_and_kill_9
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("backend", ["local", "s3"])
 def test_kill_9_in_the_middle_of_a_table_compaction(
+    backend: str,
     nats_server: Any,
-    local_settings: ArchiveSettings,
     tmp_path: Path,
+    request: pytest.FixtureRequest,
     duck: duckdb.DuckDBPyConnection,  # noqa: F811
 ) -> None:
     """Killed before its commit, between its commit and its delete, mid-delete: each row once, then finished."""
-    settings = local_settings
+    settings: ArchiveSettings = request.getfixturevalue(f"{backend}_settings")
     seeded = closed_messages(2000, hours=2, seed=21)
     seed(settings, seeded, flushes=6)
     want = messages_of(seeded)
@@ -163,3 +165,5 @@ def test_kill_9_in_the_middle_of_a_table_compaction(
         assert final.stop() == 0, final.log()
     assert Counter(m for m, _ in read_deltalake(settings)) == want
     assert Counter(m for m, _ in read_duckdb(duck, settings)) == want
+    assert Counter(m for m, _ in read_polars(settings)) == want
+    assert Counter(m for m, _ in read_datafusion(settings)) == want
