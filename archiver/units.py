@@ -99,3 +99,23 @@ def url_scheme(url: str) -> str:
         return urlsplit(url).scheme
     except ValueError:  # e.g. an unclosed IPv6 bracket
         return ""
+
+
+def on_off(name: str, text: str | None, *, default: bool) -> bool:
+    """A setting that is ``on`` or ``off`` (also true/false, 1/0, yes/no)."""
+    if text is None:
+        return default
+    if text.lower() in ("on", "true", "1", "yes"):
+        return True
+    if text.lower() in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(f"{name}: expected on or off, got {text!r}")
+
+
+def port_setting(name: str, text: str | None, default: int) -> int:
+    """A TCP port setting (``default`` when not set); ConfigError naming it otherwise."""
+    if text is None:
+        return default
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise ConfigError(f"{name}: expected a TCP port 0-65535, got {text!r}")
+    return int(text)

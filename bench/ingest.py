@@ -122,6 +122,10 @@ class RunResult:
     compaction_cpu_s: float = 0.0
     #: Slowest /health answer during the run (--compaction-backlog runs): the event loop's worst stall.
     health_worst_ms: float = 0.0
+    #: Settings of the archiver's run (--table-ab: TABLE on or off).
+    env: dict[str, str] = field(default_factory=dict)
+    #: The committer's counters and cumulative commit latency buckets (TABLE on).
+    table: dict[str, int] = field(default_factory=dict)
 
     @property
     def catch_up_limit_s(self) -> float:
@@ -135,6 +139,7 @@ class RunResult:
         rate = "flat out" if self.offered_rate is None else f"{self.offered_rate:,.0f}/s"
         name = self.subscriber if self.workers == 1 else f"{self.subscriber} --workers {self.workers}"
         name += " + compaction" if self.backlog_rows else ""
+        name += f" TABLE={self.env['TABLE']}" if "TABLE" in self.env else ""
         return f"{name} @ {rate}"
 
 
@@ -174,12 +179,17 @@ class Subscriber:
 class ArchiverSub(Subscriber):
     name = "archiver"
 
-    def __init__(self, nats_url: str, work: Path, workers: int = 1, backlog_rows: int = 0) -> None:
+    def __init__(self, nats_url: str, work: Path, workers: int = 1, backlog_rows: int = 0,
+                 env_extra: dict[str, str] | None = None) -> None:  # fmt: skip
         super().__init__(nats_url, work)
         self.workers = workers
         self.port = free_port()
         if backlog_rows:
             seed_backlog(work / "archive", backlog_rows)
+        if env_extra and "SEED_TABLE" in env_extra:  # a pre-built table (its log only: bench/table_scale.py)
+            shutil.copytree(env_extra.pop("SEED_TABLE"), work / "archive", dirs_exist_ok=True)
+            if backlog_rows and env_extra.get("TABLE") == "on":
+                register_backlog(work / "archive")
         env = {
             **os.environ,
             "NATS_URL": nats_url,
@@ -189,6 +199,7 @@ class ArchiverSub(Subscriber):
             "HTTP_PORT": str(self.port),
             "LOG_LEVEL": "warning",
             "WORKERS": str(workers),
+            **(env_extra or {}),
         }
         self.proc = subprocess.Popen([sys.executable, "-m", "archiver", "run"], env=env, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
@@ -225,6 +236,16 @@ class ArchiverSub(Subscriber):
             total["compactions"] += int(sums.get("archiver_compactions_total", 0))
             total["compaction_rows"] += int(sums.get("archiver_compaction_rows_total", 0))
             total["compaction_cpu_ms"] += int(1000 * sums.get("archiver_compaction_cpu_seconds_total", 0))
+            total["table_commits"] = total.get("table_commits", 0) + int(
+                sums.get("archiver_table_commits_total", 0)
+            )
+            total["table_commit_failures"] = total.get("table_commit_failures", 0) + int(
+                sums.get("archiver_table_commit_failures_total", 0))  # fmt: skip
+            for line in body.decode().splitlines():  # the commit latency histogram's cumulative buckets
+                if line.startswith("archiver_table_commit_seconds_bucket{"):
+                    le = line.split('le="', 1)[1].split('"', 1)[0]
+                    key = f"commit_le_{le}"
+                    total[key] = total.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))
         return total
 
     def finish(self) -> tuple[int, float, int, dict[str, int], int]:
@@ -233,12 +254,32 @@ class ArchiverSub(Subscriber):
         code, cpu, maxrss = reap(self.proc, 300)
         self.log.close()
         rows = 0
-        # The backlog's apps are not what was sent (compacted or not, they are not counted).
-        files = [p for p in (self.work / "archive").rglob("*.parquet") if "app=backlog-" not in str(p)]
+        # The backlog's apps are not what was sent (compacted or not, they are not counted); app=* only:
+        # not the Delta table's checkpoints under _delta_log/.
+        files = [
+            p for p in (self.work / "archive").glob("app=*/**/*.parquet") if "app=backlog-" not in str(p)
+        ]
         for path in files:
             rows += pq.read_metadata(path).num_rows
         final["archived_rows"] = rows
         return code, cpu, maxrss, final, len(files)
+
+
+def register_backlog(archive: Path) -> None:
+    """Add the backlog's files to the pre-built table (as the service would have committed them)."""
+    from archiver.config import ArchiveSettings
+    from archiver.table.bootstrap import read_footers
+    from archiver.table.writer import ArchiveTable
+
+    settings = ArchiveSettings("file", "", str(archive))
+    candidates = []
+    for path in archive.glob("app=backlog-*/date=*/*.parquet"):
+        key = str(path.relative_to(archive))
+        candidates.append((key, path.stat().st_size, key.split("/")[0][4:], key.split("/")[1][5:]))
+    files, skipped = read_footers(settings, candidates)
+    table = ArchiveTable.open(settings)
+    assert table is not None and not skipped, skipped
+    table.commit_adds(files, "bench-backlog", 1)
 
 
 class BareSub(Subscriber):
@@ -335,10 +376,11 @@ def _readline(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
 
 
 def run_once(nats_url: str, kind: str, rate: float | None, duration: float, workers: int = 1,
-             backlog_rows: int = 0, probe_latency: bool = False) -> RunResult:  # fmt: skip
+             backlog_rows: int = 0, probe_latency: bool = False,
+             env_extra: dict[str, str] | None = None) -> RunResult:  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    result = RunResult(kind, workers, rate, duration, backlog_rows=backlog_rows)
-    sub: Subscriber = (ArchiverSub(nats_url, work, workers, backlog_rows) if kind == "archiver"
+    result = RunResult(kind, workers, rate, duration, backlog_rows=backlog_rows, env=dict(env_extra or {}))
+    sub: Subscriber = (ArchiverSub(nats_url, work, workers, backlog_rows, env_extra) if kind == "archiver"
                        else BareSub(nats_url, work))  # fmt: skip
     argv = [sys.executable, str(HERE / "publisher.py"), "--url", nats_url, "--rate", str(rate or 0),
             "--duration", str(duration)]  # fmt: skip
@@ -401,6 +443,7 @@ def run_once(nats_url: str, kind: str, rate: float | None, duration: float, work
             final.get("compaction_rows", 0),
         )
         result.compaction_cpu_s = final.get("compaction_cpu_ms", 0) / 1000
+        result.table = {k: v for k, v in final.items() if k.startswith(("table_", "commit_le_"))}
         if code != 0:
             result.notes.append(f"exit code {code} after SIGTERM")
     except BaseException:
@@ -502,7 +545,15 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="with --compaction-backlog: alternating runs per rate"
     )
+    parser.add_argument("--table-ab", action="store_true",
+                        help="TABLE on against off, alternating (--rates, --rounds, --duration; with "
+                        "--compaction-backlog both compact it)")  # fmt: skip
+    parser.add_argument("--table-from", metavar="DIR", default=None,
+                        help="with --table-ab: each run's archive starts as a copy of this pre-built table")  # fmt: skip
     args = parser.parse_args()
+    if args.table_ab:
+        table_cost(args)
+        return
     if args.compaction_backlog:
         compaction_cost(args)
         return
@@ -626,6 +677,66 @@ def compaction_cost(args: argparse.Namespace) -> None:
         Path(args.json_out).write_text(json.dumps(summary, indent=1))
     if failures:
         print("\nINGEST BENCHMARK FAILED — loss is a bug:", *failures, sep="\n  ", file=sys.stderr)
+        sys.exit(1)
+
+
+def quantile(buckets: dict[str, int], q: float) -> float | None:
+    """Prometheus-style quantile of cumulative ``commit_le_<bound>`` counts (linear within a bucket)."""
+    bounds = sorted(
+        (float(k.removeprefix("commit_le_")), v) for k, v in buckets.items() if k.startswith("commit_le_")
+    )
+    total = bounds[-1][1] if bounds else 0
+    if not total:
+        return None
+    rank, lower, below = q * total, 0.0, 0
+    for bound, count in bounds:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(1, count - below)
+        lower, below = bound, count
+    return None
+
+
+def table_cost(args: argparse.Namespace) -> None:
+    """TABLE=on against TABLE=off, alternating, at each rate: CPU per message, RSS, commits and their latency."""
+    duration = args.duration or 30.0
+    runs: list[RunResult] = []
+    failures: list[str] = []
+    with nats_server() as url:
+        print(f"table cost: {duration:.0f} s per run, backlog {args.compaction_backlog:,} rows", flush=True)
+        for rate in (float(r) for r in args.rates.split(",")):
+            for _ in range(args.rounds):
+                for table in ("on", "off"):
+                    env = {"TABLE": table} | ({"SEED_TABLE": args.table_from} if args.table_from else {})
+                    result = run_once(url, "archiver", rate, duration, backlog_rows=args.compaction_backlog,
+                                      probe_latency=True, env_extra=env)  # fmt: skip
+                    runs.append(result)
+                    show(result)
+                    t = result.table
+                    print(f"    commits {t.get('table_commits', 0)} (failed {t.get('table_commit_failures', 0)}), "
+                          f"latency p50 {quantile(t, 0.5)} s p90 {quantile(t, 0.9)} s; slowest /health "
+                          f"{result.health_worst_ms:.0f} ms; compactions {result.compactions}", flush=True)  # fmt: skip
+                    failures += check(result, must_be_lossless=True)
+    summary: dict[str, Any] = {"runs": [asdict(r) for r in runs], "failures": failures}
+    for rate in sorted({r.offered_rate or 0.0 for r in runs}):
+        on = [r for r in runs if r.offered_rate == rate and r.env.get("TABLE") == "on"]
+        off = [r for r in runs if r.offered_rate == rate and r.env.get("TABLE") == "off"]
+        ratio = median([r.cpu_s_per_million for r in on]) / median([r.cpu_s_per_million for r in off])
+        rss_on, rss_off = max(r.peak_rss_bytes for r in on), max(r.peak_rss_bytes for r in off)
+        summary[str(int(rate))] = {
+            "cpu_ratio_on_off": round(ratio, 4),
+            "peak_rss_on": rss_on,
+            "peak_rss_off": rss_off,
+        }
+        print(f"@ {rate:,.0f}/s: CPU per message TABLE on/off {ratio:.3f} (medians "
+              f"{median([r.cpu_s_per_million for r in on]):.2f} / {median([r.cpu_s_per_million for r in off]):.2f} "
+              f"s/M); peak RSS on {rss_on / 2**20:.0f} MiB, off {rss_off / 2**20:.0f} MiB (limit "
+              f"{MAX_BUFFER_BYTES / 2**20 + 150:.0f})", flush=True)  # fmt: skip
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(summary, indent=1))
+    if failures:
+        print("\nTABLE BENCHMARK FAILED — loss is a bug:", *failures, sep="\n  ", file=sys.stderr)
         sys.exit(1)
 
 

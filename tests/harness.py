@@ -149,7 +149,10 @@ def read_archive(settings: ArchiveSettings) -> list[ArchivedFile]:
     async def fetch() -> list[tuple[str, bytes]]:
         storage = open_storage(settings)
         try:
-            infos = [i for i in await storage.list("") if not i.key.startswith(RESERVED_PREFIX)]
+            # The archiver's own objects and the Delta table's log are not data files.
+            infos = [
+                i for i in await storage.list("") if not i.key.startswith((RESERVED_PREFIX, "_delta_log/"))
+            ]
             limit = asyncio.Semaphore(16)
 
             async def get(key: str) -> tuple[str, bytes]:

@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 
 from archiver.config import ArchiveSettings
 from archiver.service.buffer import Buffers, FlushBatch, Room
+from archiver.service.committer import Committer
 from archiver.service.ingest import Ingest
 from archiver.service.journal import JOURNAL_NAME
 from archiver.service.metrics import Stats, Timings
@@ -51,10 +52,14 @@ class Stages:
     #: Every batch handed on, as (partition, first_seq, payloads): the uploader empties the batches.
     handed_on: list[tuple[tuple[str, str], int, list[bytes]]] = field(default_factory=list)
     archived: list[FlushBatch] = field(default_factory=list)
+    #: TABLE on: the committer the uploader hands its files to (its task not started: tests call flush).
+    committer: Committer | None = None
 
     async def close(self) -> None:
         """Stop the uploader's workers and threads, then close the spool (what a shutdown does)."""
         await self.uploader.stop()
+        if self.committer is not None:
+            await self.committer.stop()
         self.journal_executor.shutdown(wait=True)
         self.spool.close()
         await self.storage.close()
@@ -69,6 +74,7 @@ def build(
     segment_bytes: int = 32 * 1024**2,
     storage: Storage | None = None,
     on_archived: Callable[[FlushBatch], None] | None = None,
+    table: bool = False,
 ) -> Stages:
     """The stages over ``spool_dir`` (not opened yet) and a local archive in ``archive_dir``."""
     spool = Spool(str(spool_dir), 10**10, segment_bytes)
@@ -84,7 +90,15 @@ def build(
         if on_archived is not None:
             on_archived(batch)
 
-    uploader = Uploader(storage, buffers, room, stats, Timings(), spool, executor, on_archived=settled)
+    committer = None
+    acks: Callable[[FlushBatch], None] | None = settled
+    if table:  # as the pipeline: acks once uploaded; ``archived`` lists the batches once committed
+        settings = ArchiveSettings("file", "", str(archive_dir))
+        committer = Committer(settings, storage, spool, executor, 3600.0, on_archived=archived.append)
+        acks = on_archived
+    uploader = Uploader(
+        storage, buffers, room, stats, Timings(), spool, executor, on_archived=acks, committer=committer
+    )
     handed_on: list[tuple[tuple[str, str], int, list[bytes]]] = []
 
     def submit(batch: FlushBatch) -> None:
@@ -93,7 +107,18 @@ def build(
 
     ingest = Ingest(buffers, room, stats, spool, on_batch=submit)
     return Stages(
-        spool, buffers, room, stats, uploader, ingest, storage, executor, submit, handed_on, archived
+        spool,
+        buffers,
+        room,
+        stats,
+        uploader,
+        ingest,
+        storage,
+        executor,
+        submit,
+        handed_on,
+        archived,
+        committer,
     )
 
 

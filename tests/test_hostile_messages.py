@@ -343,7 +343,7 @@ def check_archive(files: list[ArchivedFile], good: list[tuple[str, bytes]],
 def check_duckdb(directory: Path, malformed: int) -> None:
     """The documented queries find exactly the malformed rows."""
     con = duckdb.connect()
-    source = f"read_parquet('{directory}/**/*.parquet', hive_partitioning = true)"
+    source = f"read_parquet('{directory}/app=*/**/*.parquet', hive_partitioning = true)"
     like = con.execute(
         f"""SELECT count(*) FROM {source} WHERE extra LIKE '{{"_malformed":true%'"""
     ).fetchone()

@@ -52,7 +52,8 @@ from archiver.storage.open import open_storage
 
 HERE = Path(__file__).resolve().parent
 S = 1_000_000_000
-FAST = {"COMPACT_AFTER": "1s", "FLUSH_INTERVAL": "1s"}
+#: TABLE off: these tests pin the plain-files mode (the table mode: test_table_service.py).
+FAST = {"COMPACT_AFTER": "1s", "FLUSH_INTERVAL": "1s", "TABLE": "off"}
 
 
 def closed_messages(n: int, hours: int, seed: int, apps: int = 2) -> list[tuple[str, bytes]]:
@@ -276,11 +277,13 @@ def test_queue_group_workers_and_a_manual_compact_at_once(
     assert glob_count(settings, tmp_path) == sum(want.values())
 
 
-def _paused(settings: ArchiveSettings, point: str, tmp_path: Path, nats_url: str) -> subprocess.Popen[bytes]:
+def _paused(
+    settings: ArchiveSettings, point: str, tmp_path: Path, nats_url: str, **extra: str
+) -> subprocess.Popen[bytes]:
     marker = tmp_path / f"paused-{point}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ARCHIVE_"))}
     env |= {**archive_env(settings), **FAST, "NATS_URL": nats_url, "HTTP_HOST": "127.0.0.1", "HTTP_PORT": "0",
-            "SPOOL_DIR": str(tmp_path / "spool"), "COMPACT_TARGET_BYTES": "30000"}  # fmt: skip
+            "SPOOL_DIR": str(tmp_path / "spool"), "COMPACT_TARGET_BYTES": "30000", **extra}  # fmt: skip
     log = (tmp_path / f"{point}.log").open("wb")
     proc = subprocess.Popen([sys.executable, str(HERE / "paused_service.py"), point, str(marker)], env=env,
                             stdout=log, stderr=subprocess.STDOUT)  # fmt: skip

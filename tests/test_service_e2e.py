@@ -115,7 +115,7 @@ def duckdb_check(directory: Path, files: list[ArchivedFile], sent: list[tuple[st
     rows = con.execute(
         "SELECT app, region, date::VARCHAR, epoch_us(timestamp) // 3600000000, count(*), "
         "count(DISTINCT message) > 0 "
-        f"FROM read_parquet('{directory}/**/*.parquet', hive_partitioning = true) GROUP BY ALL"
+        f"FROM read_parquet('{directory}/app=*/**/*.parquet', hive_partitioning = true) GROUP BY ALL"
     ).fetchall()
     expected: Counter[tuple[str, str, str, int]] = Counter()
     for f in files:
@@ -124,11 +124,11 @@ def duckdb_check(directory: Path, files: list[ArchivedFile], sent: list[tuple[st
             expected[(f.app, row["region"], day, f.hour_ns // NS_PER_HOUR)] += 1
     assert {(a, r, d, int(h)): n for a, r, d, h, n, _ in rows} == dict(expected)
     total = con.execute(
-        f"SELECT count(*) FROM read_parquet('{directory}/**/*.parquet', hive_partitioning = true)"
+        f"SELECT count(*) FROM read_parquet('{directory}/app=*/**/*.parquet', hive_partitioning = true)"
     ).fetchone()
     assert total is not None and total[0] == len(sent)
     messages = con.execute(
-        f"SELECT message FROM read_parquet('{directory}/**/*.parquet', hive_partitioning = true) "
+        f"SELECT message FROM read_parquet('{directory}/app=*/**/*.parquet', hive_partitioning = true) "
         "WHERE app = 'unknown'"
     ).fetchall()
     assert ("no partition at all",) in messages

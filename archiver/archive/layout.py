@@ -99,6 +99,15 @@ def object_name(first_timestamp_ns: int, writer_id: str, sequence: int) -> str:
     return f"{_utc(first_timestamp_ns):%Y%m%dT%H%M%S}Z-{writer_id}-{sequence:08d}{PARQUET_SUFFIX}"
 
 
+_LIVE_NAME = re.compile(r"[0-9]{8}T[0-9]{6}Z-(?P<writer>[0-9a-z]+)-(?P<seq>[0-9]{8,})\.parquet\Z")
+
+
+def live_name_parts(name: str) -> tuple[str, int] | None:
+    """(writer id, sequence) of a live flush file's name (:func:`object_name`); None for other names."""
+    match = _LIVE_NAME.match(name)
+    return None if match is None else (match["writer"], int(match["seq"]))
+
+
 def import_name(hour_ns: int, digest: str) -> str:
     """The name of one imported batch's file of one hour."""
     return f"{hour_stamp(hour_ns)}-i-{digest}{PARQUET_SUFFIX}"

@@ -25,6 +25,7 @@ import click
 from archiver.cli.demo import demo
 from archiver.cli.manage import compact, import_command, prune, stats
 from archiver.cli.run import run
+from archiver.cli.table import table
 from archiver.environment import register_environment_secrets
 from archiver.errors import ArchiverError
 from archiver.redact import redact
@@ -72,7 +73,7 @@ def main() -> None:
     """Archive the Fly.io log stream as zstd Parquet, and search it."""
 
 
-for _command in (run, demo, compact, prune, import_command, stats):
+for _command in (run, demo, compact, prune, import_command, stats, table):
     main.add_command(_command)
 
 

@@ -11,8 +11,13 @@ import asyncio
 import functools
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from archiver.config import ArchiveSettings
+    from archiver.manage.compact_table import TableLink
 
 from archiver.cli.options import app_option, archive_option, env_help, open_archive, run_on_archive, say, when
 
@@ -37,8 +42,9 @@ def compact(apps: tuple[str, ...], before: str, target_bytes: str | None, archiv
 
     target = load_compact_target_bytes(target_bytes)
     before_ns = when(before, "--before")
-    _, storage = open_archive(archive_url)
-    s = run_on_archive(storage, lambda: compact_archive(storage, apps, before_ns, target, say))
+    settings, storage = open_archive(archive_url)
+    table = _table_link(settings)
+    s = run_on_archive(storage, lambda: compact_archive(storage, apps, before_ns, target, say, table=table))
     click.echo(
         f"compacted {s.compacted} of {s.partitions} closed app-hours: {s.files_in} files "
         f"({format_bytes(s.bytes_in)}) -> {s.files_out} ({format_bytes(s.bytes_out)}), {s.rows} rows; "
@@ -61,8 +67,11 @@ def prune(older_than: str, apps: tuple[str, ...], dry_run: bool, archive_url: st
 
     seconds = duration_setting("--older-than", older_than, 0.0, allow_zero=True)
     cutoff_ns = time.time_ns() - int(seconds * 1e9)
-    _, storage = open_archive(archive_url)
-    s = run_on_archive(storage, lambda: prune_archive(storage, apps, cutoff_ns, dry_run=dry_run, say=say))
+    settings, storage = open_archive(archive_url)
+    table = _table_link(settings)
+    s = run_on_archive(
+        storage, lambda: prune_archive(storage, apps, cutoff_ns, dry_run=dry_run, say=say, table=table)
+    )
     verb = "would prune" if dry_run else "pruned"
     click.echo(f"{verb} {s.prefixes} partitions: {s.files} files, {format_bytes(s.bytes)}", err=True)
 
@@ -75,15 +84,19 @@ def import_command(sources: tuple[str, ...], archive_url: str | None) -> None:
     from archiver.environment import load_archive_settings
     from archiver.manage.importer import run_import
     from archiver.storage.open import open_storage
+    from archiver.table.writer import ArchiveTable
     from archiver.units import format_bytes
 
     # Not open_archive: an import may be what creates the archive.
-    storage = open_storage(load_archive_settings(archive_url))
-    s = run_on_archive(storage, lambda: run_import(list(sources), storage))
+    settings = load_archive_settings(archive_url)
+    storage = open_storage(settings)
+    table = ArchiveTable.open(settings)  # None: plain files (TABLE=off, or no archive yet)
+    s = run_on_archive(storage, lambda: run_import(list(sources), storage, table=table))
     blank = f", {s.blank} blank lines skipped" if s.blank else ""
+    added = "" if s.added is None else f"; {s.added} files added to the Delta table"
     click.echo(
         f"imported {s.sources} sources ({format_bytes(s.bytes_read)}): {s.lines} lines into {s.written} new "
-        f"files ({s.existing} already there); {s.malformed} malformed lines archived as raw text{blank}",
+        f"files ({s.existing} already there); {s.malformed} malformed lines archived as raw text{blank}{added}",
         err=True,
     )
 
@@ -113,3 +126,12 @@ def stats(apps: tuple[str, ...], since: str, hours: int, archive_url: str | None
     asyncio.run(storage.close())  # only the existence check; stats reads through pyarrow
     warn = functools.partial(click.echo, err=True)
     print_report(asyncio.run(collect(settings, apps, since_ns, hours, warn, strict)), sys.stdout)
+
+
+def _table_link(settings: ArchiveSettings) -> TableLink | None:
+    """The archive's Delta table for a command that changes files; None when it is plain files (TABLE=off)."""
+    from archiver.manage.compact_table import TableLink
+    from archiver.table.writer import ArchiveTable
+
+    handle = ArchiveTable.open(settings)
+    return None if handle is None else TableLink(lambda: handle)

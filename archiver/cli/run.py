@@ -74,6 +74,22 @@ from archiver.service.event_loop import run_async
                    "FLUSH_INTERVAL (default 10m).", "COMPACT_AFTER"),
 )  # fmt: skip
 @click.option(
+    "--table",
+    help=env_help("on: the archive is a Delta Lake table the service commits its files to; off: plain Parquet "
+                   "files only (default on).", "TABLE"),
+)  # fmt: skip
+@click.option(
+    "--table-commit-interval",
+    help=env_help(
+        "Commit the uploaded files to the Delta table this often (default 60s).", "TABLE_COMMIT_INTERVAL"
+    ),
+)
+@click.option(
+    "--table-vacuum-retention",
+    help=env_help("Delete a file removed from the Delta table and left behind (a process killed between a "
+                   "commit and its delete) this long after its removal (default 1h).", "TABLE_VACUUM_RETENTION"),
+)  # fmt: skip
+@click.option(
     "--jetstream-stream",
     help=env_help("Consume SUBJECT from this JetStream stream through a durable consumer (JETSTREAM_DURABLE, "
                    "default archiver), acking once archived.", "JETSTREAM_STREAM"),

@@ -48,6 +48,8 @@ RATE_PER_S = 250.0
 FLUSH_INTERVAL = "2s"
 #: Short, so the previous hour is compacted while the demo runs (the production default is 10m).
 COMPACT_AFTER = "2s"
+#: Short, so the flushed files are in the Delta table (and compacted) while the demo runs (default 60s).
+TABLE_COMMIT_INTERVAL = "2s"
 #: Logs of the previous hour, published during the first third of the run (at most this long).
 BACKFILL_RATE_PER_S = 100.0
 BACKFILL_MAX_S = 10.0
@@ -99,6 +101,7 @@ def make_config(archive: str | None, http_port: str | None, nats_url: str) -> Ru
         "archive_url": archive or DEFAULT_ARCHIVE,
         "flush_interval": FLUSH_INTERVAL,
         "compact_after": COMPACT_AFTER,
+        "table_commit_interval": TABLE_COMMIT_INTERVAL,
         "spool_dir": DEFAULT_SPOOL,
         "http_port": http_port or str(free_port()),
         "http_host": HOST,
@@ -243,7 +246,7 @@ def run_demo(duration: str, keep_running: bool, archive: str | None, http_port: 
           "--grep 'error|exception' -i")  # fmt: skip
     print(f"  {cmd} query --archive {shlex.quote(shown_archive)} --level error --since 1h --format json")
     if config.archive.scheme == "file":
-        source = f"read_parquet('{shown_archive}/**/*.parquet', hive_partitioning = true)"
+        source = f"read_parquet('{shown_archive}/app=*/**/*.parquet', hive_partitioning = true)"
         sql = f"SELECT app, region, level, count(*) AS n FROM {source} GROUP BY ALL ORDER BY n DESC"  # noqa: S608 - printed, not run
         # Double quotes read better around the SQL's single quotes; safe unless it holds $, `, \, or ".
         print(f'  duckdb -c "{sql}"' if not set(sql) & set('$`\\"') else f"  duckdb -c {shlex.quote(sql)}")

@@ -111,7 +111,16 @@ def holds(record: dict[str, object], owner: Owner, now_ns: int) -> bool:
 
 async def acquire(storage: Storage, unit: WorkUnit, owner: Owner, lease_s: float = LEASE_S) -> Claim | None:
     """Claim ``unit`` for ``owner``; None when someone else holds it (or won the race to claim it)."""
-    prefix = claim_prefix(unit)
+    return await acquire_prefix(storage, claim_prefix(unit), owner, lease_s)
+
+
+async def acquire_prefix(
+    storage: Storage, prefix: str, owner: Owner, lease_s: float = LEASE_S
+) -> Claim | None:
+    """Claim what ``prefix`` (under :data:`CLAIMS_PREFIX`, ending in ``/``) stands for; None when held by another.
+
+    Claiming again what ``owner`` holds renews it: claim ``n + 1``, a new lease.
+    """
     for _ in range(ATTEMPTS):
         listed = sorted(
             (n, info.key) for info in await storage.list(prefix) if (n := _number(info.key)) is not None

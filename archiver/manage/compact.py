@@ -29,9 +29,12 @@ function here so that issue 14's table commit slots in between *put* and
    sorted input names), each carrying ``archiver.replaces``: every file
    superseded, transitively (names relative to ``app=X/date=D/``);
 5. :func:`put_outputs`: upload every part create-only (:meth:`Storage.put_file`);
-6. (issue 14: commit the removal of the inputs and the addition of the parts);
+6. when the archive is a Delta table, one guarded commit removing the inputs (and
+   whatever step 7 deletes) and adding the parts, and the unit's view is the table's
+   (:mod:`archiver.manage.compact_table`);
 7. :func:`delete_inputs`: only then delete the inputs, and any compacted file
-   whose replaced set lies within the new one;
+   whose replaced set lies within the new one (with a table too, at once: a glob
+   reader never counts a completed compaction twice);
 8. :func:`~archiver.manage.claims.release` the claim.
 
 Why this never loses or duplicates a row (claims or not):
@@ -76,7 +79,9 @@ from archiver.manage.compact_steps import (
     merge_inputs,
     put_outputs,
     read_replaced,
+    superseded,
 )
+from archiver.manage.compact_table import TableLink, leftover_keys
 from archiver.storage.interface import ObjectInfo, Storage
 
 _log = logging.getLogger("archiver.compact")  # the name it had before the move: users filter on it
@@ -112,13 +117,18 @@ class Compactor:
         *,
         executor: Executor | None = None,
         charge: Callable[[int], None] | None = None,
+        table: TableLink | None = None,
     ) -> None:
-        """``executor`` runs the blocking work (footers, the merge); ``charge(+n)``/``charge(-n)`` around a merge."""
+        """``executor`` runs the blocking work (footers, the merge); ``charge(+n)``/``charge(-n)`` around a merge.
+
+        With ``table`` the archive is a Delta table: see :mod:`archiver.manage.compact_table`.
+        """
         self.storage = storage
         self.scratch_dir = scratch_dir
         self.target_bytes = target_bytes
         self.executor = executor
         self.charge = charge
+        self.table = table
         self.owner = claims.Owner.of_this_process()
         #: Set to abandon the unit in progress (shutdown): the merge stops at its next batch.
         self.stop = threading.Event()
@@ -138,17 +148,23 @@ class Compactor:
 
     async def compact(self, unit: WorkUnit, infos: Sequence[ObjectInfo] | None = None) -> UnitResult:
         """Compact ``unit`` (already listed as ``infos``, or not): claim, list, decide, merge, put, delete, release."""
-        if infos is not None and not needs_work(infos):
+        extra: list[ObjectInfo] = []
+        if infos is not None and self.table is not None:
+            infos, extra = await self.table.view(unit, infos)
+        if infos is not None and not needs_work(infos) and not extra:
             return UnitResult(unit, "done")
         claim = await claims.acquire(self.storage, unit, self.owner)
         if claim is None:
             return UnitResult(unit, "claimed")
         claimed_ns, began = time.time_ns(), time.monotonic()
         try:
-            files = UnitFiles(await list_unit(self.storage, unit))  # the view the work is done on
+            listed = await list_unit(self.storage, unit)
+            if self.table is not None:
+                listed, extra = await self.table.view(unit, listed)
+            files = UnitFiles(listed)  # the view the work is done on
             directory = await self.blocking(tempfile.mkdtemp, "", "unit-", self.scratch_dir)
             try:
-                result = await self._steps(Work(unit, files, directory))
+                result = await self._steps(Work(unit, files, directory, extra=UnitFiles(extra)))
             finally:
                 await self.blocking(shutil.rmtree, directory, True)
         finally:
@@ -171,19 +187,29 @@ class Compactor:
 
     async def _steps(self, work: Work) -> UnitResult:
         unit = work.unit
-        if not needs_work(ObjectInfo(k, 0) for k in work.files.keys.values()):
+        if not needs_work(ObjectInfo(k, 0) for k in work.files.keys.values()) and not work.extra.names:
             return UnitResult(unit, "done")
         if not await read_replaced(self, work):
             return self._refused(work)
         work.decision = decide(work.files.names, work.replaces)
+        leftovers = leftover_keys(work)
         if not work.decision.merge:
-            await self.storage.delete([work.files.keys[n] for n in work.decision.garbage])
-            return UnitResult(unit, "cleaned", deleted=len(work.decision.garbage))
+            garbage = work.decision.garbage
+            if not garbage and not leftovers:
+                return UnitResult(unit, "done")  # only files not committed yet besides the group
+            if self.table is not None and not await self.table.try_commit(work, garbage):
+                return UnitResult(unit, "vanished")
+            await self.storage.delete([work.files.keys[n] for n in garbage] + leftovers)
+            return UnitResult(unit, "cleaned", deleted=len(garbage) + len(leftovers))
         if not await fetch_inputs(self, work) or not await merge_inputs(self, work):
             return self._refused(work)
         await put_outputs(self.storage, work)
-        # Issue 14: the table commit (remove every input, add every part) goes here, between put and delete.
-        deleted = await delete_inputs(self.storage, work)
+        doomed = superseded(work)
+        if self.table is not None and not await self.table.try_commit(work, doomed):
+            return UnitResult(unit, "vanished")
+        deleted = await delete_inputs(self.storage, work, doomed)
+        await self.storage.delete(leftovers)
+        deleted += len(leftovers)
         live = work.decision.merge
         return UnitResult(unit, "compacted", files_in=len(live), bytes_in=sum(work.files.sizes[n] for n in live),
                           files_out=len(work.parts), bytes_out=sum(p.size for p in work.parts),
@@ -237,6 +263,7 @@ async def compact_archive(
     target_bytes: int,
     say: Say | None = None,
     now_ns: int | None = None,
+    table: TableLink | None = None,
 ) -> CompactStats:
     """Compact every closed app-hour of ``apps`` (every app when empty), oldest hour of each app first.
 
@@ -247,7 +274,7 @@ async def compact_archive(
     selection = await app_selection(storage, apps)
     units = await list_units(storage, selection.segments, before_ns, apps=selection if apps else None)
     with tempfile.TemporaryDirectory(prefix="archiver-compact-") as scratch:
-        compactor = Compactor(storage, scratch, target_bytes)
+        compactor = Compactor(storage, scratch, target_bytes, table=table)
         for unit, infos in units.items():
             result = await compactor.compact(unit, infos)
             stats.add(result)

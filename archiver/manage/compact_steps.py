@@ -57,6 +57,8 @@ class Work:
     directory: str
     replaces: dict[str, frozenset[str] | None] = field(default_factory=dict)
     decision: Decision = field(default_factory=lambda: Decision([], frozenset(), []))
+    #: With a table: the unit's v2 files not live in it (not committed yet, or removed and not deleted).
+    extra: UnitFiles = field(default_factory=lambda: UnitFiles([]))
     local: dict[str, str] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     parts: list[MergedPart] = field(default_factory=list)
@@ -156,9 +158,12 @@ async def put_outputs(storage: Storage, work: Work) -> None:
             await storage.put_file(f"{work.unit.directory}{name}", part.path)
 
 
-async def delete_inputs(storage: Storage, work: Work) -> int:
-    """Step 7: delete what the complete group now supersedes; how many files."""
-    files = work.files
-    garbage = superseded_by(files.names, work.replaces, work.decision.covered, set(work.outputs))
-    await storage.delete([files.keys[n] for n in garbage])
-    return len(garbage)
+def superseded(work: Work) -> list[str]:
+    """Names of the unit's files the complete group of parts now supersedes (its inputs among them)."""
+    return superseded_by(work.files.names, work.replaces, work.decision.covered, set(work.outputs))
+
+
+async def delete_inputs(storage: Storage, work: Work, names: Sequence[str]) -> int:
+    """Step 7: delete the files ``names`` of the unit (what the group supersedes); how many."""
+    await storage.delete([work.files.keys[n] for n in names])
+    return len(names)

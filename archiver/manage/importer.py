@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from archiver.archive.escaping import decode_value, partition_value, partition_value_v1
 from archiver.archive.layout import import_name, object_key
@@ -46,6 +46,9 @@ from archiver.service.routing import app_region_from_payload
 from archiver.storage.interface import Storage
 from archiver.storage.open import open_storage
 from archiver.units import format_bytes
+
+if TYPE_CHECKING:
+    from archiver.table.writer import ArchiveTable
 
 #: Raw bytes of one (app, region) batch before it is encoded and written.
 BATCH_BYTES = 32 * 1024**2
@@ -70,6 +73,8 @@ class ImportStats:
     blank: int = 0
     written: int = 0
     existing: int = 0
+    #: Files added to the archive's Delta table (None: it is plain files).
+    added: int | None = None
 
     def add_read(self, count: int) -> None:
         """Count ``count`` more bytes read from the sources."""
@@ -94,6 +99,8 @@ class Importer:
         #: Newest valid timestamp read from the source (0: none yet), and the fallback before one is.
         self.latest_ns = 0
         self.fallback_ns = 0
+        #: Every import file of this run, written or found already there (added to the table, if any).
+        self.keys: set[str] = set()
 
     async def run_source(self, name: str, stream: Iterable[bytes]) -> None:
         """Import one source; every batch is cut within it, so its file names depend on it alone."""
@@ -156,6 +163,7 @@ class Importer:
         self.refresh()
 
     async def _put(self, key: str, data: bytes) -> None:
+        self.keys.add(key)
         try:
             await self.storage.put(key, data)
             self.stats.written += 1
@@ -201,8 +209,10 @@ class Progress:
             self.stream.flush()
 
 
-async def run_import(sources: list[str], storage: Storage, stdin: BinaryIO | None = None) -> ImportStats:
-    """Import every source into ``storage``; the counts (summary printed by the caller)."""
+async def run_import(
+    sources: list[str], storage: Storage, stdin: BinaryIO | None = None, table: ArchiveTable | None = None
+) -> ImportStats:
+    """Import every source into ``storage`` (and add the files to ``table``); the counts (summary printed by the caller)."""
     stats = ImportStats()
     progress = Progress(stats, sys.stderr)
     importer = Importer(storage, stats, progress.refresh)
@@ -237,6 +247,10 @@ async def run_import(sources: list[str], storage: Storage, stdin: BinaryIO | Non
             stats.sources += 1
             progress.refresh(force=True)
         await importer.drain()
+        if table is not None:  # the archive is a Delta table: the files are added, exactly once
+            from archiver.manage.import_table import add_imports
+
+            stats.added = await add_imports(storage, table, importer.keys)
     finally:
         for task in importer.pending:
             task.cancel()

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from archiver.archive.escaping import decoded_values
 from archiver.archive.layout import NS_PER_HOUR
 from archiver.archive.navigator import AppSelection, app_selection, list_days, list_each, list_files
 from archiver.storage.interface import ObjectInfo, Storage
+
+if TYPE_CHECKING:
+    from archiver.manage.compact_table import TableLink
 from archiver.units import format_bytes
 
 #: Concurrent listings of day or hour prefixes.
@@ -78,6 +82,7 @@ async def prune(
     *,
     dry_run: bool,
     say: Callable[[str], None],
+    table: TableLink | None = None,
 ) -> PruneStats:
     """Delete (or with ``dry_run`` only print) every partition of ``apps`` older than ``cutoff_ns``."""
     stats = PruneStats()
@@ -88,6 +93,8 @@ async def prune(
             if not item.keys:
                 continue
             if not dry_run:
+                if table is not None:  # out of the table first: it never references a deleted file
+                    await table.remove(infos)
                 await storage.delete(item.keys)
             verb = "would delete" if dry_run else "deleted"
             say(

@@ -59,9 +59,10 @@ from archiver.config import RunConfig
 from archiver.manage import claims
 from archiver.manage.compact import Compactor, UnitResult
 from archiver.manage.compact_plan import UnitFiles, WorkUnit, list_units, needs_work
+from archiver.manage.compact_table import TableLink, split
 from archiver.service.buffer import Buffers, Room
 from archiver.service.compaction_metrics import CompactionStats, compaction_seconds
-from archiver.storage.interface import Storage
+from archiver.storage.interface import ObjectInfo, Storage
 
 #: How often the last two days are scanned for work others left.
 SCAN_INTERVAL_S = 300.0
@@ -85,6 +86,7 @@ class CompactorStage:
         buffers: Buffers,
         room: Room,
         clock_ns: Callable[[], int] = time.time_ns,
+        table: TableLink | None = None,
     ) -> None:
         assert config.compact_after_s is not None
         self.after_ns = int(config.compact_after_s * 1e9)
@@ -101,7 +103,7 @@ class CompactorStage:
         )
         self._max_charge = config.max_buffer_bytes // 2
         self.compactor = Compactor(storage, "", config.compact_target_bytes, executor=self._executor,
-                                   charge=self._charge)  # fmt: skip
+                                   charge=self._charge, table=table)  # fmt: skip
         #: Units to do, by when they are due (wall ns).
         self.pending: dict[WorkUnit, int] = {}
         self.backlog: set[WorkUnit] = set()
@@ -146,6 +148,11 @@ class CompactorStage:
         self.compactor.scratch_dir = await asyncio.get_running_loop().run_in_executor(
             self._executor, _fresh_scratch, self.scratch_dir
         )
+        table = self.compactor.table
+        while table is not None and not table.ready() and not self._halt.is_set():
+            # The committer opens (or at the first start creates) the table: the first scan needs it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._halt.wait(), 0.5)
         await self._scan_safely(full=True)
         next_scan = time.monotonic() + SCAN_INTERVAL_S
         while not self._halt.is_set():
@@ -154,10 +161,10 @@ class CompactorStage:
                 next_scan = time.monotonic() + SCAN_INTERVAL_S
             unit = self._next_due()
             if unit is None:
+                # A unit noted meanwhile is due COMPACT_AFTER later at the soonest: look again well before.
+                idle_s = max(0.1, min(5.0, self.after_ns / 2e9, next_scan - time.monotonic()))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._halt.wait(), min(5.0, max(0.0, next_scan - time.monotonic()))
-                    )
+                    await asyncio.wait_for(self._halt.wait(), idle_s)
                 continue
             await self._compact(unit)
 
@@ -216,9 +223,14 @@ class CompactorStage:
         closed_by = now - self.after_ns
         since = None if full else now - now % NS_PER_DAY - NS_PER_DAY
         backlog: set[WorkUnit] = set()
+        table, live = self.compactor.table, None
         for segment in await listed_app_segments(self.storage):  # one at a time: a full scan's listing is big
             for unit, infos in (await list_units(self.storage, [segment], closed_by, since)).items():
-                if not needs_work(infos):
+                extra: list[ObjectInfo] = []
+                if table is not None:  # the view of a table reader: its live files (and v1 files)
+                    live = await table.live_keys() if live is None else live
+                    infos, extra = split(infos, live)
+                if not needs_work(infos) and not extra:
                     continue
                 backlog.add(unit)
                 names = UnitFiles(infos).names

@@ -9,7 +9,7 @@ never fails it (the stall watchdog acts on that).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archiver.config import RunConfig
 from archiver.service.buffer import Buffers
@@ -19,12 +19,16 @@ from archiver.service.source import NatsConnection
 from archiver.service.spool import Spool
 from archiver.service.uploader import Uploader
 
+if TYPE_CHECKING:
+    from archiver.service.committer import Committer
+
 
 class Health:
     """Reads the stages of one pipeline for ``/health`` and the gauges."""
 
     def __init__(self, config: RunConfig, stats: Stats, source: NatsConnection, ingest: Ingest,
-                 buffers: Buffers, spool: Spool | None, uploader: Uploader) -> None:  # fmt: skip
+                 buffers: Buffers, spool: Spool | None, uploader: Uploader,
+                 committer: Committer | None = None) -> None:  # fmt: skip
         self._config = config
         self._stats = stats
         self._source = source
@@ -32,6 +36,7 @@ class Health:
         self._buffers = buffers
         self._spool = spool
         self._uploader = uploader
+        self._committer = committer
 
     def report(self) -> tuple[bool, dict[str, Any]]:
         """(healthy, report): each condition and its age."""
@@ -51,6 +56,19 @@ class Health:
                 "bytes": self._spool.bytes, "spilling": self._ingest.spilling,
                 "oldest_unarchived_age_s": self.oldest_unarchived_age_s()},
         }  # fmt: skip
+        committer = self._committer
+        table_failing = None if committer is None else committer.failing_since_s
+        if committer is not None:
+            oldest = committer.oldest_uncommitted_ns()
+            report["table"] = {
+                "version": None if committer.table is None else committer.table.last_version,
+                "uncommitted_files": committer.uncommitted_files,
+                "oldest_uncommitted_age_s": None
+                if oldest is None
+                else round((time.time_ns() - oldest) / 1e9, 3),
+                "failing_for_s": None if table_failing is None else round(now - table_failing, 3),
+                "last_error": committer.last_error,
+            }
         reasons = []
         if not source.connected and (
             source.ever_connected is False or nats_for_s >= self._config.nats_disconnect_grace_s
@@ -60,6 +78,9 @@ class Health:
             reasons.append("not subscribed yet")
         if failing is not None and now - failing >= self._config.storage_failure_grace_s:
             reasons.append(f"storage failing for {now - failing:.0f}s: {uploader.last_error}")
+        if table_failing is not None and now - table_failing >= self._config.storage_failure_grace_s:
+            assert committer is not None
+            reasons.append(f"table commits failing for {now - table_failing:.0f}s: {committer.last_error}")
         report["status"] = "ok" if not reasons else "unhealthy"
         if reasons:
             report["reason"] = "; ".join(reasons)
@@ -67,7 +88,10 @@ class Health:
 
     def oldest_unarchived_age_s(self) -> float:
         """Age of the oldest message not yet archived (buffered, being uploaded, or spilled)."""
-        candidates = [t for t in (self._buffers.oldest_open_ns(), self._uploader.oldest_pending_ns()) if t]
+        committed = None if self._committer is None else self._committer.oldest_uncommitted_ns()
+        candidates = [
+            t for t in (self._buffers.oldest_open_ns(), self._uploader.oldest_pending_ns(), committed) if t
+        ]
         if self._ingest.spilling and self._ingest.spill_started_ns:
             candidates.append(self._ingest.spill_started_ns)
         return 0.0 if not candidates else max(0.0, (time.time_ns() - min(candidates)) / 1e9)

@@ -15,7 +15,9 @@ redeliveries, which this module recognises:
   with their stored ack subject (the server acks by stream sequence, whichever
   delivery the subject came from), the rest when their batch is archived;
 * a message is acked only after the *done* of its batch is journaled
-  (the uploader's ``on_archived``, :mod:`archiver.service.pipeline`). Acks are fire-and-forget;
+  (the uploader's ``on_archived``, :mod:`archiver.service.pipeline`); with TABLE on, once its
+  files are uploaded and its intent journaled, before the table commit: the spool keeps the
+  records until that commit's *done* (:mod:`archiver.service.committer`). Acks are fire-and-forget;
   the consumer's ack floor (polled every second) says which the server has
   taken, and only records at or below it leave the index, and only a few
   seconds later, once every delivery received is handled: a copy redelivered

@@ -15,13 +15,17 @@ from the last stage back, so that each is there for the one before):
    partition is detached as a batch and handed to ``on_batch``, that is
 3. :meth:`Uploader.submit <archiver.service.uploader.Uploader.submit>`:
    encode one Parquet file per hour, journal the intent naming each object
-   key, upload create-only, journal *done*; then ``on_archived``:
+   key, upload create-only; with TABLE on,
+   :meth:`Committer.uploaded <archiver.service.committer.Committer.uploaded>`
+   commits the files to the Delta table (grouped, exactly once) and only then
+   journals *done* (TABLE off: the uploader at once); once uploaded, ``on_archived``:
 4. with JetStream, :meth:`AckTracker.archived
    <archiver.service.jetstream_acks.AckTracker.archived>` queues the acks
-   the source sends; and ``on_file``:
+   the source sends (the spool keeps the records until *done*); and ``on_file``:
 5. unless COMPACT_AFTER is off, :meth:`CompactorStage.noted
    <archiver.service.compactor.CompactorStage.noted>` puts the file's
-   app-hour on the compactor's list: once closed it is merged into one file
+   app-hour on the compactor's list (TABLE on: once the file is committed,
+   the committer's ``on_file``): once closed it is merged into one file
    in the background (with what the compactor's scans find).
 
 Back-pressure is a signal, :class:`~archiver.service.buffer.Room`: at the
@@ -33,8 +37,8 @@ keys their intents fixed; what the journal does not cover, to the replay.
 
 Owned here, all stopped and awaited on shutdown: the ticker task (group
 commit, due partitions, the stall watchdog, spool fsync and trim), the
-replay task, the source's tasks, the uploader's workers, the compactor's
-task and thread, the HTTP server for ``/health`` and ``/metrics``
+replay task, the source's tasks, the uploader's workers, the committer's
+task and thread, the compactor's task and thread, the HTTP server for ``/health`` and ``/metrics``
 (:class:`~archiver.service.health.Health`), and the journal thread.
 
 Shutdown (SIGTERM/SIGINT): drain the source, replay what is spilled, flush
@@ -50,7 +54,7 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -72,7 +76,12 @@ from archiver.service.spool import Spool
 from archiver.service.uploader import Uploader
 from archiver.storage.interface import Storage
 
+if TYPE_CHECKING:
+    from archiver.service.upkeep import UpkeepStage
+
 TICK_MAX_S = 1.0
+#: TABLE on: delta-rs's open table, charged against MAX_BUFFER_BYTES (RSS within it + 150 MB: BENCHMARKS.md).
+TABLE_RESIDENT_BYTES = 96 * 1024**2
 
 
 class Service:
@@ -89,15 +98,33 @@ class Service:
         # One thread for the spool's files: the journal's writes and the trim (which rewrites the
         # journal) must not interleave; the fsync goes there too, off the event loop.
         self.journal_executor = ThreadPoolExecutor(1, thread_name_prefix="archiver-journal")
-        # 5. compaction, 4. acks (JetStream) <- 3. upload <- 2. ingest <- 1. source
+        # 5. compaction, 4. acks (JetStream) <- 3. table commits <- upload <- 2. ingest <- 1. source
+        self.tracker = AckTracker() if config.jetstream_stream else None
+        on_archived = None if self.tracker is None else self.tracker.archived
+        self.committer = table = None
+        self.upkeep: UpkeepStage | None = None
+        if config.table:
+            from archiver.manage.compact_table import TableLink
+
+            self.buffers.hold(min(TABLE_RESIDENT_BYTES, config.max_buffer_bytes // 2))
+            # The compactor commits through the committer's handle (opened, or created, at start).
+            table = TableLink(lambda: None if self.committer is None else self.committer.table)
         self.compactor = None
         if config.compact_after_s is not None:
-            self.compactor = CompactorStage(storage, config, self.buffers, self.room)
-        self.tracker = AckTracker() if config.jetstream_stream else None
+            self.compactor = CompactorStage(storage, config, self.buffers, self.room, table=table)
+        noted = None if self.compactor is None else self.compactor.noted
+        if config.table:
+            from archiver.service.committer import Committer
+            from archiver.service.upkeep import UpkeepStage
+
+            committer = self.committer = Committer(config.archive, storage, self.spool, self.journal_executor,
+                                                   config.table_commit_interval_s, on_file=noted)  # fmt: skip
+            self.upkeep = UpkeepStage(storage, lambda: committer.table, config.table_vacuum_retention_s,
+                                      self.buffers, self.room)  # fmt: skip
         self.uploader = Uploader(storage, self.buffers, self.room, self.stats, self.timings, self.spool,
-                                 self.journal_executor,
-                                 on_archived=None if self.tracker is None else self.tracker.archived,
-                                 on_file=None if self.compactor is None else self.compactor.noted)  # fmt: skip
+                                 self.journal_executor, on_archived=on_archived,
+                                 on_file=None if self.committer is not None else noted,  # TABLE on: once committed
+                                 committer=self.committer)  # fmt: skip
         self.ingest = Ingest(self.buffers, self.room, self.stats, self.spool, on_batch=self.uploader.submit,
                              max_message_bytes=config.max_message_bytes)  # fmt: skip
         self.source: NatsConnection
@@ -108,13 +135,24 @@ class Service:
         self.watchdog = StallWatchdog(self.source, self.stats, config.stall_timeout_s)
         # What /health and /metrics read, at request time, from every stage.
         self.health = Health(config, self.stats, self.source, self.ingest, self.buffers, self.spool,
-                             self.uploader)  # fmt: skip
-        compaction = []
+                             self.uploader, self.committer)  # fmt: skip
+        compaction: list[Any] = []
         if self.compactor is not None:
             stage = self.compactor
             compaction = [
                 CompactionCollector(stage.stats, lambda: stage.compactor.cpu_seconds),
                 stage.seconds,
+            ]
+        if self.committer is not None:
+            from archiver.service.table_metrics import TableCollector
+
+            compaction += [
+                TableCollector(
+                    self.committer.stats,
+                    self.committer.gauges,
+                    None if self.upkeep is None else self.upkeep.stats,
+                ),
+                self.committer.seconds,
             ]
         self.metrics = Metrics(self.stats, self.timings, gauges=self.health.gauges, collectors=compaction)
         self.http = HttpServer(config.http_host, config.http_port,
@@ -138,8 +176,12 @@ class Service:
             event(logging.INFO, "starting", archive=self.storage.url, writer=self.uploader.writer_id,
                   http_port=self.http.port, spool=self.config.spool_dir, flush_interval_s=self.config.flush_interval_s,
                   flush_bytes=self.config.flush_bytes, max_buffer_bytes=self.config.max_buffer_bytes,
-                  arrow_memory_pool=memory_pool)  # fmt: skip
+                  arrow_memory_pool=memory_pool, table=self.config.table)  # fmt: skip
             self.uploader.start()
+            if self.committer is not None:
+                self.committer.start()
+            if self.upkeep is not None:
+                self.upkeep.start()
             if self.compactor is not None:
                 self.compactor.start()
             self._tasks = [asyncio.create_task(self._ticker())]
@@ -169,6 +211,8 @@ class Service:
             for batch in self.buffers.detach_all():
                 self.uploader.submit(batch)
             await self.uploader.join()
+            if self.committer is not None:
+                await self.committer.flush()
             if self.spool is not None:
                 await self._trim()
         except BaseException:
@@ -189,6 +233,10 @@ class Service:
         with contextlib.suppress(Exception):
             await self.source.drain()
         await self.uploader.stop()
+        if self.upkeep is not None:
+            await self.upkeep.stop()
+        if self.committer is not None:
+            await self.committer.stop()
         await self.source.close()  # after the uploads: JetStream sends the acks of what they archived
         self.journal_executor.shutdown(wait=True)  # a trim or fsync under way ends before the spool closes
         if self.spool is not None:
@@ -218,6 +266,8 @@ class Service:
         """Delete the spool segments no stage needs: below every stage's low-water mark."""
         assert self.spool is not None
         low = self.uploader.low_water_seq(self.ingest.low_water_seq())
+        if self.committer is not None:
+            low = self.committer.low_water_seq(low)
         if self.tracker is not None:
             low = self.tracker.low_water_seq(low)
         loop = asyncio.get_running_loop()

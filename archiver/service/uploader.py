@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
+from typing import TYPE_CHECKING
 
-from archiver.archive.layout import object_key, object_name
+from archiver.archive.layout import live_name_parts, object_key, object_name
 from archiver.codec.encode import EncodedBatch, encode_partition
 from archiver.codec.parse_exact import newest_accepted_ns
 from archiver.codec.payloads import Payloads
@@ -29,6 +30,11 @@ from archiver.service.journal import Intent
 from archiver.service.metrics import Stats, Timings
 from archiver.service.spool import Spool
 from archiver.storage.interface import Storage
+from archiver.table.files import TableFile
+from archiver.table.stats import table_file
+
+if TYPE_CHECKING:
+    from archiver.service.committer import Committer
 
 UPLOAD_CONCURRENCY = 4
 #: One encode thread keeps up with ~300k msg/s (~3 us a message, the GIL released in Arrow); a second
@@ -53,11 +59,15 @@ class Uploader:
         journal_executor: Executor,
         on_archived: Callable[[FlushBatch], None] | None = None,
         on_file: Callable[[str, int], None] | None = None,
+        committer: Committer | None = None,
     ) -> None:
         """``journal_executor`` runs the journal writes in order (one thread, owned by the pipeline).
 
         ``on_archived`` is called once a batch's records are settled for good (JetStream acks them),
         ``on_file(app, hour_ns)`` once a file of that app and hour is written (the compactor's due list).
+        With a ``committer`` (TABLE on) the uploaded files go to it and it journals done once they are
+        in the table; ``on_archived`` (the acks) is still called here once the files are uploaded,
+        the spool fsynced and the intent journaled: the spool keeps the records until the commit.
         """
         self.storage = storage
         self.buffers = buffers
@@ -68,6 +78,7 @@ class Uploader:
         self._journal_executor = journal_executor
         self._on_archived = on_archived
         self._on_file = on_file
+        self._committer = committer
         self.writer_id = secrets.token_hex(5)
         self._sequence = 0
         # Oldest first: after an outage the backlog drains in arrival order.
@@ -83,6 +94,12 @@ class Uploader:
     def submit(self, batch: FlushBatch) -> None:
         """Queue a batch (never blocks: memory is bounded by the buffers' accounting)."""
         self._order += 1
+        if (
+            self._committer is not None
+        ):  # replayed: its files keep the old writer's ids, due before any later one
+            for key in (batch.keys or {}).values():
+                if (parts := _file_id(key)) is not None:
+                    self._committer.expect(*parts)
         self._inflight[id(batch)] = batch
         self._queue.put_nowait((batch.first_seq, self._order, batch))
 
@@ -140,6 +157,10 @@ class Uploader:
             self.stats.dropped["encode_error"] += len(batch.payloads)
             event(logging.ERROR, "encode failed, batch lost", app=batch.app, region=batch.region,
                   messages=len(batch.payloads), error=str(exc))  # fmt: skip
+            if self._committer is not None:
+                for key in (batch.keys or {}).values():
+                    if (parts := _file_id(key)) is not None:
+                        self._committer.forget(*parts)
             if self._on_archived is not None:
                 # Counted as dropped; redelivering it forever would stall the consumer.
                 self._on_archived(batch)
@@ -156,6 +177,8 @@ class Uploader:
                 self._sequence += 1
                 name = object_name(file.min_timestamp_ns, self.writer_id, self._sequence)
                 fixed = object_key(batch.app_segment, file.hour_ns, name)
+                if self._committer is not None:
+                    self._committer.expect(self.writer_id, self._sequence)
             keys[file.hour_ns] = fixed
         intent = Intent(batch.app_segment, batch.region_segment, batch.first_seq, batch.end_seq, keys,
                         batch.detached_ns)  # fmt: skip
@@ -172,10 +195,20 @@ class Uploader:
             self.stats.newest_event_ns = max(self.stats.newest_event_ns or 0, file.max_timestamp_ns)
             if self._on_file is not None:
                 self._on_file(batch.app, file.hour_ns)
-        if self.spool is not None:
-            await loop.run_in_executor(self._journal_executor, self.spool.write_done, intent)
-        if self._on_archived is not None:
-            self._on_archived(batch)
+        if self._committer is not None:
+            described = await loop.run_in_executor(self._encode_pool, _table_files, batch.app, keys, encoded)
+            self._committer.uploaded(batch, intent, described)
+            if self._on_archived is not None and self.spool is not None:
+                # JetStream acks now, not after the commit (up to TABLE_COMMIT_INTERVAL later: the ack
+                # wait would expire and max_ack_pending throttle delivery). Safe: the intent is
+                # journaled and the records stay spooled (fsynced first) until the commit's done.
+                await loop.run_in_executor(self._journal_executor, self.spool.fsync)
+                self._on_archived(batch)
+        else:
+            if self.spool is not None:
+                await loop.run_in_executor(self._journal_executor, self.spool.write_done, intent)
+            if self._on_archived is not None:
+                self._on_archived(batch)
         self.stats.count_parsed(encoded.malformed_kinds, encoded.wrong_type)
         event(logging.INFO, "flushed", app=batch.app, region=batch.region, files=len(encoded.files),
               rows=rows, raw_bytes=batch.bytes, bytes=written,
@@ -209,3 +242,23 @@ class Uploader:
             )
         self.failing_since_s = None
         self._timings.upload_seconds.observe(time.monotonic() - started)
+
+
+def _file_id(key: str) -> tuple[str, int] | None:
+    """(writer id, sequence) of a live file's key."""
+    return live_name_parts(key.rpartition("/")[2])
+
+
+def _table_files(
+    app: str, keys: dict[int, str], encoded: EncodedBatch
+) -> list[tuple[tuple[str, int], TableFile]]:
+    """Each uploaded file's (writer id, sequence) and its table entry (exact stats from its footer)."""
+    now_ms = time.time_ns() // 1_000_000
+    out = []
+    for file in encoded.files:
+        key = keys[file.hour_ns]
+        file_id = _file_id(key)
+        if file_id is None:
+            raise AssertionError(f"not a live file name: {key}")
+        out.append((file_id, table_file(key, app, file.data, now_ms)))
+    return out

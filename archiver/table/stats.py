@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from archiver.errors import TableError
+from archiver.table.files import TableFile
 from archiver.table.schema import DATA_COLUMNS, MIN_MAX_COLUMNS, REGION, TIMESTAMP, TIMESTAMP_NANOS
 
 if TYPE_CHECKING:
@@ -105,3 +106,13 @@ def file_stats(metadata: pq.FileMetaData) -> str:
         "nullCount": {name: count for name, count in nulls.items() if count is not None},
     }
     return orjson.dumps(doc).decode()
+
+
+def table_file(key: str, app: str, data: bytes, modification_time_ms: int) -> TableFile:
+    """The TableFile of a v2 file about to be (or just) written as ``key``, from its bytes' footer."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    date = key.split("/", 2)[1].removeprefix("date=")
+    stats = file_stats(pq.read_metadata(pa.BufferReader(data)))
+    return TableFile(key, len(data), app, date, stats, modification_time_ms)

@@ -9,7 +9,9 @@ checkpoints or cleans up unless called here:
 * :func:`clean_up_log` deletes log objects older than ``delta.logRetentionDuration``
   (:data:`LOG_RETENTION`, set at creation) that a newer checkpoint covers. It lists all of
   ``_delta_log/``: run it rarely (hourly), never per commit.
-* :func:`vacuum` deletes the data files removed more than ``retention_hours`` ago (running
+* :func:`vacuum` (delta-rs's; the service runs its own, :mod:`archiver.table.vacuum`, from
+  :mod:`archiver.service.upkeep`: this one peaked at +179 MB at a simulated year and re-deletes
+  every tombstone at each run) deletes the data files removed more than ``retention_hours`` ago (running
   queries on an older snapshot keep finding them until then). It is always the "lite" vacuum
   (``full=False``): only files the log says were removed. A full vacuum deletes every file the
   log does not reference, which would delete schema v1 files (never registered) and files

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
@@ -136,6 +136,8 @@ class ArchiveTable:
         self.url = settings.url
         self.delta = delta
         self.lock = threading.Lock()
+        #: The version as of this handle's last refresh or commit (readable from any thread, unlike ``version``).
+        self.last_version = delta.version()
 
     @classmethod
     def open(cls, settings: ArchiveSettings) -> ArchiveTable | None:
@@ -193,19 +195,43 @@ class ArchiveTable:
 
     def commit_adds(self, files: Sequence[TableFile], app_id: str, version: int) -> bool:
         """Add ``files`` as batch ``version`` of writer ``app_id``: True if committed, False if already done."""
+        return self.commit_sequence(app_id, dict.fromkeys(range(version, version + 1), files)) > 0
+
+    def commit_sequence(self, app_id: str, batches: Mapping[int, Sequence[TableFile]]) -> int:
+        """Add the files of writer ``app_id``'s batches (by sequence) not yet committed, in one commit; how many.
+
+        The commit's app transaction version is the highest sequence; sequences at or below the one the
+        table holds for ``app_id`` are left out (committed before a crash, replayed now).
+        """
+        try:
+            return self._commit_sequence(app_id, batches)
+        except TableConflictError:
+            raise
+        except TableError as exc:  # a damaged or foreign log object: name it
+            raise diagnosis(self.settings) or exc from None
+
+    def _commit_sequence(self, app_id: str, batches: Mapping[int, Sequence[TableFile]]) -> int:
         from deltalake.exceptions import CommitFailedError
 
-        actions: list[AddAction | RemoveAction] = [add_action(f, data_change=True) for f in files]
-        what = f"cannot commit {len(files)} files of {app_id} (batch {version}) to {self.url}"
+        count = sum(len(files) for files in batches.values())
+        what = (
+            f"cannot commit {count} files of {app_id} (up to batch {max(batches, default=0)}) to {self.url}"
+        )
         with self.lock, delta_errors(what):
             for _ in range(ADD_ATTEMPTS):
                 self.delta.update_incremental()
+                self.last_version = self.delta.version()
                 done = self.delta.transaction_version(app_id)
-                if done is not None and done >= version:
-                    return False
+                todo = {seq: files for seq, files in batches.items() if done is None or seq > done}
+                if not todo:
+                    return 0
+                actions: list[AddAction | RemoveAction] = [
+                    add_action(f, data_change=True) for files in todo.values() for f in files
+                ]
                 try:
-                    self._commit(actions, [Transaction(app_id, version, _now_ms())])
-                    return True
+                    self._commit(actions, [Transaction(app_id, max(todo), _now_ms())])
+                    self.last_version = self.delta.version()
+                    return len(actions)
                 except CommitFailedError:
                     continue  # a concurrent commit of the same app id: refresh and check again
             raise TableError(f"{what}: it kept meeting concurrent commits of the same writer id")
@@ -218,7 +244,8 @@ class ArchiveTable:
         what: str,
     ) -> None:
         """Check the inputs are live, then commit with every touched app-day's guard moved one on."""
-        partitions = sorted({(f.app, f.date) for f in removed})
+        # Parts' app-days too: a compaction of v1 inputs only (never registered) removes nothing.
+        partitions = sorted({(f.app, f.date) for f in removed} | {(f.app, f.date) for f in added})
         self.delta.update_incremental()
         live = self.live_keys(partitions)
         gone = [f.key for f in removed if f.key not in live]
@@ -249,16 +276,16 @@ class ArchiveTable:
             # It landed although its answer was lost (or a prune of the same files did: the same outcome).
             return
         if moved != guards or any(f.key not in live for f in removed):
-            raise TableConflictError(
-                f"{what}: another compaction or prune of the app-day committed first"
-            ) from None
+            raise TableConflictError(f"{what}: another compaction or prune of the app-day won") from None
         raise TableError(f"{what}: {type(exc).__name__}: {first_line(exc)}") from None
 
-    def commit_compaction(self, removed: Sequence[LiveFile], added: Sequence[TableFile]) -> None:
-        """Replace ``removed`` by ``added`` in one guarded commit; TableConflictError if another one won."""
+    def commit_compaction(
+        self, removed: Sequence[LiveFile], added: Sequence[TableFile], new: bool = False
+    ) -> None:
+        """Replace ``removed`` by ``added`` in one guarded commit; TableConflictError if another won (imports: ``new``)."""
         now = _now_ms()
         actions: list[AddAction | RemoveAction] = [remove_action(f, False, now) for f in removed]
-        actions += [add_action(f, data_change=False) for f in added]
+        actions += [add_action(f, data_change=new) for f in added]
         what = f"cannot commit the compaction of {len(removed)} files into {len(added)} to {self.url}"
         with self.lock, delta_errors(what):
             self._guarded_commit(removed, added, actions, what)
