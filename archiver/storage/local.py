@@ -36,6 +36,20 @@ _Source = TypeVar("_Source")
 _MKDIR_ATTEMPTS = 5
 
 
+def _link_into_place(tmp: str, path: str) -> None:
+    """Give the written, fsynced ``tmp`` its name ``path`` only if nothing has it (create-only), then drop ``tmp``."""
+    try:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            if os.path.isdir(path):
+                raise IsADirectoryError(errno.EISDIR, "a directory has that name") from None
+            raise ObjectExistsError(f"{path} already exists") from None
+    finally:
+        os.unlink(tmp)
+    _fsync_dir(os.path.dirname(path))
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -91,15 +105,10 @@ class LocalStorage(Storage):
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                if os.path.isdir(path):
-                    raise IsADirectoryError(errno.EISDIR, "a directory has that name") from None
-                raise ObjectExistsError(f"{path} already exists") from None
-        finally:
+        except BaseException:
             os.unlink(tmp)
-        _fsync_dir(directory)
+            raise
+        _link_into_place(tmp, path)
 
     async def put_file(self, key: str, path: str) -> None:
         """Store the local file ``path`` at ``key`` only if nothing is there (linked, not read)."""
@@ -122,15 +131,10 @@ class LocalStorage(Storage):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            try:
-                os.link(tmp, destination)
-            except FileExistsError:
-                if os.path.isdir(destination):
-                    raise IsADirectoryError(errno.EISDIR, "a directory has that name") from None
-                raise ObjectExistsError(f"{destination} already exists") from None
-        finally:
+        except BaseException:
             os.unlink(tmp)
-        _fsync_dir(directory)
+            raise
+        _link_into_place(tmp, destination)
 
     def _create_tmp(self, directory: str, tmp: str) -> int:
         for _ in range(_MKDIR_ATTEMPTS - 1):
