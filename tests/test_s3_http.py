@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 
 import pytest
 from servers import SeaweedFS
@@ -96,3 +98,28 @@ async def test_signature_matches_for_special_keys_and_prefixes(s3_settings: Arch
         assert await store.list_dirs("") == ["app=a b+c/"]
     finally:
         await store.close()
+
+
+async def test_closing_stops_a_request_that_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request retrying against an endpoint that is down gives up once the storage closes.
+
+    Otherwise the process, its error already printed, waited at exit for the retrying thread (a minute
+    for ``archiver ls`` against a closed port).
+    """
+    monkeypatch.setattr(s3_http, "RETRY_BASE_DELAY_S", 5.0)
+    monkeypatch.setattr(s3_http, "RETRY_MAX_DELAY_S", 5.0)
+    monkeypatch.setattr(s3_http.random, "uniform", lambda low, high: high)
+    closed_port = ArchiveSettings(
+        "s3",
+        "b",
+        "p",
+        S3Settings(f"http://127.0.0.1:{free_port()}", access_key_id="k", secret_access_key="s"),
+    )
+    store = s3_http.S3HttpStorage(closed_port)
+    listing = asyncio.ensure_future(store.list("app=a/"))
+    await asyncio.sleep(0.3)  # the first attempt failed: the thread waits before the next
+    started = time.monotonic()
+    await store.close()
+    with pytest.raises(StorageUnavailableError, match="cannot reach"):
+        await listing
+    assert time.monotonic() - started < 2.0

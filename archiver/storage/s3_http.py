@@ -31,7 +31,6 @@ import http.client
 import random
 import ssl
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -102,6 +101,7 @@ class S3HttpStorage(Storage):
         self._secret = s3.secret_access_key
         self._signing: tuple[str, bytes] | None = None
         self._local = threading.local()
+        self._closed = threading.Event()
         self._connections: list[http.client.HTTPConnection] = []
         self._pool: ThreadPoolExecutor | None = None
         self._writer: Storage | None = None
@@ -176,7 +176,11 @@ class S3HttpStorage(Storage):
             except (_Failure, OSError, http.client.HTTPException) as exc:
                 if attempt >= MAX_ATTEMPTS or not _transient(exc) or op == "HeadBucket":
                     raise self._convert(exc, op, key) from None
-            time.sleep(random.uniform(0, min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** (attempt - 1))))
+                delay_s = random.uniform(0, min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** (attempt - 1)))
+                # A closed storage retries no more: the process would otherwise wait at exit for this
+                # thread (a minute against an endpoint that is down, after the error was printed).
+                if self._closed.wait(delay_s):
+                    raise self._convert(exc, op, key) from None
             attempt += 1
 
     def _convert(self, exc: BaseException, op: str, key: str | None) -> StorageError:
@@ -280,6 +284,7 @@ class S3HttpStorage(Storage):
 
     async def close(self) -> None:
         """Close connections and the worker threads."""
+        self._closed.set()
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False)
