@@ -43,8 +43,10 @@ def compact(apps: tuple[str, ...], before: str, target_bytes: str | None, archiv
     target = load_compact_target_bytes(target_bytes)
     before_ns = when(before, "--before")
     settings, storage = open_archive(archive_url)
-    table = _table_link(settings)
-    s = run_on_archive(storage, lambda: compact_archive(storage, apps, before_ns, target, say, table=table))
+    # The table is opened once the storage answered: delta-rs takes ~15 s to give up on an endpoint that is down.
+    s = run_on_archive(
+        storage, lambda: compact_archive(storage, apps, before_ns, target, say, table=_table_link(settings))
+    )
     click.echo(
         f"compacted {s.compacted} of {s.partitions} closed app-hours: {s.files_in} files "
         f"({format_bytes(s.bytes_in)}) -> {s.files_out} ({format_bytes(s.bytes_out)}), {s.rows} rows; "
@@ -68,9 +70,11 @@ def prune(older_than: str, apps: tuple[str, ...], dry_run: bool, archive_url: st
     seconds = duration_setting("--older-than", older_than, 0.0, allow_zero=True)
     cutoff_ns = time.time_ns() - int(seconds * 1e9)
     settings, storage = open_archive(archive_url)
-    table = _table_link(settings)
     s = run_on_archive(
-        storage, lambda: prune_archive(storage, apps, cutoff_ns, dry_run=dry_run, say=say, table=table)
+        storage,
+        lambda: prune_archive(
+            storage, apps, cutoff_ns, dry_run=dry_run, say=say, table=_table_link(settings)
+        ),
     )
     verb = "would prune" if dry_run else "pruned"
     click.echo(f"{verb} {s.prefixes} partitions: {s.files} files, {format_bytes(s.bytes)}", err=True)
@@ -90,8 +94,8 @@ def import_command(sources: tuple[str, ...], archive_url: str | None) -> None:
     # Not open_archive: an import may be what creates the archive.
     settings = load_archive_settings(archive_url)
     storage = open_storage(settings)
-    table = ArchiveTable.open(settings)  # None: plain files (TABLE=off, or no archive yet)
-    s = run_on_archive(storage, lambda: run_import(list(sources), storage, table=table))
+    # None: plain files (TABLE=off, or no archive yet); opened once the storage answered (see compact).
+    s = run_on_archive(storage, lambda: run_import(list(sources), storage, table=ArchiveTable.open(settings)))
     blank = f", {s.blank} blank lines skipped" if s.blank else ""
     added = "" if s.added is None else f"; {s.added} files added to the Delta table"
     click.echo(
