@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,8 @@ from servers import SeaweedFS
 
 from archiver.config import ArchiveSettings
 from archiver.demo.servers import NatsServer
+from archiver.storage.interface import Storage
+from archiver.storage.open import open_storage
 
 # Tests may talk to loopback only: keep AWS SDKs (botocore, pyarrow's C++ SDK) off the EC2 metadata address.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
@@ -68,3 +70,14 @@ def s3_settings(seaweedfs: SeaweedFS) -> ArchiveSettings:
 def local_settings(tmp_path: Path) -> ArchiveSettings:
     """Settings for a local archive directory ``<tmp_path>/archive`` (not created yet)."""
     return ArchiveSettings("file", "", str(tmp_path / "archive"))
+
+
+@pytest.fixture(params=["local", "s3"])
+async def empty_archive(request: pytest.FixtureRequest) -> AsyncIterator[tuple[ArchiveSettings, Storage]]:
+    """(settings, storage) of an empty archive on each backend (local directory, SeaweedFS)."""
+    settings = request.getfixturevalue(f"{request.param}_settings")
+    storage = open_storage(settings)
+    try:
+        yield settings, storage
+    finally:
+        await storage.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 from urllib.parse import unquote
 
 import pytest
@@ -20,7 +19,6 @@ from table_files import ids, live, parse_key, put_v2, v1_bytes
 from archiver.config import ArchiveSettings
 from archiver.errors import TableConflictError
 from archiver.storage.interface import Storage
-from archiver.storage.open import open_storage
 from archiver.table import upkeep
 from archiver.table.bootstrap import create_table, register_existing
 from archiver.table.location import storage_options, table_uri
@@ -28,17 +26,6 @@ from archiver.table.log import read_snapshot
 from archiver.table.writer import ArchiveTable, guard_id, remove_action
 
 D1, D2 = "2024-01-02", "2024-01-03"
-
-
-@pytest.fixture(params=["local", "s3"])
-async def archive(request: pytest.FixtureRequest) -> AsyncIterator[tuple[ArchiveSettings, Storage]]:
-    """(settings, storage) of an empty archive on each backend."""
-    settings = request.getfixturevalue(f"{request.param}_settings")
-    storage = open_storage(settings)
-    try:
-        yield settings, storage
-    finally:
-        await storage.close()
 
 
 def delta_rs_keys(settings: ArchiveSettings) -> set[str]:
@@ -65,15 +52,15 @@ async def assert_reader_agrees(settings: ArchiveSettings, storage: Storage, expe
     return snapshot.version
 
 
-async def test_no_table_reads_as_none(archive: tuple[ArchiveSettings, Storage]) -> None:
-    settings, storage = archive
+async def test_no_table_reads_as_none(empty_archive: tuple[ArchiveSettings, Storage]) -> None:
+    settings, storage = empty_archive
     await storage.put("app=web/date=2024-01-02/x.parquet", b"bare file")
     assert await read_snapshot(storage) is None
     assert ArchiveTable.open(settings) is None
 
 
-async def test_appends_commit_each_batch_once(archive: tuple[ArchiveSettings, Storage]) -> None:
-    settings, storage = archive
+async def test_appends_commit_each_batch_once(empty_archive: tuple[ArchiveSettings, Storage]) -> None:
+    settings, storage = empty_archive
     assert create_table(settings, []) is True
     assert create_table(settings, []) is False
     table = ArchiveTable.open(settings)
@@ -95,9 +82,9 @@ async def test_appends_commit_each_batch_once(archive: tuple[ArchiveSettings, St
 
 
 async def test_reader_follows_checkpoints_removes_and_filters(
-    archive: tuple[ArchiveSettings, Storage],
+    empty_archive: tuple[ArchiveSettings, Storage],
 ) -> None:
-    settings, storage = archive
+    settings, storage = empty_archive
     apps = ["web", "über", "a/b", "", "x:y"]
     files = [await put_v2(storage, app, date, f"f{n}", ids(f"{n}", 1)) for n, (app, date) in enumerate(
         (app, date) for app in apps for date in (D1, D2)
@@ -131,8 +118,10 @@ async def test_reader_follows_checkpoints_removes_and_filters(
     assert again is not None and again.files == snapshot.files
 
 
-async def test_a_second_compactor_of_the_same_inputs_loses(archive: tuple[ArchiveSettings, Storage]) -> None:
-    settings, storage = archive
+async def test_a_second_compactor_of_the_same_inputs_loses(
+    empty_archive: tuple[ArchiveSettings, Storage],
+) -> None:
+    settings, storage = empty_archive
     inputs = [await put_v2(storage, "web", D1, f"in{i}", ids(f"in{i}", 2)) for i in range(3)]
     assert create_table(settings, inputs)
     first, second = ArchiveTable.open(settings), ArchiveTable.open(settings)
@@ -168,9 +157,9 @@ async def test_a_second_compactor_of_the_same_inputs_loses(archive: tuple[Archiv
 
 
 async def test_prune_and_vacuum_delete_exactly_the_removed_files(
-    archive: tuple[ArchiveSettings, Storage],
+    empty_archive: tuple[ArchiveSettings, Storage],
 ) -> None:
-    settings, storage = archive
+    settings, storage = empty_archive
     files = [
         await put_v2(storage, app, D1, f"p{i}", ids(f"p{app}{i}", 1))
         for app in ("web", "db")
@@ -202,8 +191,8 @@ async def test_prune_and_vacuum_delete_exactly_the_removed_files(
     await assert_reader_agrees(settings, storage, {f.key for f in files} - removed)
 
 
-async def test_bootstrap_registers_existing_v2_files(archive: tuple[ArchiveSettings, Storage]) -> None:
-    settings, storage = archive
+async def test_bootstrap_registers_existing_v2_files(empty_archive: tuple[ArchiveSettings, Storage]) -> None:
+    settings, storage = empty_archive
     files = [
         await put_v2(storage, app, D1, "20240102T030000Z-w1-1", ids(app or "empty", 3))
         for app in ("web", "a/b", "", "日本")
@@ -231,8 +220,10 @@ async def test_bootstrap_registers_existing_v2_files(archive: tuple[ArchiveSetti
     assert not again.created and again.registered == 0
 
 
-async def test_log_reads_run_concurrently_with_commits(archive: tuple[ArchiveSettings, Storage]) -> None:
-    settings, storage = archive
+async def test_log_reads_run_concurrently_with_commits(
+    empty_archive: tuple[ArchiveSettings, Storage],
+) -> None:
+    settings, storage = empty_archive
     assert create_table(settings, [])
     table = ArchiveTable.open(settings)
     assert table is not None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
@@ -17,7 +17,6 @@ from table_files import ids, live, put_v2
 
 from archiver.config import ArchiveSettings
 from archiver.storage.interface import Storage
-from archiver.storage.open import open_storage
 from archiver.table.bootstrap import create_table
 from archiver.table.location import storage_options, table_uri
 from archiver.table.log import read_snapshot
@@ -36,25 +35,15 @@ def pool() -> Iterator[ProcessPoolExecutor]:
         yield executor
 
 
-@pytest.fixture(params=["local", "s3"])
-async def archive(request: pytest.FixtureRequest) -> AsyncIterator[tuple[ArchiveSettings, Storage]]:
-    settings = request.getfixturevalue(f"{request.param}_settings")
-    storage = open_storage(settings)
-    try:
-        yield settings, storage
-    finally:
-        await storage.close()
-
-
 def table_rows(settings: ArchiveSettings) -> list[str]:
     delta = DeltaTable(table_uri(settings), storage_options=storage_options(settings))
     return sorted(delta.to_pyarrow_table(columns=["message"]).column("message").to_pylist())
 
 
 async def test_two_processes_appending_lose_no_add(
-    archive: tuple[ArchiveSettings, Storage], pool: ProcessPoolExecutor
+    empty_archive: tuple[ArchiveSettings, Storage], pool: ProcessPoolExecutor
 ) -> None:
-    settings, storage = archive
+    settings, storage = empty_archive
     assert create_table(settings, [])
     batches = {
         writer: [
@@ -77,9 +66,9 @@ async def test_two_processes_appending_lose_no_add(
 
 
 async def test_two_compactors_of_the_same_inputs_one_wins(
-    archive: tuple[ArchiveSettings, Storage], pool: ProcessPoolExecutor
+    empty_archive: tuple[ArchiveSettings, Storage], pool: ProcessPoolExecutor
 ) -> None:
-    settings, storage = archive
+    settings, storage = empty_archive
     assert create_table(settings, [])
     expected: list[str] = []
     for r in range(ROUNDS):

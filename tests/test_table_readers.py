@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -27,7 +27,6 @@ from table_files import ids, live, parse_key, put_v2
 
 from archiver.config import ArchiveSettings
 from archiver.storage.interface import Storage
-from archiver.storage.open import open_storage
 from archiver.table import upkeep
 from archiver.table.bootstrap import register_existing
 from archiver.table.location import storage_options, table_uri
@@ -110,20 +109,10 @@ def null_app(rows: Rows) -> list[tuple[str, str | None]]:
     return sorted((message, app or None) for message, app in rows)
 
 
-@pytest.fixture(params=["local", "s3"])
-async def archive(request: pytest.FixtureRequest) -> AsyncIterator[tuple[ArchiveSettings, Storage]]:
-    settings = request.getfixturevalue(f"{request.param}_settings")
-    storage = open_storage(settings)
-    try:
-        yield settings, storage
-    finally:
-        await storage.close()
-
-
 async def test_engines_read_each_row_exactly_once_at_every_step(
-    archive: tuple[ArchiveSettings, Storage], duck: duckdb.DuckDBPyConnection
+    empty_archive: tuple[ArchiveSettings, Storage], duck: duckdb.DuckDBPyConnection
 ) -> None:
-    settings, storage = archive
+    settings, storage = empty_archive
     readers: dict[str, Callable[[], Rows]] = {
         "duckdb": lambda: read_duckdb(duck, settings),
         "polars": lambda: read_polars(settings),
