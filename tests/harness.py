@@ -24,6 +24,7 @@ from archiver.archive.message import rebuild_payload
 from archiver.archive.timestamps import exact_rows
 from archiver.config import ArchiveSettings
 from archiver.demo.servers import free_port
+from archiver.service.routing import app_region_from_subject
 from archiver.storage.open import open_storage
 
 ARCHIVER = [sys.executable, "-m", "archiver"]
@@ -213,6 +214,16 @@ def unique_messages(seed: int, n: int) -> list[tuple[str, bytes]]:
     start = hour_start_ns(time.time_ns()) - 3 * NS_PER_HOUR + seed * 1_000_003
     gen = FlyLogGenerator(seed=seed, apps=3, regions=2, instances=2, start_ns=start, span_ns=2 * NS_PER_HOUR)
     return gen.messages(n)
+
+
+def payloads_by_partition(msgs: list[tuple[str, bytes]]) -> dict[tuple[str, str], list[bytes]]:
+    """Fly messages' payloads by (app, region), in the order given, as the service routes them."""
+    parts: dict[tuple[str, str], list[bytes]] = {}
+    for subject, payload in msgs:
+        route = app_region_from_subject(subject)
+        assert route is not None
+        parts.setdefault(route, []).append(payload)
+    return parts
 
 
 def wait_for(predicate: Any, timeout_s: float, what: str, proc: ArchiverProcess | None = None) -> None:

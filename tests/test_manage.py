@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
-from harness import ARCHIVER, archive_env, archived_payloads, normalise, read_archive
+from harness import ARCHIVER, archive_env, archived_payloads, normalise, payloads_by_partition, read_archive
 from servers import SeaweedFS
 
 from archiver.archive.escaping import partition_value
@@ -39,7 +39,6 @@ from archiver.demo.loadgen import FlyLogGenerator
 from archiver.errors import StorageError
 from archiver.manage.compact import Compactor, CompactStats, compact_archive
 from archiver.manage.compact_plan import list_units
-from archiver.service.routing import app_region_from_subject
 from archiver.storage.interface import Storage
 from archiver.storage.open import open_storage
 from query.filters import Filters
@@ -64,11 +63,7 @@ def messages(n: int, hours: int = 3, seed: int = 1) -> list[tuple[str, bytes]]:
 
 def write_small_files(settings: ArchiveSettings, msgs: list[tuple[str, bytes]], flushes: int = 20) -> int:
     """Archive ``msgs`` as ``flushes`` flushes per (app, region): about that many files per partition."""
-    parts: dict[tuple[str, str], list[bytes]] = {}
-    for subject, payload in msgs:
-        route = app_region_from_subject(subject)
-        assert route is not None
-        parts.setdefault(route, []).append(payload)
+    parts = payloads_by_partition(msgs)
 
     async def go() -> int:
         storage = open_storage(settings)

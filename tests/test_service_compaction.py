@@ -25,11 +25,12 @@ from harness import (
     archive_env,
     archived_payloads,
     normalise,
+    payloads_by_partition,
     read_archive,
     start_archiver,
     wait_for,
 )
-from test_v1_archives import to_v1
+from v1_files import to_v1
 
 from archiver.archive.escaping import encode_value_v1, partition_value
 from archiver.archive.layout import (
@@ -47,7 +48,6 @@ from archiver.codec.payloads import Payloads
 from archiver.config import ArchiveSettings
 from archiver.demo.loadgen import FlyLogGenerator
 from archiver.demo.publish import publish
-from archiver.service.routing import app_region_from_subject
 from archiver.storage.open import open_storage
 
 HERE = Path(__file__).resolve().parent
@@ -65,11 +65,7 @@ def closed_messages(n: int, hours: int, seed: int, apps: int = 2) -> list[tuple[
 
 def seed(settings: ArchiveSettings, msgs: list[tuple[str, bytes]], flushes: int, v1_flushes: int = 0) -> int:
     """Write ``msgs`` as the service would, ``flushes`` files per (app, region); the first ``v1_flushes`` as v1."""
-    parts: dict[tuple[str, str], list[bytes]] = {}
-    for subject, payload in msgs:
-        route = app_region_from_subject(subject)
-        assert route is not None
-        parts.setdefault(route, []).append(payload)
+    parts = payloads_by_partition(msgs)
 
     async def go() -> int:
         storage = open_storage(settings)
