@@ -18,10 +18,12 @@ from typing import Any
 
 import orjson
 import pyarrow.parquet as pq
+from click.testing import CliRunner, Result
 
 from archiver.archive.layout import RESERVED_PREFIX, parse_key
 from archiver.archive.message import rebuild_payload
 from archiver.archive.timestamps import exact_rows
+from archiver.cli.main import main
 from archiver.config import ArchiveSettings
 from archiver.demo.servers import free_port
 from archiver.service.routing import app_region_from_subject
@@ -214,6 +216,14 @@ def unique_messages(seed: int, n: int) -> list[tuple[str, bytes]]:
     start = hour_start_ns(time.time_ns()) - 3 * NS_PER_HOUR + seed * 1_000_003
     gen = FlyLogGenerator(seed=seed, apps=3, regions=2, instances=2, start_ns=start, span_ns=2 * NS_PER_HOUR)
     return gen.messages(n)
+
+
+def cli_on(root: Path, *args: str, data: bytes | None = None) -> Result:
+    """``archiver <command> --archive root <args>`` in process, with no archive from the environment; exit 0."""
+    env = {"ARCHIVE_URL": None, "BUCKET_NAME": None}
+    result = CliRunner().invoke(main, [args[0], "--archive", str(root), *args[1:]], env=env, input=data)
+    assert result.exit_code == 0, (args, result.output, result.exception)
+    return result
 
 
 def payloads_by_partition(msgs: list[tuple[str, bytes]]) -> dict[tuple[str, str], list[bytes]]:

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from click.testing import CliRunner, Result
-from harness import normalise
+from click.testing import Result
+from harness import cli_on, normalise
 
-from archiver.cli.main import main
 from archiver.demo.flymessage import fly_record
 
 APPS = [
@@ -53,18 +52,11 @@ def lines() -> dict[str, list[bytes]]:
     return out
 
 
-def cli(root: Path, *args: str, data: bytes | None = None) -> Result:
-    env = {"ARCHIVE_URL": None, "BUCKET_NAME": None}
-    result = CliRunner().invoke(main, [args[0], "--archive", str(root), *args[1:]], env=env, input=data)
-    assert result.exit_code == 0, (args, result.output, result.exception)
-    return result
-
-
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[bytes]]]:
     root = tmp_path_factory.mktemp("names") / "archive"
     sent = lines()
-    cli(root, "import", "-", data=b"".join(line + b"\n" for batch in sent.values() for line in batch))
+    cli_on(root, "import", "-", data=b"".join(line + b"\n" for batch in sent.values() for line in batch))
     return root, sent
 
 
@@ -75,18 +67,18 @@ def payloads(result: Result) -> Counter[bytes]:
 def test_every_app_is_found_without_app(archive: tuple[Path, dict[str, list[bytes]]]) -> None:
     root, sent = archive
     everything = Counter(normalise(line) for batch in sent.values() for line in batch)
-    assert payloads(cli(root, "query", *RANGE, "--format", "json")) == everything
+    assert payloads(cli_on(root, "query", *RANGE, "--format", "json")) == everything
 
 
 def test_every_name_ls_prints_works_with_app(archive: tuple[Path, dict[str, list[bytes]]]) -> None:
     root, sent = archive
-    names = cli(root, "ls").stdout.split("\n")[:-1]
+    names = cli_on(root, "ls").stdout.split("\n")[:-1]
     assert len(names) >= len(APPS) - 1  # "" and a literal __HIVE_DEFAULT_PARTITION__ may share a line or not
     found: Counter[bytes] = Counter()
     for name in dict.fromkeys(names):
-        rows = payloads(cli(root, "query", "--app", name, *RANGE, "--format", "json"))
+        rows = payloads(cli_on(root, "query", "--app", name, *RANGE, "--format", "json"))
         assert rows, f"archiver ls printed {name!r}, which finds nothing with --app"
-        hours = cli(root, "ls", "--app", name).stdout
+        hours = cli_on(root, "ls", "--app", name).stdout
         assert "2026-11-24T13:00Z" in hours, (name, hours)
         found |= rows
     assert found == Counter(normalise(line) for batch in sent.values() for line in batch)
@@ -95,5 +87,5 @@ def test_every_name_ls_prints_works_with_app(archive: tuple[Path, dict[str, list
 @pytest.mark.parametrize("app", APPS)
 def test_every_full_name_works_with_app(archive: tuple[Path, dict[str, list[bytes]]], app: str) -> None:
     root, sent = archive
-    rows = payloads(cli(root, "query", "--app", app, *RANGE, "--format", "json"))
+    rows = payloads(cli_on(root, "query", "--app", app, *RANGE, "--format", "json"))
     assert rows == Counter(normalise(line) for line in sent[app])

@@ -19,8 +19,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner, Result
-from harness import archived_payloads, normalise, read_archive
+from harness import archived_payloads, cli_on, normalise, read_archive
 from v1_files import to_v1
 
 from archiver.archive import schema
@@ -33,7 +32,6 @@ from archiver.archive.escaping import (
 )
 from archiver.archive.layout import NS_PER_HOUR, object_key, object_name, parse_key, v1_object_key
 from archiver.archive.supersede import input_digest, parse_compact_name, replaces_metadata
-from archiver.cli.main import main
 from archiver.codec.encode import encode_partition
 from archiver.codec.payloads import Payloads
 from archiver.config import ArchiveSettings
@@ -68,13 +66,6 @@ def messages(apps: dict[str, tuple[str, ...]] = APPS) -> dict[tuple[str, str], l
                 batch.append(orjson.dumps(record))
             out[(app, region)] = batch
     return out
-
-
-def cli(root: Path, *args: str, data: bytes | None = None) -> Result:
-    env = {"ARCHIVE_URL": None, "BUCKET_NAME": None}
-    result = CliRunner().invoke(main, [args[0], "--archive", str(root), *args[1:]], env=env, input=data)
-    assert result.exit_code == 0, (args, result.output, result.exception)
-    return result
 
 
 async def write_mixed(root: Path, sent: dict[tuple[str, str], list[bytes]]) -> None:
@@ -124,7 +115,7 @@ def payloads_of(sent: dict[tuple[str, str], list[bytes]], app: str | None = None
 
 
 def json_rows(root: Path, *args: str) -> Counter[bytes]:
-    result = cli(root, "query", *RANGE, "--format", "json", *args)
+    result = cli_on(root, "query", *RANGE, "--format", "json", *args)
     return Counter(normalise(line) for line in result.stdout_bytes.splitlines())
 
 
@@ -134,7 +125,7 @@ def test_mixed_archive_is_read_exactly(archive: tuple[Path, dict[tuple[str, str]
     assert {f.region is None for f in files} == {True, False}  # both layouts
     assert json_rows(root) == payloads_of(sent)  # the v1 group's inputs are not read twice
     found: Counter[bytes] = Counter()
-    for name in dict.fromkeys(cli(root, "ls").stdout.split("\n")[:-1]):
+    for name in dict.fromkeys(cli_on(root, "ls").stdout.split("\n")[:-1]):
         rows = json_rows(root, "--app", name)
         assert rows, name
         found |= rows
@@ -143,12 +134,12 @@ def test_mixed_archive_is_read_exactly(archive: tuple[Path, dict[tuple[str, str]
         assert json_rows(root, "--app", app) == payloads_of(sent, app)
         region_only = Counter(normalise(p) for p in sent[(app, regions[0])])
         assert json_rows(root, "--app", app, "--region", regions[0]) == region_only
-    text = cli(root, "query", *RANGE, "--app", "sandwich", "--region", "ams").stdout.splitlines()
+    text = cli_on(root, "query", *RANGE, "--app", "sandwich", "--region", "ams").stdout.splitlines()
     assert len(text) == 12 and all(" ams [" in line for line in text)
-    hours = cli(root, "ls", "--app", "sandwich").stdout.splitlines()
+    hours = cli_on(root, "ls", "--app", "sandwich").stdout.splitlines()
     assert [line.split()[0] for line in hours[1:]] == ["2026-11-21T13:00Z", "2026-11-21T14:00Z"]
     assert sum(int(line.split()[2]) for line in hours[1:]) == 24 and hours[1].split()[-1] == "ams,dfw"
-    stats = cli(root, "stats", "--since", "2026-11-20").stdout
+    stats = cli_on(root, "stats", "--since", "2026-11-20").stdout
     (total,) = [line for line in stats.splitlines() if line.startswith("total")]
     # Stats counts every file: the interrupted v1 compaction's group too (4 rows of each (app, region)).
     assert int(total.split()[2]) == sum(len(b) for b in sent.values()) + 4 * len(sent)
@@ -156,7 +147,7 @@ def test_mixed_archive_is_read_exactly(archive: tuple[Path, dict[tuple[str, str]
 
 def test_compaction_moves_v1_to_v2(archive: tuple[Path, dict[tuple[str, str], list[bytes]]]) -> None:
     root, sent = archive
-    done = cli(root, "compact", "--before", "2026-11-22")
+    done = cli_on(root, "compact", "--before", "2026-11-22")
     # LONG was shortened differently by v1 and v2: two app values (as readers saw them), so two
     # app-hours each hour; every other app is one app-hour an hour, its v1 and v2 files together.
     values = [*(stored_value(app) for app in APPS if app != LONG), stored_value(LONG), stored_value_v1(LONG)]
@@ -175,7 +166,7 @@ def test_compaction_moves_v1_to_v2(archive: tuple[Path, dict[tuple[str, str], li
     assert json_rows(root) == payloads_of(sent)
     for app in APPS:
         assert json_rows(root, "--app", app) == payloads_of(sent, app)
-    again = cli(root, "compact", "--before", "2026-11-22")
+    again = cli_on(root, "compact", "--before", "2026-11-22")
     assert f"compacted 0 of {2 * len(values)} closed app-hours" in again.stderr
 
 
@@ -184,7 +175,7 @@ def test_a_batch_imported_by_v1_and_again_by_v2_is_read_once(tmp_path: Path) -> 
     # LONG left out: its v1 and v2 files are two apps to a reader, so a re-import is not recognised.
     sent = messages({app: regions for app, regions in APPS.items() if app != LONG})
     data = b"".join(p + b"\n" for batch in sent.values() for p in batch)
-    cli(root, "import", "-", data=data)
+    cli_on(root, "import", "-", data=data)
     full_names = {stored_value(app): app for app, _ in sent}
 
     async def as_v1() -> None:  # what v1's import wrote: the same digest, in hour=/region= folders
@@ -204,10 +195,10 @@ def test_a_batch_imported_by_v1_and_again_by_v2_is_read_once(tmp_path: Path) -> 
             await storage.close()
 
     asyncio.run(as_v1())
-    again = cli(root, "import", "-", data=data)
+    again = cli_on(root, "import", "-", data=data)
     assert "(0 already there)" in again.stderr  # new keys: the v2 names of the same batches
     assert json_rows(root) == payloads_of(sent)  # each batch once, not twice
-    cli(root, "compact", "--before", "2026-11-22")
+    cli_on(root, "compact", "--before", "2026-11-22")
     files = read_archive(ArchiveSettings("file", "", str(root)))
     assert all(parse_compact_name(f.key.rpartition("/")[2]) for f in files)
     assert archived_payloads(files) == payloads_of(sent)
