@@ -35,7 +35,7 @@ from archiver.demo.servers import HOST, NatsServer, free_port
 from archiver.environment import aws_variables, load_run_config
 from archiver.errors import ArchiverError
 from archiver.service.pipeline import Service
-from archiver.storage.open import open_storage
+from archiver.storage.open import is_local, open_storage
 from archiver.units import duration_option, format_bytes
 
 DEFAULT_ARCHIVE = "demo-archive"
@@ -245,7 +245,7 @@ def run_demo(duration: str, keep_running: bool, archive: str | None, http_port: 
     print(f"  {cmd} query --archive {shlex.quote(shown_archive)} --app {APP_NAMES[1]} --since 1h "
           "--grep 'error|exception' -i")  # fmt: skip
     print(f"  {cmd} query --archive {shlex.quote(shown_archive)} --level error --since 1h --format json")
-    if config.archive.scheme == "file":
+    if is_local(config.archive):
         source = f"read_parquet('{shown_archive}/app=*/**/*.parquet', hive_partitioning = true)"
         sql = f"SELECT app, region, level, count(*) AS n FROM {source} GROUP BY ALL ORDER BY n DESC"  # noqa: S608 - printed, not run
         # Double quotes read better around the SQL's single quotes; safe unless it holds $, `, \, or ".

@@ -12,20 +12,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from archiver.storage.open import is_local
+
 if TYPE_CHECKING:
     from archiver.config import ArchiveSettings
 
 
 def table_uri(settings: ArchiveSettings) -> str:
     """The table root as delta-rs names it: the archive directory, or ``s3://bucket[/prefix]``."""
-    if settings.scheme == "s3":
-        return f"s3://{settings.bucket}/{settings.prefix}" if settings.prefix else f"s3://{settings.bucket}"
-    return settings.prefix
+    if is_local(settings):
+        return settings.prefix
+    return f"s3://{settings.bucket}/{settings.prefix}" if settings.prefix else f"s3://{settings.bucket}"
 
 
 def storage_options(settings: ArchiveSettings) -> dict[str, str] | None:
     """delta-rs (object_store) options reaching the archive; None for a local directory."""
-    if settings.scheme != "s3":
+    if is_local(settings):
         return None
     s3 = settings.s3
     options = {"AWS_REGION": s3.region}
