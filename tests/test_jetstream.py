@@ -61,12 +61,18 @@ def consumer_state(url: str, durable: str = "archiver") -> tuple[int, int, int]:
 
 
 class Publisher(threading.Thread):
-    """Publishes to the stream in small chunks with pauses, so kills land while it goes on."""
+    """Publishes to the stream in small chunks with pauses, so kills land while it goes on.
+
+    It goes on until ``stop`` is set (or the messages run out), so that on a
+    slow machine, where each archiver takes longer to start, publishing still
+    spans every kill: ``msgs[:published]`` is what was sent.
+    """
 
     def __init__(self, url: str, msgs: list[tuple[str, bytes]], chunk: int, pause_s: float) -> None:
         super().__init__(daemon=True)
         self.url, self.msgs, self.chunk, self.pause_s = url, msgs, chunk, pause_s
         self.published = 0
+        self.stop = threading.Event()
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -81,6 +87,8 @@ class Publisher(threading.Thread):
         js = nc.jetstream()
         try:
             for i in range(0, len(self.msgs), self.chunk):
+                if self.stop.is_set():
+                    break
                 acks = [js.publish(subject, payload) for subject, payload in self.msgs[i : i + self.chunk]]
                 await asyncio.gather(*acks)
                 self.published += len(acks)
@@ -105,8 +113,8 @@ def test_kill_9_and_downtime_while_publishing_archive_equals_stream(
     asyncio.run(_create(nats_server.url, ConsumerConfig(
         name="archiver", durable_name="archiver", ack_policy=AckPolicy.EXPLICIT, filter_subject=SUBJECT,
         ack_wait=2.0, max_ack_pending=200_000)))  # fmt: skip
-    sent = messages(1, 8000)
-    publisher = Publisher(nats_server.url, sent, chunk=100, pause_s=0.1)
+    ready = messages(1, 30_000)  # more than publishing during the kills takes; the rest is never sent
+    publisher = Publisher(nats_server.url, ready, chunk=100, pause_s=0.1)
     env = {"JETSTREAM_STREAM": STREAM, "SPOOL_DIR": str(tmp_path / "spool"), "FLUSH_INTERVAL": "200ms",
            "FLUSH_BYTES": "64KiB", "SPOOL_FSYNC_INTERVAL": "50ms"}  # fmt: skip
     started = time.monotonic()
@@ -127,8 +135,11 @@ def test_kill_9_and_downtime_while_publishing_archive_equals_stream(
     final = start_archiver(nats_server.url, local_settings, tmp_path / "final", None, **env)
     try:
         final.wait_subscribed()
+        time.sleep(0.5)  # publishing goes on into the last archiver's run too
+        publisher.stop.set()
         publisher.join(60)
-        assert publisher.error is None and publisher.published == len(sent)
+        assert publisher.error is None and not publisher.is_alive()
+        sent = ready[: publisher.published]
         wait_for(lambda: consumer_state(nats_server.url)[:2] == (0, 0), 45, "consumer caught up", final)
         redeliveries = final.metric("archiver_jetstream_redeliveries_total")
         acks = final.metric("archiver_jetstream_acks_total")

@@ -65,12 +65,16 @@ def table_uncompacted(settings: ArchiveSettings) -> list[str]:
 
 def read_retrying(settings: ArchiveSettings) -> list[tuple[str, str | None]]:
     """deltalake's read, again when a file of its snapshot was deleted meanwhile (README: retryable)."""
-    for _ in range(4):
+    # A compaction deletes its inputs right after its commit; on a busy machine the compactors of
+    # several app-hours can land one after another, each between a snapshot and its read.
+    deadline = time.monotonic() + 20
+    while True:
         try:
             return read_deltalake(settings)
-        except FileNotFoundError:  # a compaction committed and deleted its inputs after the snapshot
+        except FileNotFoundError:
+            if time.monotonic() > deadline:
+                raise
             time.sleep(0.2)
-    return read_deltalake(settings)
 
 
 def no_row_doubled(settings: ArchiveSettings, want: Counter[str]) -> int:
