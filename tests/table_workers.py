@@ -45,3 +45,27 @@ def compact(settings: ArchiveSettings, inputs: Sequence[LiveFile], output: Table
     except TableConflictError as exc:
         return f"lost: {exc}"
     return "won"
+
+
+def storm(settings: ArchiveSettings, writer_id: str, stop_at: float) -> int:
+    """Commit empty transactions of ``writer_id`` as fast as the table takes them until ``stop_at``; how many landed."""
+    from deltalake.exceptions import CommitFailedError
+    from deltalake.transaction import CommitProperties, Transaction
+
+    from archiver.table.schema import PARTITION_COLUMNS, TABLE_SCHEMA
+    from archiver.table.writer import NO_HOOKS
+
+    table = open_table(settings)
+    landed = 0
+    while time.time() < stop_at:
+        table.delta.update_incremental()
+        try:
+            table.delta.create_write_transaction(
+                [], mode="append", schema=TABLE_SCHEMA, partition_by=list(PARTITION_COLUMNS),
+                commit_properties=CommitProperties(app_transactions=[Transaction(writer_id, landed + 1)]),
+                post_commithook_properties=NO_HOOKS,
+            )  # fmt: skip
+            landed += 1
+        except CommitFailedError:  # another stormer or the service got there first
+            pass
+    return landed
