@@ -112,6 +112,8 @@ async def hour_counts(
     reader: Reader, group: HourFiles, spec: CountSpec, filters: Filters
 ) -> Counter[str | None] | None:
     """The hour's rows in range per group value; None when the hour must go through the ordinary scan."""
+    if any(f.length_ns > NS_PER_HOUR for f in group.files):
+        return None  # a day file: its rows of this hour need the timestamps (the ordinary scan cuts them)
     loop = asyncio.get_running_loop()
     bounds = filters.time_bounds(group.hour_ns)
     local = reader.filesystem is not None and reader.filesystem.type_name == "local"

@@ -20,6 +20,7 @@ import pyarrow.fs
 import pyarrow.parquet as pq
 
 from archiver.archive import schema
+from archiver.archive.layout import NS_PER_HOUR
 from archiver.archive.navigator import ArchiveFile
 from archiver.archive.timestamps import with_exact_time
 from archiver.errors import BadFileError
@@ -104,8 +105,13 @@ def row_groups_in_range(
     return keep, inside
 
 
-def _row_groups(pf: pq.ParquetFile, scan: FileScan, file_schema: pa.Schema | None = None) -> list[int]:
-    since, until = scan.filters.time_bounds(scan.hour_ns)
+def _row_groups(
+    pf: pq.ParquetFile,
+    scan: FileScan,
+    file_schema: pa.Schema | None = None,
+    hour: tuple[int, int] | None = None,
+) -> list[int]:
+    since, until = scan.filters.time_bounds(scan.hour_ns) if hour is None else hour
     return row_groups_in_range(pf.metadata, file_schema or pf.schema_arrow, since, until)[0]
 
 
@@ -141,12 +147,18 @@ def _normalize(table: pa.Table, target: pa.Schema) -> pa.Table:
 
 
 def read_file(
-    source: str | pa.Buffer, scan: FileScan, filesystem: pa.fs.FileSystem | None, region: str | None = None
+    source: str | pa.Buffer,
+    scan: FileScan,
+    filesystem: pa.fs.FileSystem | None,
+    region: str | None = None,
+    length_ns: int = NS_PER_HOUR,
 ) -> pa.Table:
     """The needed and filter columns of one file's row groups in range (not yet filtered).
 
-    ``region``: a v1 file's, from its key (a v2 file holds the column).
+    ``region``: a v1 file's, from its key (a v2 file holds the column). A day file (``length_ns``
+    a day) gives only its rows of the scanned hour in range (the other filters are not applied yet).
     """
+    hour = scan.filters.hour_window(scan.hour_ns) if length_ns > NS_PER_HOUR else None
     if not isinstance(source, pa.Buffer):
         # One read of the whole (small) file, then decoding from memory: measured
         # 0.30 ms per hourly file against 0.42 ms letting Parquet read each column chunk.
@@ -156,7 +168,7 @@ def read_file(
     file_schema = pf.schema_arrow  # built anew on each access: once per file
     names = file_schema.names
     check_schema(file_schema, [*scan.columns, schema.REGION])
-    groups = _row_groups(pf, scan, file_schema)
+    groups = _row_groups(pf, scan, file_schema, hour)
     filters = scan.filters
     wanted = list(dict.fromkeys([*filters.filter_columns(), *scan.columns, schema.REGION]))
     first = list(filters.filter_columns())
@@ -174,6 +186,8 @@ def read_file(
             table = table.append_column(others.schema.field(name), others[name])
     else:
         table = _read(pf, names, groups, first + rest, region)
+    if hour is not None:
+        table = pc.filter(table, Filters.between(table, *hour))
     return _normalize(table.replace_schema_metadata(None), target)
 
 
@@ -202,7 +216,7 @@ def decode_files(
         try:
             if isinstance(source, BadFileError):
                 raise source
-            tables.append(read_file(source, scan, filesystem, planned.region))
+            tables.append(read_file(source, scan, filesystem, planned.region, planned.length_ns))
             batch.read.append(planned)
         except BadFileError as exc:
             batch.skipped.append((planned, exc))

@@ -77,6 +77,18 @@ class Filters:
         until = self.until_ns if hour_ns + NS_PER_HOUR > self.until_ns else None
         return since, until
 
+    def hour_window(self, hour_ns: int) -> tuple[int, int]:
+        """The hour from ``hour_ns`` within the range: what a day file (every hour of a day) is cut to."""
+        return max(self.since_ns, hour_ns), min(self.until_ns, hour_ns + NS_PER_HOUR)
+
+    @staticmethod
+    def between(table: pa.Table, since_ns: int, until_ns: int) -> pa.ChunkedArray:
+        """Which rows of ``table`` lie in ``[since_ns, until_ns)`` (exact time)."""
+        ts = table[schema.TIMESTAMP]
+        return pc.and_kleene(
+            pc.greater_equal(ts, pa.scalar(since_ns, ts.type)), pc.less(ts, pa.scalar(until_ns, ts.type))
+        )
+
     def mask(self, table: pa.Table, hour_ns: int) -> pa.ChunkedArray | None:
         """Which rows of ``table`` (a file of hour ``hour_ns``) match; None when all do.
 

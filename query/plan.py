@@ -78,12 +78,29 @@ class Planner:
         prefixes = [p for span in window for segment in self.apps.segments for p in span.prefixes(segment)]
         hours: dict[int, HourFiles] = {}
         found = await list_files(self.storage, prefixes, self.since_ns, self.until_ns, apps=self.apps)
-        for planned in found:
+        for planned in dict.fromkeys(found):
             if not self.regions or planned.region is None or planned.region in self.regions:
-                hours.setdefault(planned.hour_ns, HourFiles(planned.hour_ns)).files.append(planned)
+                for hour_ns in self._hours_of(planned, window):
+                    hours.setdefault(hour_ns, HourFiles(hour_ns)).files.append(planned)
         for group in hours.values():
             group.files.sort(key=lambda f: (f.app, f.key))
         return hours
+
+    def _hours_of(self, planned: ArchiveFile, window: Sequence[Span]) -> list[int]:
+        """The hours of ``window`` a file belongs to: its hour, or for a day file each hour of its day in range.
+
+        A day file is in every hour's group, so each hour resolves against the day's group (the
+        supersede rule) and reads only that hour's rows of it (:func:`query.decode.read_file`).
+        """
+        if planned.length_ns <= NS_PER_HOUR:
+            return [planned.hour_ns]
+        end = planned.hour_ns + planned.length_ns
+        return [
+            hour
+            for span in window
+            for hour in range(max(span.start_ns, planned.hour_ns), min(span.end_ns, end), NS_PER_HOUR)
+            if hour + NS_PER_HOUR > self.since_ns and hour < self.until_ns
+        ]
 
     async def _resolve(self, group: HourFiles) -> HourFiles:
         """The hour with superseded files left out; listed again if a footer it needs is gone."""

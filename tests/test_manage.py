@@ -37,8 +37,9 @@ from archiver.codec.payloads import Payloads
 from archiver.config import ArchiveSettings
 from archiver.demo.loadgen import FlyLogGenerator
 from archiver.errors import StorageError
-from archiver.manage.compact import Compactor, CompactStats, compact_archive
+from archiver.manage.compact import Compactor, compact_archive
 from archiver.manage.compact_plan import list_units
+from archiver.manage.compact_result import CompactStats
 from archiver.storage.interface import Storage
 from archiver.storage.open import open_storage
 from query.filters import Filters

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,10 +86,22 @@ def test_spans_merge_whole_days_only() -> None:
     ]
     assert [s.hours for s in found] == [1, 1, 24, 1, 1]
     assert found[2].prefixes("my app") == ["app=my app/date=2026-11-25/"]
-    # An hour: the v2 prefix of its files, and the v1 folder of old data, in the layouts the segment is valid in.
-    assert found[0].prefixes("a") == ["app=a/date=2026-11-24/20261124T22", "app=a/date=2026-11-24/hour=22/"]
-    assert found[0].prefixes("a b") == ["app=a b/date=2026-11-24/20261124T22"]
+    # An hour: the v2 prefix of its files, the day files of its day (a day that ended: it may be rolled up),
+    # and the v1 folder of old data, in the layouts the segment is valid in.
+    assert found[0].prefixes("a") == [
+        "app=a/date=2026-11-24/20261124T22",
+        "app=a/date=2026-11-24/20261124-d-",
+        "app=a/date=2026-11-24/hour=22/",
+    ]
+    assert found[0].prefixes("a b") == [
+        "app=a b/date=2026-11-24/20261124T22",
+        "app=a b/date=2026-11-24/20261124-d-",
+    ]
     assert found[0].prefixes("a%20b") == ["app=a%20b/date=2026-11-24/hour=22/"]
+    # The day in progress has no day files yet: its hours list only their own prefix.
+    now = time.time_ns()
+    today = Span(now - now % NS_PER_HOUR, now - now % NS_PER_HOUR + NS_PER_HOUR)
+    assert [p for p in today.prefixes("a") if "-d-" in p] == []
     assert spans(at(0, 0), at(1, 0)) == [Span(at(0, 0), at(1, 0))]  # exactly one day
 
 

@@ -6,11 +6,14 @@ Layout v2 (schema version 2), relative to the archive prefix::
       live flush:  <YYYYMMDDTHHMMSS>Z-<writer>-<seq>.parquet         (the first event time of the file)
       compacted:   <YYYYMMDDTHH>-c-<digest>-<part>of<count>.parquet  (one closed hour of one app, all regions)
       imported:    <YYYYMMDDTHH>-i-<digest>.parquet                  (one source batch, one hour)
+      day file:    <YYYYMMDD>-d-<digest>-<part>of<count>.parquet     (one closed day of one app, rolled up)
 
 ``date`` and the hour are those of the event timestamps in UTC; the region
 is a column of the file. Every name starts with the UTC hour it holds, so the
 files of app X in hour H are one listing of the prefix
-``app=X/date=D/YYYYMMDDTHH`` (:func:`hour_prefix`). Coarse partitions keep
+``app=X/date=D/YYYYMMDDTHH`` (:func:`hour_prefix`), plus, for a day that has
+ended, its day files: ``app=X/date=D/YYYYMMDD-d-`` (:func:`day_file_prefix`;
+a day file holds all 24 hours, :attr:`ObjectKey.length_ns`). Coarse partitions keep
 the number of folders (and of a table's live files, once days are merged)
 small; file statistics prune finer.
 
@@ -34,13 +37,17 @@ from archiver.archive.escaping import decode_value, decode_value_v1
 
 NS_PER_SECOND = 1_000_000_000
 NS_PER_HOUR = 3600 * NS_PER_SECOND
+NS_PER_DAY = 24 * NS_PER_HOUR
+#: What a day file's name holds after its ``YYYYMMDD``.
+DAY_FILE_MARK = "-d-"
 PARQUET_SUFFIX = ".parquet"
 #: Root folder of the archiver's own objects (claims); never a partition.
 RESERVED_PREFIX = "_archiver/"
 
 _DATE = r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})"
 _KEY_V2 = re.compile(
-    rf"app=(?P<app>[^/]+)/date={_DATE}/(?P<name>(?P<day>[0-9]{{8}})T(?P<hour>[0-9]{{2}})[^/]*\.parquet)\Z"
+    rf"app=(?P<app>[^/]+)/date={_DATE}/"
+    r"(?P<name>(?P<day>[0-9]{8})(?:T(?P<hour>[0-9]{2})[^/]*|(?P<whole>-d-[^/]*))\.parquet)\Z"
 )
 _KEY_V1 = re.compile(
     rf"app=(?P<app>[^/]+)/date={_DATE}/(?P<dir>hour=(?P<hour>[0-9]{{2}})/region=(?P<region>[^/]+)/)"
@@ -77,13 +84,28 @@ def hour_prefix(app_segment: str, hour_ns: int) -> str:
     return f"{day_prefix(app_segment, hour_ns)}{hour_stamp(hour_ns)}"
 
 
+def day_stamp(day_ns: int) -> str:
+    """``YYYYMMDD`` of a UTC day: what its day files' names start with."""
+    return f"{_utc(day_ns):%Y%m%d}"
+
+
+def day_file_prefix(app_segment: str, day_ns: int) -> str:
+    """Prefix of one app segment's day files (roll-ups) of the UTC day holding ``day_ns`` (not a folder)."""
+    return f"{day_prefix(app_segment, day_ns)}{day_stamp(day_ns)}{DAY_FILE_MARK}"
+
+
 def v1_hour_prefix(app_segment: str, hour_ns: int) -> str:
     """Folder of one app segment's v1 files of the UTC hour starting at ``hour_ns`` (every region)."""
     return f"{day_prefix(app_segment, hour_ns)}hour={_utc(hour_ns):%H}/"
 
 
 def object_key(app_segment: str, hour_ns: int, name: str) -> str:
-    """Key of one v2 archive file, relative to the archive prefix; ``name`` must start with the hour's stamp."""
+    """Key of one v2 archive file, relative to the archive prefix; ``name`` must start with the hour's stamp.
+
+    A day file's name (``YYYYMMDD-d-...``) starts with its day's stamp instead; ``hour_ns`` is then the day's start.
+    """
+    if name.startswith(day_stamp(hour_ns) + DAY_FILE_MARK) and hour_ns % NS_PER_DAY == 0:
+        return f"{day_prefix(app_segment, hour_ns)}{name}"
     if not name.startswith(hour_stamp(hour_ns)):
         raise ValueError(f"file name {name!r} does not start with its hour {hour_stamp(hour_ns)}")
     return f"{day_prefix(app_segment, hour_ns)}{name}"
@@ -114,7 +136,10 @@ def import_name(hour_ns: int, digest: str) -> str:
 
 
 class ObjectKey(NamedTuple):
-    """A parsed archive key: decoded app, region (v1 keys only: a v2 file holds it as a column), hour, name."""
+    """A parsed archive key: decoded app, region (v1 keys only: a v2 file holds it as a column), hour, name.
+
+    A day file's ``hour_ns`` is its day's start and its ``length_ns`` the day (every other file: an hour).
+    """
 
     app: str
     region: str | None
@@ -123,6 +148,8 @@ class ObjectKey(NamedTuple):
     layout: int
     #: The key below ``app=<app>/date=<D>/``: the name (v2) or ``hour=HH/region=R/<name>`` (v1).
     relative_name: str
+    #: The time the file's rows may lie in, from ``hour_ns``: an hour, or a day for a day file.
+    length_ns: int = NS_PER_HOUR
 
     @property
     def hour(self) -> datetime:
@@ -141,7 +168,7 @@ def parse_key(key: str) -> ObjectKey | None:
             return None
     try:
         day = datetime.strptime(match["date"], "%Y-%m-%d").replace(tzinfo=UTC)
-        hour = int(match["hour"])
+        hour = 0 if layout == 2 and match["whole"] else int(match["hour"])
         if layout == 2:
             if match["day"] != match["date"].replace("-", ""):
                 return None
@@ -154,4 +181,5 @@ def parse_key(key: str) -> ObjectKey | None:
     if hour > 23:
         return None
     hour_ns = int((day + timedelta(hours=hour)).timestamp()) * NS_PER_SECOND
-    return ObjectKey(app, region, hour_ns, match["name"], layout, relative)
+    length_ns = NS_PER_DAY if layout == 2 and match["whole"] else NS_PER_HOUR
+    return ObjectKey(app, region, hour_ns, match["name"], layout, relative, length_ns)

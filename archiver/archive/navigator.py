@@ -26,16 +26,19 @@ range when it overlaps it (``hour + 1h > since`` and ``hour < until``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 from archiver.archive.escaping import decoded_values, segment_layouts, segments_of, values_of
 from archiver.archive.layout import (
+    NS_PER_DAY,
     NS_PER_HOUR,
     NS_PER_SECOND,
     app_prefix,
+    day_file_prefix,
     day_prefix,
     hour_prefix,
     hour_start_ns,
@@ -46,7 +49,6 @@ from archiver.archive.layout import (
 if TYPE_CHECKING:
     from archiver.storage.interface import ObjectInfo, Storage
 
-NS_PER_DAY = 24 * NS_PER_HOUR
 #: Hours of a day covered in part from which :func:`day_spans` lists the whole day once instead of each hour.
 DAY_LISTING_MIN_HOURS = 6
 #: Concurrent listings by default; S3 endpoints serve this many in parallel without throttling.
@@ -68,6 +70,10 @@ class ArchiveFile:
     app: str
     region: str | None
     hour_ns: int
+    #: The time its rows may lie in from ``hour_ns``: an hour, or a day for a day file (a roll-up).
+    length_ns: int = NS_PER_HOUR
+    #: When it was written, as listed (None when unknown); not part of equality.
+    modified_ns: int | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -115,6 +121,11 @@ class Span(NamedTuple):
             return [day_prefix(app_segment, self.start_ns)]
         layouts = segment_layouts(app_segment)
         out = [hour_prefix(app_segment, self.start_ns)] if 2 in layouts else []
+        day = self.start_ns - self.start_ns % NS_PER_DAY
+        if 2 in layouts and day + NS_PER_DAY <= time.time_ns():
+            # A day is rolled up (its day files hold every hour) only after it ended, plus a grace of
+            # an hour or more that also covers clocks apart: no listing for the day in progress.
+            out.append(day_file_prefix(app_segment, day))
         return [*out, v1_hour_prefix(app_segment, self.start_ns)] if 1 in layouts else out
 
 
@@ -269,15 +280,17 @@ async def list_files(
     files of apps ``apps`` does not want, are left out.
     """
     out = []
-    for infos in await list_each(storage, prefixes, concurrency):
+    # dict.fromkeys: the hours of one ended day each add its day files' prefix (Span.prefixes).
+    for infos in await list_each(storage, dict.fromkeys(prefixes), concurrency):
         for info in infos:
             parsed = parse_key(info.key)
             if (
                 parsed is not None
-                and _overlaps(parsed.hour_ns, NS_PER_HOUR, since_ns, until_ns)
+                and _overlaps(parsed.hour_ns, parsed.length_ns, since_ns, until_ns)
                 and (apps is None or apps.wants(parsed.app))
             ):
-                out.append(ArchiveFile(info.key, info.size, parsed.app, parsed.region, parsed.hour_ns))
+                out.append(ArchiveFile(info.key, info.size, parsed.app, parsed.region, parsed.hour_ns,
+                                       parsed.length_ns, info.modified_ns))  # fmt: skip
     return out
 
 

@@ -5,7 +5,7 @@ UTC hour, of both layouts, named by its *relative name*: the key below
 ``app=<segment>/date=<D>/`` (a v2 file's name, or ``hour=HH/region=R/<name>``
 for a v1 file). A compacted file is named ``<YYYYMMDDTHH>-c-<digest>-<part>of<count>.parquet``
 (v1 compaction wrote ``c-<digest>-<part>of<count>.parquet`` in each
-``hour=/region=`` folder): ``digest`` is 16 hex digits of the SHA-256 of the
+``hour=/region=`` folder), a day roll-up ``<YYYYMMDD>-d-<digest>-<part>of<count>.parquet``: ``digest`` is 16 hex digits of the SHA-256 of the
 sorted relative names of the files it was made from, ``part`` its index among
 the ``count`` files of that compaction (a *group*, identified by its folder,
 digest and count). The part count is in the name so a reader can tell from a
@@ -28,6 +28,10 @@ that no row is seen twice or missed whatever state compaction left:
   group's is ignored (two compactors with different views: the larger wins;
   equal sets keep the group with the smallest name);
 * every other file named in a kept group's replaced set is ignored;
+* the rule is about sets of names, so it holds for any listing that includes
+  every file a group names: a day file's group (whose replaced set holds the
+  day's hour groups, transitively) is resolved with the listing of any one of
+  its hours, or of its whole day;
 * an imported file is known by its batch digest (:func:`identity`): the same
   batch imported by v1 (``hour=HH/region=R/i-<d>.parquet``) and again by v2
   (``<YYYYMMDDTHH>-i-<d>.parquet``) holds the same rows, so only one is read
@@ -44,12 +48,12 @@ from typing import NamedTuple
 
 import orjson
 
-from archiver.archive.layout import hour_stamp
+from archiver.archive.layout import DAY_FILE_MARK, day_stamp, hour_stamp
 
 #: Key-value metadata key of a compacted file: JSON list of the file names it supersedes.
 REPLACES_KEY = b"archiver.replaces"
 _NAME = re.compile(
-    r"(?P<dir>(?:[^/]*/)*)(?:[0-9]{8}T[0-9]{2}-)?c-(?P<digest>[0-9a-f]{16})-(?P<part>[0-9]+)of(?P<count>[0-9]+)"
+    r"(?P<dir>(?:[^/]*/)*)(?:[0-9]{8}T[0-9]{2}-c|[0-9]{8}-d|c)-(?P<digest>[0-9a-f]{16})-(?P<part>[0-9]+)of(?P<count>[0-9]+)"
     r"\.parquet\Z"
 )
 _IMPORTED = re.compile(r"(?:[^/]*/)*(?:[0-9]{8}T[0-9]{2}-)?i-(?P<digest>[0-9a-f]{24})\.parquet\Z")
@@ -87,6 +91,11 @@ def input_digest(names: Iterable[str]) -> str:
 def compact_name(hour_ns: int, digest: str, part: int, count: int) -> str:
     """Name of part ``part`` (0-based) of ``count`` compacted files of one hour made from inputs of ``digest``."""
     return f"{hour_stamp(hour_ns)}-c-{digest}-{part}of{count}.parquet"
+
+
+def day_file_name(day_ns: int, digest: str, part: int, count: int) -> str:
+    """Name of part ``part`` (0-based) of ``count`` files of one day's roll-up made from inputs of ``digest``."""
+    return f"{day_stamp(day_ns)}{DAY_FILE_MARK}{digest}-{part}of{count}.parquet"
 
 
 def parse_compact_name(name: str) -> CompactName | None:

@@ -50,7 +50,13 @@ def compact(apps: tuple[str, ...], before: str, target_bytes: str | None, archiv
     click.echo(
         f"compacted {s.compacted} of {s.partitions} closed app-hours: {s.files_in} files "
         f"({format_bytes(s.bytes_in)}) -> {s.files_out} ({format_bytes(s.bytes_out)}), {s.rows} rows; "
-        f"{s.deleted} files deleted" + (f"; {s.skipped} app-hours skipped" if s.skipped else ""),
+        f"{s.deleted} files deleted"
+        + (
+            f"; rolled up {s.days_rolled_up} closed app-days: {s.day_files_in} files -> {s.day_files_out}"
+            if s.days_rolled_up
+            else ""
+        )
+        + (f"; {s.skipped} app-hours skipped" if s.skipped else ""),
         err=True,
     )
 

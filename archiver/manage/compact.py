@@ -66,12 +66,21 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from archiver.archive.layout import NS_PER_SECOND
 from archiver.archive.navigator import app_selection
 from archiver.manage import claims
-from archiver.manage.compact_plan import UnitFiles, WorkUnit, decide, list_unit, list_units, needs_work
+from archiver.manage.compact_plan import (
+    ROLLUP_GRACE_S,
+    UnitFiles,
+    WorkUnit,
+    decide,
+    list_unit,
+    list_units,
+    needs_work,
+)
+from archiver.manage.compact_result import CompactStats, UnitResult, describe
 from archiver.manage.compact_steps import (
     Work,
     delete_inputs,
@@ -81,29 +90,12 @@ from archiver.manage.compact_steps import (
     read_replaced,
     superseded,
 )
-from archiver.manage.compact_table import TableLink, leftover_keys
+from archiver.manage.compact_table import ORPHAN_AGE_S, TableLink, leftover_keys, orphan_keys
 from archiver.storage.interface import ObjectInfo, Storage
 
 _log = logging.getLogger("archiver.compact")  # the name it had before the move: users filter on it
 T = TypeVar("T")
 Say = Callable[[str], None]
-
-
-@dataclass(slots=True)
-class UnitResult:
-    """What compacting one unit did: ``outcome`` is compacted, cleaned, done, claimed, skipped, vanished or stopped."""
-
-    unit: WorkUnit
-    outcome: str
-    files_in: int = 0
-    bytes_in: int = 0
-    files_out: int = 0
-    bytes_out: int = 0
-    rows: int = 0
-    deleted: int = 0
-    seconds: float = 0.0
-    #: Why a unit was skipped: ``<key>: <reason>`` for each file that cannot be merged.
-    problems: list[str] = field(default_factory=list)
 
 
 class Compactor:
@@ -134,6 +126,8 @@ class Compactor:
         self.stop = threading.Event()
         #: CPU seconds of the blocking work (footers, the merge, writing parts), in its threads.
         self.cpu_seconds = 0.0
+        #: A compacted or day file not live in the table is an orphan once this old (tests lower it).
+        self.orphan_age_s = ORPHAN_AGE_S
 
     async def blocking(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function(*args)`` off the event loop (its thread's CPU time is added to :attr:`cpu_seconds`)."""
@@ -171,12 +165,15 @@ class Compactor:
             await claims.release(self.storage, claim)
         result.seconds = time.monotonic() - began
         if result.outcome in ("compacted", "cleaned"):
-            # One line per app-hour; the claim's times show that no two processes worked on it at once.
-            fields = {"app": unit.app, "hour": unit.when, "files_in": result.files_in, "bytes_in": result.bytes_in,
-                      "files_out": result.files_out, "bytes_out": result.bytes_out, "rows": result.rows,
-                      "deleted": result.deleted, "seconds": round(result.seconds, 3), "owner": self.owner.token,
-                      "claimed_ns": claimed_ns, "released_ns": time.time_ns()}  # fmt: skip
-            _log.info(result.outcome, extra={"fields": fields})
+            # One line per app-hour (or app-day); the claim's times show that no two processes worked on it
+            # at once.
+            fields = {"app": unit.app, "day" if unit.is_day else "hour": unit.when, "files_in": result.files_in,
+                      "bytes_in": result.bytes_in, "files_out": result.files_out, "bytes_out": result.bytes_out,
+                      "rows": result.rows, "deleted": result.deleted, "orphans": result.orphans,
+                      "seconds": round(result.seconds, 3), "owner": self.owner.token, "claimed_ns": claimed_ns,
+                      "released_ns": time.time_ns()}  # fmt: skip
+            message = "rolled up" if unit.is_day and result.outcome == "compacted" else result.outcome
+            _log.info(message, extra={"fields": fields})
         return result
 
     def _refused(self, work: Work) -> UnitResult:
@@ -195,12 +192,14 @@ class Compactor:
         leftovers = leftover_keys(work)
         if not work.decision.merge:
             garbage = work.decision.garbage
-            if not garbage and not leftovers:
+            orphans = self._orphans(work, leftovers)
+            if not garbage and not leftovers and not orphans:
                 return UnitResult(unit, "done")  # only files not committed yet besides the group
             if self.table is not None and not await self.table.try_commit(work, garbage):
                 return UnitResult(unit, "vanished")
-            await self.storage.delete([work.files.keys[n] for n in garbage] + leftovers)
-            return UnitResult(unit, "cleaned", deleted=len(garbage) + len(leftovers))
+            await self.storage.delete([work.files.keys[n] for n in garbage] + leftovers + orphans)
+            return UnitResult(unit, "cleaned", deleted=len(garbage) + len(leftovers) + len(orphans),
+                              orphans=len(orphans))  # fmt: skip
         if not await fetch_inputs(self, work) or not await merge_inputs(self, work):
             return self._refused(work)
         await put_outputs(self.storage, work)
@@ -208,52 +207,20 @@ class Compactor:
         if self.table is not None and not await self.table.try_commit(work, doomed):
             return UnitResult(unit, "vanished")
         deleted = await delete_inputs(self.storage, work, doomed)
-        await self.storage.delete(leftovers)
-        deleted += len(leftovers)
+        orphans = self._orphans(work, leftovers)
+        await self.storage.delete(leftovers + orphans)
+        deleted += len(leftovers) + len(orphans)
         live = work.decision.merge
         return UnitResult(unit, "compacted", files_in=len(live), bytes_in=sum(work.files.sizes[n] for n in live),
                           files_out=len(work.parts), bytes_out=sum(p.size for p in work.parts),
-                          rows=sum(p.rows for p in work.parts), deleted=deleted)  # fmt: skip
+                          rows=sum(p.rows for p in work.parts), deleted=deleted, orphans=len(orphans))  # fmt: skip
 
-
-@dataclass(slots=True)
-class CompactStats:
-    """What a compaction run did."""
-
-    partitions: int = 0
-    compacted: int = 0
-    files_in: int = 0
-    bytes_in: int = 0
-    files_out: int = 0
-    bytes_out: int = 0
-    rows: int = 0
-    deleted: int = 0
-    skipped: int = 0
-
-    def add(self, result: UnitResult) -> None:
-        """Count one unit's result."""
-        self.partitions += 1
-        self.compacted += result.outcome == "compacted"
-        self.skipped += result.outcome in ("skipped", "vanished", "claimed")
-        self.files_in += result.files_in
-        self.bytes_in += result.bytes_in
-        self.files_out += result.files_out
-        self.bytes_out += result.bytes_out
-        self.rows += result.rows
-        self.deleted += result.deleted
-
-
-def describe(result: UnitResult) -> list[str]:
-    """The lines a unit's result is reported with (none when there is nothing to say)."""
-    r = result
-    if r.outcome == "compacted":
-        return [f"{r.unit.label}  {r.files_in} files {r.bytes_in} B -> {r.files_out} file(s) {r.bytes_out} B, "
-                f"{r.rows} rows"]  # fmt: skip
-    if r.outcome == "skipped":
-        return [f"warning: skipped {p} (its app-hour is left as it is)" for p in r.problems]
-    if r.outcome == "claimed":
-        return [f"{r.unit.label}  skipped: another process is compacting it"]
-    return []
+    def _orphans(self, work: Work, leftovers: Sequence[str]) -> list[str]:
+        """With a table: the unit's compacted and day files that lost their commit (:func:`orphan_keys`)."""
+        if self.table is None:
+            return []
+        found = orphan_keys(work, time.time_ns(), self.orphan_age_s, work.outputs)
+        return [key for key in found if key not in set(leftovers)]
 
 
 async def compact_archive(
@@ -265,14 +232,17 @@ async def compact_archive(
     now_ns: int | None = None,
     table: TableLink | None = None,
 ) -> CompactStats:
-    """Compact every closed app-hour of ``apps`` (every app when empty), oldest hour of each app first.
+    """Compact every closed app-hour of ``apps`` (every app when empty), oldest first; roll up the closed days.
 
-    Closed: ended by ``min(before_ns, now_ns)`` (``now_ns`` defaults to the clock).
+    Closed: an hour ended by ``min(before_ns, now_ns)`` (``now_ns`` defaults to the clock), a day
+    :data:`~archiver.manage.compact_plan.ROLLUP_GRACE_S` before that; a day is worked after its hours.
     """
     stats = CompactStats()
     before_ns = min(before_ns, time.time_ns() if now_ns is None else now_ns)
     selection = await app_selection(storage, apps)
-    units = await list_units(storage, selection.segments, before_ns, apps=selection if apps else None)
+    days_until = before_ns - ROLLUP_GRACE_S * NS_PER_SECOND
+    units = await list_units(storage, selection.segments, before_ns, apps=selection if apps else None,
+                             days_until_ns=days_until)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="archiver-compact-") as scratch:
         compactor = Compactor(storage, scratch, target_bytes, table=table)
         for unit, infos in units.items():

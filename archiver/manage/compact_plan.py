@@ -1,12 +1,18 @@
 """What compaction works on and what it must do: units of work, found by listing, and the decision for one.
 
-A *unit* is one app's files of one period: an app-hour today (``length_ns``
-is a parameter, so issue 14's day roll-ups are units of a day). Its files
-are those whose key gives back its app value and whose hour lies in it, in
-either layout and under any of the app's segments (its v1 segment may
-differ); they are named by their relative name (the key below
-``app=<segment>/date=<D>/``, see :mod:`archiver.archive.supersede`).
-Compacted outputs go under the unit's v2 segment.
+A *unit* is one app's files of one period: an app-hour, or an app-day (a
+*roll-up*, :data:`NS_PER_DAY`). Its files are those whose key gives back its
+app value and whose time lies in it, in either layout and under any of the
+app's segments (its v1 segment may differ); they are named by their relative
+name (the key below ``app=<segment>/date=<D>/``, see
+:mod:`archiver.archive.supersede`). Compacted outputs go under the unit's v2
+segment: ``<YYYYMMDDTHH>-c-...`` for an hour, ``<YYYYMMDD>-d-...`` for a day.
+An hour's files never include a day file (it holds every hour: only day
+units take it); a day's files are every file of the day, so a roll-up merges
+the day's hour groups, and whatever arrived late (flushes, imports, hours not
+compacted yet), with the day files of an earlier roll-up. A day is rolled up
+once it ended :data:`ROLLUP_GRACE_S` ago (the service adds COMPACT_AFTER):
+its hours had their compaction by then.
 
 From a listing alone a unit either is *done* (exactly the parts of one
 complete v2 compaction) or needs work (:func:`needs_work`); the backlog is
@@ -25,13 +31,16 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from archiver.archive.escaping import segments_of, value_segment
-from archiver.archive.layout import NS_PER_HOUR, day_prefix, hour_stamp, parse_key
-from archiver.archive.navigator import NS_PER_DAY, AppSelection, Span, files_of_days, list_files
-from archiver.archive.supersede import compact_name, groups_of, resolve, superseded_by
+from archiver.archive.layout import NS_PER_DAY, NS_PER_HOUR, day_prefix, day_stamp, hour_stamp, parse_key
+from archiver.archive.navigator import AppSelection, Span, files_of_days, list_files
+from archiver.archive.supersede import compact_name, day_file_name, groups_of, resolve, superseded_by
 from archiver.storage.interface import ObjectInfo, Storage
 
 #: Concurrent listings of one scan.
 LIST_CONCURRENCY = 16
+#: A day is rolled up once it ended this long ago (and COMPACT_AFTER in the service): its last hour's
+#: compaction is done by then, and late files are rare.
+ROLLUP_GRACE_S = 3600
 
 
 class WorkUnit(NamedTuple):
@@ -52,9 +61,14 @@ class WorkUnit(NamedTuple):
         return value_segment(self.app)
 
     @property
+    def is_day(self) -> bool:
+        """Whether it is a day's roll-up (else an hour)."""
+        return self.length_ns == NS_PER_DAY
+
+    @property
     def stamp(self) -> str:
-        """What every output name starts with (``YYYYMMDDTHH`` for an hour)."""
-        return hour_stamp(self.start_ns)
+        """What every output name starts with: ``YYYYMMDDTHH`` for an hour, ``YYYYMMDD`` for a day."""
+        return day_stamp(self.start_ns) if self.is_day else hour_stamp(self.start_ns)
 
     @property
     def directory(self) -> str:
@@ -63,12 +77,13 @@ class WorkUnit(NamedTuple):
 
     @property
     def when(self) -> str:
-        """The period as people read it: ``2026-11-24T13Z`` for an hour."""
-        return f"{self.stamp[:4]}-{self.stamp[4:6]}-{self.stamp[6:8]}T{self.stamp[9:11]}Z"
+        """The period as people read it: ``2026-11-24T13Z`` for an hour, ``2026-11-24`` for a day."""
+        day = f"{self.stamp[:4]}-{self.stamp[4:6]}-{self.stamp[6:8]}"
+        return day if self.is_day else f"{day}T{self.stamp[9:11]}Z"
 
     @property
     def label(self) -> str:
-        """The unit as people read it: the app and the UTC hour."""
+        """The unit as people read it: the app and the UTC hour (or day)."""
         return f"{self.app} {self.when}"
 
     def prefixes(self) -> list[str]:
@@ -78,17 +93,20 @@ class WorkUnit(NamedTuple):
 
     def output_name(self, digest: str, part: int, count: int) -> str:
         """Name of output part ``part`` of ``count`` made from inputs of ``digest``."""
+        if self.is_day:
+            return day_file_name(self.start_ns, digest, part, count)
         return compact_name(self.start_ns, digest, part, count)
 
 
 class UnitFiles:
-    """One unit's listed files by relative name: keys, sizes, and the region of v1 files."""
+    """One unit's listed files by relative name: keys, sizes, the region of v1 files, when each was written."""
 
     def __init__(self, infos: Iterable[ObjectInfo]) -> None:
         parsed = {info: key for info in infos if (key := parse_key(info.key)) is not None}
         self.keys = {p.relative_name: info.key for info, p in parsed.items()}
         self.sizes = {p.relative_name: info.size for info, p in parsed.items()}
         self.regions = {p.relative_name: p.region for p in parsed.values()}
+        self.modified = {p.relative_name: info.modified_ns for info, p in parsed.items()}
         self.names = sorted(self.keys)
 
 
@@ -145,7 +163,7 @@ async def list_unit(storage: Storage, unit: WorkUnit) -> list[ObjectInfo]:
     """The unit's files as listed now (both layouts, every segment of the app)."""
     wanted = AppSelection(tuple(segments_of(unit.app)), frozenset({unit.app}))
     found = await list_files(storage, unit.prefixes(), unit.start_ns, unit.end_ns, LIST_CONCURRENCY, wanted)
-    return [ObjectInfo(f.key, f.size) for f in found]
+    return [ObjectInfo(f.key, f.size, f.modified_ns) for f in found if f.length_ns <= unit.length_ns]
 
 
 async def list_units(
@@ -154,12 +172,15 @@ async def list_units(
     until_ns: int,
     since_ns: int | None = None,
     apps: AppSelection | None = None,
+    days_until_ns: int | None = None,
 ) -> dict[WorkUnit, list[ObjectInfo]]:
     """The app-hours in ``[since_ns, until_ns)`` with files under ``segments`` (of the apps ``apps`` wants).
 
     Without ``since_ns`` every day of each segment is listed (one listing of its
     days, then one per day in range); with it, the day prefixes from its day on
-    (one listing per app-day). An app under several segments is one unit.
+    (one listing per app-day). An app under several segments is one unit. With
+    ``days_until_ns``, the app-days that ended by then are units too (roll-ups),
+    each with every file of its day.
     """
     out: dict[WorkUnit, list[ObjectInfo]] = {}
     for segment in segments:
@@ -170,6 +191,15 @@ async def list_units(
             prefixes = [day_prefix(segment, day) for day in days]
             found = await list_files(storage, prefixes, since_ns, until_ns, LIST_CONCURRENCY, apps)
         for file in found:
-            if file.hour_ns + NS_PER_HOUR <= until_ns:
-                out.setdefault(WorkUnit(file.app, file.hour_ns), []).append(ObjectInfo(file.key, file.size))
-    return dict(sorted(out.items()))
+            info = ObjectInfo(file.key, file.size, file.modified_ns)
+            if file.length_ns == NS_PER_HOUR and file.hour_ns + NS_PER_HOUR <= until_ns:
+                out.setdefault(WorkUnit(file.app, file.hour_ns), []).append(info)
+            day = file.hour_ns - file.hour_ns % NS_PER_DAY
+            if days_until_ns is not None and day + NS_PER_DAY <= days_until_ns:
+                out.setdefault(WorkUnit(file.app, day, NS_PER_DAY), []).append(info)
+    return dict(sorted(out.items(), key=lambda item: work_order(item[0])))
+
+
+def work_order(unit: WorkUnit) -> tuple[int, int, str]:
+    """Oldest first, a day after its hours (its roll-up then finds them compacted)."""
+    return unit.end_ns, unit.length_ns, unit.app

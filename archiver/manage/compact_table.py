@@ -18,6 +18,12 @@ changes in three places, all here:
   compaction) before the files are deleted, so the table never references a deleted file. They
   are deleted at once, not after the vacuum retention: a Delta query running on an older snapshot
   may then miss them (a prune's files are past retention anyway).
+* **orphans** (:func:`orphan_keys`): parts of a compaction or roll-up that never became live
+  (killed between its upload and its commit, or it lost the guard race) are invisible to a Delta
+  reader but counted by a glob reader. Working a unit, the compactor deletes the compacted and
+  day files of its listing (never a flush or an import: an uploaded flush may wait in a spool for
+  its commit) that are not live and were written more than :data:`ORPHAN_AGE_S` ago: a compactor
+  that uploaded parts commits within seconds, so one that old lost its commit for good.
 * **the delete**: every input (and every file the new group supersedes, all of them removed by
   the commit) is deleted right after the commit landed, as without a table (the lead's decision:
   issue 13 promises a glob reader ``app=*/**/*.parquet`` never counts a completed compaction
@@ -36,6 +42,9 @@ from typing import TYPE_CHECKING
 from archiver.archive.layout import parse_key
 from archiver.errors import TableError
 from archiver.storage.interface import ObjectInfo
+
+#: A compacted or day file not live in the table and older than this is an orphan (see above).
+ORPHAN_AGE_S = 3600.0
 
 if TYPE_CHECKING:
     from archiver.manage.compact_plan import WorkUnit
@@ -181,3 +190,22 @@ def leftover_keys(work: Work) -> list[str]:
     for replaced in work.replaces.values():  # every live group's inputs, transitively
         covered |= replaced or frozenset()
     return [extra.keys[n] for n in superseded_by(extra.names, work.replaces, frozenset(covered), set())]
+
+
+def orphan_keys(work: Work, now_ns: int, age_s: float, keep: Sequence[str] = ()) -> list[str]:
+    """Keys of the unit's compacted and day files not live in the table, written ``age_s`` or more ago.
+
+    ``keep``: names never to delete (the parts this compaction commits). A file whose write time is
+    unknown is kept.
+    """
+    from archiver.archive.supersede import parse_compact_name
+
+    extra, kept = work.extra, set(keep)
+    out = []
+    for name in extra.names:
+        written = extra.modified.get(name)
+        if name in kept or written is None or parse_compact_name(name) is None:
+            continue
+        if written <= now_ns - int(age_s * 1e9):
+            out.append(extra.keys[name])
+    return out

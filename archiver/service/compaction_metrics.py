@@ -15,6 +15,10 @@ class CompactionStats:
     """What the service's compactor did since start, and the backlog its last scan found."""
 
     compactions: int = 0
+    #: App-days rolled up into day files (their bytes, files and rows are in the counters below too).
+    rollups: int = 0
+    #: Outputs of compactions or roll-ups that never became live in the table, deleted.
+    orphans: int = 0
     failures: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
@@ -47,8 +51,14 @@ class CompactionCollector(Collector):
         s = self._stats
         for name, doc, value in (
             ("compactions", "App-hours compacted by this process.", s.compactions),
+            ("rollups", "App-days rolled up into day files by this process.", s.rollups),
+            (
+                "compaction_orphans",
+                "Compacted or day files that lost their table commit, deleted.",
+                s.orphans,
+            ),
             ("compaction_failures", "Compactions that failed (retried later).", s.failures),
-            ("compaction_bytes_in", "Bytes of the files compactions replaced.", s.bytes_in),
+            ("compaction_bytes_in", "Bytes of the files compactions (and roll-ups) replaced.", s.bytes_in),
             ("compaction_bytes_out", "Bytes of the files compactions wrote.", s.bytes_out),
             ("compaction_files_in", "Files compactions replaced.", s.files_in),
             ("compaction_files_out", "Files compactions wrote.", s.files_out),

@@ -1,9 +1,13 @@
-"""The compactor stage of ``archiver run``: each closed app-hour merged into one file, in the background.
+"""The compactor stage of ``archiver run``: each closed app-hour merged into one file, each closed app-day rolled up.
 
 COMPACT_AFTER (default 10m, at least FLUSH_INTERVAL; ``off`` disables the
 stage) is the grace: an app-hour is compacted once its hour ended that long
 ago, when late files are unlikely. A file that still arrives later makes it
-due again COMPACT_AFTER after that file was written.
+due again COMPACT_AFTER after that file was written. An app-day is rolled up
+into day files (:mod:`archiver.manage.compact_plan`) once it ended
+ROLLUP_GRACE_S (1 h) + COMPACT_AFTER ago, after its hours; a late file of a
+rolled-up day is merged into it COMPACT_AFTER after its hour's compaction.
+This keeps a year's live files in the table at ~30k instead of ~440k.
 
 Discovery, oldest hour first:
 
@@ -54,11 +58,20 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from archiver.archive.navigator import NS_PER_DAY, listed_app_segments
+from archiver.archive.layout import NS_PER_DAY, NS_PER_SECOND
+from archiver.archive.navigator import listed_app_segments
 from archiver.config import RunConfig
 from archiver.manage import claims
-from archiver.manage.compact import Compactor, UnitResult
-from archiver.manage.compact_plan import UnitFiles, WorkUnit, list_units, needs_work
+from archiver.manage.compact import Compactor
+from archiver.manage.compact_plan import (
+    ROLLUP_GRACE_S,
+    UnitFiles,
+    WorkUnit,
+    list_units,
+    needs_work,
+    work_order,
+)
+from archiver.manage.compact_result import UnitResult
 from archiver.manage.compact_table import TableLink, split
 from archiver.service.buffer import Buffers, Room
 from archiver.service.compaction_metrics import CompactionStats, compaction_seconds
@@ -113,12 +126,19 @@ class CompactorStage:
         self._halt = asyncio.Event()
 
     def noted(self, app: str, hour_ns: int) -> None:
-        """The uploader wrote a file of ``app`` in the hour starting at ``hour_ns``."""
-        unit = WorkUnit(app, hour_ns)
+        """The uploader wrote a file of ``app`` in the hour starting at ``hour_ns``: its hour, then its day."""
         now = self.clock_ns()
-        closed = unit.end_ns + self.after_ns
+        hour = WorkUnit(app, hour_ns)
+        closed = hour.end_ns + self.after_ns
         due = closed if now < closed else now + self.after_ns  # a late file: wait a grace after it
-        self.pending[unit] = max(due, self.pending.get(unit, 0))
+        self.pending[hour] = max(due, self.pending.get(hour, 0))
+        day = WorkUnit(app, hour_ns - hour_ns % NS_PER_DAY, NS_PER_DAY)
+        # A late file of a day rolled up: merged into it once its hour had its compaction.
+        self.pending[day] = max(self._day_due(day), due + self.after_ns, self.pending.get(day, 0))
+
+    def _day_due(self, day: WorkUnit) -> int:
+        """When a day is rolled up at the soonest: ROLLUP_GRACE_S and COMPACT_AFTER after it ended."""
+        return day.end_ns + ROLLUP_GRACE_S * NS_PER_SECOND + self.after_ns
 
     def start(self) -> None:
         """Start the stage's task."""
@@ -172,7 +192,7 @@ class CompactorStage:
         """The oldest unit that is due, if any."""
         now = self.clock_ns()
         due = [unit for unit, when in self.pending.items() if when <= now]
-        return min(due, key=lambda u: (u.start_ns, u.app)) if due else None
+        return min(due, key=work_order) if due else None
 
     async def _compact(self, unit: WorkUnit) -> None:
         del self.pending[unit]
@@ -193,9 +213,13 @@ class CompactorStage:
         if result.outcome in ("compacted", "cleaned", "done"):
             self.backlog.discard(unit)
             self.stats.backlog = len(self.backlog)
+        self.stats.orphans += result.orphans
         if result.outcome == "compacted":  # the Compactor logged its line
             s = self.stats
-            s.compactions += 1
+            if unit.is_day:
+                s.rollups += 1
+            else:
+                s.compactions += 1
             s.bytes_in, s.bytes_out, s.rows = (
                 s.bytes_in + result.bytes_in,
                 s.bytes_out + result.bytes_out,
@@ -221,11 +245,13 @@ class CompactorStage:
         """Find the closed app-hours that need work (see the module docstring); the backlog."""
         now = self.clock_ns()
         closed_by = now - self.after_ns
+        days_by = closed_by - ROLLUP_GRACE_S * NS_PER_SECOND
         since = None if full else now - now % NS_PER_DAY - NS_PER_DAY
         backlog: set[WorkUnit] = set()
         table, live = self.compactor.table, None
         for segment in await listed_app_segments(self.storage):  # one at a time: a full scan's listing is big
-            for unit, infos in (await list_units(self.storage, [segment], closed_by, since)).items():
+            units = await list_units(self.storage, [segment], closed_by, since, days_until_ns=days_by)
+            for unit, infos in units.items():
                 extra: list[ObjectInfo] = []
                 if table is not None:  # the view of a table reader: its live files (and v1 files)
                     live = await table.live_keys() if live is None else live
@@ -238,7 +264,9 @@ class CompactorStage:
                     self.refused[unit] = names  # still the files it refused: not again until they change
                     continue
                 self.refused.pop(unit, None)
-                self.pending.setdefault(unit, unit.end_ns + self.after_ns)
+                self.pending.setdefault(
+                    unit, self._day_due(unit) if unit.is_day else unit.end_ns + self.after_ns
+                )
         if full:
             self.backlog = backlog
             await claims.sweep(self.storage, self.compactor.owner)

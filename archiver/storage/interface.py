@@ -12,7 +12,8 @@ import asyncio
 import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,17 @@ class ObjectInfo:
 
     key: str
     size: int
+    #: When it was written (ns since the epoch) as the listing gave it; None when unknown. Not part of
+    #: equality: the same key and size are the same object.
+    modified_ns: int | None = field(default=None, compare=False)
+
+
+def iso_time_ns(text: str | None) -> int | None:
+    """An S3 listing's ``LastModified`` (ISO 8601) as :attr:`ObjectInfo.modified_ns`; None when absent or unreadable."""
+    try:
+        return int(datetime.fromisoformat(text or "").timestamp() * 1e9)
+    except ValueError:
+        return None
 
 
 class Storage(ABC):

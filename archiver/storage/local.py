@@ -209,10 +209,10 @@ class LocalStorage(Storage):
                     pending.append((rel_dir + entry.name + "/", ""))
                 elif entry.is_file():
                     try:
-                        size = entry.stat().st_size
+                        stat = entry.stat()
                     except FileNotFoundError:  # deleted while listing
                         continue
-                    found.append(ObjectInfo(rel_dir + entry.name, size))
+                    found.append(ObjectInfo(rel_dir + entry.name, stat.st_size, stat.st_mtime_ns))
         found.sort(key=lambda info: info.key)
         return found
 

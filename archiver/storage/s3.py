@@ -203,7 +203,9 @@ class S3Storage(Storage):
         """Every object whose key starts with ``prefix`` (recursive), sorted by key."""
         pages = await self._pages(validate_prefix(prefix), Prefix=self._base + prefix)
         found = [
-            ObjectInfo(item["Key"][len(self._base) :], int(item["Size"]))
+            ObjectInfo(
+                item["Key"][len(self._base) :], int(item["Size"]), _modified_ns(item.get("LastModified"))
+            )
             for page in pages
             for item in page.get("Contents", [])
             # Folder markers made by consoles are not objects of the archive.
@@ -287,3 +289,9 @@ def _read_range(path: str, start: int, length: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(start)
         return f.read(length)
+
+
+def _modified_ns(value: Any) -> int | None:
+    """A listing's ``LastModified`` (a datetime from botocore) in ns; None when absent."""
+    stamp = getattr(value, "timestamp", None)
+    return None if stamp is None else int(stamp() * 1e9)

@@ -39,7 +39,7 @@ from xml.etree import ElementTree
 
 from archiver.errors import StorageError, StorageUnavailableError
 from archiver.storage.http_transport import transport
-from archiver.storage.interface import ObjectInfo, Storage
+from archiver.storage.interface import ObjectInfo, Storage, iso_time_ns
 from archiver.storage.keys import validate_key, validate_prefix
 from archiver.storage.s3_errors import THROTTLE_CODES, answer_error
 
@@ -240,7 +240,10 @@ class S3HttpStorage(Storage):
                 name = unquote_plus(item.findtext(f"{_NS}Key") or "")
                 # Folder markers made by consoles are not objects of the archive.
                 if name.startswith(full) and not name.endswith("/"):
-                    found.append(ObjectInfo(name[len(self._base) :], int(item.findtext(f"{_NS}Size") or 0)))
+                    modified = iso_time_ns(item.findtext(f"{_NS}LastModified"))
+                    found.append(
+                        ObjectInfo(name[len(self._base) :], int(item.findtext(f"{_NS}Size") or 0), modified)
+                    )
         found.sort(key=lambda info: info.key)
         return found
 

@@ -1,0 +1,269 @@
+"""Issue 14: the day roll-up (closed app-days merged into day files) and the orphan sweep, local and on SeaweedFS.
+
+Exactly once for ``archiver query``, deltalake and a plain glob (``app=*/**/*.parquet``) after a finished
+roll-up, with a table and without, through kill -9 at three points; a late file merged into its day; the
+in-service path once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+from harness import archive_env, archived_payloads, read_archive, start_archiver, wait_for
+from test_manage import cli, expected, messages, query_count, write_small_files
+from test_service_compaction import glob_count, log_lines
+from test_table_readers import read_deltalake, storage_options, table_uri
+
+from archiver.archive.layout import NS_PER_DAY, NS_PER_HOUR, parse_key
+from archiver.archive.supersede import parse_compact_name, replaces_from_metadata
+from archiver.config import ArchiveSettings
+from archiver.manage.compact import Compactor
+from archiver.manage.compact_plan import WorkUnit
+from archiver.manage.compact_table import TableLink
+from archiver.storage.open import open_storage
+from archiver.table.writer import ArchiveTable
+
+HERE = Path(__file__).resolve().parent
+S = 1_000_000_000
+DAY = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp()) * S
+#: Hours compacted, the day not rolled up yet (it ends after this).
+HOURS_ONLY = "2026-11-20T23:30:00Z"
+TARGET = "30000"  # small parts: a day of a few hundred kB is several of them
+
+
+@pytest.fixture(params=["local", "s3"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> ArchiveSettings:
+    if request.param == "local":
+        return ArchiveSettings("file", "", str(tmp_path / "archive"))
+    return request.getfixturevalue("s3_settings")  # type: ignore[no-any-return]
+
+
+def names(settings: ArchiveSettings) -> list[str]:
+    return sorted(f.key.rpartition("/")[2] for f in read_archive(settings))
+
+
+def day_files_only(settings: ArchiveSettings) -> bool:
+    return all("-d-" in n for n in names(settings))
+
+
+def seeded(settings: ArchiveSettings, n: int, *, table: bool) -> Counter[bytes]:
+    """``n`` messages of 2 apps over 3 hours of a past day as small flush files, hours compacted; the table made."""
+    msgs = messages(n, hours=3)
+    write_small_files(settings, msgs, flushes=6)
+    if table:
+        cli(settings, "table", "init")
+    cli(settings, "compact", "--before", HOURS_ONLY, "--target-bytes", TARGET)
+    assert not any("-d-" in n for n in names(settings))
+    assert all("-c-" in n for n in names(settings))
+    return expected(msgs)
+
+
+def check_day_files(settings: ArchiveSettings, rows: int) -> None:
+    """Every file a complete day group, rows sorted by time within and across its parts, the rows all there."""
+    files = read_archive(settings)
+    by_app: dict[str, list[Any]] = {}
+    for f in files:
+        parsed = parse_key(f.key)
+        assert parsed is not None and parsed.length_ns == NS_PER_DAY and parsed.hour_ns == DAY
+        by_app.setdefault(f.app, []).append(f)
+    assert len(by_app) == 2 and sum(len(f.rows) for f in files) == rows
+    for parts in by_app.values():
+        parts.sort(key=lambda f: parse_compact_name(f.key.rpartition("/")[2]).part)  # type: ignore[union-attr]
+        assert len(parts) == parse_compact_name(parts[0].key.rpartition("/")[2]).count > 1  # type: ignore[union-attr]
+        stamps = [r["timestamp"] for f in parts for r in f.rows]  # exact ns
+        assert stamps == sorted(stamps)
+        assert replaces_from_metadata(parts[0].metadata)  # the hour groups (and their inputs) it supersedes
+
+
+def micros(value: datetime) -> int:
+    return int(value.replace(tzinfo=UTC).timestamp()) * 1_000_000 + value.microsecond
+
+
+def table_stats_exact(settings: ArchiveSettings) -> int:
+    """The table's add actions: exact row counts and time bounds of each day part; the live rows."""
+    delta = DeltaTable(table_uri(settings), storage_options=storage_options(settings))
+    adds = pa.table(delta.get_add_actions(flatten=True)).to_pylist()
+    total = 0
+    for add in adds:
+        assert "-d-" in add["path"]
+        f = next(f for f in read_archive(settings) if f.key == add["path"])
+        assert add["num_records"] == len(f.rows)
+        low = min(r["timestamp"] for r in f.rows)
+        high = max(r["timestamp"] for r in f.rows)
+        assert micros(add["min.timestamp"]) == low // 1000 and micros(add["max.timestamp"]) == high // 1000
+        total += add["num_records"]
+    return total
+
+
+def test_rollup_with_a_table(settings: ArchiveSettings, tmp_path: Path) -> None:
+    want = seeded(settings, 6000, table=True)
+    cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", TARGET)
+    check_day_files(settings, sum(want.values()))
+    assert table_stats_exact(settings) == sum(want.values())
+    assert len(read_deltalake(settings)) == sum(want.values())
+    assert query_count(settings, tmp_path / "q.parquet") == sum(want.values())
+    assert glob_count(settings, tmp_path) == sum(want.values())
+    assert archived_payloads(read_archive(settings)) == want
+    # Again: nothing to do.
+    before = names(settings)
+    cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", TARGET)
+    assert names(settings) == before
+
+
+def test_query_hours_of_a_day_file(tmp_path: Path) -> None:
+    """--since/--until inside a rolled-up day: exactly the rows of the hours asked (and --count)."""
+    settings = ArchiveSettings("file", "", str(tmp_path / "archive"))
+    msgs = messages(3000, hours=3)
+    write_small_files(settings, msgs, flushes=4)
+    cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", TARGET)
+    assert day_files_only(settings)
+    stamps = sorted(r["timestamp"] for f in read_archive(settings) for r in f.rows)
+    start = stamps[0]
+    for since, until in ((start, start + NS_PER_HOUR), (start + 1800 * S, start + 7200 * S + 17)):
+        out = tmp_path / f"{uuid.uuid4().hex}.parquet"
+        args = ["query", "--since", str(since), "--until", str(until), "--format", "parquet", "-o", str(out)]
+        cli(settings, *args)
+        want = sum(since <= s < until for s in stamps)
+        assert pq.read_metadata(out).num_rows == want
+        counted = cli(settings, "query", "--since", str(since), "--until", str(until), "--count")
+        assert str(want) in counted.output
+
+
+def test_late_file_without_a_table(settings: ArchiveSettings, tmp_path: Path) -> None:
+    """TABLE=off: put then delete; a late flush of a rolled-up day is merged into the day by the next pass."""
+    want = seeded(settings, 4000, table=False)
+    cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", TARGET)
+    assert day_files_only(settings)
+    first = names(settings)
+    late = messages(300, hours=3, seed=9)
+    write_small_files(settings, late, flushes=1)
+    assert query_count(settings, tmp_path / "a.parquet") == sum(want.values()) + len(late)
+    cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", TARGET)
+    assert day_files_only(settings) and not set(names(settings)) & set(first)
+    assert archived_payloads(read_archive(settings)) == want + expected(late)
+    assert query_count(settings, tmp_path / "b.parquet") == sum(want.values()) + len(late)
+    assert glob_count(settings, tmp_path) == sum(want.values()) + len(late)
+
+
+def _paused(settings: ArchiveSettings, point: str, tmp_path: Path) -> subprocess.Popen[bytes]:
+    marker = tmp_path / f"paused-{point}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ARCHIVE_"))}
+    env |= {**archive_env(settings), "PYTHONPATH": str(HERE)}
+    log = (tmp_path / f"{point}.log").open("wb")
+    command = [sys.executable, str(HERE / "paused_rollup.py"), point, str(marker), TARGET]
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / f"{point}.log").read_text()
+        time.sleep(0.02)
+    return proc
+
+
+@pytest.mark.parametrize("table", [True, False], ids=["table", "plain"])
+def test_kill_9_during_a_rollup(settings: ArchiveSettings, tmp_path: Path, table: bool) -> None:
+    """Killed before its commit, between commit (or upload) and delete, mid-delete: exactly once, then finished."""
+    want = seeded(settings, 4000, table=table)
+    rows = sum(want.values())
+    for point in ("some-outputs", "all-outputs", "mid-delete"):
+        proc = _paused(settings, point, tmp_path)
+        proc.kill()
+        proc.wait()
+        assert query_count(settings, tmp_path / f"{point}.parquet") == rows, point
+        if table:
+            assert len(read_deltalake(settings)) == rows, point
+    cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", TARGET)
+    if table:  # the killed runs' parts that never became live are orphans: swept once old enough
+        asyncio.run(_sweep(settings, age_s=0))
+        assert len(read_deltalake(settings)) == rows
+        assert table_stats_exact(settings) == rows
+    check_day_files(settings, rows)
+    assert archived_payloads(read_archive(settings)) == want
+    assert query_count(settings, tmp_path / "end.parquet") == rows
+    assert glob_count(settings, tmp_path) == rows
+
+
+async def _sweep(settings: ArchiveSettings, age_s: float) -> Any:
+    """Work the seeded app-days once more with the table (orphans older than ``age_s`` deleted)."""
+    storage = open_storage(settings)
+    handle = ArchiveTable.open(settings)
+    assert handle is not None
+    compactor = Compactor(storage, str(Path(settings.prefix).parent if settings.scheme == "file" else "/tmp"),
+                          30000, table=TableLink(lambda: handle))  # fmt: skip
+    compactor.orphan_age_s = age_s
+    results = []
+    try:
+        for app in ("billing-api", "sandwich"):
+            results.append(await compactor.compact(WorkUnit(app, DAY, NS_PER_DAY)))
+    finally:
+        await storage.close()
+    return results
+
+
+def test_orphan_sweep(settings: ArchiveSettings, tmp_path: Path) -> None:
+    """Compacted/day files not live in the table and old enough are deleted; young ones and flushes never."""
+    want = seeded(settings, 3000, table=True)
+    cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", TARGET)
+    files = read_archive(settings)
+    live = sorted(f.key for f in files)
+    folder = live[0].rpartition("/")[0] + "/"
+    scratch = tmp_path / "copy.parquet"
+
+    async def plant() -> None:
+        storage = open_storage(settings)
+        try:
+            await storage.get_file(live[0], str(scratch))
+            for name in ("20261120-d-00000000000000aa-0of2.parquet", "20261120T09-c-00000000000000bb-0of1.parquet",
+                         "20261120T09Z-orphan-00000001.parquet"):  # fmt: skip
+                await storage.put_file(folder + name, str(scratch))
+        finally:
+            await storage.close()
+
+    asyncio.run(plant())
+    results = asyncio.run(_sweep(settings, age_s=3600))  # just written: kept
+    assert sum(r.orphans for r in results) == 0 and len(names(settings)) == len(live) + 3
+    results = asyncio.run(_sweep(settings, age_s=0))
+    assert sum(r.orphans for r in results) == 2
+    left = set(names(settings))
+    assert "20261120T09Z-orphan-00000001.parquet" in left  # a flush may still wait for its commit
+    assert (
+        not {"20261120-d-00000000000000aa-0of2.parquet", "20261120T09-c-00000000000000bb-0of1.parquet"} & left
+    )
+    assert len(read_deltalake(settings)) == sum(want.values())
+
+
+@pytest.mark.timeout(300)
+def test_the_service_rolls_up_a_closed_day(nats_server: Any, tmp_path: Path) -> None:
+    """``archiver run`` (table on, bootstrapped from the files): a past day's flushes end as day files."""
+    settings = ArchiveSettings("file", "", str(tmp_path / "archive"))
+    msgs = messages(3000, hours=3)
+    write_small_files(settings, msgs, flushes=4)
+    proc = start_archiver(nats_server.url, settings, tmp_path / "run", COMPACT_AFTER="1s", FLUSH_INTERVAL="1s",
+                          COMPACT_TARGET_BYTES=TARGET, TABLE_COMMIT_INTERVAL="1s")  # fmt: skip
+    try:
+        proc.wait_subscribed()
+        wait_for(lambda: day_files_only(settings), 120, "the day rolled up", proc)
+        wait_for(
+            lambda: len(read_deltalake(settings)) == len(msgs), 60, "the table holds the day files", proc
+        )
+        log = proc.log()
+    finally:
+        assert proc.stop() == 0, proc.log()
+    assert archived_payloads(read_archive(settings)) == expected(msgs)
+    assert query_count(settings, tmp_path / "q.parquet") == len(msgs)
+    lines = [line for line in log_lines(log) if line.get("msg") == "rolled up"]
+    assert len(lines) == 2 and all(line.get("day") == "2026-11-20" for line in lines), lines
+    shutil.rmtree(tmp_path / "run", ignore_errors=True)
