@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from archiver.archive.layout import NS_PER_SECOND, app_prefix
+from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, app_prefix
 from archiver.archive.navigator import ArchiveFile, list_apps, list_files, select_apps
 from archiver.config import ArchiveSettings
 from archiver.errors import BadFileError, DamagedFileError, VanishedError
@@ -59,7 +59,12 @@ async def _ls_hours(storage: Storage, request: LsRequest) -> list[tuple[str, Hou
         selection = select_apps([app])
         if request.since_ns is not None:
             planner = Planner(storage, selection, request.since_ns, request.now_ns)
-            out.extend((app, group) for group in await planner.all_hours())
+            seen: set[str] = set()
+            for group in await planner.all_hours():
+                # A day file is in each hour of its day (the planner): listed once, with the first.
+                group.files = [f for f in group.files if f.length_ns <= NS_PER_HOUR or f.key not in seen]
+                seen.update(f.key for f in group.files if f.length_ns > NS_PER_HOUR)
+                out.append((app, group))
             continue
         hours: dict[int, HourFiles] = {}
         prefixes = [app_prefix(segment) for segment in selection.segments]

@@ -231,18 +231,20 @@ async def compact_archive(
     say: Say | None = None,
     now_ns: int | None = None,
     table: TableLink | None = None,
+    roll_up: bool = True,
 ) -> CompactStats:
     """Compact every closed app-hour of ``apps`` (every app when empty), oldest first; roll up the closed days.
 
     Closed: an hour ended by ``min(before_ns, now_ns)`` (``now_ns`` defaults to the clock), a day
-    :data:`~archiver.manage.compact_plan.ROLLUP_GRACE_S` before that; a day is worked after its hours.
+    :data:`~archiver.manage.compact_plan.ROLLUP_GRACE_S` before that; a day is worked after its hours
+    (``roll_up`` False: hours only).
     """
     stats = CompactStats()
     before_ns = min(before_ns, time.time_ns() if now_ns is None else now_ns)
     selection = await app_selection(storage, apps)
     days_until = before_ns - ROLLUP_GRACE_S * NS_PER_SECOND
     units = await list_units(storage, selection.segments, before_ns, apps=selection if apps else None,
-                             days_until_ns=days_until)  # fmt: skip
+                             days_until_ns=days_until if roll_up else None)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="archiver-compact-") as scratch:
         compactor = Compactor(storage, scratch, target_bytes, table=table)
         for unit, infos in units.items():
