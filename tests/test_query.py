@@ -447,11 +447,14 @@ def test_only_requested_hours_are_listed_and_read(local_archive: Any, counted: d
         settings, "query", "--app", "sandwich", "--since", "2026-11-23T13:30", "--until", "2026-11-23T15:10"
     )
     assert result.exit_code == 0 and result.stdout
-    # Each hour: its v2 prefix, and the v1 folder old data would be in.
-    assert sorted(counted["storage"].lists) == sorted(
+    # Each hour: its v2 prefix, and the v1 folder old data would be in; the day (ended) its day files' prefix,
+    # once per listing window.
+    lists = counted["storage"].lists
+    assert sorted(p for p in lists if "-d-" not in p) == sorted(
         [f"app=sandwich/date=2026-11-23/20261123T{h}" for h in (13, 14, 15)]
         + [f"app=sandwich/date=2026-11-23/hour={h}/" for h in (13, 14, 15)]
     )
+    assert {p for p in lists if "-d-" in p} == {"app=sandwich/date=2026-11-23/20261123-d-"}
     assert counted["storage"].list_dirs_calls == []
     assert counted["read"] and all("/date=2026-11-23/20261123T1" in key for key in counted["read"])
     assert {key.split("/")[2][:11] for key in counted["read"]} == {f"20261123T{h}" for h in (13, 14, 15)}
@@ -472,7 +475,12 @@ def test_whole_days_are_one_listing_and_no_app_lists_apps_once(
         expected |= {f"app={app}/date=2026-11-22/20261122T{h}" for h in (22, 23)}
         expected |= {f"app={app}/date=2026-11-23/", f"app={app}/date=2026-11-24/hour=00/"}
         expected |= {f"app={app}/date=2026-11-24/20261124T00"}
-    assert sorted(counted["storage"].lists) == sorted(expected)
+        # The edge hours' ended days: their day files (rolled up) hold those hours too.
+        expected |= {f"app={app}/date=2026-11-22/20261122-d-", f"app={app}/date=2026-11-24/20261124-d-"}
+    assert sorted(set(counted["storage"].lists)) == sorted(expected)
+    assert sorted(p for p in counted["storage"].lists if "-d-" not in p) == sorted(
+        p for p in expected if "-d-" not in p
+    )
     in_range = [ts for ts in archive.messages if DAY0 + 22 * NS_PER_HOUR <= ts < DAY2 + NS_PER_HOUR]
     assert len(result.stdout_bytes.splitlines()) == len(in_range)
 
