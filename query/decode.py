@@ -159,12 +159,15 @@ def read_file(
     a day) gives only its rows of the scanned hour in range (the other filters are not applied yet).
     """
     hour = scan.filters.hour_window(scan.hour_ns) if length_ns > NS_PER_HOUR else None
-    if not isinstance(source, pa.Buffer):
+    if isinstance(source, pa.Buffer):
+        pf = pq.ParquetFile(pa.BufferReader(source))
+    elif hour is not None:  # a day file, read once per hour: its footer and that hour's row groups only
+        pf = pq.ParquetFile((filesystem or pa.fs.LocalFileSystem()).open_input_file(source))
+    else:
         # One read of the whole (small) file, then decoding from memory: measured
         # 0.30 ms per hourly file against 0.42 ms letting Parquet read each column chunk.
         with (filesystem or pa.fs.LocalFileSystem()).open_input_file(source) as f:
-            source = f.read_buffer()
-    pf = pq.ParquetFile(pa.BufferReader(source))
+            pf = pq.ParquetFile(pa.BufferReader(f.read_buffer()))
     file_schema = pf.schema_arrow  # built anew on each access: once per file
     names = file_schema.names
     check_schema(file_schema, [*scan.columns, schema.REGION])
