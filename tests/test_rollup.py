@@ -271,3 +271,18 @@ def test_the_service_rolls_up_a_closed_day(nats_server: Any, tmp_path: Path) -> 
     lines = [line for line in log_lines(log) if line.get("msg") == "rolled up"]
     assert len(lines) == 2 and all(line.get("day") == "2026-11-20" for line in lines), lines
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
+
+
+def test_import_again_after_a_rollup_with_a_table(tmp_path: Path) -> None:
+    """The same lines imported again once their day is rolled up: the table and every reader still count them once."""
+    settings = ArchiveSettings("file", "", str(tmp_path / "archive"))
+    shipper_lines = [p for _, p in messages(3000, hours=3, seed=11)]
+    data = b"\n".join(shipper_lines) + b"\n"
+    cli(settings, "import", "-", input=data)
+    cli(settings, "table", "init")
+    cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", TARGET)
+    assert day_files_only(settings), names(settings)
+    cli(settings, "import", "-", input=data)
+    assert len(read_deltalake(settings)) == len(shipper_lines)
+    assert query_count(settings, tmp_path / "q.parquet") == len(shipper_lines)
+    assert glob_count(settings, tmp_path) == len(shipper_lines)

@@ -5,7 +5,7 @@ same lines again finds the file already there, or, once a compaction merged and 
 it again. After the files are written, :func:`add_imports` refreshes the table and adds every
 import file of this run that is not live yet, in one commit guarded like a compaction (the app-day's
 app transaction: a compaction or prune of the same day committing meanwhile makes it look again),
-except those a live compacted group of their hour already replaces (``archiver.replaces``, read from
+except those a live compacted group of their hour (or day file of their day) already replaces (``archiver.replaces``, read from
 one part's footer per group): those rows are in the table already, and the file just written again
 is deleted. A run killed before its commit is finished by running it again.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection
 
-from archiver.archive.layout import parse_key
+from archiver.archive.layout import DAY_FILE_MARK, parse_key
 from archiver.archive.supersede import identity, parse_compact_name, replaced_names
 from archiver.errors import TableConflictError, TableError
 from archiver.storage.interface import Storage
@@ -39,10 +39,15 @@ def _replaced(table: ArchiveTable, live: set[str], keys: list[str]) -> set[tuple
     from archiver.storage.open import open_filesystem
 
     hours = {key[: key.rindex("/") + 12] for key in keys}  # app=X/date=D/YYYYMMDDTHH
+    days = {
+        hour[:-3] for hour in hours
+    }  # a day file (YYYYMMDD-d-...) replaces the files of every hour of its day
     probes: dict[tuple[str, object], str] = {}
     for key in live:
         parsed = parse_compact_name(key.rpartition("/")[2])
-        if parsed is not None and key[: key.rindex("/") + 12] in hours:
+        cut = key.rindex("/")
+        is_day = key.startswith(DAY_FILE_MARK, cut + 9)
+        if parsed is not None and (key[: cut + 12] in hours or (is_day and key[: cut + 9] in days)):
             probes.setdefault((key.rpartition("/")[0], parsed.group), key)
     filesystem, base = open_filesystem(table.settings)
     out = set()
