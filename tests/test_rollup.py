@@ -286,3 +286,20 @@ def test_import_again_after_a_rollup_with_a_table(tmp_path: Path) -> None:
     assert len(read_deltalake(settings)) == len(shipper_lines)
     assert query_count(settings, tmp_path / "q.parquet") == len(shipper_lines)
     assert glob_count(settings, tmp_path) == len(shipper_lines)
+
+
+def test_prune_keeps_a_day_file_until_its_whole_day_is_old(tmp_path: Path) -> None:
+    """A cutoff inside a rolled-up day keeps its day file (it holds the day's later hours too)."""
+    settings = ArchiveSettings("file", "", str(tmp_path / "archive"))
+    msgs = messages(2000, hours=3)
+    write_small_files(settings, msgs, flushes=2)
+    cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", TARGET)
+    assert day_files_only(settings)
+    before = names(settings)
+    # 2026-11-20T10:00: the first hour of the data is older; the day file stays, every row with it.
+    hours_old = (time.time_ns() - DAY - 10 * NS_PER_HOUR) // NS_PER_HOUR
+    cli(settings, "prune", "--older-than", f"{hours_old}h")
+    assert names(settings) == before
+    assert query_count(settings, tmp_path / "q.parquet") == len(msgs)
+    cli(settings, "prune", "--older-than", f"{(time.time_ns() - DAY - NS_PER_DAY) // NS_PER_HOUR}h")
+    assert names(settings) == []

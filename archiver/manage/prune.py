@@ -69,7 +69,9 @@ async def old_partitions(
             continue
         hours: dict[str, list[ObjectInfo]] = {}
         for file in await list_files(storage, [day.prefix], until_ns=cutoff_ns - NS_PER_HOUR + 1, apps=apps):
-            hours.setdefault(file.hour_prefix, []).append(ObjectInfo(file.key, file.size))
+            # A day file (a roll-up) holds every hour of its day: it goes with the whole day only.
+            if file.hour_ns + file.length_ns <= cutoff_ns:
+                hours.setdefault(file.hour_prefix, []).append(ObjectInfo(file.key, file.size))
         out.extend(sorted(hours.items()))
     listed = await list_each(storage, days, LIST_CONCURRENCY)
     return sorted([*zip(days, listed, strict=True), *out])
