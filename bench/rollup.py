@@ -60,7 +60,9 @@ def build(root: str, megabytes: int) -> tuple[int, int, int]:
             payloads = [p for _, p in gen.messages(per_hour)]
             encoded = encode_partition("busy", "ams", Payloads(payloads), start, COMPACT_COMPRESSION_LEVEL)
         for f in encoded.files:
-            key = object_key(partition_value("busy"), f.hour_ns, object_name(f.min_timestamp_ns, "bench", hour))
+            key = object_key(
+                partition_value("busy"), f.hour_ns, object_name(f.min_timestamp_ns, "bench", hour)
+            )
             path = os.path.join(root, key)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as out:
@@ -107,7 +109,9 @@ def main() -> None:
         return
     root = args.dir or tempfile.mkdtemp(prefix="bench-rollup-")
     files, size, rows = build(root, args.mb)
-    child = subprocess.run([sys.executable, __file__, "--child", root], capture_output=True, text=True, check=True)
+    child = subprocess.run(
+        [sys.executable, __file__, "--child", root], capture_output=True, text=True, check=True
+    )
     r = json.loads(child.stdout)
     print(json.dumps({"files": files, "bytes": size, "rows": rows, **r}))
     print(f"| {files} hour files, {size / 1e6:.0f} MB, {rows:,} rows | {r['files_out']} part(s), "

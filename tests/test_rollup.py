@@ -303,3 +303,17 @@ def test_prune_keeps_a_day_file_until_its_whole_day_is_old(tmp_path: Path) -> No
     assert query_count(settings, tmp_path / "q.parquet") == len(msgs)
     cli(settings, "prune", "--older-than", f"{(time.time_ns() - DAY - NS_PER_DAY) // NS_PER_HOUR}h")
     assert names(settings) == []
+
+
+def test_stats_of_a_rolled_up_day(tmp_path: Path) -> None:
+    """``archiver stats``: the day's totals, and the hourly chart from the day file's timestamps."""
+    settings = ArchiveSettings("file", "", str(tmp_path / "archive"))
+    msgs = messages(2000, hours=3)
+    write_small_files(settings, msgs, flushes=2)
+    cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", TARGET)
+    assert day_files_only(settings)
+    out = cli(settings, "stats", "--since", "2026-11-19", "--hours", "48").output
+    chart = [line.split() for line in out.splitlines() if line.startswith("2026-11-20T")]
+    assert [row[0] for row in chart] == ["2026-11-20T09", "2026-11-20T10", "2026-11-20T11"], out
+    assert sum(int(row[-1].replace(",", "")) for row in chart) == len(msgs)
+    assert f"{len(msgs):,}" in out or str(len(msgs)) in out

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archiver.archive import schema
-from archiver.archive.layout import NS_PER_SECOND, hour_start_ns
+from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, hour_start_ns
 from archiver.archive.message import rebuild_payload
 from archiver.archive.navigator import ArchiveFile, app_selection, files_of_days
 from archiver.archive.timestamps import exact_rows
@@ -116,16 +116,31 @@ class _Files:
             return (str(exc).splitlines() or [type(exc).__name__])[0]
         return problem if problem is not None else int(metadata.num_rows)
 
-    def levels(self, info: FileInfo) -> Counter[str]:
-        counts: Counter[str] = Counter()
+    def levels(self, info: FileInfo) -> dict[int, Counter[str]]:
+        """Rows per level group, by hour: the file's hour, or each hour of a day file (from its timestamps)."""
         pf = self._open(info)
-        if schema.LEVEL not in pf.schema_arrow.names:
-            counts["other"] += pf.metadata.num_rows
-            return counts
-        column = pf.read(columns=[schema.LEVEL]).column(0)
-        for item in pc.value_counts(column).to_pylist():
-            counts[level_group(item["values"])] += item["counts"]
-        return counts
+        names = pf.schema_arrow.names
+        if info.file.length_ns <= NS_PER_HOUR:
+            counts: Counter[str] = Counter()
+            if schema.LEVEL not in names:
+                counts["other"] += pf.metadata.num_rows
+                return {info.file.hour_ns: counts}
+            for item in pc.value_counts(pf.read(columns=[schema.LEVEL]).column(0)).to_pylist():
+                counts[level_group(item["values"])] += item["counts"]
+            return {info.file.hour_ns: counts}
+        table = pf.read(columns=[schema.TIMESTAMP, *([schema.LEVEL] if schema.LEVEL in names else [])])
+        micros = pc.cast(pc.cast(table[schema.TIMESTAMP], pa.timestamp("us")), pa.int64())
+        hour = pc.multiply(pc.divide(micros, 3600 * 10**6), NS_PER_HOUR)  # µs >= 0: integer division floors
+        level = table[schema.LEVEL] if schema.LEVEL in names else pa.nulls(table.num_rows, pa.string())
+        grouped = (
+            pa.table({"hour": hour, "level": level})
+            .group_by(["hour", "level"])
+            .aggregate([([], "count_all")])
+        )
+        out: dict[int, Counter[str]] = defaultdict(Counter)
+        for row in grouped.to_pylist():
+            out[row["hour"]][level_group(row["level"])] += row["count_all"]
+        return dict(out)
 
     def sample_sizes(self, info: FileInfo) -> list[int]:
         pf = self._open(info)
@@ -186,9 +201,11 @@ async def collect(
                 readable.append(info)
             files = readable
             by_hour: dict[int, list[FileInfo]] = defaultdict(list)
-            for info in files:
-                by_hour[info.file.hour_ns].append(info)
-            charted = [f for h in sorted(by_hour)[-hours:] for f in by_hour[h]] if hours > 0 else []
+            for info in files:  # a day file in each hour of its day
+                for hour in range(info.file.hour_ns, info.file.hour_ns + info.file.length_ns, NS_PER_HOUR):
+                    by_hour[hour].append(info)
+            chart_hours = set(sorted(by_hour)[-hours:] if hours > 0 else [])
+            charted = list({id(f): f for h in sorted(chart_hours) for f in by_hour[h]}.values())
             by_app: dict[str, list[FileInfo]] = defaultdict(list)
             for info in files:
                 by_app[info.file.app].append(info)
@@ -205,8 +222,10 @@ async def collect(
         day.files += 1
         day.rows += info.rows
         day.bytes += info.file.size
-    for info, counts in zip(charted, levels, strict=True):
-        report.hours.setdefault(info.file.hour_ns, Counter()).update(counts)
+    for by_hour_counts in levels:
+        for hour, counts in by_hour_counts.items():
+            if hour in chart_hours:
+                report.hours.setdefault(hour, Counter()).update(counts)
     lengths: dict[str, list[int]] = defaultdict(list)
     for info, found in zip(sample_files, sizes, strict=True):
         lengths[info.file.app].extend(found)
