@@ -8,7 +8,7 @@ rows), then, in a fresh child process, rolls the day up with the service's compa
 :class:`~archiver.manage.compact.Compactor` with a one-thread executor (the compactor stage's thread),
 no table (TABLE=off: the merge is the cost; a table adds one commit). Measured in the child: wall
 time, the compactor thread's CPU (``Compactor.cpu_seconds``), the process's CPU, its peak RSS
-(VmHWM) against its RSS before the roll-up.
+(VmHWM: ``ru_maxrss`` would carry the parent's over the exec) against its RSS before the roll-up.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -94,8 +93,7 @@ async def roll_up(root: str) -> dict[str, float]:
     return {"outcome": result.outcome, "files_in": result.files_in, "bytes_in": result.bytes_in,  # type: ignore[dict-item]
             "files_out": result.files_out, "bytes_out": result.bytes_out, "rows": result.rows, "wall_s": wall,
             "thread_cpu_s": compactor.cpu_seconds, "process_cpu_s": time.process_time() - cpu_before,
-            "rss_before_mib": rss_before / 1024, "peak_rss_mib": vm_kib("VmHWM:") / 1024,
-            "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+            "rss_before_mib": rss_before / 1024, "peak_rss_mib": vm_kib("VmHWM:") / 1024}  # fmt: skip
 
 
 def main() -> None:
