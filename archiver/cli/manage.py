@@ -35,7 +35,7 @@ from archiver.cli.options import app_option, archive_option, env_help, open_arch
 )
 @archive_option
 def compact(apps: tuple[str, ...], before: str, target_bytes: str | None, archive_url: str | None) -> None:
-    """Merge the files of each closed app-hour into one sorted file (safe while queries run)."""
+    """Merge the files of each closed app-hour into one sorted file, then each closed app-day (safe while queries run)."""
     from archiver.environment import load_compact_target_bytes
     from archiver.manage.compact import compact_archive
     from archiver.units import format_bytes
