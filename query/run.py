@@ -105,7 +105,7 @@ def open_reader(settings: ArchiveSettings, storage: Storage, *, ranged: bool = F
     if ranged:
         filesystem, base = open_filesystem(settings)
         return Reader(storage, filesystem, base, threads=32)
-    return Reader(storage, threads=_cpus())
+    return Reader(storage, threads=_cpus(), ranged=functools.partial(open_filesystem, settings))
 
 
 def _cpus() -> int:

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.fs
 
 from archiver.archive import schema
+from archiver.archive.layout import NS_PER_HOUR
 from archiver.archive.navigator import ArchiveFile
 from archiver.errors import BadFileError, DamagedFileError, ObjectNotFoundError
 from archiver.storage.interface import Storage
@@ -96,10 +97,14 @@ class Reader:
         *,
         threads: int = 8,
         fetch_concurrency: int = 32,
+        ranged: Callable[[], tuple[pa.fs.FileSystem, str]] | None = None,
     ) -> None:
+        """``ranged`` makes the pyarrow filesystem of an S3 archive, on first need: for day files (below)."""
         self.storage = storage
         self.filesystem = filesystem
         self.base_path = base_path.rstrip("/")
+        self._ranged = ranged
+        self._day_source: tuple[pa.fs.FileSystem, str] | None = None
         self.threads = threads
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="scan")
         self.fetches = asyncio.Semaphore(fetch_concurrency)
@@ -117,19 +122,38 @@ class Reader:
             # Smaller batches over S3, so decoding starts while later GETs are still in flight.
             size = min(size, REMOTE_BATCH_FILES)
         batches = [files[i : i + size] for i in range(0, len(files), size)]
+        # A day file is read once per hour of its day: over S3 by ranged reads of its footer and that hour's
+        # row groups, not by a GET of the whole file each time.
+        days = None if local else await self._day_filesystem(files)
+
+        async def source(planned: ArchiveFile) -> str | pa.Buffer | BadFileError:
+            if days is not None and planned.length_ns > NS_PER_HOUR:
+                return f"{days[1]}/{planned.key}"
+            return await self._get(planned)
 
         async def batch(part: Sequence[ArchiveFile]) -> Batch:
             sources: list[str | pa.Buffer | BadFileError]
             if local:
                 sources = [self._path(f) for f in part]
             else:
-                sources = list(await asyncio.gather(*(self._get(f) for f in part)))
-            fs = self.filesystem if local else None
+                sources = list(await asyncio.gather(*(source(f) for f in part)))
+            fs = self.filesystem if local else (days[0] if days is not None else None)
             return await loop.run_in_executor(
                 self.pool, decode_files, list(zip(sources, part, strict=True)), scan, fs
             )
 
         return list(await asyncio.gather(*(batch(part) for part in batches)))
+
+    async def _day_filesystem(self, files: Sequence[ArchiveFile]) -> tuple[pa.fs.FileSystem, str] | None:
+        """The S3 archive's pyarrow filesystem and base when ``files`` hold a day file (and one can be had)."""
+        if not any(f.length_ns > NS_PER_HOUR for f in files):
+            return None
+        if self._day_source is None:
+            if self.filesystem is not None:
+                self._day_source = (self.filesystem, self.base_path)
+            elif self._ranged is not None:
+                self._day_source = await asyncio.to_thread(self._ranged)
+        return self._day_source
 
     def _path(self, planned: ArchiveFile) -> str:
         return f"{self.base_path}/{planned.key}" if self.base_path else planned.key

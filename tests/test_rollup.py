@@ -128,9 +128,8 @@ def iso(ns: int) -> str:
     return f"{datetime.fromtimestamp(ns // S, UTC):%Y-%m-%dT%H:%M:%S}.{ns % S:09d}Z"
 
 
-def test_query_hours_of_a_day_file(tmp_path: Path) -> None:
+def test_query_hours_of_a_day_file(settings: ArchiveSettings, tmp_path: Path) -> None:
     """--since/--until inside a rolled-up day: exactly the rows of the hours asked (and --count)."""
-    settings = ArchiveSettings("file", "", str(tmp_path / "archive"))
     msgs = messages(3000, hours=3)
     write_small_files(settings, msgs, flushes=4)
     cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", TARGET)
