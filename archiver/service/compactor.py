@@ -258,7 +258,8 @@ class CompactorStage:
                     infos, extra = split(infos, live)
                 if not needs_work(infos) and not extra:
                     continue
-                backlog.add(unit)
+                if not unit.is_day:  # the gauge counts app-hours, as documented
+                    backlog.add(unit)
                 names = UnitFiles(infos).names
                 if unit in self.refused and self.refused[unit] in ([], names):
                     self.refused[unit] = names  # still the files it refused: not again until they change
