@@ -209,8 +209,11 @@ async def _sweep(settings: ArchiveSettings, age_s: float) -> Any:
     compactor.orphan_age_s = age_s
     results = []
     try:
-        for app in ("billing-api", "sandwich"):
-            results.append(await compactor.compact(WorkUnit(app, DAY, NS_PER_DAY)))
+        for app in ("billing-api", "sandwich"):  # each app's day, and the hours of the data
+            for unit in [WorkUnit(app, DAY + h * NS_PER_HOUR) for h in (9, 10, 11)] + [
+                WorkUnit(app, DAY, NS_PER_DAY)
+            ]:
+                results.append(await compactor.compact(unit))
     finally:
         await storage.close()
     return results

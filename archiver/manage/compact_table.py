@@ -20,10 +20,11 @@ changes in three places, all here:
   may then miss them (a prune's files are past retention anyway).
 * **orphans** (:func:`orphan_keys`): parts of a compaction or roll-up that never became live
   (killed between its upload and its commit, or it lost the guard race) are invisible to a Delta
-  reader but counted by a glob reader. Working a unit, the compactor deletes the compacted and
-  day files of its listing (never a flush or an import: an uploaded flush may wait in a spool for
-  its commit) that are not live and were written more than :data:`ORPHAN_AGE_S` ago: a compactor
-  that uploaded parts commits within seconds, so one that old lost its commit for good.
+  reader but counted by a glob reader. Working an app-hour, the compactor deletes its compacted
+  files, working an app-day its day files (never a flush or an import: an uploaded flush may wait
+  in a spool for its commit), that are not live and were written more than :data:`ORPHAN_AGE_S`
+  ago: a compactor that uploaded parts commits within seconds, so one that old lost its commit for
+  good. Each kind by its own unit, whose claim keeps off a rerun that may reuse those very names.
 * **the delete**: every input (and every file the new group supersedes, all of them removed by
   the commit) is deleted right after the commit landed, as without a table (the lead's decision:
   issue 13 promises a glob reader ``app=*/**/*.parquet`` never counts a completed compaction
@@ -193,11 +194,12 @@ def leftover_keys(work: Work) -> list[str]:
 
 
 def orphan_keys(work: Work, now_ns: int, age_s: float, keep: Sequence[str] = ()) -> list[str]:
-    """Keys of the unit's compacted and day files not live in the table, written ``age_s`` or more ago.
+    """Keys of the unit's compacted (an hour) or day files (a day) not live in the table, written ``age_s`` or more ago.
 
     ``keep``: names never to delete (the parts this compaction commits). A file whose write time is
     unknown is kept.
     """
+    from archiver.archive.layout import DAY_FILE_MARK
     from archiver.archive.supersede import parse_compact_name
 
     extra, kept = work.extra, set(keep)
@@ -205,6 +207,10 @@ def orphan_keys(work: Work, now_ns: int, age_s: float, keep: Sequence[str] = ())
     for name in extra.names:
         written = extra.modified.get(name)
         if name in kept or written is None or parse_compact_name(name) is None:
+            continue
+        if (DAY_FILE_MARK in name) != work.unit.is_day:
+            # Only the outputs of the unit's own kind: a rerun of the other kind's unit (which a claim of
+            # this unit does not exclude) may be about to commit parts of the same names it found there.
             continue
         if written <= now_ns - int(age_s * 1e9):
             out.append(extra.keys[name])
