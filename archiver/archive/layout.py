@@ -30,6 +30,7 @@ is reserved for the archiver's own objects; it never matches ``app=*``.
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
@@ -92,6 +93,18 @@ def day_stamp(day_ns: int) -> str:
 def day_file_prefix(app_segment: str, day_ns: int) -> str:
     """Prefix of one app segment's day files (roll-ups) of the UTC day holding ``day_ns`` (not a folder)."""
     return f"{day_prefix(app_segment, day_ns)}{day_stamp(day_ns)}{DAY_FILE_MARK}"
+
+
+def hour_prefixes(app_segment: str, hour_ns: int, now_ns: int | None = None) -> list[str]:
+    """Listing prefixes of one app segment's v2 files holding the UTC hour from ``hour_ns``: the hour's, and its day files'.
+
+    The day files' prefix only once the day has ended (``now_ns``: the clock): a day is rolled up only
+    after it ended plus a grace of an hour or more (which also covers clocks apart), so the day in
+    progress costs no listing.
+    """
+    day_ns = hour_ns - hour_ns % NS_PER_DAY
+    ended = day_ns + NS_PER_DAY <= (time.time_ns() if now_ns is None else now_ns)
+    return [hour_prefix(app_segment, hour_ns), *([day_file_prefix(app_segment, day_ns)] if ended else [])]
 
 
 def v1_hour_prefix(app_segment: str, hour_ns: int) -> str:

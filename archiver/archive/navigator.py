@@ -1,17 +1,15 @@
 """Finding an archive's apps, days, hours and files, listing as little as possible (layouts v2 and v1).
 
-The archive is never listed whole. Apps are given, or come from one delimiter
-listing of the root; an app's days from one delimiter listing of ``app=X/``.
-A range of time becomes listing prefixes without listing anything
-(:func:`spans`): ``app=X/date=D/`` for a day it covers entirely (both
-layouts), and at the edges, per hour, the v2 prefix ``app=X/date=D/YYYYMMDDTHH``
-and the v1 folder ``app=X/date=D/hour=HH/``; :func:`day_spans` lists the hours of
-a day covered in part with the day's prefix too when they are many (the
-query planner: one listing per app and day instead of up to 23 per layout). Files are listed only under the
-prefixes a command needs, concurrently under a bound, and come back with the
-partition values of their keys (:mod:`archiver.archive.layout`). Compaction,
-prune and stats (:mod:`archiver.manage`) and the query planner
-(:mod:`query.plan`) find their files here.
+The archive is never listed whole. Apps are given, or come from one delimiter listing of the root; an app's
+days from one delimiter listing of ``app=X/``. A range of time becomes listing prefixes without listing
+anything (:func:`spans`): ``app=X/date=D/`` for a day it covers entirely (both layouts), and at the edges,
+per hour, the v2 prefixes (:func:`archiver.archive.layout.hour_prefixes`: the hour's files, and an ended
+day's day files, which hold every hour) and the v1 folder ``app=X/date=D/hour=HH/``; :func:`day_spans` lists
+the hours of a day covered in part with the day's prefix when they are many (the query planner: one listing
+per app and day instead of up to 23 per layout). Files are listed only under the prefixes a command needs,
+concurrently under a bound, and come back with the partition values of their keys (and the time they hold:
+``length_ns``, a day for a day file). Compaction, prune and stats (:mod:`archiver.manage`) and the query
+planner (:mod:`query.plan`) find their files here.
 
 Apps: a listed segment is used as listed, never decoded and encoded again
 (a shortened name does not survive that). A name given (``--app``) maps to
@@ -26,7 +24,6 @@ range when it overlaps it (``hour + 1h > since`` and ``hour < until``).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,9 +35,8 @@ from archiver.archive.layout import (
     NS_PER_HOUR,
     NS_PER_SECOND,
     app_prefix,
-    day_file_prefix,
     day_prefix,
-    hour_prefix,
+    hour_prefixes,
     hour_start_ns,
     parse_key,
     v1_hour_prefix,
@@ -70,9 +66,7 @@ class ArchiveFile:
     app: str
     region: str | None
     hour_ns: int
-    #: The time its rows may lie in from ``hour_ns``: an hour, or a day for a day file (a roll-up).
     length_ns: int = NS_PER_HOUR
-    #: When it was written, as listed (None when unknown); not part of equality.
     modified_ns: int | None = field(default=None, compare=False)
 
     @property
@@ -120,12 +114,7 @@ class Span(NamedTuple):
         if self.end_ns - self.start_ns > NS_PER_HOUR:
             return [day_prefix(app_segment, self.start_ns)]
         layouts = segment_layouts(app_segment)
-        out = [hour_prefix(app_segment, self.start_ns)] if 2 in layouts else []
-        day = self.start_ns - self.start_ns % NS_PER_DAY
-        if 2 in layouts and day + NS_PER_DAY <= time.time_ns():
-            # A day is rolled up (its day files hold every hour) only after it ended, plus a grace of
-            # an hour or more that also covers clocks apart: no listing for the day in progress.
-            out.append(day_file_prefix(app_segment, day))
+        out = hour_prefixes(app_segment, self.start_ns) if 2 in layouts else []
         return [*out, v1_hour_prefix(app_segment, self.start_ns)] if 1 in layouts else out
 
 
@@ -280,7 +269,6 @@ async def list_files(
     files of apps ``apps`` does not want, are left out.
     """
     out = []
-    # dict.fromkeys: the hours of one ended day each add its day files' prefix (Span.prefixes).
     for infos in await list_each(storage, dict.fromkeys(prefixes), concurrency):
         for info in infos:
             parsed = parse_key(info.key)

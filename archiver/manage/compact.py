@@ -68,7 +68,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-from archiver.archive.layout import NS_PER_SECOND
+from archiver.archive.layout import NS_PER_DAY, NS_PER_SECOND
 from archiver.archive.navigator import app_selection
 from archiver.manage import claims
 from archiver.manage.compact_plan import (
@@ -247,8 +247,15 @@ async def compact_archive(
                              days_until_ns=days_until if roll_up else None)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="archiver-compact-") as scratch:
         compactor = Compactor(storage, scratch, target_bytes, table=table)
+        refused: set[int] = set()  # days with an hour left as it is (files that cannot be merged)
         for unit, infos in units.items():
+            day = unit.start_ns - unit.start_ns % NS_PER_DAY
+            if unit.is_day and day in refused:
+                stats.add(UnitResult(unit, "skipped"))  # its hour's files were named already
+                continue
             result = await compactor.compact(unit, infos)
+            if result.outcome == "skipped":
+                refused.add(day)
             stats.add(result)
             for line in describe(result):
                 if result.outcome == "skipped":
