@@ -7,7 +7,9 @@ due again COMPACT_AFTER after that file was written. An app-day is rolled up
 into day files (:mod:`archiver.manage.compact_plan`) once it ended
 ROLLUP_GRACE_S (1 h) + COMPACT_AFTER ago, after its hours; a late file of a
 rolled-up day is merged into it COMPACT_AFTER after its hour's compaction.
-This keeps a year's live files in the table at ~30k instead of ~440k.
+A year of 50 apps is then ~18k day files instead of ~440k hour files
+(one per app-day while an app-day compacts to at most COMPACT_TARGET_BYTES;
+BENCHMARKS.md, "the day roll-up").
 
 Discovery, oldest hour first:
 
