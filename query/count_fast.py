@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs
@@ -62,15 +63,20 @@ def _file_counts(
     bounds: tuple[int | None, int | None],
 ) -> Counter[str | None]:
     """Rows in range of one file per value of ``column`` (None: all rows under the partition value or None)."""
-    if not isinstance(source, pa.Buffer):
+    opened: Any
+    if isinstance(source, pa.Buffer):
+        opened = pa.BufferReader(source)
+    elif planned.length_ns > NS_PER_HOUR:  # a day file: its footer and this hour's row groups only
+        opened = (fs or pa.fs.LocalFileSystem()).open_input_file(source)
+    else:
         with (fs or pa.fs.LocalFileSystem()).open_input_file(source) as f:
-            source = f.read_buffer()
+            opened = pa.BufferReader(f.read_buffer())
     # The app, and the region of a v1 file (its key names it; a v2 file holds a column), are the same
     # for every row.
     from_key = {None: None, schema.APP: planned.app, schema.REGION: planned.region}
     by_key = column in from_key and (column is None or from_key[column] is not None)
-    pf = None if by_key else pq.ParquetFile(pa.BufferReader(source), read_dictionary=[column])
-    metadata = pq.read_metadata(pa.BufferReader(source)) if pf is None else pf.metadata
+    pf = None if by_key else pq.ParquetFile(opened, read_dictionary=[column])
+    metadata = pq.read_metadata(opened) if pf is None else pf.metadata
     # ParquetFile.schema_arrow is built anew on each access: once per file.
     file_schema = metadata.schema.to_arrow_schema() if pf is None else pf.schema_arrow
     check_schema(file_schema, () if by_key or column is None else (column,))
@@ -98,11 +104,14 @@ def _job(
     column: str | None,
     fs: pa.fs.FileSystem | None,
     bounds: tuple[int | None, int | None],
+    hour: tuple[int, int],
 ) -> Counter[str | None] | None:
     total: Counter[str | None] = Counter()
     try:
         for source, planned in items:
-            total.update(_file_counts(source, planned, column, fs, bounds))
+            # A day file holds every hour of its day: only the scanned hour's rows are counted.
+            edges = hour if planned.length_ns > NS_PER_HOUR else bounds
+            total.update(_file_counts(source, planned, column, fs, edges))
     except (_Straddles, BadFileError, FileNotFoundError, pa.ArrowException, OSError, ValueError):
         return None  # the ordinary scan handles (and reports) it
     return total
@@ -112,11 +121,11 @@ async def hour_counts(
     reader: Reader, group: HourFiles, spec: CountSpec, filters: Filters
 ) -> Counter[str | None] | None:
     """The hour's rows in range per group value; None when the hour must go through the ordinary scan."""
-    if any(f.length_ns > NS_PER_HOUR for f in group.files):
-        return None  # a day file: its rows of this hour need the timestamps (the ordinary scan cuts them)
     loop = asyncio.get_running_loop()
-    bounds = filters.time_bounds(group.hour_ns)
+    bounds, hour = filters.time_bounds(group.hour_ns), filters.hour_window(group.hour_ns)
     local = reader.filesystem is not None and reader.filesystem.type_name == "local"
+    if not local and any(f.length_ns > NS_PER_HOUR for f in group.files):
+        return None  # a day file over S3: the ordinary scan reads its hour by ranged reads, not whole
     column = spec.by_column
 
     base = reader.base_path
@@ -134,12 +143,14 @@ async def hour_counts(
             items: list[tuple[str | pa.Buffer, ArchiveFile]] = [
                 (f"{base}/{f.key}" if base else f.key, f) for f in part
             ]
-            return await loop.run_in_executor(reader.pool, _job, items, column, reader.filesystem, bounds)
+            return await loop.run_in_executor(
+                reader.pool, _job, items, column, reader.filesystem, bounds, hour
+            )
         sources = await asyncio.gather(*(source(f) for f in part))
         if any(s is None for s in sources):
             return None
         fetched = [(s, f) for s, f in zip(sources, part, strict=True) if s is not None]
-        return await loop.run_in_executor(reader.pool, _job, fetched, column, None, bounds)
+        return await loop.run_in_executor(reader.pool, _job, fetched, column, None, bounds, hour)
 
     files = group.files
     parts = [files[i : i + FILES_PER_JOB] for i in range(0, len(files), FILES_PER_JOB)]

@@ -133,6 +133,14 @@ def test_rollup_with_a_table(settings: ArchiveSettings, tmp_path: Path) -> None:
     assert names(settings) == before
 
 
+async def _get(settings: ArchiveSettings, key: str) -> pa.BufferReader:
+    storage = open_storage(settings)
+    try:
+        return pa.BufferReader(await storage.get(key))
+    finally:
+        await storage.close()
+
+
 def iso(ns: int) -> str:
     return f"{datetime.fromtimestamp(ns // S, UTC):%Y-%m-%dT%H:%M:%S}.{ns % S:09d}Z"
 
@@ -143,6 +151,14 @@ def test_query_hours_of_a_day_file(settings: ArchiveSettings, tmp_path: Path) ->
     write_small_files(settings, msgs, flushes=4)
     cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", TARGET)
     assert day_files_only(settings)
+    for f in read_archive(
+        settings
+    ):  # a day file's row groups end at hours: a reader of one hour decodes its own
+        footer = pq.ParquetFile(asyncio.run(_get(settings, f.key))).metadata
+        column = footer.schema.to_arrow_schema().get_field_index("timestamp")
+        for i in range(footer.num_row_groups):
+            stats = footer.row_group(i).column(column).statistics
+            assert stats.min_raw // 3_600_000_000 == stats.max_raw // 3_600_000_000  # µs
     stamps = sorted(r["timestamp"] for f in read_archive(settings) for r in f.rows)
     start = stamps[0]
     for since, until in ((start, start + NS_PER_HOUR), (start + 1800 * S, start + 7200 * S + 17)):

@@ -179,8 +179,13 @@ class FileMerge:
         inputs: Sequence[MergeInput],
         metadata: Mapping[bytes, bytes],
         stop: threading.Event | None = None,
+        align_ns: int | None = None,
     ) -> None:
-        """Read the inputs' footers; ``metadata`` is added to every part's, ``stop`` abandons the merge."""
+        """Read the inputs' footers; ``metadata`` is added to every part's, ``stop`` abandons the merge.
+
+        ``align_ns``: row groups end at multiples of it too (:class:`~archiver.codec.merge_parts.PartWriter`).
+        """
+        self.align_ns = align_ns
         self.inputs = list(inputs)
         self.metadata = metadata
         self.stop = stop or threading.Event()
@@ -223,7 +228,7 @@ class FileMerge:
             stamps = table_ns(source.table)
             source.low_ns = int(stamps[0].as_py()) if len(stamps) else _NO_BOUND
         writer = PartWriter(paths, [(i * self.rows // count, (i + 1) * self.rows // count) for i in range(count)],
-                             self.metadata)  # fmt: skip
+                             self.metadata, self.align_ns)  # fmt: skip
         try:
             for chunk in self._chunks(sources):
                 if self.stop.is_set():

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from archiver.archive.layout import NS_PER_HOUR
 from archiver.archive.supersede import input_digest, replaced_names, replaces_metadata, superseded_by
 from archiver.codec.merge import FileMerge, MergeInput
 from archiver.codec.merge_inputs import input_problem
@@ -131,7 +132,9 @@ async def merge_inputs(compactor: Runner, work: Work) -> bool:
     metadata = replaces_metadata(work.decision.covered)
     charged = 0
     try:
-        merge = await compactor.blocking(FileMerge, items, metadata, compactor.stop)
+        # A day file's row groups end at hours: a reader of one hour decodes only its own.
+        align = NS_PER_HOUR if work.unit.is_day else None
+        merge = await compactor.blocking(FileMerge, items, metadata, compactor.stop, align)
         count = part_count(merge.rows, sum(work.files.sizes[n] for n in live), compactor.target_bytes)
         work.outputs = [work.unit.output_name(input_digest(live), i, count) for i in range(count)]
         paths = [os.path.join(work.directory, f"out-{i}.parquet") for i in range(count)]
