@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 
 import pyarrow as pa
 
@@ -35,3 +36,15 @@ def use_lean_memory() -> str:
     with contextlib.suppress(AttributeError, OSError):  # not glibc (musl, macOS): nothing to tune
         ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
     return str(pa.default_memory_pool().backend_name)
+
+
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_bytes() -> int:
+    """This process's resident set size now (0 where /proc is missing: no correction then)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_BYTES
+    except (OSError, IndexError, ValueError):
+        return 0

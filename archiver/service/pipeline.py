@@ -68,7 +68,7 @@ from archiver.service.http import HttpServer
 from archiver.service.ingest import Ingest
 from archiver.service.jetstream import JetStreamSource
 from archiver.service.jetstream_acks import AckTracker
-from archiver.service.memory import use_lean_memory
+from archiver.service.memory import resident_bytes, use_lean_memory
 from archiver.service.metrics import Metrics, Stats, Timings
 from archiver.service.recovery import recover
 from archiver.service.source import NatsConnection, NatsSource, StallWatchdog
@@ -93,7 +93,7 @@ class Service:
         self.stats = Stats()
         self.timings = Timings()
         self.spool = Spool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
-        self.buffers = Buffers(config.flush_bytes, config.flush_interval_s, config.max_buffer_bytes)
+        self.buffers = Buffers(config.flush_bytes, config.flush_interval_s, config.max_buffer_bytes, resident=resident_bytes)  # fmt: skip
         self.room = Room(self.buffers)
         # One thread for the spool's files: the journal's writes and the trim (which rewrites the
         # journal) must not interleave; the fsync goes there too, off the event loop.
