@@ -92,6 +92,7 @@ class Service:
         self.storage = storage
         self.stats = Stats()
         self.timings = Timings()
+        self.memory_pool = use_lean_memory()  # first: before delta-rs loads (its allocator)
         self.spool = Spool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
         self.buffers = Buffers(config.flush_bytes, config.flush_interval_s, config.max_buffer_bytes, resident=resident_bytes)  # fmt: skip
         self.room = Room(self.buffers)
@@ -165,7 +166,6 @@ class Service:
         """Run until ``stop`` is set, then drain and flush everything; ``abandon`` cuts that short."""
         try:  # from the first step: a failed start-up check must still close the storage client
             await self.storage.check()
-            memory_pool = use_lean_memory()
             if self.spool is not None:
                 recovered = recover(self.spool, self.buffers, self.tracker)
                 for batch in recovered.batches:  # interrupted: re-sent under the keys their intents fixed
@@ -176,7 +176,7 @@ class Service:
             event(logging.INFO, "starting", archive=self.storage.url, writer=self.uploader.writer_id,
                   http_port=self.http.port, spool=self.config.spool_dir, flush_interval_s=self.config.flush_interval_s,
                   flush_bytes=self.config.flush_bytes, max_buffer_bytes=self.config.max_buffer_bytes,
-                  arrow_memory_pool=memory_pool, table=self.config.table)  # fmt: skip
+                  arrow_memory_pool=self.memory_pool, table=self.config.table)  # fmt: skip
             self.uploader.start()
             if self.committer is not None:
                 self.committer.start()
