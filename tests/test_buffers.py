@@ -135,3 +135,17 @@ def test_memory_pressure_detaches_down_to_half_of_what_holds_leave() -> None:
     assert buffers.append(parts[2], b"x" * 60)  # 510 + 4 overheads + 500 held >= the cap
     assert [x.app for x in buffers.due()] == ["a", "c"]  # largest first, until open <= (1000 - 500) / 2
     assert buffers.open_bytes <= 250
+
+
+def test_memory_holds_count_for_at_most_three_quarters_of_the_cap() -> None:
+    """The other stages' charges never leave ingest less than a quarter of the cap."""
+    buffers = Buffers(flush_bytes=10_000, flush_interval_s=60, max_buffer_bytes=1000, clock=FakeClock())
+    part = buffers.partition("a", "r")
+    buffers.hold(600)
+    buffers.hold(300)  # 900 charged, 750 counted
+    assert buffers.held_bytes == 900 and buffers.inflight_bytes == 750 and buffers.has_room()
+    assert not buffers.append(part, b"x" * 100)
+    assert buffers.append(part, b"x" * 100)  # 200 + 2 overheads + 750 >= the cap
+    assert [x.app for x in buffers.due()] == ["a"]  # down to half of the quarter left
+    buffers.hold(-600)
+    assert buffers.held_bytes == 300 and buffers.inflight_bytes - buffers.buffered_bytes == 300

@@ -32,15 +32,13 @@ spills to the spool while a backlog of detached batches waits to be encoded,
 instead of refilling the buffers that the encodes then add to. Another
 stage's working set (the compactor's merge) is charged too while it runs
 (:meth:`Buffers.hold`): the largest partitions then flush, and new messages
-spill, earlier.
-
-What the counts cannot see (the interpreter and its libraries, the open
-Delta table, allocator slack) the resident size shows: given a ``resident``
-reader, :meth:`Buffers.measure` charges the resident bytes beyond the counts
-and :data:`FOOTPRINT_BYTES` like a hold (:attr:`Buffers.excess_bytes`), so
-RSS stays near MAX_BUFFER_BYTES + FOOTPRINT_BYTES (BENCHMARKS.md). The holds
-never take more than :data:`MAX_HELD_SHARE` of the cap, and under pressure
-the open bytes go down to half of what they leave.
+spill, earlier. What the counts miss (the interpreter and its libraries, the open Delta
+table, allocator slack) the resident size shows: given a ``resident`` reader,
+:meth:`Buffers.measure` charges the resident bytes beyond the counts and
+:data:`FOOTPRINT_BYTES` like a hold (:attr:`Buffers.excess_bytes`), so RSS
+stays near MAX_BUFFER_BYTES + FOOTPRINT_BYTES (BENCHMARKS.md). Holds count
+for at most :data:`MAX_HELD_SHARE` of the cap; under pressure the open bytes
+go down to half of what they leave.
 """
 
 from __future__ import annotations
@@ -150,8 +148,7 @@ class Buffers:
         self.fed_seq = 0
         #: Memory charged by other stages (the compactor's merge), counted in ``inflight_bytes`` too.
         self.held_bytes = 0
-        #: Resident bytes beyond the counts and ``footprint_bytes``, charged like a hold (in ``held_bytes``).
-        self.excess_bytes = 0
+        self.excess_bytes = 0  #: resident bytes beyond the counts and footprint_bytes, a hold (in held_bytes)
         self.footprint_bytes, self.max_held_bytes = footprint_bytes, int(max_buffer_bytes * MAX_HELD_SHARE)
         self._resident, self._resident_at = resident, float("-inf")
 
@@ -243,9 +240,10 @@ class Buffers:
 
     def hold(self, memory_bytes: int) -> None:
         """Charge memory another stage uses (negative: release it) against the cap, so ingest flushes earlier."""
-        # Counted as in flight: the hot path's check and due() see it with no extra work per message.
-        self.inflight_bytes += memory_bytes
+        # In flight (the hot path's check and due() see it for free), at most MAX_HELD_SHARE of the cap.
+        counted = min(self.held_bytes, self.max_held_bytes)
         self.held_bytes += memory_bytes
+        self.inflight_bytes += min(self.held_bytes, self.max_held_bytes) - counted
 
     def measure(self, now: float | None = None) -> None:
         """Charge the resident bytes the counts miss (at most every RESIDENT_INTERVAL_S; see the module docstring)."""
@@ -253,8 +251,9 @@ class Buffers:
         if self._resident is None or now - self._resident_at < RESIDENT_INTERVAL_S:
             return
         self._resident_at = now
-        counted = self.open_bytes + self.inflight_bytes - self.excess_bytes
-        room = max(0, self.max_held_bytes - (self.held_bytes - self.excess_bytes))
+        others = self.held_bytes - self.excess_bytes
+        counted = self.buffered_bytes + others
+        room = max(0, self.max_held_bytes - others)
         excess = min(room, max(0, self._resident() - counted - self.footprint_bytes))
         self.hold(excess - self.excess_bytes)
         self.excess_bytes = excess
@@ -266,7 +265,7 @@ class Buffers:
     @property
     def buffered_bytes(self) -> int:
         """Memory held by messages received and not yet archived (payloads, overhead, encoding)."""
-        return self.open_bytes + self.inflight_bytes - self.held_bytes
+        return self.open_bytes + self.inflight_bytes - min(self.held_bytes, self.max_held_bytes)
 
     def next_deadline_s(self) -> float | None:
         """Monotonic time at which the oldest open partition becomes due, if any."""
