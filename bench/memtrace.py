@@ -103,17 +103,10 @@ def _run(path: Path) -> None:
     with path.open("a") as out:
         while True:
             time.sleep(1.0)
-            row: dict[str, Any] = {"t": round(time.monotonic() - started, 1)}
-            row.update(_status())
-            row.update(_mallinfo())
-            row.update(_rollup())
-            row["py_blocks"] = sys.getallocatedblocks()
-            pa = sys.modules.get("pyarrow")
-            if pa is not None:
-                pool = pa.default_memory_pool()
-                row["arrow_pool"] = pool.backend_name
-                row["arrow_bytes"] = pa.total_allocated_bytes()
-                row["arrow_max"] = pool.max_memory()
+            try:
+                row = _sample(started)
+            except Exception as exc:  # a sample lost is no reason to stop tracing
+                row = {"t": round(time.monotonic() - started, 1), "error": repr(exc)}
             if buffers is None and "archiver.service.buffer" in sys.modules:
                 buffers = _buffers()
             if buffers is not None:
@@ -121,12 +114,31 @@ def _run(path: Path) -> None:
                 row["cap_inflight"] = buffers.inflight_bytes
                 row["cap_held"] = buffers.held_bytes
                 row["cap_excess"] = getattr(buffers, "excess_bytes", 0)
-            row["delta_loaded"] = "deltalake" in sys.modules
             if row.get("VmRSS", 0) > peak + 8 * 2**20:
                 peak = row["VmRSS"]
-                row["smaps"] = smaps_summary()
+                try:
+                    row["smaps"] = smaps_summary()
+                except (OSError, ValueError, IndexError) as exc:
+                    row["smaps"] = {"error": repr(exc)}
             out.write(json.dumps(row) + "\n")
             out.flush()
+
+
+def _sample(started: float) -> dict[str, Any]:
+    """One line of the trace but the cap's counts and the smaps summary."""
+    row: dict[str, Any] = {"t": round(time.monotonic() - started, 1)}
+    row.update(_status())
+    row.update(_mallinfo())
+    row.update(_rollup())
+    row["py_blocks"] = sys.getallocatedblocks()
+    pa = sys.modules.get("pyarrow")
+    if pa is not None:
+        pool = pa.default_memory_pool()
+        row["arrow_pool"] = pool.backend_name
+        row["arrow_bytes"] = pa.total_allocated_bytes()
+        row["arrow_max"] = pool.max_memory()
+    row["delta_loaded"] = "deltalake" in sys.modules
+    return row
 
 
 def start(directory: str) -> None:
