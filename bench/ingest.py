@@ -140,6 +140,7 @@ class RunResult:
         name = self.subscriber if self.workers == 1 else f"{self.subscriber} --workers {self.workers}"
         name += " + compaction" if self.backlog_rows else ""
         name += f" TABLE={self.env['TABLE']}" if "TABLE" in self.env else ""
+        name += f" [{self.env['VARIANT']}]" if "VARIANT" in self.env else ""
         return f"{name} @ {rate}"
 
 
@@ -204,6 +205,7 @@ class ArchiverSub(Subscriber):
                 register_backlog(work / "archive")
         env = {
             **os.environ,
+            **EXTRA_ENV,
             "NATS_URL": nats_url,
             "ARCHIVE_URL": str(work / "archive"),
             "SPOOL_DIR": str(work / "spool"),
@@ -213,7 +215,8 @@ class ArchiverSub(Subscriber):
             "WORKERS": str(workers),
             **(env_extra or {}),
         }
-        self.proc = subprocess.Popen([sys.executable, "-m", "archiver", "run"], env=env, stdin=subprocess.DEVNULL,
+        env.update(_site_env(work, env.pop("CODE", None)))
+        self.proc = subprocess.Popen([sys.executable, "-m", "archiver", "run"], env=env, stdin=subprocess.DEVNULL, cwd=work,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         self.ports = [self.port]
 
@@ -278,6 +281,33 @@ class ArchiverSub(Subscriber):
             rows += pq.read_metadata(path).num_rows
         final["archived_rows"] = rows
         return code, cpu, maxrss, final, len(files)
+
+
+#: --mem-trace DIR: each archiver run samples its memory from inside (bench/memtrace.py) into DIR/<n>/.
+MEM_TRACE: dict[str, Any] = {"dir": None, "runs": 0}
+#: --env KEY=VALUE: extra settings for every archiver run.
+EXTRA_ENV: dict[str, str] = {}
+
+
+def _site_env(work: Path, code: str | None) -> dict[str, str]:
+    """PYTHONPATH with a sitecustomize for the archiver: ``code`` instead of the installed package (a
+    variant's CODE=DIR: a copy of another commit's archiver/), bench/memtrace.py started (--mem-trace)."""
+    lines = ["import sys"]
+    if code:
+        # The editable install's finder comes before PYTHONPATH: take it out for this process.
+        lines += ["sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in str(f)]",
+                  f"sys.path.insert(0, {code!r})"]  # fmt: skip
+    if MEM_TRACE["dir"] is not None:
+        MEM_TRACE["runs"] += 1
+        out = Path(MEM_TRACE["dir"]) / str(MEM_TRACE["runs"])
+        out.mkdir(parents=True, exist_ok=True)
+        lines += [f"sys.path.insert(0, {str(HERE)!r})", "import memtrace", f"memtrace.start({str(out)!r})"]
+    if len(lines) == 1:
+        return {}
+    site = work / "bench-site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text("\n".join(lines) + "\n")
+    return {"PYTHONPATH": str(site)}
 
 
 def register_backlog(archive: Path) -> None:
@@ -565,7 +595,16 @@ def main() -> None:
                         "--compaction-backlog both compact it)")  # fmt: skip
     parser.add_argument("--table-from", metavar="DIR", default=None,
                         help="with --table-ab: each run's archive starts as a copy of this pre-built table")  # fmt: skip
+    parser.add_argument("--tables", default="on,off", help="with --table-ab: the TABLE settings to run")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                        help="with --table-ab: run each round once per variant with these extra settings")  # fmt: skip
+    parser.add_argument("--mem-trace", metavar="DIR", default=None,
+                        help="sample each archiver run's memory from inside it (bench/memtrace.py) into DIR/<run>/")  # fmt: skip
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra setting for every archiver run (repeatable)")  # fmt: skip
     args = parser.parse_args()
+    MEM_TRACE["dir"] = args.mem_trace
+    EXTRA_ENV.update(kv.split("=", 1) for kv in args.env)
     if args.table_ab:
         table_cost(args)
         return
@@ -695,6 +734,14 @@ def compaction_cost(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def _variant_env(variant: str) -> dict[str, str]:
+    """``NAME:KEY=VALUE,KEY=VALUE`` (--variant) as the run's extra settings, named by VARIANT."""
+    if not variant:
+        return {}
+    name, _, settings = variant.partition(":")
+    return {"VARIANT": name} | dict(kv.split("=", 1) for kv in settings.split(",") if kv)
+
+
 def quantile(buckets: dict[str, int], q: float) -> float | None:
     """Prometheus-style quantile of cumulative ``commit_le_<bound>`` counts (linear within a bucket)."""
     bounds = sorted(
@@ -722,18 +769,31 @@ def table_cost(args: argparse.Namespace) -> None:
         print(f"table cost: {duration:.0f} s per run, backlog {args.compaction_backlog:,} rows", flush=True)
         for rate in (float(r) for r in args.rates.split(",")):
             for _ in range(args.rounds):
-                for table in ("on", "off"):
-                    env = {"TABLE": table} | ({"SEED_TABLE": args.table_from} if args.table_from else {})
-                    result = run_once(url, "archiver", rate, duration, backlog_rows=args.compaction_backlog,
-                                      probe_latency=True, env_extra=env)  # fmt: skip
-                    runs.append(result)
-                    show(result)
-                    t = result.table
-                    print(f"    commits {t.get('table_commits', 0)} (failed {t.get('table_commit_failures', 0)}), "
-                          f"latency p50 {quantile(t, 0.5)} s p90 {quantile(t, 0.9)} s; slowest /health "
-                          f"{result.health_worst_ms:.0f} ms; compactions {result.compactions}", flush=True)  # fmt: skip
-                    failures += check(result, must_be_lossless=True)
+                for table in args.tables.split(","):
+                    for variant in args.variant or [""]:
+                        env = {"TABLE": table} | ({"SEED_TABLE": args.table_from} if args.table_from else {})
+                        env |= _variant_env(variant)
+                        result = run_once(url, "archiver", rate, duration, backlog_rows=args.compaction_backlog,
+                                          probe_latency=True, env_extra=env)  # fmt: skip
+                        result.env.pop("SEED_TABLE", None)
+                        runs.append(result)
+                        show(result)
+                        t = result.table
+                        print(f"    commits {t.get('table_commits', 0)} (failed {t.get('table_commit_failures', 0)}), "
+                              f"latency p50 {quantile(t, 0.5)} s p90 {quantile(t, 0.9)} s; slowest /health "
+                              f"{result.health_worst_ms:.0f} ms; compactions {result.compactions}", flush=True)  # fmt: skip
+                        failures += check(result, must_be_lossless=True)
     summary: dict[str, Any] = {"runs": [asdict(r) for r in runs], "failures": failures}
+    for variant in args.variant or [""]:
+        name = variant.split(":", 1)[0]
+        for table in args.tables.split(","):
+            these = [r for r in runs if r.env.get("TABLE") == table and r.env.get("VARIANT", "") == name]
+            print(f"TABLE={table} [{name}]: CPU median {median([r.cpu_s_per_million for r in these]):.2f} s/M, "
+                  f"peak RSS max {max(r.peak_rss_bytes for r in these) / 2**20:.0f} MiB", flush=True)  # fmt: skip
+    if args.variant or args.tables != "on,off":
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(summary, indent=1))
+        return
     for rate in sorted({r.offered_rate or 0.0 for r in runs}):
         on = [r for r in runs if r.offered_rate == rate and r.env.get("TABLE") == "on"]
         off = [r for r in runs if r.offered_rate == rate and r.env.get("TABLE") == "off"]

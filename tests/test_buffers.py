@@ -96,3 +96,56 @@ def test_payloads_store_back_to_back_and_read_back_exactly() -> None:
     batch = buffers.detach(part)
     assert batch is not None and list(batch.payloads) == [b"%d" % i for i in range(20_000)]
     assert len(part.ends) == 0 and len(part.data) == 0  # the buffer starts afresh
+
+
+def test_memory_resident_bytes_the_counts_miss_are_charged() -> None:
+    """RSS beyond the counts and the footprint is held against the cap (re-read at most every 0.25 s)."""
+    o = PAYLOAD_OVERHEAD_BYTES
+    clock, resident = FakeClock(), [0]
+    buffers = Buffers(flush_bytes=10_000, flush_interval_s=60, max_buffer_bytes=1000, clock=clock,
+                      resident=lambda: resident[0], footprint_bytes=100)  # fmt: skip
+    big = buffers.partition("big", "r")
+    buffers.append(big, b"b" * 300)
+    resident[0] = 300 + o + 100 + 200  # 200 bytes the counts do not see
+    assert buffers.due() == []
+    assert buffers.excess_bytes == buffers.held_bytes == 200 and buffers.buffered_bytes == 300 + o
+    assert buffers.has_room()
+    resident[0] += 600
+    assert buffers.due() == [] and buffers.excess_bytes == 200  # read again only after RESIDENT_INTERVAL_S
+    clock.now += 1
+    assert [x.app for x in buffers.due()] == ["big"]  # 300 + o + 750 >= the cap: flushed early
+    assert buffers.excess_bytes == 750 and not buffers.has_room()  # at most 3/4 of the cap
+    resident[0] = 0  # the memory went back (the batch's payloads are still counted in flight)
+    clock.now += 1
+    assert buffers.due() == [] and buffers.excess_bytes == 0 and buffers.held_bytes == 0
+    resident[0] = 10**9  # with the other holds, never more than 3/4 of the cap: the buffers keep a quarter
+    buffers.hold(500)
+    clock.now += 1
+    buffers.measure()
+    assert buffers.excess_bytes == 250 and buffers.held_bytes == 750
+
+
+def test_memory_pressure_detaches_down_to_half_of_what_holds_leave() -> None:
+    """With the holds at half the cap, half of the other half stays open (a target of half the cap detached nothing)."""
+    buffers = Buffers(flush_bytes=10_000, flush_interval_s=60, max_buffer_bytes=1000, clock=FakeClock())
+    parts = [buffers.partition(name, "r") for name in ("a", "b", "c")]
+    buffers.hold(500)
+    for part, size in zip(parts, (200, 150, 100), strict=True):
+        buffers.append(part, b"x" * size)
+    assert buffers.append(parts[2], b"x" * 60)  # 510 + 4 overheads + 500 held >= the cap
+    assert [x.app for x in buffers.due()] == ["a", "c"]  # largest first, until open <= (1000 - 500) / 2
+    assert buffers.open_bytes <= 250
+
+
+def test_memory_holds_count_for_at_most_three_quarters_of_the_cap() -> None:
+    """The other stages' charges never leave ingest less than a quarter of the cap."""
+    buffers = Buffers(flush_bytes=10_000, flush_interval_s=60, max_buffer_bytes=1000, clock=FakeClock())
+    part = buffers.partition("a", "r")
+    buffers.hold(600)
+    buffers.hold(300)  # 900 charged, 750 counted
+    assert buffers.held_bytes == 900 and buffers.inflight_bytes == 750 and buffers.has_room()
+    assert not buffers.append(part, b"x" * 100)
+    assert buffers.append(part, b"x" * 100)  # 200 + 2 overheads + 750 >= the cap
+    assert [x.app for x in buffers.due()] == ["a"]  # down to half of the quarter left
+    buffers.hold(-600)
+    assert buffers.held_bytes == 300 and buffers.inflight_bytes - buffers.buffered_bytes == 300

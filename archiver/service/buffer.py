@@ -32,7 +32,13 @@ spills to the spool while a backlog of detached batches waits to be encoded,
 instead of refilling the buffers that the encodes then add to. Another
 stage's working set (the compactor's merge) is charged too while it runs
 (:meth:`Buffers.hold`): the largest partitions then flush, and new messages
-spill, earlier.
+spill, earlier. What the counts miss (the interpreter and its libraries, the open Delta
+table, allocator slack) the resident size shows: given a ``resident`` reader,
+:meth:`Buffers.measure` charges the resident bytes beyond the counts and
+:data:`FOOTPRINT_BYTES` like a hold (:attr:`Buffers.excess_bytes`), so RSS
+stays near MAX_BUFFER_BYTES + FOOTPRINT_BYTES (BENCHMARKS.md). Holds count
+for at most :data:`MAX_HELD_SHARE` of the cap; under pressure the open bytes
+go down to half of what they leave.
 """
 
 from __future__ import annotations
@@ -51,6 +57,13 @@ PAYLOAD_OVERHEAD_BYTES = 56
 #: Memory an encode needs beyond the payloads, as a share of their bytes (JSON→Arrow columns, the
 #: sort, Parquet pages): ~1.1x measured with jemalloc as Arrow's pool, charged with a margin.
 ENCODE_WORKING_SET_RATIO = 1.5
+#: Resident bytes the process may hold beyond what the cap counts: the target's 150 MB less room for
+#: the transients between two readings (an encode, a table commit: BENCHMARKS.md).
+FOOTPRINT_BYTES = 100 * 1024**2
+#: How often the resident size is read (due() runs every tick and, at the cap, once a message).
+RESIDENT_INTERVAL_S = 0.25
+#: Share of the cap the holds and the excess charge may take together: the buffers keep the rest.
+MAX_HELD_SHARE = 0.75
 
 
 class PartitionBuffer(Payloads):
@@ -119,12 +132,13 @@ class Buffers:
         max_buffer_bytes: int,
         clock: Callable[[], float] = time.monotonic,
         wall_clock_ns: Callable[[], int] = time.time_ns,
+        resident: Callable[[], int] | None = None,
+        footprint_bytes: int = FOOTPRINT_BYTES,
     ) -> None:
-        self.flush_bytes = flush_bytes
-        self.flush_interval_s = flush_interval_s
+        """``resident()``: the process's resident bytes now (None: the counts alone); see FOOTPRINT_BYTES."""
+        self.flush_bytes, self.flush_interval_s = flush_bytes, flush_interval_s
         self.max_buffer_bytes = max_buffer_bytes
-        self._clock = clock
-        self._wall_clock_ns = wall_clock_ns
+        self._clock, self._wall_clock_ns = clock, wall_clock_ns
         self.partitions: dict[tuple[str, str], PartitionBuffer] = {}
         #: Bytes in open buffers (appended, not yet detached).
         self.open_bytes = 0
@@ -134,6 +148,9 @@ class Buffers:
         self.fed_seq = 0
         #: Memory charged by other stages (the compactor's merge), counted in ``inflight_bytes`` too.
         self.held_bytes = 0
+        self.excess_bytes = 0  #: resident bytes beyond the counts and footprint_bytes, a hold (in held_bytes)
+        self.footprint_bytes, self.max_held_bytes = footprint_bytes, int(max_buffer_bytes * MAX_HELD_SHARE)
+        self._resident, self._resident_at = resident, float("-inf")
 
     def partition(self, app: str | None, region: str | None) -> PartitionBuffer:
         """The buffer of (app, region), created on first use; values are encoded for the key."""
@@ -174,6 +191,7 @@ class Buffers:
     def due(self) -> list[FlushBatch]:
         """Detach every partition over its size threshold or age, then enforce the memory cap."""
         now = self._clock()
+        self.measure(now)
         batches = []
         for buf in self.partitions.values():
             if buf.ends and (buf.bytes >= self.flush_bytes or now - buf.opened_s >= self.flush_interval_s):
@@ -181,9 +199,10 @@ class Buffers:
                 if batch is not None:
                     batches.append(batch)
         if self.open_bytes + self.inflight_bytes >= self.max_buffer_bytes:
-            # Largest first: the fewest, biggest files free the most memory.
+            # Largest first: the fewest, biggest files free the most memory; down to half what the holds leave.
+            target = (self.max_buffer_bytes - min(self.held_bytes, self.max_held_bytes)) // 2
             for buf in sorted(self.partitions.values(), key=lambda b: b.bytes, reverse=True):
-                if self.open_bytes <= self.max_buffer_bytes // 2 or not buf.ends:
+                if self.open_bytes <= target or not buf.ends:
                     break
                 batch = self.detach(buf)
                 if batch is not None:
@@ -211,17 +230,33 @@ class Buffers:
         """Change what ``batch`` is charged against the cap (encode working set, then encoded size)."""
         self.inflight_bytes += memory_bytes - batch.memory_bytes
         batch.memory_bytes = memory_bytes
+        self.measure()
 
     def settle(self, batch: FlushBatch) -> None:
         """Forget a batch's bytes once it is archived."""
         self.inflight_bytes -= batch.memory_bytes
         batch.memory_bytes = 0
+        self.measure()
 
     def hold(self, memory_bytes: int) -> None:
         """Charge memory another stage uses (negative: release it) against the cap, so ingest flushes earlier."""
-        # Counted as in flight: the hot path's check and due() see it with no extra work per message.
-        self.inflight_bytes += memory_bytes
+        # In flight (the hot path's check and due() see it for free), at most MAX_HELD_SHARE of the cap.
+        counted = min(self.held_bytes, self.max_held_bytes)
         self.held_bytes += memory_bytes
+        self.inflight_bytes += min(self.held_bytes, self.max_held_bytes) - counted
+
+    def measure(self, now: float | None = None) -> None:
+        """Charge the resident bytes the counts miss (at most every RESIDENT_INTERVAL_S; see the module docstring)."""
+        now = self._clock() if now is None else now
+        if self._resident is None or now - self._resident_at < RESIDENT_INTERVAL_S:
+            return
+        self._resident_at = now
+        others = self.held_bytes - self.excess_bytes
+        counted = self.buffered_bytes + others
+        room = max(0, self.max_held_bytes - others)
+        excess = min(room, max(0, self._resident() - counted - self.footprint_bytes))
+        self.hold(excess - self.excess_bytes)
+        self.excess_bytes = excess
 
     def has_room(self) -> bool:
         """False while the bytes held reach the memory cap."""
@@ -230,7 +265,7 @@ class Buffers:
     @property
     def buffered_bytes(self) -> int:
         """Memory held by messages received and not yet archived (payloads, overhead, encoding)."""
-        return self.open_bytes + self.inflight_bytes - self.held_bytes
+        return self.open_bytes + self.inflight_bytes - min(self.held_bytes, self.max_held_bytes)
 
     def next_deadline_s(self) -> float | None:
         """Monotonic time at which the oldest open partition becomes due, if any."""

@@ -68,7 +68,7 @@ from archiver.service.http import HttpServer
 from archiver.service.ingest import Ingest
 from archiver.service.jetstream import JetStreamSource
 from archiver.service.jetstream_acks import AckTracker
-from archiver.service.memory import use_lean_memory
+from archiver.service.memory import resident_bytes, use_lean_memory
 from archiver.service.metrics import Metrics, Stats, Timings
 from archiver.service.recovery import recover
 from archiver.service.source import NatsConnection, NatsSource, StallWatchdog
@@ -92,8 +92,9 @@ class Service:
         self.storage = storage
         self.stats = Stats()
         self.timings = Timings()
+        self.memory_pool = use_lean_memory()  # first: before delta-rs loads (its allocator)
         self.spool = Spool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
-        self.buffers = Buffers(config.flush_bytes, config.flush_interval_s, config.max_buffer_bytes)
+        self.buffers = Buffers(config.flush_bytes, config.flush_interval_s, config.max_buffer_bytes, resident=resident_bytes)  # fmt: skip
         self.room = Room(self.buffers)
         # One thread for the spool's files: the journal's writes and the trim (which rewrites the
         # journal) must not interleave; the fsync goes there too, off the event loop.
@@ -165,7 +166,6 @@ class Service:
         """Run until ``stop`` is set, then drain and flush everything; ``abandon`` cuts that short."""
         try:  # from the first step: a failed start-up check must still close the storage client
             await self.storage.check()
-            memory_pool = use_lean_memory()
             if self.spool is not None:
                 recovered = recover(self.spool, self.buffers, self.tracker)
                 for batch in recovered.batches:  # interrupted: re-sent under the keys their intents fixed
@@ -176,7 +176,7 @@ class Service:
             event(logging.INFO, "starting", archive=self.storage.url, writer=self.uploader.writer_id,
                   http_port=self.http.port, spool=self.config.spool_dir, flush_interval_s=self.config.flush_interval_s,
                   flush_bytes=self.config.flush_bytes, max_buffer_bytes=self.config.max_buffer_bytes,
-                  arrow_memory_pool=memory_pool, table=self.config.table)  # fmt: skip
+                  arrow_memory_pool=self.memory_pool, table=self.config.table)  # fmt: skip
             self.uploader.start()
             if self.committer is not None:
                 self.committer.start()

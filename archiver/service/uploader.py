@@ -27,6 +27,7 @@ from archiver.errors import ArchiverError, ObjectExistsError, StorageError
 from archiver.logs import RateLimitedLog, event
 from archiver.service.buffer import Buffers, FlushBatch, Room
 from archiver.service.journal import Intent
+from archiver.service.memory import trim_heap
 from archiver.service.metrics import Stats, Timings
 from archiver.service.spool import Spool
 from archiver.storage.interface import Storage
@@ -145,7 +146,7 @@ class Uploader:
         try:
             encoded: EncodedBatch = await loop.run_in_executor(
                 self._encode_pool,
-                partial(encode_partition, newest_ns=newest_accepted_ns(batch.detached_ns)),
+                partial(_encode, newest_ns=newest_accepted_ns(batch.detached_ns)),
                 batch.app,
                 batch.region,
                 batch.payloads,
@@ -242,6 +243,14 @@ class Uploader:
             )
         self.failing_since_s = None
         self._timings.upload_seconds.observe(time.monotonic() - started)
+
+
+def _encode(app: str, region: str, payloads: Payloads, received_ns: int, newest_ns: int) -> EncodedBatch:
+    """:func:`encode_partition`, then glibc's freed heap pages back to the OS (in the encode thread)."""
+    try:
+        return encode_partition(app, region, payloads, received_ns, newest_ns=newest_ns)
+    finally:
+        trim_heap()
 
 
 def _file_id(key: str) -> tuple[str, int] | None:
