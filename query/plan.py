@@ -10,12 +10,19 @@ time) and, for the few hours of a day covered in part, the v2 prefix
 Listings run concurrently under a bound and come out grouped by hour, in
 time order or newest first, a window at a time, so a ``--tail`` or
 ``--limit`` that is satisfied early stops listing too.
+
+When the archive is a Delta table, the files are the table's snapshot's instead
+(:mod:`archiver.table.log_view`: read once, with the first window's listing
+running beside it for an archive that turns out not to be one): a file removed
+from the table is never read, one uploaded but not committed is not, and the
+snapshot needs no supersede rule (a compaction replaces its inputs in one commit).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+import sys
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -23,6 +30,7 @@ from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND
 from archiver.archive.navigator import AppSelection, ArchiveFile, Span, day_spans, list_files
 from archiver.errors import StorageError, VanishedError
 from archiver.storage.interface import Storage
+from archiver.table.log_view import TableView, read_view
 from query.filters import region_values
 from query.supersede import FooterReader, Footers, live_files
 
@@ -56,6 +64,9 @@ class Planner:
         until_ns: int,
         regions: Sequence[str] = (),
         footers: Footers | None = None,
+        *,
+        strict: bool = False,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.storage = storage
         #: Reads compacted files' footers where a partition mixes them with others (query.supersede).
@@ -67,17 +78,45 @@ class Planner:
         self.since_ns = since_ns
         self.until_ns = until_ns
         self.hours_listed = 0
+        self.strict = strict
+        self.warn = warn or _warn
+        #: The table's files (None: no table, read by listing), once the log was read.
+        self.view: TableView | None = None
+        self._view_read = False
+        self._view_lock = asyncio.Lock()
+
+    async def _read_view(self) -> TableView | None:
+        async with self._view_lock:
+            if not self._view_read:
+                self.view = await read_view(
+                    self.storage, self.apps, self.since_ns, self.until_ns, strict=self.strict, warn=self.warn
+                )
+                self._view_read = True
+        return self.view
 
     async def _list_window(self, window: Sequence[Span]) -> dict[int, HourFiles]:
         self.hours_listed += sum(span.hours for span in window)
         hours = await self._list_window_raw(window)
+        if self.view is not None:
+            return hours  # the table's snapshot: nothing superseded in it
         resolved = await asyncio.gather(*(self._resolve(group) for group in hours.values()))
         return {group.hour_ns: group for group in resolved}
 
     async def _list_window_raw(self, window: Sequence[Span]) -> dict[int, HourFiles]:
+        if self._view_read:
+            if self.view is not None:
+                return self._grouped(self.view.in_spans(window))
+            return self._grouped(await self._listed(window))
+        # The log is read once, beside the first window's listing (used only if there is no table).
+        view, listed = await asyncio.gather(self._read_view(), self._listed(window))
+        return self._grouped(listed if view is None else view.in_spans(window))
+
+    async def _listed(self, window: Sequence[Span]) -> list[ArchiveFile]:
         prefixes = [p for span in window for segment in self.apps.segments for p in span.prefixes(segment)]
+        return await list_files(self.storage, prefixes, self.since_ns, self.until_ns, apps=self.apps)
+
+    def _grouped(self, found: list[ArchiveFile]) -> dict[int, HourFiles]:
         hours: dict[int, HourFiles] = {}
-        found = await list_files(self.storage, prefixes, self.since_ns, self.until_ns, apps=self.apps)
         for planned in found:
             if not self.regions or planned.region is None or planned.region in self.regions:
                 hours.setdefault(planned.hour_ns, HourFiles(planned.hour_ns)).files.append(planned)
@@ -94,10 +133,19 @@ class Planner:
         return group
 
     async def relist(self, hour_ns: int) -> HourFiles:
-        """List one hour again (a file of it vanished: compacted or deleted) and resolve it afresh."""
+        """List one hour again (a file of it vanished: compacted or deleted) and resolve it afresh.
+
+        In a table, the hour's files of a fresh snapshot (a live file vanishes only when a removal
+        and its vacuum both came after the snapshot read).
+        """
         window = [Span(hour_ns, hour_ns + NS_PER_HOUR)]
+        if self.view is not None:
+            end = hour_ns + NS_PER_HOUR
+            view = await read_view(self.storage, self.apps, hour_ns, end, strict=self.strict, warn=self.warn)
+            if view is not None:
+                return self._grouped(view.in_spans(window)).get(hour_ns, HourFiles(hour_ns))
         for _ in range(RELIST_ATTEMPTS):
-            group = (await self._list_window_raw(window)).get(hour_ns, HourFiles(hour_ns))
+            group = self._grouped(await self._listed(window)).get(hour_ns, HourFiles(hour_ns))
             try:
                 group.files = await live_files(group.files, self.footers)
             except VanishedError:
@@ -141,3 +189,7 @@ class Planner:
     async def all_hours(self) -> list[HourFiles]:
         """Every hour with files, in time order (listing everything up front)."""
         return [group async for group in self.hours(first_window=MAX_WINDOW)]
+
+
+def _warn(line: str) -> None:
+    sys.stderr.write(f"{line}\n")

@@ -268,17 +268,29 @@ async def list_files(
     A bound left out is open. Objects whose keys are not archive keys, and
     files of apps ``apps`` does not want, are left out.
     """
-    out = []
-    for infos in await list_each(storage, prefixes, concurrency):
-        for info in infos:
-            parsed = parse_key(info.key)
-            if (
-                parsed is not None
-                and _overlaps(parsed.hour_ns, NS_PER_HOUR, since_ns, until_ns)
-                and (apps is None or apps.wants(parsed.app))
-            ):
-                out.append(ArchiveFile(info.key, info.size, parsed.app, parsed.region, parsed.hour_ns))
-    return out
+    listed = await list_each(storage, prefixes, concurrency)
+    found = (
+        archive_file(info.key, info.size, since_ns, until_ns, apps) for infos in listed for info in infos
+    )
+    return [f for f in found if f is not None]
+
+
+def archive_file(
+    key: str,
+    size: int,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    apps: AppSelection | None = None,
+) -> ArchiveFile | None:
+    """The archive file at ``key`` if it is one whose hour overlaps ``[since, until)`` and ``apps`` wants it."""
+    parsed = parse_key(key)
+    if (
+        parsed is not None
+        and _overlaps(parsed.hour_ns, NS_PER_HOUR, since_ns, until_ns)
+        and (apps is None or apps.wants(parsed.app))
+    ):
+        return ArchiveFile(key, size, parsed.app, parsed.region, parsed.hour_ns)
+    return None
 
 
 def _overlaps(start_ns: int, length_ns: int, since_ns: int | None, until_ns: int | None) -> bool:
