@@ -67,6 +67,7 @@ class Planner:
         *,
         strict: bool = False,
         warn: Callable[[str], None] | None = None,
+        table: bool = True,
     ) -> None:
         self.storage = storage
         #: Reads compacted files' footers where a partition mixes them with others (query.supersede).
@@ -82,7 +83,8 @@ class Planner:
         self.warn = warn or _warn
         #: The table's files (None: no table, read by listing), once the log was read.
         self.view: TableView | None = None
-        self._view_read = False
+        # table=False: the caller knows the archive is read by listing (--follow's polls of a bare archive).
+        self._view_read = not table
         self._view_lock = asyncio.Lock()
 
     async def _read_view(self) -> TableView | None:

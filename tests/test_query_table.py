@@ -9,13 +9,23 @@ the rows of exactly the live files, each once.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import io
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Sequence
 
 import orjson
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 from harness import archive_env
-from table_files import ids, put_v2
+from table_files import ids, put_v2, v2_bytes
 
 from archiver.cli.main import main
 from archiver.config import ArchiveSettings
@@ -23,6 +33,7 @@ from archiver.storage.open import open_storage
 from archiver.table import upkeep
 from archiver.table.bootstrap import create_table
 from archiver.table.files import LiveFile, TableFile
+from archiver.table.stats import file_stats
 from archiver.table.writer import ArchiveTable
 
 D0, D1 = "2024-01-01", "2024-01-02"
@@ -50,16 +61,31 @@ class Archive:
         self.messages: dict[str, list[str]] = {}
         self.sequence = 0
 
-    def upload(self, app: str, date: str, count: int = 3, messages: Sequence[str] | None = None) -> TableFile:
-        """A v2 flush file of hour 03 of ``date``, uploaded (not committed)."""
+    def upload(
+        self,
+        app: str,
+        date: str,
+        count: int = 3,
+        messages: Sequence[str] | None = None,
+        start: dt.datetime | None = None,
+    ) -> TableFile:
+        """A v2 flush file of ``start`` (hour 03 of ``date`` by default), uploaded (not committed)."""
         self.sequence += 1
-        name = f"{date.replace('-', '')}T030000Z-w-{self.sequence:08d}"
         rows = list(messages) if messages is not None else ids(f"{app}{self.sequence}", count)
+        if start is not None:
+            date = f"{start:%Y-%m-%d}"
+        name = f"{date.replace('-', '')}T030000Z-w-{self.sequence:08d}"
 
         async def put() -> TableFile:
             storage = open_storage(self.settings)
             try:
-                return await put_v2(storage, app, date, name, rows)
+                if start is None:
+                    return await put_v2(storage, app, date, name, rows)
+                data = v2_bytes(rows, start)
+                key = f"app={app}/date={date}/{start:%Y%m%dT%H%M%S}Z-w-{self.sequence:08d}.parquet"
+                await storage.put(key, data)
+                stats = file_stats(pq.read_metadata(io.BytesIO(data)))
+                return TableFile(key, len(data), app, date, stats, time.time_ns() // 1_000_000)
             finally:
                 await storage.close()
 
@@ -208,3 +234,68 @@ def test_an_archive_that_is_not_a_table_is_read_by_listing(settings: ArchiveSett
     printed = sorted(orjson.loads(line)["message"] for line in result.stdout_bytes.splitlines())
     assert printed == sorted(m for f in files for m in archive.messages[f.key])
     assert cli(settings, "ls").stdout.split() == ["api", "web"]
+
+
+class Follow:
+    """``archiver query --follow --format json`` running against ``settings``, its messages collected by a thread."""
+
+    def __init__(self, settings: ArchiveSettings, *args: str) -> None:
+        argv = [sys.executable, "-m", "archiver", "query", "--follow", "--format", "json", *args]
+        env = {k: v for k, v in os.environ.items() if k not in ("ARCHIVE_URL", "BUCKET_NAME")}
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env | archive_env(settings)
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(orjson.loads(line)["message"])
+
+    def take(self, count: int, timeout_s: float = 30) -> list[str]:
+        """The next ``count`` messages, sorted (fails after ``timeout_s``)."""
+        deadline = time.monotonic() + timeout_s
+        return sorted(self.lines.get(timeout=max(0.1, deadline - time.monotonic())) for _ in range(count))
+
+    def quiet(self, seconds: float) -> list[str]:
+        """Messages printed within ``seconds`` (expected: none)."""
+        time.sleep(seconds)
+        found = []
+        while not self.lines.empty():
+            found.append(self.lines.get())
+        return found
+
+    def interrupt(self) -> tuple[int, str]:
+        """Ctrl-C: the exit code and stderr."""
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=20)
+        assert self.proc.stderr is not None
+        return code, self.proc.stderr.read().decode()
+
+
+def test_follow_reads_the_tables_commits(settings: ArchiveSettings) -> None:
+    archive = Archive(settings)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    first = archive.upload("web", "", start=now - dt.timedelta(minutes=10))
+    assert create_table(settings, [first])
+    follow = Follow(settings, "--since", "1h")
+    try:
+        assert follow.take(3) == archive.messages[first.key]
+        # Uploaded, not committed: not printed until its commit.
+        second = archive.upload("web", "", start=dt.datetime.now(dt.UTC))
+        assert follow.quiet(2.5) == []
+        assert archive.table().commit_adds([second], "w", 1)
+        assert follow.take(3) == sorted(archive.messages[second.key])
+        # A compaction of printed files (an add without dataChange): nothing printed again.
+        rows = [m for f in (first, second) for m in archive.messages[f.key]]
+        merged = archive.upload("web", "", messages=rows, start=now - dt.timedelta(minutes=10))
+        archive.table().commit_compaction([_live(first), _live(second)], [merged])
+        third = archive.upload("web", "", start=dt.datetime.now(dt.UTC))
+        assert archive.table().commit_adds([third], "w", 2)
+        assert follow.take(3) == sorted(archive.messages[third.key])
+        assert follow.quiet(2.5) == []
+    finally:
+        code, stderr = follow.interrupt()
+    assert code == 0
+    assert "3 logs at start, 6 new in 2 new files" in stderr and stderr.count("\n") == 1, stderr
