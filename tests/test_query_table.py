@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import orjson
 import pyarrow.parquet as pq
@@ -299,3 +300,36 @@ def test_follow_reads_the_tables_commits(settings: ArchiveSettings) -> None:
         code, stderr = follow.interrupt()
     assert code == 0
     assert "3 logs at start, 6 new in 2 new files" in stderr and stderr.count("\n") == 1, stderr
+
+
+def test_the_snapshot_cache_is_exact_for_a_table_created_again(
+    settings: ArchiveSettings, user_cache: Path
+) -> None:
+    archive = Archive(settings)
+    first = [archive.upload("web", D1), archive.upload("web", D1)]
+    assert create_table(settings, first[:1])
+    assert archive.table().commit_adds(first[1:], "w", 1)
+    archive.check()
+    cached = list((user_cache / "archiver" / "snapshots").iterdir())
+    assert cached, "the readers cache the table's snapshot"
+    # The same place, the table deleted and created again: the same versions, other files.
+    asyncio.run(_delete_everything(settings))
+    again = Archive(settings)
+    again.sequence = 10
+    second = [again.upload("web", D1), again.upload("web", D1)]
+    assert create_table(settings, second[:1])
+    assert again.table().commit_adds(second[1:], "w", 1)
+    again.check()
+    # A damaged cache file only makes the read uncached.
+    for path in (user_cache / "archiver" / "snapshots").iterdir():
+        path.write_bytes(b"not json")
+    again.check()
+
+
+async def _delete_everything(settings: ArchiveSettings) -> None:
+    storage = open_storage(settings)
+    try:
+        await storage.delete([info.key for info in await storage.list("")])
+        assert await storage.list("") == []
+    finally:
+        await storage.close()

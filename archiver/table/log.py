@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from archiver.errors import ObjectNotFoundError, TableError
 from archiver.storage.interface import Storage
 from archiver.table.files import LiveFile
+from archiver.table.log_cache import SAVE_AFTER, CachedSnapshot, SnapshotCache, digest
 from archiver.table.log_files import (
     CHECKPOINT,
     CHECKPOINT_PART,
@@ -72,13 +73,19 @@ class Snapshot:
 
 
 async def read_snapshot(
-    storage: Storage, apps: Collection[str] | None = None, dates: Collection[str] | None = None
+    storage: Storage,
+    apps: Collection[str] | None = None,
+    dates: Collection[str] | None = None,
+    cache: SnapshotCache | None = None,
 ) -> Snapshot | None:
-    """The live files (of ``apps`` and ``dates`` when given, as ``YYYY-MM-DD``) and version; None: no table."""
+    """The live files (of ``apps`` and ``dates`` when given, as ``YYYY-MM-DD``) and version; None: no table.
+
+    With a ``cache`` (:mod:`archiver.table.log_cache`), only the commits after the cached version are read.
+    """
     wanted = Filter(apps, dates)
     for attempt in range(ATTEMPTS):
         try:
-            return await _read(storage, wanted)
+            return await _read(storage, wanted, cache)
         except ObjectNotFoundError as exc:
             if attempt == ATTEMPTS - 1:
                 raise TableError(f"the Delta log kept changing while read: {exc}") from None
@@ -126,7 +133,7 @@ def _newest_checkpoint(names: dict[str, LogName], at_least: int) -> tuple[int, l
     return version, [by_version[(version, count)][i] for i in range(1, count + 1)]
 
 
-async def _read(storage: Storage, wanted: Filter) -> Snapshot | None:
+async def _read(storage: Storage, wanted: Filter, cache: SnapshotCache | None) -> Snapshot | None:
     hint = None
     with contextlib.suppress(ObjectNotFoundError):
         hint = parse_last_checkpoint(LAST_CHECKPOINT, await storage.get(LAST_CHECKPOINT))
@@ -141,17 +148,66 @@ async def _read(storage: Storage, wanted: Filter) -> Snapshot | None:
     for expected, (version, key) in enumerate(commits, start):
         if version != expected:
             raise TableError(f"the Delta log has a gap: version {expected} is missing before {key}")
+    version = commits[-1][0] if commits else start - 1
+    if cache is not None:
+        every = await _read_cached(storage, cache, checkpoint, commits)
+        if every is not None:
+            files = [f for f in every.values() if wanted.wants(f.app, f.date)]
+            return Snapshot(version, sorted(files, key=lambda f: f.key))
     live: dict[str, LiveFile] = {}
     if checkpoint is not None:
         for key in checkpoint[1]:
             data = await storage.get(key)
             live.update(await asyncio.to_thread(read_checkpoint, key, data, wanted))
-    for first in range(0, len(commits), CONCURRENT_GETS):
-        keys = [key for _, key in commits[first : first + CONCURRENT_GETS]]
-        blobs = await asyncio.gather(*(storage.get(key) for key in keys))
-        await asyncio.to_thread(_apply_all, keys, blobs, live, wanted)
-    version = commits[-1][0] if commits else checkpoint[0] if checkpoint is not None else -1
+    await _replay(storage, [key for _, key in commits], live, wanted)
     return Snapshot(version, sorted(live.values(), key=lambda f: f.key))
+
+
+async def _replay(
+    storage: Storage, keys: list[str], live: dict[str, LiveFile], wanted: Filter
+) -> bytes | None:
+    """Apply the commits ``keys`` in order onto ``live``; the last one's bytes (None: no commits)."""
+    last = None
+    for first in range(0, len(keys), CONCURRENT_GETS):
+        batch = keys[first : first + CONCURRENT_GETS]
+        blobs = await asyncio.gather(*(storage.get(key) for key in batch))
+        await asyncio.to_thread(_apply_all, batch, blobs, live, wanted)
+        last = blobs[-1]
+    return last
+
+
+async def _read_cached(
+    storage: Storage,
+    cache: SnapshotCache,
+    checkpoint: tuple[int, list[str]] | None,
+    commits: list[tuple[int, str]],
+) -> dict[str, LiveFile] | None:
+    """Every live file, from the cache and the commits after it (None: no checkpoint, not cached)."""
+    if checkpoint is None:
+        return None  # a new table: a few commits, nothing worth caching
+    everything = Filter(None, None)
+    newest = commits[-1][0] if commits else checkpoint[0]
+    cached = await asyncio.to_thread(cache.load, storage.url)
+    if cached is not None and checkpoint[0] <= cached.version <= newest:
+        later = [key for version, key in commits if version > cached.version]
+        own = await _get_if_there(storage, commit_key(cached.version))
+        if own is not None and digest(own) == cached.commit_sha256:
+            last = await _replay(storage, later, cached.files, everything)
+            if len(later) >= SAVE_AFTER and last is not None:
+                await asyncio.to_thread(
+                    cache.save, storage.url, CachedSnapshot(newest, digest(last), cached.files)
+                )
+            return cached.files
+    live: dict[str, LiveFile] = {}
+    for key in checkpoint[1]:
+        data = await storage.get(key)
+        live.update(await asyncio.to_thread(read_checkpoint, key, data, everything))
+    last = await _replay(storage, [key for _, key in commits], live, everything)
+    if last is None:
+        last = await _get_if_there(storage, commit_key(checkpoint[0]))
+    if last is not None:
+        await asyncio.to_thread(cache.save, storage.url, CachedSnapshot(newest, digest(last), live))
+    return live
 
 
 def _apply_all(keys: list[str], blobs: list[bytes], live: dict[str, LiveFile], wanted: Filter) -> None:

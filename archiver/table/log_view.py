@@ -12,7 +12,8 @@ read they name every live file with its size; readers then need no listing at al
 None means "read by listing, as before": there is no table (TABLE off, an archive of an earlier
 version), or its log is damaged (a TableError naming the object: one warning, then listing; with
 ``strict`` the error). The snapshot is narrowed to the days of the range (every day when the
-range is open or longer than :data:`MAX_DAYS`), and to the wanted apps.
+range is open or longer than :data:`MAX_DAYS`), and to the wanted apps. The user's snapshot cache
+(:mod:`archiver.table.log_cache`) spares re-reading the checkpoint and the commits read before.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from archiver.archive.navigator import AppSelection, ArchiveFile, Span, archive_
 from archiver.errors import TableError
 from archiver.storage.interface import Storage
 from archiver.table.log import Snapshot, read_snapshot
+from archiver.table.log_cache import user_cache
 
 #: Longest range narrowed to its days in the log read (beyond it, every day is read and filtered by time).
 MAX_DAYS = 400
@@ -74,7 +76,7 @@ async def read_view(
 ) -> TableView | None:
     """The table's files for a reader; None: read by listing (no table, or a damaged log: warned)."""
     try:
-        snapshot = await read_snapshot(storage, apps.values, days_of(since_ns, until_ns))
+        snapshot = await read_snapshot(storage, apps.values, days_of(since_ns, until_ns), user_cache())
     except TableError as exc:
         if strict:
             raise

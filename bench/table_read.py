@@ -1,0 +1,137 @@
+"""What ``archiver query --app X --since 1h`` pays to learn its files: listing against the Delta log, in process.
+
+On the tables bench/query_speed.py --table builds (``--base DIR``: DIR/day1-table, DIR/day30-table),
+locally and on SeaweedFS (``weed mini``, loopback; only ``_delta_log/`` and the app's files of the
+last two days are uploaded: all that either way reads). Per archive, median of ``--runs`` after one
+warm-up, wall and CPU seconds of:
+
+* ``list``: the planner's listings of the hour's prefixes (what query did before the table; not exact);
+* ``log``: :func:`archiver.table.log_view.read_view` alone (the table's files of the app and days);
+* ``both``: the two at once, as the planner runs them on its first window (the log's answer is used).
+
+Usage: .venv/bin/python bench/table_read.py --base /tmp/qbench14c [--runs 9] [--local-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from common import ROOT
+
+from archiver.archive.layout import NS_PER_HOUR
+from archiver.archive.navigator import day_spans, list_files, select_apps
+from archiver.config import ArchiveSettings, S3Settings
+from archiver.demo.corpus import default_app_names
+from archiver.storage.interface import Storage
+from archiver.storage.open import open_read_storage
+from archiver.table.log_view import read_view
+
+
+async def _timed(runs: int, step: Callable[[], Awaitable[Any]]) -> dict[str, float]:
+    walls, cpus = [], []
+    for run in range(runs + 1):
+        began, cpu = time.perf_counter(), time.process_time()
+        await step()
+        if run:
+            walls.append(time.perf_counter() - began)
+            cpus.append(time.process_time() - cpu)
+    return {"wall_s": round(statistics.median(walls), 4), "cpu_s": round(statistics.median(cpus), 4)}
+
+
+async def measure(storage: Storage, app: str, now_ns: int, runs: int) -> dict[str, Any]:
+    """list / log / both for ``--app APP --since 1h`` at ``now_ns``."""
+    apps = select_apps([app])
+    since = now_ns - NS_PER_HOUR
+    spans = day_spans(since, now_ns)
+    prefixes = [p for span in spans for segment in apps.segments for p in span.prefixes(segment)]
+
+    async def listing() -> Any:
+        return await list_files(storage, prefixes, since, now_ns, apps=apps)
+
+    async def log() -> Any:
+        return await read_view(storage, apps, since, now_ns, strict=True)
+
+    async def both() -> Any:
+        return await asyncio.gather(listing(), log())
+
+    listed, view = await listing(), await log()
+    assert view is not None
+    out = {"files_listed": len(listed), "files_live": len(view.files)}
+    for name, step in (("list", listing), ("log", log), ("both", both)):
+        out[name] = await _timed(runs, step)
+    return out
+
+
+def _upload(server: Any, bucket: str, root: Path, app: str) -> int:
+    import botocore.session
+    from botocore.config import Config
+
+    server.create_bucket(bucket)
+    client = botocore.session.get_session().create_client(
+        "s3", endpoint_url=server.endpoint_url, region_name="us-east-1", aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key, config=Config(s3={"addressing_style": "path"}),
+    )  # fmt: skip
+    days = sorted((root / f"app={app}").iterdir())[-2:]
+    paths = [p for p in (root / "_delta_log").iterdir()] + [
+        p for d in days for p in d.rglob("*") if p.is_file()
+    ]
+    for path in paths:
+        client.put_object(Bucket=bucket, Key=str(path.relative_to(root)), Body=path.read_bytes())
+    client.close()
+    return len(paths)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--base", required=True)
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--local-only", action="store_true")
+    args = parser.parse_args()
+    base = Path(args.base)
+    now = int((base / "now.txt").read_text())
+    app = default_app_names(20)[0]
+    results: dict[str, Any] = {}
+    for archive in ("day1-table", "day30-table"):
+        settings = ArchiveSettings("file", "", str(base / archive))
+        storage = open_read_storage(settings)
+        try:
+            results[f"local/{archive}"] = await measure(storage, app, now, args.runs)
+        finally:
+            await storage.close()
+        print(f"local/{archive}: {results[f'local/{archive}']}", file=sys.stderr, flush=True)
+    if not args.local_only:
+        sys.path.insert(0, str(ROOT))
+        from tests.servers import SeaweedFS
+
+        with tempfile.TemporaryDirectory() as work:
+            server = SeaweedFS(Path(work))
+            server.start(timeout_s=60)
+            try:
+                for archive in ("day1-table", "day30-table"):
+                    bucket = archive.replace("-", "")
+                    await asyncio.to_thread(_upload, server, bucket, base / archive, app)
+                    s3 = S3Settings(endpoint_url=server.endpoint_url, region="us-east-1",
+                                    access_key_id=server.access_key, secret_access_key=server.secret_key)  # fmt: skip
+                    settings = ArchiveSettings("s3", bucket, "", s3)
+                    storage = open_read_storage(settings)
+                    try:
+                        results[f"s3/{archive}"] = await measure(storage, app, now, args.runs)
+                    finally:
+                        await storage.close()
+                    print(f"s3/{archive}: {results[f's3/{archive}']}", file=sys.stderr, flush=True)
+            finally:
+                server.stop()
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
