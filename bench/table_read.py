@@ -6,8 +6,12 @@ last two days are uploaded: all that either way reads). Per archive, median of `
 warm-up, wall and CPU seconds of:
 
 * ``list``: the planner's listings of the hour's prefixes (what query did before the table; not exact);
-* ``log``: :func:`archiver.table.log_view.read_view` alone (the table's files of the app and days);
-* ``both``: the two at once, as the planner runs them on its first window (the log's answer is used).
+* ``log_uncached``: :func:`archiver.table.log.read_snapshot` of the app and days, no cache (the whole
+  checkpoint and every commit after it; what a first query, or one after a new checkpoint, pays);
+* ``log_cached``: the same with the snapshot cache (:mod:`archiver.table.log_cache`) filled by the
+  warm-up: ``_last_checkpoint``, the log's listing, the cached version's commit again, the cache file;
+* ``both``: listing and the cached log read at once, as the planner runs them on its first window
+  (the log's answer is used).
 
 Usage: .venv/bin/python bench/table_read.py --base /tmp/qbench14c [--runs 9] [--local-only]
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -33,7 +38,9 @@ from archiver.config import ArchiveSettings, S3Settings
 from archiver.demo.corpus import default_app_names
 from archiver.storage.interface import Storage
 from archiver.storage.open import open_read_storage
-from archiver.table.log_view import read_view
+from archiver.table.log import read_snapshot
+from archiver.table.log_cache import SnapshotCache
+from archiver.table.log_view import days_of, read_view
 
 
 async def _timed(runs: int, step: Callable[[], Awaitable[Any]]) -> dict[str, float]:
@@ -57,17 +64,25 @@ async def measure(storage: Storage, app: str, now_ns: int, runs: int) -> dict[st
     async def listing() -> Any:
         return await list_files(storage, prefixes, since, now_ns, apps=apps)
 
-    async def log() -> Any:
-        return await read_view(storage, apps, since, now_ns, strict=True)
+    days = days_of(since, now_ns)
+
+    async def uncached() -> Any:
+        return await read_snapshot(storage, apps.values, days)
+
+    async def cached() -> Any:
+        return await read_snapshot(storage, apps.values, days, cache)
 
     async def both() -> Any:
-        return await asyncio.gather(listing(), log())
+        return await asyncio.gather(listing(), read_view(storage, apps, since, now_ns, strict=True))
 
-    listed, view = await listing(), await log()
-    assert view is not None
-    out = {"files_listed": len(listed), "files_live": len(view.files)}
-    for name, step in (("list", listing), ("log", log), ("both", both)):
-        out[name] = await _timed(runs, step)
+    with tempfile.TemporaryDirectory() as directory:
+        cache = SnapshotCache(Path(directory))
+        listed, view = await listing(), await read_view(storage, apps, since, now_ns, strict=True)
+        assert view is not None
+        out: dict[str, Any] = {"files_listed": len(listed), "files_live": len(view.files)}
+        steps = (("list", listing), ("log_uncached", uncached), ("log_cached", cached), ("both", both))
+        for name, step in steps:
+            out[name] = await _timed(runs, step)
     return out
 
 
@@ -96,6 +111,9 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--local-only", action="store_true")
     args = parser.parse_args()
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(
+        prefix="table-read-cache-"
+    )  # `both`: not the user's cache
     base = Path(args.base)
     now = int((base / "now.txt").read_text())
     app = default_app_names(20)[0]

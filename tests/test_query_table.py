@@ -34,6 +34,7 @@ from archiver.storage.open import open_storage
 from archiver.table import upkeep
 from archiver.table.bootstrap import create_table
 from archiver.table.files import LiveFile, TableFile
+from archiver.table.log_cache import SAVE_AFTER
 from archiver.table.stats import file_stats
 from archiver.table.writer import ArchiveTable
 
@@ -182,6 +183,12 @@ def test_commands_agree_with_the_tables_snapshot(settings: ArchiveSettings) -> N
     assert archive.table().commit_adds([late], "w", 3)
     archive.table().commit_removes([_live(first[2])])
     asyncio.run(_delete_commits_before(settings, version))
+    archive.check()
+
+    # More commits since the readers' cached snapshot than it replays without writing it again.
+    table = archive.table()
+    for sequence in range(4, 4 + SAVE_AFTER + 1):
+        assert table.commit_adds([archive.upload("web", D1, count=1)], "w", sequence)
     archive.check()
 
 

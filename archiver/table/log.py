@@ -150,7 +150,7 @@ async def _read(storage: Storage, wanted: Filter, cache: SnapshotCache | None) -
             raise TableError(f"the Delta log has a gap: version {expected} is missing before {key}")
     version = commits[-1][0] if commits else start - 1
     if cache is not None:
-        every = await _read_cached(storage, cache, checkpoint, commits)
+        every = await _read_cached(storage, cache, checkpoint, commits, wanted.dates)
         if every is not None:
             files = [f for f in every.values() if wanted.wants(f.app, f.date)]
             return Snapshot(version, sorted(files, key=lambda f: f.key))
@@ -181,23 +181,28 @@ async def _read_cached(
     cache: SnapshotCache,
     checkpoint: tuple[int, list[str]] | None,
     commits: list[tuple[int, str]],
+    dates: frozenset[str] | None,
 ) -> dict[str, LiveFile] | None:
-    """Every live file, from the cache and the commits after it (None: no checkpoint, not cached)."""
+    """The live files (at least of ``dates``), from the cache and the commits after it (None: not cached)."""
     if checkpoint is None:
         return None  # a new table: a few commits, nothing worth caching
     everything = Filter(None, None)
     newest = commits[-1][0] if commits else checkpoint[0]
-    cached = await asyncio.to_thread(cache.load, storage.url)
+    cached = await asyncio.to_thread(cache.load, storage.url, dates)
     if cached is not None and checkpoint[0] <= cached.version <= newest:
         later = [key for version, key in commits if version > cached.version]
         own = await _get_if_there(storage, commit_key(cached.version))
         if own is not None and digest(own) == cached.commit_sha256:
-            last = await _replay(storage, later, cached.files, everything)
-            if len(later) >= SAVE_AFTER and last is not None:
-                await asyncio.to_thread(
-                    cache.save, storage.url, CachedSnapshot(newest, digest(last), cached.files)
-                )
-            return cached.files
+            if len(later) < SAVE_AFTER:
+                await _replay(storage, later, cached.files, Filter(None, dates))
+                return cached.files  # the days asked for (every day when ``dates`` is None)
+            every = await asyncio.to_thread(cache.load, storage.url)
+            if every is not None and every.version == cached.version:
+                last = await _replay(storage, later, every.files, everything)
+                assert last is not None
+                saved = CachedSnapshot(newest, digest(last), every.files)
+                await asyncio.to_thread(cache.save, storage.url, saved)
+                return every.files
     live: dict[str, LiveFile] = {}
     for key in checkpoint[1]:
         data = await storage.get(key)

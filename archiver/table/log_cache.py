@@ -6,8 +6,9 @@ fetches and replays only the commits after the cached version, instead of the ch
 growing with the live files and the tombstones) and every commit after it (up to 100).
 
 One file per table (``$XDG_CACHE_HOME/archiver/snapshots/<sha256 of the archive URL>.json``, else
-under ``~/.cache``; :func:`user_cache`): the
-version, the SHA-256 of that version's commit object, and every live file (key, size, app, date).
+under ``~/.cache``; :func:`user_cache`): a JSON header line (the version, the SHA-256 of that
+version's commit object, where each date's section is), then every live file (key, size, app) in
+one JSON section per date, so a query decodes only the sections of its days.
 It is used only while it is exact:
 
 * its version is at or after the newest checkpoint (the commits after it are all in the log);
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,27 +65,42 @@ class SnapshotCache:
     def _path(self, url: str) -> Path:
         return self.directory / f"{hashlib.sha256(url.encode()).hexdigest()[:32]}.json"
 
-    def load(self, url: str) -> CachedSnapshot | None:
-        """The cached snapshot of the table at ``url``; None when there is none or it is unreadable."""
+    def load(self, url: str, dates: Collection[str] | None = None) -> CachedSnapshot | None:
+        """The cached snapshot of the table at ``url`` (its files of ``dates`` only, when given); None: none."""
         path = self._path(url)
         try:
-            doc = orjson.loads(path.read_bytes())
-            files = {key: LiveFile(key, size, app, date) for key, size, app, date in doc["files"]}
-            found = CachedSnapshot(doc["version"], doc["commit_sha256"], files)
+            data = path.read_bytes()
+            end = data.index(b"\n")
+            header = orjson.loads(data[:end])
+            sections = header["dates"]
+            files = {}
+            for date in sections if dates is None else (d for d in dates if d in sections):
+                first, last = sections[date]
+                for key, size, app in orjson.loads(data[end + 1 + first : end + 1 + last]):
+                    files[key] = LiveFile(key, size, app, date)
+            found = CachedSnapshot(header["version"], header["commit_sha256"], files)
             os.utime(path)  # recently used: evicted last
         except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
         return found
 
     def save(self, url: str, snapshot: CachedSnapshot) -> None:
-        """Keep ``snapshot`` for ``url`` (replacing the one kept), then evict beyond the size bound."""
+        """Keep ``snapshot`` (every live file) for ``url``, replacing the one kept; then evict beyond the bound."""
         path = self._path(url)
-        files = [[f.key, f.size, f.app, f.date] for f in snapshot.files.values()]
-        doc = {"version": snapshot.version, "commit_sha256": snapshot.commit_sha256, "files": files}
+        by_date: dict[str, list[tuple[str, int, str]]] = {}
+        for f in snapshot.files.values():
+            by_date.setdefault(f.date, []).append((f.key, f.size, f.app))
+        sections, body, offset = {}, [], 0
+        for date, files in by_date.items():
+            section = orjson.dumps(files)
+            sections[date] = (offset, offset + len(section))
+            body.append(section)
+            offset += len(section)
+        header = {"version": snapshot.version, "commit_sha256": snapshot.commit_sha256, "dates": sections}
         with contextlib.suppress(OSError):
             self.directory.mkdir(parents=True, exist_ok=True)
             temporary = path.with_suffix(f".{os.getpid()}.tmp")
-            temporary.write_bytes(orjson.dumps(doc))
+            temporary.write_bytes(b"".join([orjson.dumps(header), b"\n", *body]))
             temporary.replace(path)
             self._evict(keep=path)
 
