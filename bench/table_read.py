@@ -13,7 +13,11 @@ warm-up, wall and CPU seconds of:
 * ``both``: listing and the cached log read at once, as the planner runs them on its first window
   (the log's answer is used).
 
-Usage: .venv/bin/python bench/table_read.py --base /tmp/qbench14c [--runs 9] [--local-only]
+``--year DIR``: also the log alone of a table of bench/table_scale.py's simulated year (its
+``_delta_log/`` copied to DIR; the data files need not be there): uncached and cached, for one app's
+newest day, locally (and on SeaweedFS unless ``--local-only``).
+
+Usage: .venv/bin/python bench/table_read.py --base /tmp/qbench14c [--runs 9] [--local-only] [--year DIR]
 """
 
 from __future__ import annotations
@@ -86,6 +90,40 @@ async def measure(storage: Storage, app: str, now_ns: int, runs: int) -> dict[st
     return out
 
 
+async def measure_log(storage: Storage, runs: int) -> dict[str, Any]:
+    """The log alone, uncached and cached, for one app's newest day (a table whose data files are absent)."""
+    every = await read_snapshot(storage)
+    assert every is not None
+    date = max(f.date for f in every.files)
+    app = min(f.app for f in every.files if f.date == date)
+    out: dict[str, Any] = {"live_files": len(every.files), "app": app, "date": date}
+    with tempfile.TemporaryDirectory() as directory:
+        cache = SnapshotCache(Path(directory))
+        for name, used in (("log_uncached", None), ("log_cached", cache)):
+
+            async def step(used: SnapshotCache | None = used) -> Any:
+                return await read_snapshot(storage, [app], [date], used)
+
+            out[name] = await _timed(runs, step)
+        found = await read_snapshot(storage, [app], [date], cache)
+        out["files_of_the_day"] = 0 if found is None else len(found.files)
+    return out
+
+
+def _upload_log(server: Any, bucket: str, root: Path) -> None:
+    import botocore.session
+    from botocore.config import Config
+
+    server.create_bucket(bucket)
+    client = botocore.session.get_session().create_client(
+        "s3", endpoint_url=server.endpoint_url, region_name="us-east-1", aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key, config=Config(s3={"addressing_style": "path"}),
+    )  # fmt: skip
+    for path in (root / "_delta_log").iterdir():
+        client.put_object(Bucket=bucket, Key=str(path.relative_to(root)), Body=path.read_bytes())
+    client.close()
+
+
 def _upload(server: Any, bucket: str, root: Path, app: str) -> int:
     import botocore.session
     from botocore.config import Config
@@ -110,6 +148,7 @@ async def main() -> None:
     parser.add_argument("--base", required=True)
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--local-only", action="store_true")
+    parser.add_argument("--year", default=None, help="a simulated year's table (its _delta_log/ at least)")
     args = parser.parse_args()
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(
         prefix="table-read-cache-"
@@ -118,6 +157,13 @@ async def main() -> None:
     now = int((base / "now.txt").read_text())
     app = default_app_names(20)[0]
     results: dict[str, Any] = {}
+    if args.year:
+        storage = open_read_storage(ArchiveSettings("file", "", str(Path(args.year).resolve())))
+        try:
+            results["local/year"] = await measure_log(storage, args.runs)
+        finally:
+            await storage.close()
+        print(f"local/year: {results['local/year']}", file=sys.stderr, flush=True)
     for archive in ("day1-table", "day30-table"):
         settings = ArchiveSettings("file", "", str(base / archive))
         storage = open_read_storage(settings)
@@ -134,6 +180,16 @@ async def main() -> None:
             server = SeaweedFS(Path(work))
             server.start(timeout_s=60)
             try:
+                if args.year:
+                    await asyncio.to_thread(_upload_log, server, "year", Path(args.year))
+                    s3 = S3Settings(endpoint_url=server.endpoint_url, region="us-east-1",
+                                    access_key_id=server.access_key, secret_access_key=server.secret_key)  # fmt: skip
+                    storage = open_read_storage(ArchiveSettings("s3", "year", "", s3))
+                    try:
+                        results["s3/year"] = await measure_log(storage, args.runs)
+                    finally:
+                        await storage.close()
+                    print(f"s3/year: {results['s3/year']}", file=sys.stderr, flush=True)
                 for archive in ("day1-table", "day30-table"):
                     bucket = archive.replace("-", "")
                     await asyncio.to_thread(_upload, server, bucket, base / archive, app)
