@@ -168,6 +168,15 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise StorageError(f"cannot read {key!r} in {self.root}: {_reason(exc)}") from exc
 
+    async def get_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start`` (fewer at the end); ObjectNotFoundError when missing."""
+        try:
+            return await asyncio.to_thread(_read_range, self._path(key), start, length)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFoundError(f"no object {key!r} in {self.root}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key!r} in {self.root}: {_reason(exc)}") from exc
+
     async def get_file(self, key: str, path: str) -> None:
         """Write the object at ``key`` to the new local file ``path`` (linked, or copied across file systems)."""
         source = self._path(key)
@@ -296,3 +305,9 @@ def pyarrow_filesystem(settings: ArchiveSettings) -> tuple[pyarrow.fs.FileSystem
     import pyarrow.fs
 
     return pyarrow.fs.LocalFileSystem(), os.path.abspath(settings.prefix)
+
+
+def _read_range(path: str, start: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(start)
+        return f.read(length)

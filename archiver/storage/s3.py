@@ -175,6 +175,21 @@ class S3Storage(Storage):
 
         return await self._s3.call("GetObject", key, fetch)
 
+    async def get_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start`` (fewer at the end); ObjectNotFoundError when missing."""
+        full = self._base + validate_key(key)
+        client = await self._s3.client()
+        if length <= 0:
+            return b""
+
+        async def fetch() -> bytes:
+            span = f"bytes={start}-{start + length - 1}"
+            response = await client.get_object(Bucket=self._bucket, Key=full, Range=span)
+            async with response["Body"] as body:
+                return bytes(await body.read())
+
+        return await self._s3.call("GetObject", key, fetch)
+
     async def get_file(self, key: str, path: str) -> None:
         """Write the object at ``key`` to the new local file ``path``, a chunk at a time."""
         full = self._base + validate_key(key)

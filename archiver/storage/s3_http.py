@@ -145,10 +145,12 @@ class S3HttpStorage(Storage):
             conn.sock.settimeout(READ_TIMEOUT_S)  # type: ignore[attr-defined]  # connect() set it
         return conn
 
-    def _once(self, method: str, path: str, params: dict[str, str]) -> tuple[int, bytes]:
+    def _once(self, method: str, path: str, params: dict[str, str], span: str = "") -> tuple[int, bytes]:
         # Canonical query: sorted, every reserved character escaped (SigV4); the same string is sent.
         query = "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(params.items()))
-        headers = self._headers(method, path, query)
+        headers = self._headers(method, path, query) | (
+            {"range": span} if span else {}
+        )  # not signed: need not be
         conn = self._connection()
         target = f"{path}?{query}" if query else path
         if self._transport.absolute_urls:
@@ -167,12 +169,14 @@ class S3HttpStorage(Storage):
             raise _Failure(code, response.status)
         return response.status, body
 
-    def _request(self, op: str, key: str | None, method: str, path: str, params: dict[str, str]) -> bytes:
+    def _request(
+        self, op: str, key: str | None, method: str, path: str, params: dict[str, str], span: str = ""
+    ) -> bytes:
         """One S3 call with bounded retries of transient failures; errors leave as StorageError."""
         attempt = 1
         while True:
             try:
-                return self._once(method, path, params)[1]
+                return self._once(method, path, params, span)[1]
             except (_Failure, OSError, http.client.HTTPException) as exc:
                 if attempt >= MAX_ATTEMPTS or not _transient(exc) or op == "HeadBucket":
                     raise self._convert(exc, op, key) from None
@@ -198,11 +202,13 @@ class S3HttpStorage(Storage):
             return StorageUnavailableError(f"cannot reach {self._endpoint}")
         return StorageError(f"S3 {op} failed for {where}: {type(exc).__name__}")
 
-    async def _run(self, op: str, key: str | None, method: str, path: str, params: dict[str, str]) -> bytes:
+    async def _run(
+        self, op: str, key: str | None, method: str, path: str, params: dict[str, str], span: str = ""
+    ) -> bytes:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="s3-http")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._request, op, key, method, path, params)
+        return await loop.run_in_executor(self._pool, self._request, op, key, method, path, params, span)
 
     # --- the Storage interface ---------------------------------------------------------------------
 
@@ -210,6 +216,12 @@ class S3HttpStorage(Storage):
         """Whole object; ObjectNotFoundError when missing."""
         path = f"{self._path}/{quote(self._base + validate_key(key), safe='/~')}"
         return await self._run("GetObject", key, "GET", path, {})
+
+    async def get_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start`` (fewer at the end); ObjectNotFoundError when missing."""
+        path = f"{self._path}/{quote(self._base + validate_key(key), safe='/~')}"
+        span = f"bytes={start}-{start + length - 1}"
+        return await self._run("GetObject", key, "GET", path, {}, span) if length > 0 else b""
 
     async def _pages(self, prefix: str, delimiter: bool) -> list[ElementTree.Element]:
         params = {"list-type": "2", "prefix": self._base + prefix, "encoding-type": "url"}
