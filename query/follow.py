@@ -23,14 +23,11 @@ No gap, no duplicate: every file is printed once, tracked by key.
    and reading (compacted meanwhile) is not marked seen: the compacted file
    that replaced it is read at the next poll.
 
-When the archive is a Delta table, the files are the table's instead: step 1
-reads the window from its snapshot, and every poll reads only the commits made
-since (one GET of the next commit, nothing listed:
-:func:`archiver.table.log.commits_after`). A file a commit adds is read once;
-one added without ``dataChange`` (a compaction's output) holds rows already
-printed from its inputs and is marked seen unread; a file uploaded but not
-committed yet is not read until its commit. A damaged log object: one warning,
-then polls list as above (an error with ``--strict``).
+In a Delta table, step 1 reads the table's snapshot, and each poll only the
+commits made since (:func:`archiver.table.log.commits_after`: one GET, no
+listing). A file a commit adds is read once; one added without ``dataChange``
+(a compaction's output: rows printed from its inputs) is marked seen unread. A
+damaged log: one warning, then polls list as above (``--strict``: the error).
 
 Limits: rows time-stamped an hour or more ahead of the clock, and files that
 arrive for hours before the window, are not printed. The service compacts an
@@ -53,12 +50,12 @@ import pyarrow as pa
 
 from archiver.archive import schema
 from archiver.archive.layout import NS_PER_HOUR, hour_start_ns
-from archiver.archive.navigator import AppSelection, ArchiveFile, app_selection, archive_file, select_apps
+from archiver.archive.navigator import AppSelection, ArchiveFile, app_selection, select_apps
 from archiver.archive.supersede import identity, parse_compact_name, replaced_names
 from archiver.errors import TableError, VanishedError
 from archiver.storage.open import open_read_storage
 from archiver.table.log import commits_after
-from archiver.table.log_view import days_of
+from archiver.table.log_view import committed_files, days_of
 from archiver.timespec import now_ns
 from query.decode import VANISHED, FileScan
 from query.format import COLUMNS, Writer, make_writer
@@ -168,7 +165,8 @@ class Follower:
         filters = request.filters()
         columns = tuple(dict.fromkeys([schema.TIMESTAMP, *COLUMNS[request.output_format]]))
         tables = []
-        groups = await (self._committed(now) if self.version is not None else self._listed(now))
+        version = self.version
+        groups = await (self._committed(now, version) if version is not None else self._listed(now))
         for hour_ns, fresh in sorted(groups.items()):
             scan = FileScan(columns, filters, hour_ns)
             for batch in await self.reader.read_files(fresh, scan):
@@ -196,30 +194,24 @@ class Follower:
                 out[group.hour_ns] = fresh
         return out
 
-    async def _committed(self, now: int) -> dict[int, list[ArchiveFile]]:
-        """Files of the window added by the commits since the last poll and not seen yet, by hour."""
-        assert self.version is not None
+    async def _committed(self, now: int, version: int) -> dict[int, list[ArchiveFile]]:
+        """Files of the window added by the commits since ``version`` and not seen yet, by hour."""
         since, until = window(now, self.request.since_ns)
         apps = select_apps(self.request.apps) if self.request.apps else AppSelection((), None)
         try:
-            commits = await commits_after(self.storage, self.version, apps.values, days_of(since, until))
+            commits = await commits_after(self.storage, version, apps.values, days_of(since, until))
         except TableError as exc:
             if self.request.strict:
                 raise
             warn(f"warning: {exc}; following by listing")
             self.version = None
             return await self._listed(now)
+        self.version = commits[-1].version if commits else version
+        new, rewritten = committed_files(commits, apps, since, until)
+        self.mark(rewritten)  # a compaction's outputs: their rows were printed from its inputs
         out: dict[int, list[ArchiveFile]] = {}
-        for commit in commits:
-            self.version = commit.version
-            for file, data_change in commit.added:
-                planned = archive_file(file.key, file.size, since, until, apps)
-                if planned is None or planned.key in self.seen:
-                    continue
-                if not data_change:
-                    self.mark([planned])  # a compaction's output: its rows were printed from its inputs
-                    continue
-                out.setdefault(planned.hour_ns, []).append(planned)
+        for planned in (f for f in new if f.key not in self.seen):
+            out.setdefault(planned.hour_ns, []).append(planned)
         return out
 
     async def _printed_already(self, planned: ArchiveFile) -> bool:

@@ -263,34 +263,22 @@ async def list_files(
     concurrency: int = LIST_CONCURRENCY,
     apps: AppSelection | None = None,
 ) -> list[ArchiveFile]:
-    """The archive files under ``prefixes`` whose hour overlaps ``[since, until)``, in listing order.
-
-    A bound left out is open. Objects whose keys are not archive keys, and
-    files of apps ``apps`` does not want, are left out.
-    """
+    """The archive files under ``prefixes`` as :func:`archive_file` keeps them, in listing order."""
     listed = await list_each(storage, prefixes, concurrency)
-    found = (
-        archive_file(info.key, info.size, since_ns, until_ns, apps) for infos in listed for info in infos
-    )
-    return [f for f in found if f is not None]
+    return [
+        f for infos in listed for i in infos if (f := archive_file(i.key, i.size, since_ns, until_ns, apps))
+    ]
 
 
 def archive_file(
-    key: str,
-    size: int,
-    since_ns: int | None = None,
-    until_ns: int | None = None,
-    apps: AppSelection | None = None,
+    key: str, size: int, since_ns: int | None, until_ns: int | None, apps: AppSelection | None
 ) -> ArchiveFile | None:
-    """The archive file at ``key`` if it is one whose hour overlaps ``[since, until)`` and ``apps`` wants it."""
+    """The archive file at ``key`` if its hour overlaps ``[since, until)`` and ``apps`` wants it; else None."""
     parsed = parse_key(key)
-    if (
-        parsed is not None
-        and _overlaps(parsed.hour_ns, NS_PER_HOUR, since_ns, until_ns)
-        and (apps is None or apps.wants(parsed.app))
-    ):
-        return ArchiveFile(key, size, parsed.app, parsed.region, parsed.hour_ns)
-    return None
+    if parsed is None or not _overlaps(parsed.hour_ns, NS_PER_HOUR, since_ns, until_ns):
+        return None
+    wanted = apps is None or apps.wants(parsed.app)
+    return ArchiveFile(key, size, parsed.app, parsed.region, parsed.hour_ns) if wanted else None
 
 
 def _overlaps(start_ns: int, length_ns: int, since_ns: int | None, until_ns: int | None) -> bool:
