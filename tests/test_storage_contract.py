@@ -90,17 +90,6 @@ async def test_put_get_round_trip(storage: Storage) -> None:
     assert await storage.get("medium") == medium
 
 
-async def test_get_range(storage: Storage) -> None:
-    data = os.urandom(300_000)
-    await storage.put("ranged/object", data)
-    assert await storage.get_range("ranged/object", 0, 10) == data[:10]
-    assert await storage.get_range("ranged/object", 123_456, 70_000) == data[123_456:193_456]
-    assert await storage.get_range("ranged/object", 299_990, 64) == data[299_990:]  # fewer at the end
-    assert await storage.get_range("ranged/object", 5, 0) == b""
-    with pytest.raises(ObjectNotFoundError):
-        await storage.get_range("ranged/missing", 0, 10)
-
-
 async def test_put_is_create_only(storage: Storage) -> None:
     await storage.put("k/one", b"original")
     with pytest.raises(ObjectExistsError):

@@ -16,7 +16,7 @@ from archiver.config import ArchiveSettings
 from archiver.errors import TableError
 from archiver.storage.interface import Storage
 from archiver.storage.open import open_storage
-from archiver.table import log, log_ranges, upkeep
+from archiver.table import upkeep
 from archiver.table.bootstrap import create_table
 from archiver.table.location import storage_options, table_uri
 from archiver.table.log import read_snapshot
@@ -44,17 +44,6 @@ async def table(request: pytest.FixtureRequest) -> AsyncIterator[tuple[ArchiveSe
         yield settings, storage, {f.key for f in files}
     finally:
         await storage.close()
-
-
-@pytest.fixture(params=["whole", "ranged"])
-def checkpoint_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Checkpoints read whole, or (as a big one is) by ranges, even these small ones, with a footer longer than the tail."""
-    if request.param == "ranged":
-        monkeypatch.setattr(log, "RANGED_FROM_BYTES", 0)
-        monkeypatch.setattr(log, "TAIL_BYTES", 64)
-        monkeypatch.setattr(log_ranges, "MERGE_GAP", 0)
-    mode: str = request.param
-    return mode
 
 
 async def replace(storage: Storage, key: str, data: bytes) -> None:
@@ -129,7 +118,7 @@ async def test_delta_rs_errors_are_converted_and_name_the_table(
 
 
 async def test_a_damaged_checkpoint_or_hint_is_named(
-    table: tuple[ArchiveSettings, Storage, set[str]], checkpoint_reads: str
+    table: tuple[ArchiveSettings, Storage, set[str]],
 ) -> None:
     _, storage, keys = table
     await replace(storage, "_delta_log/_last_checkpoint", b"{not json")
@@ -165,9 +154,7 @@ async def test_unknown_log_objects_are_ignored(table: tuple[ArchiveSettings, Sto
     assert snapshot is not None and snapshot.version == 2 and {f.key for f in snapshot.files} == keys
 
 
-async def test_a_multi_part_checkpoint_is_read(
-    table: tuple[ArchiveSettings, Storage, set[str]], checkpoint_reads: str
-) -> None:
+async def test_a_multi_part_checkpoint_is_read(table: tuple[ArchiveSettings, Storage, set[str]]) -> None:
     settings, storage, keys = table
     handle = ArchiveTable.open(settings)
     assert handle is not None
@@ -185,37 +172,6 @@ async def test_a_multi_part_checkpoint_is_read(
     )
     snapshot = await read_snapshot(storage)
     assert snapshot is not None and snapshot.version == version and {f.key for f in snapshot.files} == keys
-
-
-async def test_a_checkpoint_is_read_by_ranges_of_its_needed_columns(
-    table: tuple[ArchiveSettings, Storage, set[str]], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings, storage, keys = table
-    handle = ArchiveTable.open(settings)
-    assert handle is not None
-    version = upkeep.checkpoint(handle)
-    whole = await read_snapshot(storage)
-    monkeypatch.setattr(log, "RANGED_FROM_BYTES", 0)
-    monkeypatch.setattr(log, "TAIL_BYTES", 64)
-    monkeypatch.setattr(log_ranges, "MERGE_GAP", 0)
-    fetched: list[int] = []
-    real_get_range, real_get = storage.get_range, storage.get
-
-    async def get_range(key: str, start: int, length: int) -> bytes:
-        fetched.append(length)
-        return await real_get_range(key, start, length)
-
-    async def get(key: str) -> bytes:
-        assert not key.endswith("checkpoint.parquet"), "a checkpoint fetched whole"
-        return await real_get(key)
-
-    monkeypatch.setattr(storage, "get_range", get_range)
-    monkeypatch.setattr(storage, "get", get)
-    ranged = await read_snapshot(storage)
-    assert ranged == whole and ranged is not None and ranged.version == version
-    assert {f.key for f in ranged.files} == keys
-    size = len(await real_get(log_key(version, "checkpoint.parquet")))
-    assert 0 < sum(fetched) < size  # the stats and the tombstones' columns stay where they are
 
 
 async def test_a_foreign_delta_table_is_refused(local_settings: ArchiveSettings) -> None:

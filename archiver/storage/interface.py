@@ -1,4 +1,4 @@
-"""The storage interface every backend implements: create-only puts, whole and ranged gets, prefix listings.
+"""The storage interface every backend implements: create-only puts, whole gets, prefix listings.
 
 Keys are relative to the archive prefix and use ``/`` as separator (checked by
 :mod:`archiver.storage.keys`). Every backend converts its own errors into
@@ -36,13 +36,6 @@ class Storage(ABC):
     @abstractmethod
     async def get(self, key: str) -> bytes:
         """Whole object; ObjectNotFoundError when missing."""
-
-    async def get_range(self, key: str, start: int, length: int) -> bytes:
-        """``length`` bytes of the object from ``start`` (fewer at its end); ObjectNotFoundError when missing.
-
-        Backends override it to fetch only those bytes (a Delta checkpoint's few columns of MiBs).
-        """
-        return (await self.get(key))[start : start + length]
 
     async def put_file(self, key: str, path: str) -> None:
         """Store the local file ``path`` at ``key`` only if nothing is there; ObjectExistsError otherwise.

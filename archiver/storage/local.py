@@ -19,7 +19,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from archiver.errors import ObjectExistsError, ObjectNotFoundError, StorageError, StorageUnavailableError
 from archiver.storage.interface import ObjectInfo, Storage
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from archiver.config import ArchiveSettings
 
 _Source = TypeVar("_Source")
-_T = TypeVar("_T")
 
 #: A concurrent delete may prune the directory a put just created; the put recreates it this often.
 _MKDIR_ATTEMPTS = 5
@@ -161,24 +160,28 @@ class LocalStorage(Storage):
 
     async def get(self, key: str) -> bytes:
         """Whole object; ObjectNotFoundError when missing."""
-        return await self.get_range(key, 0, -1)
-
-    async def get_range(self, key: str, start: int, length: int) -> bytes:
-        """``length`` bytes from ``start`` (fewer at the end; -1: to the end); ObjectNotFoundError when missing."""
-        return await self._reading(key, _read_range, self._path(key), start, length)
-
-    async def get_file(self, key: str, path: str) -> None:
-        """Write the object at ``key`` to the new local file ``path`` (linked, or copied across file systems)."""
-        await self._reading(key, _link_or_copy, self._path(key), path)
-
-    async def _reading(self, key: str, read: Callable[..., _T], *args: Any) -> _T:
-        """``read(*args)`` in a thread, its errors as ObjectNotFoundError or StorageError naming ``key``."""
+        path = self._path(key)
         try:
-            return await asyncio.to_thread(read, *args)
+            return await asyncio.to_thread(self._read, path)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise ObjectNotFoundError(f"no object {key!r} in {self.root}") from None
         except OSError as exc:
             raise StorageError(f"cannot read {key!r} in {self.root}: {_reason(exc)}") from exc
+
+    async def get_file(self, key: str, path: str) -> None:
+        """Write the object at ``key`` to the new local file ``path`` (linked, or copied across file systems)."""
+        source = self._path(key)
+        try:
+            await asyncio.to_thread(_link_or_copy, source, path)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFoundError(f"no object {key!r} in {self.root}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key!r} in {self.root}: {_reason(exc)}") from exc
+
+    @staticmethod
+    def _read(path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
 
     async def list(self, prefix: str) -> list[ObjectInfo]:
         """Every object whose key starts with ``prefix`` (recursive), sorted by key."""
@@ -293,8 +296,3 @@ def pyarrow_filesystem(settings: ArchiveSettings) -> tuple[pyarrow.fs.FileSystem
     import pyarrow.fs
 
     return pyarrow.fs.LocalFileSystem(), os.path.abspath(settings.prefix)
-
-
-def _read_range(path: str, start: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(length) if f.seek(start) == start else b""

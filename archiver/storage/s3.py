@@ -165,20 +165,15 @@ class S3Storage(Storage):
 
     async def get(self, key: str) -> bytes:
         """Whole object; ObjectNotFoundError when missing."""
-        return await self.get_range(key, 0, -1)
-
-    async def get_range(self, key: str, start: int, length: int) -> bytes:
-        """``length`` bytes from ``start`` (fewer at the end; -1: to the end); ObjectNotFoundError when missing."""
         full = self._base + validate_key(key)
         client = await self._s3.client()
-        ranged = {} if length < 0 else {"Range": f"bytes={start}-{start + length - 1}"}
 
         async def fetch() -> bytes:
-            response = await client.get_object(Bucket=self._bucket, Key=full, **ranged)
+            response = await client.get_object(Bucket=self._bucket, Key=full)
             async with response["Body"] as body:
                 return bytes(await body.read())
 
-        return await self._s3.call("GetObject", key, fetch) if length != 0 else b""
+        return await self._s3.call("GetObject", key, fetch)
 
     async def get_file(self, key: str, path: str) -> None:
         """Write the object at ``key`` to the new local file ``path``, a chunk at a time."""

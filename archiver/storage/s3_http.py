@@ -33,7 +33,7 @@ import ssl
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
@@ -87,7 +87,8 @@ class S3HttpStorage(Storage):
         s3 = settings.s3
         if not (s3.endpoint_url and s3.access_key_id and s3.secret_access_key):
             raise ValueError("S3HttpStorage needs an endpoint URL and explicit keys")
-        self._settings, self._bucket = settings, settings.bucket
+        self._settings = settings
+        self._bucket = settings.bucket
         self._base = f"{settings.prefix}/" if settings.prefix else ""
         self.url = settings.url
         parts = urlsplit(s3.endpoint_url)
@@ -95,7 +96,9 @@ class S3HttpStorage(Storage):
         self._transport = transport(s3.endpoint_url, s3)  # AWS_CA_BUNDLE and proxies (http_transport)
         self._path = f"{parts.path.rstrip('/')}/{quote(self._bucket, safe='')}"
         self._endpoint = f"{parts.scheme}://{self._host}{parts.path.rstrip('/')}"
-        self._region, self._key_id, self._secret = s3.region, s3.access_key_id, s3.secret_access_key
+        self._region = s3.region
+        self._key_id = s3.access_key_id
+        self._secret = s3.secret_access_key
         self._signing: tuple[str, bytes] | None = None
         self._local = threading.local()
         self._closed = threading.Event()
@@ -142,12 +145,10 @@ class S3HttpStorage(Storage):
             conn.sock.settimeout(READ_TIMEOUT_S)  # type: ignore[attr-defined]  # connect() set it
         return conn
 
-    def _once(self, method: str, path: str, params: dict[str, str], span: str = "") -> tuple[int, bytes]:
+    def _once(self, method: str, path: str, params: dict[str, str]) -> tuple[int, bytes]:
         # Canonical query: sorted, every reserved character escaped (SigV4); the same string is sent.
         query = "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(params.items()))
-        headers = self._headers(method, path, query) | (
-            {"range": span} if span else {}
-        )  # not signed: need not be
+        headers = self._headers(method, path, query)
         conn = self._connection()
         target = f"{path}?{query}" if query else path
         if self._transport.absolute_urls:
@@ -166,12 +167,12 @@ class S3HttpStorage(Storage):
             raise _Failure(code, response.status)
         return response.status, body
 
-    def _request(self, op: str, key: str | None, *request: Any) -> bytes:
+    def _request(self, op: str, key: str | None, method: str, path: str, params: dict[str, str]) -> bytes:
         """One S3 call with bounded retries of transient failures; errors leave as StorageError."""
         attempt = 1
         while True:
             try:
-                return self._once(*request)[1]
+                return self._once(method, path, params)[1]
             except (_Failure, OSError, http.client.HTTPException) as exc:
                 if attempt >= MAX_ATTEMPTS or not _transient(exc) or op == "HeadBucket":
                     raise self._convert(exc, op, key) from None
@@ -197,23 +198,18 @@ class S3HttpStorage(Storage):
             return StorageUnavailableError(f"cannot reach {self._endpoint}")
         return StorageError(f"S3 {op} failed for {where}: {type(exc).__name__}")
 
-    async def _run(self, op: str, key: str | None, *request: Any) -> bytes:
+    async def _run(self, op: str, key: str | None, method: str, path: str, params: dict[str, str]) -> bytes:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="s3-http")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._request, op, key, *request)
+        return await loop.run_in_executor(self._pool, self._request, op, key, method, path, params)
 
     # --- the Storage interface ---------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes:
         """Whole object; ObjectNotFoundError when missing."""
-        return await self.get_range(key, 0, -1)
-
-    async def get_range(self, key: str, start: int, length: int) -> bytes:
-        """``length`` bytes from ``start`` (fewer at the end; -1: to the end); ObjectNotFoundError when missing."""
         path = f"{self._path}/{quote(self._base + validate_key(key), safe='/~')}"
-        span = "" if length < 0 else f"bytes={start}-{start + length - 1}"
-        return await self._run("GetObject", key, "GET", path, {}, span) if length != 0 else b""
+        return await self._run("GetObject", key, "GET", path, {})
 
     async def _pages(self, prefix: str, delimiter: bool) -> list[ElementTree.Element]:
         params = {"list-type": "2", "prefix": self._base + prefix, "encoding-type": "url"}

@@ -44,7 +44,6 @@ from archiver.table.log_files import (
     parse_log_name,
     read_checkpoint,
 )
-from archiver.table.log_ranges import RANGED_FROM_BYTES, TAIL_BYTES, chunk_ranges, footer_start, rebuild
 from archiver.table.schema import LOG_PREFIX
 
 #: Versions per listing block: a block's names (100 commits, a checkpoint, .crc files) fit one LIST page.
@@ -103,7 +102,6 @@ async def _listed_names(storage: Storage, start: int) -> dict[str, LogName]:
         for info in listed:
             name = parse_log_name(info.key[len(LOG_PREFIX) :])
             if name is not None:
-                name.size = info.size
                 names[info.key] = name
                 if name.kind == COMMIT:
                     last = name.version
@@ -118,13 +116,12 @@ async def _all_names(storage: Storage) -> dict[str, LogName]:
     for info in await storage.list(LOG_PREFIX):
         name = parse_log_name(info.key[len(LOG_PREFIX) :])
         if name is not None:
-            name.size = info.size
             names[info.key] = name
     return names
 
 
-def _newest_checkpoint(names: dict[str, LogName], at_least: int) -> tuple[int, list[tuple[str, int]]] | None:
-    """(version, (key, size) of its parts) of the newest complete checkpoint at or after ``at_least``."""
+def _newest_checkpoint(names: dict[str, LogName], at_least: int) -> tuple[int, list[str]] | None:
+    """(version, keys of its parts) of the newest complete checkpoint at or after ``at_least``."""
     by_version: dict[tuple[int, int], dict[int, str]] = {}
     for key, name in names.items():
         if name.kind in (CHECKPOINT, CHECKPOINT_PART) and name.version >= at_least:
@@ -133,8 +130,7 @@ def _newest_checkpoint(names: dict[str, LogName], at_least: int) -> tuple[int, l
     if not complete:
         return None
     version, count = max(complete)
-    keys = [by_version[(version, count)][i] for i in range(1, count + 1)]
-    return version, [(key, names[key].size) for key in keys]
+    return version, [by_version[(version, count)][i] for i in range(1, count + 1)]
 
 
 async def _read(storage: Storage, wanted: Filter, cache: SnapshotCache | None) -> Snapshot | None:
@@ -160,7 +156,9 @@ async def _read(storage: Storage, wanted: Filter, cache: SnapshotCache | None) -
             return Snapshot(version, sorted(files, key=lambda f: f.key))
     live: dict[str, LiveFile] = {}
     if checkpoint is not None:
-        await _read_checkpoint(storage, checkpoint[1], live, wanted)
+        for key in checkpoint[1]:
+            data = await storage.get(key)
+            live.update(await asyncio.to_thread(read_checkpoint, key, data, wanted))
     await _replay(storage, [key for _, key in commits], live, wanted)
     return Snapshot(version, sorted(live.values(), key=lambda f: f.key))
 
@@ -181,7 +179,7 @@ async def _replay(
 async def _read_cached(
     storage: Storage,
     cache: SnapshotCache,
-    checkpoint: tuple[int, list[tuple[str, int]]] | None,
+    checkpoint: tuple[int, list[str]] | None,
     commits: list[tuple[int, str]],
     dates: frozenset[str] | None,
 ) -> dict[str, LiveFile] | None:
@@ -206,46 +204,15 @@ async def _read_cached(
                 await asyncio.to_thread(cache.save, storage.url, saved)
                 return every.files
     live: dict[str, LiveFile] = {}
-    await _read_checkpoint(storage, checkpoint[1], live, everything)
+    for key in checkpoint[1]:
+        data = await storage.get(key)
+        live.update(await asyncio.to_thread(read_checkpoint, key, data, everything))
     last = await _replay(storage, [key for _, key in commits], live, everything)
     if last is None:
         last = await _get_if_there(storage, commit_key(checkpoint[0]))
     if last is not None:
         await asyncio.to_thread(cache.save, storage.url, CachedSnapshot(newest, digest(last), live))
     return live
-
-
-async def _read_checkpoint(
-    storage: Storage, parts: list[tuple[str, int]], live: dict[str, LiveFile], wanted: Filter
-) -> None:
-    """Add the live files of a checkpoint's parts to ``live``, each part's needed columns fetched by ranges."""
-    for key, size in parts:
-        data = await _checkpoint_columns(storage, key, size)
-        try:
-            found = await asyncio.to_thread(read_checkpoint, key, data, wanted)
-        except TableError:
-            if isinstance(data, bytes):
-                raise
-            # Not what the ranges expected: the whole object says what is wrong with it, if anything.
-            found = await asyncio.to_thread(read_checkpoint, key, await storage.get(key), wanted)
-        live.update(found)
-
-
-async def _checkpoint_columns(storage: Storage, key: str, size: int) -> bytes | bytearray:
-    """The checkpoint part, whole (small, size unknown, or not Parquet) or its needed columns only (bytearray)."""
-    if size < RANGED_FROM_BYTES:
-        return await storage.get(key)
-    tail_start = max(0, size - TAIL_BYTES)
-    tail = await storage.get_range(key, tail_start, size - tail_start)
-    try:
-        start = footer_start(size, tail)
-        if start < tail_start:
-            tail, tail_start = await storage.get_range(key, start, tail_start - start) + tail, start
-        ranges = await asyncio.to_thread(chunk_ranges, size, tail_start, tail)
-    except ValueError:  # not Parquet as expected: the whole object is read, and judged
-        return await storage.get(key)
-    pieces = await asyncio.gather(*(storage.get_range(key, a, b - a) for a, b in ranges))
-    return rebuild(size, [(tail_start, tail), *((a, p) for (a, _), p in zip(ranges, pieces, strict=True))])
 
 
 def _apply_all(keys: list[str], blobs: list[bytes], live: dict[str, LiveFile], wanted: Filter) -> None:

@@ -50,12 +50,10 @@ SUPPORTED_READER_FEATURES = frozenset({"timestampNtz", "vacuumProtocolCheck"})
 class LogName:
     """A recognised ``_delta_log/`` object name: kind, version, and for a checkpoint part its index and count."""
 
-    __slots__ = ("kind", "part", "parts", "size", "version")
+    __slots__ = ("kind", "part", "parts", "version")
 
     def __init__(self, kind: str, version: int, part: int = 1, parts: int = 1) -> None:
         self.kind, self.version, self.part, self.parts = kind, version, part, parts
-        #: The object's size as listed (-1: not known).
-        self.size = -1
 
 
 def parse_log_name(name: str) -> LogName | None:
@@ -132,7 +130,7 @@ class Filter:
         return (self.apps is None or app in self.apps) and (self.dates is None or date in self.dates)
 
 
-def read_checkpoint(key: str, data: bytes | bytearray, wanted: Filter) -> dict[str, LiveFile]:
+def read_checkpoint(key: str, data: bytes, wanted: Filter) -> dict[str, LiveFile]:
     """Live files of one checkpoint (part) object, by key, restricted to ``wanted``; protocol and metadata checked."""
     import pyarrow as pa
     import pyarrow.compute as pc
