@@ -76,14 +76,19 @@ async def _ls_hours(storage: Storage, request: LsRequest) -> list[tuple[str, Hou
             out.extend((app, group) for group in await planner.all_hours())
             continue
         hours: dict[int, HourFiles] = {}
-        view = await read_view(storage, selection, strict=request.strict, warn=_warn)
         prefixes = [app_prefix(segment) for segment in selection.segments]
-        found = view.files if view is not None else await list_files(storage, prefixes, apps=selection)
+        view, listed = await asyncio.gather(
+            read_view(storage, selection, strict=request.strict, warn=_warn),
+            list_files(storage, prefixes, apps=selection),
+        )
+        # A table's files are its snapshot's; v1 files are never in it, they are taken as listed.
+        found = listed if view is None else view.files + [f for f in listed if f.region is not None]
         for planned in found:
             hours.setdefault(planned.hour_ns, HourFiles(planned.hour_ns)).files.append(planned)
-        for group in hours.values() if view is None else ():  # the table has no superseded files
-            with contextlib.suppress(VanishedError):  # files a compaction superseded are not counted
-                group.files = await live_files(group.files, FooterReader(storage))
+        for group in hours.values():  # files a compaction superseded are not counted (query.supersede)
+            if view is None or any(f.region is not None for f in group.files):
+                with contextlib.suppress(VanishedError):
+                    group.files = await live_files(group.files, FooterReader(storage))
         out.extend((app, hours[h]) for h in sorted(hours))
     return out
 

@@ -27,7 +27,9 @@ import pytest
 from click.testing import CliRunner, Result
 from harness import archive_env
 from table_files import ids, put_v2, v2_bytes
+from v1_files import to_v1
 
+from archiver.archive.layout import v1_object_key
 from archiver.cli.main import main
 from archiver.config import ArchiveSettings
 from archiver.storage.open import open_storage
@@ -340,3 +342,34 @@ async def _delete_everything(settings: ArchiveSettings) -> None:
         assert await storage.list("") == []
     finally:
         await storage.close()
+
+
+def test_v1_files_beside_the_table_are_read(settings: ArchiveSettings) -> None:
+    """v1 files are never in the table (the compactor rewrites them as v2): query still reads them, once."""
+    archive = Archive(settings)
+    v2 = archive.upload("web", D1)
+    assert create_table(settings, [v2])
+    messages = ids("old", 2)
+    start = dt.datetime.fromisoformat(f"{D1}T05:00:00+00:00")
+    key = v1_object_key("web", "ams", int(start.timestamp()) * 10**9, "20240102T050000Z-w-00000099.parquet")
+
+    async def put_v1() -> None:
+        storage = open_storage(settings)
+        try:
+            await storage.put(key, to_v1(v2_bytes(messages, start)))
+        finally:
+            await storage.close()
+
+    asyncio.run(put_v1())
+    everything = sorted(archive.messages[v2.key] + messages)
+    hour = ("--since", f"{D1}T05:00", "--until", f"{D1}T06:00")
+    for args, expected in ((RANGE, everything), ((*RANGE, "--app", "web"), everything), (hour, messages)):
+        result = cli(settings, "query", *args, "--format", "json")
+        assert result.exit_code == 0, result.output
+        printed = sorted(orjson.loads(line)["message"] for line in result.stdout_bytes.splitlines())
+        assert printed == sorted(expected), args
+    ls = cli(settings, "ls", "--app", "web")
+    assert ls.exit_code == 0 and _column_sums(ls.stdout) == (2, len(everything)), ls.output
+    stats = cli(settings, "stats", "--since", D0)
+    total = next(line.split() for line in stats.stdout.splitlines() if line.startswith("total"))
+    assert (int(total[1]), int(total[2])) == (2, len(everything)), stats.stdout

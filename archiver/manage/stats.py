@@ -162,9 +162,10 @@ async def collect(
         files: list[FileInfo] = []
         selection = await app_selection(storage, apps)
         view = await read_view(storage, selection, since_ns, strict=strict, warn=warn)  # None: not a table
-        for segment in selection.segments if view is None else ():
+        for segment in selection.segments:
             found = await files_of_days(storage, segment, since_ns, _FAR_FUTURE, _LIST_CONCURRENCY, selection)
-            files.extend(FileInfo(file) for file in found)
+            # A table's files are its snapshot's; v1 files are never in it, they are taken as listed.
+            files.extend(FileInfo(file) for file in found if view is None or file.region is not None)
         files.extend(FileInfo(file) for file in (view.files if view is not None else ()))
     finally:
         await storage.close()
