@@ -150,9 +150,9 @@ class Follower:
         planner = Planner(self.storage, apps, since, until, self.request.regions, self.footers,
                           strict=self.request.strict, warn=warn, table=self.looks_for_table)  # fmt: skip
         hours = await planner.all_hours()
+        if self.looks_for_table and (view := await planner.table_view()) is not None:
+            self.version = view.version  # read even when no app has files yet, to follow the commits
         self.looks_for_table = False
-        if planner.view is not None:
-            self.version = planner.view.version
         return hours
 
     async def apps(self) -> AppSelection:

@@ -90,7 +90,8 @@ class Planner:
         self._view_read = not table
         self._view_lock = asyncio.Lock()
 
-    async def _read_view(self) -> TableView | None:
+    async def table_view(self) -> TableView | None:
+        """The table's files of the query (read once); None: the archive is read by listing."""
         async with self._view_lock:
             if not self._view_read:
                 self.view = await read_view(
@@ -114,7 +115,7 @@ class Planner:
                 return self._grouped(self.view.in_spans(window) + await self._listed(window, v1=True))
             return self._grouped(await self._listed(window))
         # The log is read once, beside the first window's listing (used only if there is no table).
-        view, listed = await asyncio.gather(self._read_view(), self._listed(window))
+        view, listed = await asyncio.gather(self.table_view(), self._listed(window))
         v1 = [f for f in listed if f.region is not None]
         return self._grouped(listed if view is None else view.in_spans(window) + v1)
 
