@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import unquote
 
 from archiver.archive_url import parse_archive_url, s3_endpoint
@@ -98,3 +99,10 @@ def aws_variables() -> dict[str, str]:
 def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
     """This process's environment with ``overrides``: what a worker process is started with."""
     return {**os.environ, **overrides}
+
+
+def cache_directory(environ: Mapping[str, str] | None = None) -> Path:
+    """archiver's directory in the user's cache (``$XDG_CACHE_HOME/archiver``, else ``~/.cache/archiver``)."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME") or ""
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "archiver"

@@ -9,7 +9,13 @@ covers the service's flush (up to 2 s after a message, by design), the file
 write, the follower's poll (1 s) and the print. Then nothing is published for
 ``--idle`` seconds and the follower's CPU over that time is read from /proc.
 
+``--table-commit-interval 5s``: the follower starts once the service has made the archive a Delta
+table, so it follows the table's commits (each poll one GET of the next commit): latency then covers
+the service's commit (``TABLE_COMMIT_INTERVAL``) too. Without it the follower finds no table yet and
+follows by listing, as on an archive without one.
+
 Usage: .venv/bin/python bench/follow_latency.py [--messages 60] [--every 0.5] [--idle 30] [--json-out F]
+       [--table-commit-interval 5s]
 """
 
 from __future__ import annotations
@@ -55,15 +61,19 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=0.5)
     parser.add_argument("--idle", type=float, default=30.0)
     parser.add_argument("--json-out", default=None)
+    parser.add_argument("--table-commit-interval", default=None, help="follow the table's commits (e.g. 5s)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-follow-"))
     archive = work / "archive"
     archive.mkdir()
     arrivals: queue.Queue[tuple[int, bytes]] = queue.Queue()
     with nats_server() as url:
-        service = Archiver(url, str(archive), FLUSH_INTERVAL="2s", SPOOL_DIR=str(work / "spool"))
+        table = {"TABLE_COMMIT_INTERVAL": args.table_commit_interval} if args.table_commit_interval else {}
+        service = Archiver(url, str(archive), FLUSH_INTERVAL="2s", SPOOL_DIR=str(work / "spool"), **table)
         try:
             service.wait_subscribed()
+            while table and not (archive / "_delta_log" / f"{0:020d}.json").exists():
+                time.sleep(0.1)  # the follower must find the table to follow its commits
             env = {k: v for k, v in os.environ.items() if k not in ("ARCHIVE_URL", "BUCKET_NAME")}
             follower = subprocess.Popen(
                 [sys.executable, "-m", "archiver", "query", "--archive", str(archive), "--follow",
@@ -80,7 +90,7 @@ def main() -> None:
             time.sleep(2)  # the follower's first listing
             asyncio.run(publish(url, args.messages, args.every))
             latencies = []
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 30 + (120 if table else 0)
             while len(latencies) < args.messages and time.monotonic() < deadline:
                 try:
                     arrived, line = arrivals.get(timeout=1)
@@ -100,6 +110,7 @@ def main() -> None:
     result = {
         "machine": machine(),
         "flush_interval_s": 2,
+        "table_commit_interval": args.table_commit_interval,
         "messages": args.messages,
         "printed": len(latencies),
         "latency_s": {

@@ -307,7 +307,7 @@ def upload(server: Any, bucket: str, root: Path) -> tuple[int, float]:
         aws_secret_access_key=server.secret_key,
         config=Config(s3={"addressing_style": "path"}, max_pool_connections=32, retries={"max_attempts": 5}),
     )  # fmt: skip
-    paths = sorted(root.rglob("*.parquet"))
+    paths = sorted(p for p in root.rglob("*") if p.is_file())  # a table's _delta_log/ too
     started = time.monotonic()
 
     def put(path: Path) -> None:
@@ -346,10 +346,13 @@ DUCKDB_PROGRAM = r"""
 import json, sys, duckdb
 spec = json.loads(sys.argv[1])
 s3 = spec.get("s3")
-con = duckdb.connect(config={"allow_unsigned_extensions": "true"} if s3 else {})
+load = spec.get("load") or []
+con = duckdb.connect(config={"allow_unsigned_extensions": "true", "autoinstall_known_extensions": "false",
+                             "autoload_known_extensions": "false"} if load else {})
 con.execute("SET enable_progress_bar = false")  # it draws on stdout, among the rows
+for extension in load:
+    con.execute(f"LOAD '{extension}'")
 if s3:
-    con.execute(f"LOAD '{s3['extension']}'")
     con.execute(f"CREATE SECRET (TYPE s3, KEY_ID '{s3['key']}', SECRET '{s3['secret']}', "
                 f"ENDPOINT '{s3['endpoint']}', URL_STYLE 'path', USE_SSL false, REGION 'us-east-1')")
 con.execute(f"COPY ({spec['sql']}) TO '/dev/stdout' (FORMAT csv, HEADER false)")
@@ -378,7 +381,11 @@ def top_sql(source: str, where: str) -> str:
 
 
 def duckdb_sql(glob: str, question: str, app: str, since_ns: int, until_ns: int) -> str:
-    source = f"read_parquet('{glob}', hive_partitioning = true)"
+    """The question in DuckDB's SQL over the files of ``glob`` (``delta:<root>``: the table, by delta_scan)."""
+    delta = glob.removeprefix("delta:")
+    source = (
+        f"delta_scan('{delta}')" if delta != glob else f"read_parquet('{glob}', hive_partitioning = true)"
+    )
     cols = "timestamp, app, region, instance, level, message"
     times = f"timestamp >= {_ts(since_ns)} AND timestamp < {_ts(until_ns)}"
     if question.startswith("count"):
@@ -469,6 +476,9 @@ def main() -> None:
                              "(app, region) (layout v1's); when building")  # fmt: skip
     parser.add_argument("--duckdb-python", default=sys.executable,
                         help="the Python that runs DuckDB (one with duckdb-extension-httpfs for S3)")  # fmt: skip
+    parser.add_argument("--table", action="store_true",
+                        help="also each archive as a Delta table with the service's log history "
+                             "(bench/table_history.py), read by archiver and by DuckDB's delta_scan")  # fmt: skip
     parser.add_argument("--baseline", default=None,
                         help="a directory holding another version's archiver/ and query/ (git archive COMMIT "
                              "archiver query | tar -x -C DIR), timed alongside as archiver_base")  # fmt: skip
@@ -496,6 +506,16 @@ def main() -> None:
             (base / "archive.json").write_text(json.dumps(summary["archive"]))
             built.write_text(str(now))
         summary["now"] = _iso(now)
+        if args.table:
+            from table_history import make_table
+
+            for archive in list(archives):
+                made = base / f"{archive}-table.json"
+                if not made.exists():
+                    made.write_text(json.dumps(make_table(base / archive, base / f"{archive}-table", now)))
+                summary.setdefault("tables", {})[archive] = json.loads(made.read_text())
+                archives.append(f"{archive}-table")
+            print(f"query: tables {summary['tables']}", flush=True)
         print(f"query: archives built {summary['archive']}", flush=True)
         app = default_app_names(APPS)[0]
         env = dict(os.environ)
@@ -527,7 +547,10 @@ def main() -> None:
 
         def spec(glob: str, question: str, s3: dict[str, str] | None = None) -> str:
             sql = duckdb_sql(glob, question, app, questions[question][1], now)
-            return json.dumps({"sql": sql, "s3": s3})
+            load = ([s3["extension"]] if s3 else []) + (
+                [_extension_file("delta")] if glob.startswith("delta:") else []
+            )
+            return json.dumps({"sql": sql, "s3": s3, "load": load})
 
         results: dict[str, Any] = {}
         stores: list[tuple[str, Any]] = [("local", None)]
@@ -564,7 +587,7 @@ def main() -> None:
                     # Both archives and both tools in one alternating loop: same conditions for every ratio.
                     variants: Variants = {}
                     for archive, (location, a_env, s3, prefix) in places.items():
-                        if question == "count30d" and archive != "day30":
+                        if question == "count30d" and not archive.startswith("day30"):
                             continue  # 30 days of the 1-day archive would be the 1-day question again
                         variants[f"{archive}/archiver"] = ([*archiver, *options, *location], a_env, ROOT)
                         if args.baseline:
@@ -572,12 +595,16 @@ def main() -> None:
                                 [*archiver, *options, *location], a_env, Path(args.baseline))  # fmt: skip
                         if store == "s3" and s3 is None:
                             continue  # DuckDB on S3: n/a (the reason is in summary["duckdb_s3"])
+                        table = archive.endswith("-table")
                         variants[f"{archive}/duckdb"] = (
-                            [*duck, spec(f"{prefix}/**/*.parquet", question, s3)],
+                            [
+                                *duck,
+                                spec(f"delta:{prefix}" if table else f"{prefix}/**/*.parquet", question, s3),
+                            ],
                             env,
                             ROOT,
                         )
-                        if question == "since":
+                        if question == "since" and not table:
                             variants[f"{archive}/duckdb_app_glob"] = (
                                 [*duck, spec(f"{prefix}/app={app}/**/*.parquet", question, s3)], env, ROOT)  # fmt: skip
                     measured = compare(variants, runs, base)
@@ -626,6 +653,15 @@ print(found[-1] if found else "", duckdb.__version__)
 """
 
 
+def _extension_file(name: str) -> str:
+    """The file of DuckDB's extension ``name`` as its PyPI package ships it, for the DuckDB Python."""
+    program = (f"import duckdb, duckdb_extension_{name} as p, pathlib; print(sorted(pathlib.Path(p.__file__)"
+               f".parent.glob('extensions/*/{name}.duckdb_extension'))[-1])")  # fmt: skip
+    return subprocess.run(
+        [DUCKDB_PYTHON[0], "-c", program], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def _extension_path() -> Path | None:
     out = subprocess.run(
         [DUCKDB_PYTHON[0], "-c", _FIND_HTTPFS], capture_output=True, text=True
@@ -659,12 +695,25 @@ def targets(results: dict[str, Any], archive: dict[str, Any]) -> dict[str, Any]:
                 res["archiver"]["median_s"] / res["duckdb"]["median_s"], 3
             )
     for store in ("local", "s3"):
-        for question in ("since", "grep", "tail", "where", "top"):
-            one, thirty = results.get(f"{store}/day1/{question}"), results.get(f"{store}/day30/{question}")
-            if one and thirty:
-                out[f"{store} {question} archiver 30d/1d"] = round(
-                    thirty["archiver"]["median_s"] / one["archiver"]["median_s"], 3
+        for question in ("since", "grep", "tail", "where", "top", "count1d", "count30d"):
+            for kind in ("", "-table"):
+                one = results.get(f"{store}/day1{kind}/{question}")
+                thirty = results.get(f"{store}/day30{kind}/{question}")
+                if one and thirty:
+                    out[f"{store} {question} archiver 30d/1d{kind}"] = round(
+                        thirty["archiver"]["median_s"] / one["archiver"]["median_s"], 3
+                    )
+            for archive in ("day1", "day30"):
+                bare, table = (
+                    results.get(f"{store}/{archive}/{question}"),
+                    results.get(f"{store}/{archive}-table/{question}"),
                 )
+                if bare and table:
+                    for tool in ("archiver", "duckdb"):
+                        if tool in bare and tool in table:
+                            out[f"{store} {archive} {question} {tool} table/bare"] = round(
+                                table[tool]["median_s"] / bare[tool]["median_s"], 3
+                            )
     return out
 
 

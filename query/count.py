@@ -193,7 +193,16 @@ async def run_count(request: QueryRequest) -> int:
     try:
         apps = await start(request.archive, storage, request.apps)
         footers = FooterReader(storage, request.archive)
-        planner = Planner(storage, apps, request.since_ns, request.until_ns, request.regions, footers)
+        planner = Planner(
+            storage,
+            apps,
+            request.since_ns,
+            request.until_ns,
+            request.regions,
+            footers,
+            strict=request.strict,
+            warn=warn,
+        )
         progress.start()
         tables = counted_tables(request, reader, stats, planner, spec, every_ns)
         partials: list[pa.Table] = []

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, app_prefix
-from archiver.archive.navigator import ArchiveFile, list_apps, list_files, select_apps
+from archiver.archive.navigator import AppSelection, ArchiveFile, list_apps, list_files, select_apps
 from archiver.config import ArchiveSettings
 from archiver.errors import BadFileError, DamagedFileError, VanishedError
 from archiver.storage.interface import Storage
 from archiver.storage.open import check_for_reading, open_read_storage
+from archiver.table.log_view import read_view
 from archiver.terminal import visible
 from query.plan import HourFiles, Planner
 from query.run import open_reader
@@ -37,7 +38,9 @@ async def run_ls(request: LsRequest) -> None:
     storage = open_read_storage(request.archive)
     try:
         if not request.apps:
-            _, apps = await asyncio.gather(check_for_reading(request.archive, storage), list_apps(storage))
+            _, apps = await asyncio.gather(
+                check_for_reading(request.archive, storage), _apps(storage, request)
+            )
             if not apps:
                 sys.stderr.write(f"note: no apps in {storage.url}\n")
             sys.stdout.write("".join(f"{visible(app)}\n" for app in apps))  # names reach a terminal escaped
@@ -53,12 +56,23 @@ async def run_ls(request: LsRequest) -> None:
         await storage.close()
 
 
+async def _apps(storage: Storage, request: LsRequest) -> list[str]:
+    """The apps with live files in the table (read beside a listing of the root, used when there is none)."""
+    every = AppSelection((), None)
+    view, listed = await asyncio.gather(
+        read_view(storage, every, strict=request.strict, warn=_warn), list_apps(storage)
+    )
+    return listed if view is None else sorted({f.app for f in view.files})
+
+
 async def _ls_hours(storage: Storage, request: LsRequest) -> list[tuple[str, HourFiles]]:
     out: list[tuple[str, HourFiles]] = []
     for app in dict.fromkeys(request.apps):
         selection = select_apps([app])
         if request.since_ns is not None:
-            planner = Planner(storage, selection, request.since_ns, request.now_ns)
+            planner = Planner(
+                storage, selection, request.since_ns, request.now_ns, strict=request.strict, warn=_warn
+            )
             seen: set[str] = set()
             for group in await planner.all_hours():
                 # A day file is in each hour of its day (the planner): listed once, with the first.
@@ -68,11 +82,18 @@ async def _ls_hours(storage: Storage, request: LsRequest) -> list[tuple[str, Hou
             continue
         hours: dict[int, HourFiles] = {}
         prefixes = [app_prefix(segment) for segment in selection.segments]
-        for planned in await list_files(storage, prefixes, apps=selection):
+        view, listed = await asyncio.gather(
+            read_view(storage, selection, strict=request.strict, warn=_warn),
+            list_files(storage, prefixes, apps=selection),
+        )
+        # A table's files are its snapshot's; v1 files are never in it, they are taken as listed.
+        found = listed if view is None else view.files + [f for f in listed if f.region is not None]
+        for planned in found:
             hours.setdefault(planned.hour_ns, HourFiles(planned.hour_ns)).files.append(planned)
         for group in hours.values():  # files a compaction superseded are not counted (query.supersede)
-            with contextlib.suppress(VanishedError):
-                group.files = await live_files(group.files, FooterReader(storage))
+            if view is None or any(f.region is not None for f in group.files):
+                with contextlib.suppress(VanishedError):
+                    group.files = await live_files(group.files, FooterReader(storage))
         out.extend((app, hours[h]) for h in sorted(hours))
     return out
 
@@ -121,3 +142,7 @@ async def _summary(reader: Reader, planned: ArchiveFile) -> tuple[int, tuple[str
         return await reader.summary(planned)
     except BadFileError as exc:
         return exc  # reported in listing order, after every read is done
+
+
+def _warn(line: str) -> None:
+    sys.stderr.write(f"{line}\n")

@@ -31,7 +31,7 @@ from archiver.archive.timestamps import table_ns
 from archiver.storage.open import open_read_storage
 from archiver.terminal import visible
 from query.plan import Planner
-from query.run import Progress, QueryRequest, each_table, note_nothing, open_reader, start, writing
+from query.run import Progress, QueryRequest, each_table, note_nothing, open_reader, start, warn, writing
 from query.scan import ScanStats
 from query.supersede import FooterReader
 from query.textout import iso_time, open_output, table_lines
@@ -119,7 +119,16 @@ async def run_top(request: QueryRequest) -> int:
     try:
         apps = await start(request.archive, storage, request.apps)
         footers = FooterReader(storage, request.archive)
-        planner = Planner(storage, apps, request.since_ns, request.until_ns, request.regions, footers)
+        planner = Planner(
+            storage,
+            apps,
+            request.since_ns,
+            request.until_ns,
+            request.regions,
+            footers,
+            strict=request.strict,
+            warn=warn,
+        )
         progress.start()
         partials: list[pa.Table] = []
         columns = (schema.TIMESTAMP, schema.MESSAGE)

@@ -10,19 +10,30 @@ time) and, for the few hours of a day covered in part, the v2 prefix
 Listings run concurrently under a bound and come out grouped by hour, in
 time order or newest first, a window at a time, so a ``--tail`` or
 ``--limit`` that is satisfied early stops listing too.
+
+When the archive is a Delta table, the v2 files are the table's snapshot's instead
+(:mod:`archiver.table.log_view`: read once, with the first window's listing
+running beside it for an archive that turns out not to be one): a file removed
+from the table is never read, one uploaded but not committed is not, and the
+snapshot needs no supersede rule (a compaction replaces its inputs in one commit).
+v1 files are never in a table (the compactor rewrites them as v2): they are still
+listed, under ``hour=`` only, and an hour holding some is resolved as before.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+import sys
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND
+from archiver.archive.escaping import segment_layouts
+from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, day_prefix, v1_hour_prefix
 from archiver.archive.navigator import AppSelection, ArchiveFile, Span, day_spans, list_files
 from archiver.errors import StorageError, VanishedError
 from archiver.storage.interface import Storage
+from archiver.table.log_view import TableView, read_view
 from query.filters import region_values
 from query.supersede import FooterReader, Footers, live_files
 
@@ -56,6 +67,10 @@ class Planner:
         until_ns: int,
         regions: Sequence[str] = (),
         footers: Footers | None = None,
+        *,
+        strict: bool = False,
+        warn: Callable[[str], None] | None = None,
+        table: bool = True,
     ) -> None:
         self.storage = storage
         #: Reads compacted files' footers where a partition mixes them with others (query.supersede).
@@ -67,17 +82,55 @@ class Planner:
         self.since_ns = since_ns
         self.until_ns = until_ns
         self.hours_listed = 0
+        self.strict = strict
+        self.warn = warn or _warn
+        #: The table's files (None: no table, read by listing), once the log was read.
+        self.view: TableView | None = None
+        # table=False: the caller knows the archive is read by listing (--follow's polls of a bare archive).
+        self._view_read = not table
+        self._view_lock = asyncio.Lock()
+
+    async def table_view(self) -> TableView | None:
+        """The table's files of the query (read once); None: the archive is read by listing."""
+        async with self._view_lock:
+            if not self._view_read:
+                self.view = await read_view(
+                    self.storage, self.apps, self.since_ns, self.until_ns, strict=self.strict, warn=self.warn
+                )
+                self._view_read = True
+        return self.view
 
     async def _list_window(self, window: Sequence[Span]) -> dict[int, HourFiles]:
         self.hours_listed += sum(span.hours for span in window)
         hours = await self._list_window_raw(window)
-        resolved = await asyncio.gather(*(self._resolve(group) for group in hours.values()))
-        return {group.hour_ns: group for group in resolved}
+        # The table's snapshot holds nothing superseded; only hours with v1 files need the rule.
+        todo = [g for g in hours.values() if self.view is None or any(f.region is not None for f in g.files)]
+        for group in await asyncio.gather(*(self._resolve(group) for group in todo)):
+            hours[group.hour_ns] = group
+        return hours
 
     async def _list_window_raw(self, window: Sequence[Span]) -> dict[int, HourFiles]:
-        prefixes = [p for span in window for segment in self.apps.segments for p in span.prefixes(segment)]
+        if self._view_read:
+            if self.view is not None:
+                return self._grouped(self.view.in_spans(window) + await self._listed(window, v1=True), window)
+            return self._grouped(await self._listed(window), window)
+        # The log is read once, beside the first window's listing (used only if there is no table).
+        view, listed = await asyncio.gather(self.table_view(), self._listed(window))
+        v1 = [f for f in listed if f.region is not None]
+        return self._grouped(listed if view is None else view.in_spans(window) + v1, window)
+
+    async def _listed(self, window: Sequence[Span], v1: bool = False) -> list[ArchiveFile]:
+        """The window's files as listed (``v1``: its v1 files only, under the ``hour=`` folders)."""
+        prefixes = [
+            p
+            for span in window
+            for segment in self.apps.segments
+            for p in (_v1_prefixes(span, segment) if v1 else span.prefixes(segment))
+        ]
+        return await list_files(self.storage, prefixes, self.since_ns, self.until_ns, apps=self.apps)
+
+    def _grouped(self, found: list[ArchiveFile], window: Sequence[Span]) -> dict[int, HourFiles]:
         hours: dict[int, HourFiles] = {}
-        found = await list_files(self.storage, prefixes, self.since_ns, self.until_ns, apps=self.apps)
         for planned in dict.fromkeys(found):
             if not self.regions or planned.region is None or planned.region in self.regions:
                 for hour_ns in self._hours_of(planned, window):
@@ -111,10 +164,23 @@ class Planner:
         return group
 
     async def relist(self, hour_ns: int) -> HourFiles:
-        """List one hour again (a file of it vanished: compacted or deleted) and resolve it afresh."""
+        """List one hour again (a file of it vanished: compacted or deleted) and resolve it afresh.
+
+        In a table, the hour's files of a fresh snapshot (a live file vanishes only when a removal
+        and its vacuum both came after the snapshot read) and its v1 files, listed.
+        """
         window = [Span(hour_ns, hour_ns + NS_PER_HOUR)]
+        end = hour_ns + NS_PER_HOUR
+        view = None
+        if self.view is not None:
+            view = await read_view(self.storage, self.apps, hour_ns, end, strict=self.strict, warn=self.warn)
         for _ in range(RELIST_ATTEMPTS):
-            group = (await self._list_window_raw(window)).get(hour_ns, HourFiles(hour_ns))
+            found = await self._listed(window, v1=view is not None)
+            group = self._grouped(found + (view.in_spans(window) if view else []), window).get(
+                hour_ns, HourFiles(hour_ns)
+            )
+            if view is not None and all(f.region is None for f in group.files):
+                return group
             try:
                 group.files = await live_files(group.files, self.footers)
             except VanishedError:
@@ -158,3 +224,18 @@ class Planner:
     async def all_hours(self) -> list[HourFiles]:
         """Every hour with files, in time order (listing everything up front)."""
         return [group async for group in self.hours(first_window=MAX_WINDOW)]
+
+
+def _warn(line: str) -> None:
+    sys.stderr.write(f"{line}\n")
+
+
+def _v1_prefixes(span: Span, segment: str) -> list[str]:
+    """Where ``segment``'s v1 files of ``span`` are, and nothing else: its ``hour=`` folders."""
+    if 1 not in segment_layouts(segment):
+        return []
+    return [
+        v1_hour_prefix(segment, span.start_ns)
+        if span.hours == 1
+        else day_prefix(segment, span.start_ns) + "hour="
+    ]

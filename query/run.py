@@ -224,7 +224,16 @@ async def run_query(request: QueryRequest) -> int:
     try:
         apps = await start(request.archive, storage, request.apps)
         footers = FooterReader(storage, request.archive)
-        planner = Planner(storage, apps, request.since_ns, request.until_ns, request.regions, footers)
+        planner = Planner(
+            storage,
+            apps,
+            request.since_ns,
+            request.until_ns,
+            request.regions,
+            footers,
+            strict=request.strict,
+            warn=warn,
+        )
         where = request.output or "the results to stdout"
         if request.output is not None:
             try:

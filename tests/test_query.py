@@ -448,11 +448,13 @@ def test_only_requested_hours_are_listed_and_read(local_archive: Any, counted: d
     )
     assert result.exit_code == 0 and result.stdout
     # Each hour: its v2 prefix, and the v1 folder old data would be in; the day (ended) its day files' prefix,
-    # once per listing window.
+    # once per listing window; and the Delta log, looked for beside the first listing (this archive is
+    # not a table: no _last_checkpoint, so the log is listed).
     lists = counted["storage"].lists
     assert sorted(p for p in lists if "-d-" not in p) == sorted(
         [f"app=sandwich/date=2026-11-23/20261123T{h}" for h in (13, 14, 15)]
         + [f"app=sandwich/date=2026-11-23/hour={h}/" for h in (13, 14, 15)]
+        + ["_delta_log/"]
     )
     assert {p for p in lists if "-d-" in p} == {"app=sandwich/date=2026-11-23/20261123-d-"}
     assert counted["storage"].list_dirs_calls == []
@@ -477,6 +479,7 @@ def test_whole_days_are_one_listing_and_no_app_lists_apps_once(
         expected |= {f"app={app}/date=2026-11-24/20261124T00"}
         # The edge hours' ended days: their day files (rolled up) hold those hours too.
         expected |= {f"app={app}/date=2026-11-22/20261122-d-", f"app={app}/date=2026-11-24/20261124-d-"}
+    expected.add("_delta_log/")  # not a table: the log is looked for once, beside the first window
     assert sorted(set(counted["storage"].lists)) == sorted(expected)
     assert sorted(p for p in counted["storage"].lists if "-d-" not in p) == sorted(
         p for p in expected if "-d-" not in p
@@ -509,9 +512,11 @@ def test_tail_reads_only_the_newest_hours_it_needs(local_archive: Any, counted: 
     newest_hour = "20261124T03"  # the archive ends at 2026-11-24T04:00
     assert counted["read"] and all(f"date=2026-11-24/{newest_hour}" in key for key in counted["read"])
     # Listing walked back from --until: hours 23..04 of 11-24 were empty, then 03 had enough (two
-    # prefixes an hour: v2 and v1).
-    assert len(counted["storage"].lists) <= 2 * (2 * 21 + 1)
-    assert all("date=2026-11-24/" in prefix for prefix in counted["storage"].lists)
+    # prefixes an hour: v2 and v1), and the Delta log was looked for once (not a table).
+    data_lists = [prefix for prefix in counted["storage"].lists if prefix != "_delta_log/"]
+    assert len(counted["storage"].lists) - len(data_lists) == 1
+    assert len(data_lists) <= 2 * (2 * 21 + 1)
+    assert all("date=2026-11-24/" in prefix for prefix in data_lists)
 
 
 def _good_file(app: str, region: str, stamps: Sequence[int]) -> bytes:

@@ -11,14 +11,11 @@ concurrently under a bound, and come back with the partition values of their key
 ``length_ns``, a day for a day file). Compaction, prune and stats (:mod:`archiver.manage`) and the query
 planner (:mod:`query.plan`) find their files here.
 
-Apps: a listed segment is used as listed, never decoded and encoded again
-(a shortened name does not survive that). A name given (``--app``) maps to
-every segment its files can sit under, in either layout
-(:func:`archiver.archive.escaping.segments_of`), and only files whose app
-value is one of that name's are kept.
-
-Ranges are of event time, half-open ``[since_ns, until_ns)``: an hour is in
-range when it overlaps it (``hour + 1h > since`` and ``hour < until``).
+Apps: a listed segment is used as listed, never decoded and encoded again (a shortened name does not
+survive that). A name given (``--app``) maps to every segment its files can sit under, in either layout
+(:func:`archiver.archive.escaping.segments_of`), and only files whose app value is one of that name's are
+kept. Ranges are of event time, half-open ``[since_ns, until_ns)``: a file is in range when its hour (or
+day) overlaps it.
 """
 
 from __future__ import annotations
@@ -56,10 +53,7 @@ _APP = "app="
 
 @dataclass(frozen=True, slots=True)
 class ArchiveFile:
-    """One listed archive file: its key and size, and the partition values parsed from the key.
-
-    ``region`` is the v1 key's; None for a v2 file (the region is a column in it).
-    """
+    """One listed archive file: key, size, the key's partition values (``region``: v1's; None in v2)."""
 
     key: str
     size: int
@@ -263,23 +257,29 @@ async def list_files(
     concurrency: int = LIST_CONCURRENCY,
     apps: AppSelection | None = None,
 ) -> list[ArchiveFile]:
-    """The archive files under ``prefixes`` whose hour overlaps ``[since, until)``, in listing order.
+    """The archive files under ``prefixes`` as :func:`archive_file` keeps them, in listing order."""
+    listed = await list_each(storage, dict.fromkeys(prefixes), concurrency)
+    found = (
+        archive_file(i.key, i.size, since_ns, until_ns, apps, i.modified_ns) for li in listed for i in li
+    )
+    return [f for f in found if f is not None]
 
-    A bound left out is open. Objects whose keys are not archive keys, and
-    files of apps ``apps`` does not want, are left out.
-    """
-    out = []
-    for infos in await list_each(storage, dict.fromkeys(prefixes), concurrency):
-        for info in infos:
-            parsed = parse_key(info.key)
-            if (
-                parsed is not None
-                and _overlaps(parsed.hour_ns, parsed.length_ns, since_ns, until_ns)
-                and (apps is None or apps.wants(parsed.app))
-            ):
-                out.append(ArchiveFile(info.key, info.size, parsed.app, parsed.region, parsed.hour_ns,
-                                       parsed.length_ns, info.modified_ns))  # fmt: skip
-    return out
+
+def archive_file(
+    key: str,
+    size: int,
+    since: int | None,
+    until: int | None,
+    apps: AppSelection | None,
+    modified_ns: int | None = None,
+) -> ArchiveFile | None:
+    """The archive file at ``key`` if its span overlaps ``[since, until)`` (open when None) and ``apps`` wants it."""
+    parsed = parse_key(key)
+    if parsed is None or not _overlaps(parsed.hour_ns, parsed.length_ns, since, until):
+        return None
+    if apps is not None and not apps.wants(parsed.app):
+        return None
+    return ArchiveFile(key, size, parsed.app, parsed.region, parsed.hour_ns, parsed.length_ns, modified_ns)
 
 
 def _overlaps(start_ns: int, length_ns: int, since_ns: int | None, until_ns: int | None) -> bool:

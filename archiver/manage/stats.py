@@ -38,6 +38,7 @@ from archiver.codec.merge_inputs import schema_problem
 from archiver.config import ArchiveSettings
 from archiver.errors import DamagedFileError, StorageError
 from archiver.storage.open import open_filesystem, open_read_storage
+from archiver.table.log_view import read_view
 from archiver.terminal import visible
 from archiver.units import format_bytes
 
@@ -175,9 +176,12 @@ async def collect(
         await storage.check()
         files: list[FileInfo] = []
         selection = await app_selection(storage, apps)
+        view = await read_view(storage, selection, since_ns, strict=strict, warn=warn)  # None: not a table
         for segment in selection.segments:
             found = await files_of_days(storage, segment, since_ns, _FAR_FUTURE, _LIST_CONCURRENCY, selection)
-            files.extend(FileInfo(file) for file in found)
+            # A table's files are its snapshot's; v1 files are never in it, they are taken as listed.
+            files.extend(FileInfo(file) for file in found if view is None or file.region is not None)
+        files.extend(FileInfo(file) for file in (view.files if view is not None else ()))
     finally:
         await storage.close()
     reader = _Files(settings)

@@ -14,6 +14,10 @@ the table with delta-rs costs 10-20x more (FINDINGS §7). Steps:
 A log object that vanishes between the listing and its read (log clean-up, a checkpoint being
 replaced) restarts the read, at most :data:`ATTEMPTS` times. Returns None when there is no
 table (no log objects at all): the archive is bare files, as written by earlier versions.
+
+:func:`commits_after` follows the log from a version on (``archiver query --follow``): one GET
+of the next commit per poll, nothing listed; commits are immutable and numbered without gaps, so
+a missing next version means there is none yet.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from archiver.errors import ObjectNotFoundError, TableError
 from archiver.storage.interface import Storage
 from archiver.table.files import LiveFile
+from archiver.table.log_cache import SAVE_AFTER, CachedSnapshot, SnapshotCache, digest
 from archiver.table.log_files import (
     CHECKPOINT,
     CHECKPOINT_PART,
@@ -33,6 +38,8 @@ from archiver.table.log_files import (
     Filter,
     LogName,
     apply_commit,
+    commit_changes,
+    commit_key,
     parse_last_checkpoint,
     parse_log_name,
     read_checkpoint,
@@ -49,6 +56,15 @@ LAST_CHECKPOINT = LOG_PREFIX + "_last_checkpoint"
 
 
 @dataclass(frozen=True, slots=True)
+class Commit:
+    """One commit's changes to the wanted partitions: files added (with ``dataChange``), keys removed."""
+
+    version: int
+    added: list[tuple[LiveFile, bool]]
+    removed: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The table at one version: its live files (sorted by key), restricted as asked."""
 
@@ -57,13 +73,19 @@ class Snapshot:
 
 
 async def read_snapshot(
-    storage: Storage, apps: Collection[str] | None = None, dates: Collection[str] | None = None
+    storage: Storage,
+    apps: Collection[str] | None = None,
+    dates: Collection[str] | None = None,
+    cache: SnapshotCache | None = None,
 ) -> Snapshot | None:
-    """The live files (of ``apps`` and ``dates`` when given, as ``YYYY-MM-DD``) and version; None: no table."""
+    """The live files (of ``apps`` and ``dates`` when given, as ``YYYY-MM-DD``) and version; None: no table.
+
+    With a ``cache`` (:mod:`archiver.table.log_cache`), only the commits after the cached version are read.
+    """
     wanted = Filter(apps, dates)
     for attempt in range(ATTEMPTS):
         try:
-            return await _read(storage, wanted)
+            return await _read(storage, wanted, cache)
         except ObjectNotFoundError as exc:
             if attempt == ATTEMPTS - 1:
                 raise TableError(f"the Delta log kept changing while read: {exc}") from None
@@ -111,7 +133,7 @@ def _newest_checkpoint(names: dict[str, LogName], at_least: int) -> tuple[int, l
     return version, [by_version[(version, count)][i] for i in range(1, count + 1)]
 
 
-async def _read(storage: Storage, wanted: Filter) -> Snapshot | None:
+async def _read(storage: Storage, wanted: Filter, cache: SnapshotCache | None) -> Snapshot | None:
     hint = None
     with contextlib.suppress(ObjectNotFoundError):
         hint = parse_last_checkpoint(LAST_CHECKPOINT, await storage.get(LAST_CHECKPOINT))
@@ -126,19 +148,101 @@ async def _read(storage: Storage, wanted: Filter) -> Snapshot | None:
     for expected, (version, key) in enumerate(commits, start):
         if version != expected:
             raise TableError(f"the Delta log has a gap: version {expected} is missing before {key}")
+    version = commits[-1][0] if commits else start - 1
+    if cache is not None:
+        every = await _read_cached(storage, cache, checkpoint, commits, wanted.dates)
+        if every is not None:
+            files = [f for f in every.values() if wanted.wants(f.app, f.date)]
+            return Snapshot(version, sorted(files, key=lambda f: f.key))
     live: dict[str, LiveFile] = {}
     if checkpoint is not None:
         for key in checkpoint[1]:
             data = await storage.get(key)
             live.update(await asyncio.to_thread(read_checkpoint, key, data, wanted))
-    for first in range(0, len(commits), CONCURRENT_GETS):
-        keys = [key for _, key in commits[first : first + CONCURRENT_GETS]]
-        blobs = await asyncio.gather(*(storage.get(key) for key in keys))
-        await asyncio.to_thread(_apply_all, keys, blobs, live, wanted)
-    version = commits[-1][0] if commits else checkpoint[0] if checkpoint is not None else -1
+    await _replay(storage, [key for _, key in commits], live, wanted)
     return Snapshot(version, sorted(live.values(), key=lambda f: f.key))
+
+
+async def _replay(
+    storage: Storage, keys: list[str], live: dict[str, LiveFile], wanted: Filter
+) -> bytes | None:
+    """Apply the commits ``keys`` in order onto ``live``; the last one's bytes (None: no commits)."""
+    last = None
+    for first in range(0, len(keys), CONCURRENT_GETS):
+        batch = keys[first : first + CONCURRENT_GETS]
+        blobs = await asyncio.gather(*(storage.get(key) for key in batch))
+        await asyncio.to_thread(_apply_all, batch, blobs, live, wanted)
+        last = blobs[-1]
+    return last
+
+
+async def _read_cached(
+    storage: Storage,
+    cache: SnapshotCache,
+    checkpoint: tuple[int, list[str]] | None,
+    commits: list[tuple[int, str]],
+    dates: frozenset[str] | None,
+) -> dict[str, LiveFile] | None:
+    """The live files (at least of ``dates``), from the cache and the commits after it (None: not cached)."""
+    if checkpoint is None:
+        return None  # a new table: a few commits, nothing worth caching
+    everything = Filter(None, None)
+    newest = commits[-1][0] if commits else checkpoint[0]
+    cached = await asyncio.to_thread(cache.load, storage.url, dates)
+    if cached is not None and checkpoint[0] <= cached.version <= newest:
+        later = [key for version, key in commits if version > cached.version]
+        own = await _get_if_there(storage, commit_key(cached.version))
+        if own is not None and digest(own) == cached.commit_sha256:
+            if len(later) < SAVE_AFTER:
+                await _replay(storage, later, cached.files, Filter(None, dates))
+                return cached.files  # the days asked for (every day when ``dates`` is None)
+            every = await asyncio.to_thread(cache.load, storage.url)
+            if every is not None and every.version == cached.version:
+                last = await _replay(storage, later, every.files, everything)
+                assert last is not None
+                saved = CachedSnapshot(newest, digest(last), every.files)
+                await asyncio.to_thread(cache.save, storage.url, saved)
+                return every.files
+    live: dict[str, LiveFile] = {}
+    for key in checkpoint[1]:
+        data = await storage.get(key)
+        live.update(await asyncio.to_thread(read_checkpoint, key, data, everything))
+    last = await _replay(storage, [key for _, key in commits], live, everything)
+    if last is None:
+        last = await _get_if_there(storage, commit_key(checkpoint[0]))
+    if last is not None:
+        await asyncio.to_thread(cache.save, storage.url, CachedSnapshot(newest, digest(last), live))
+    return live
 
 
 def _apply_all(keys: list[str], blobs: list[bytes], live: dict[str, LiveFile], wanted: Filter) -> None:
     for key, data in zip(keys, blobs, strict=True):
         apply_commit(key, data, live, wanted)
+
+
+async def commits_after(
+    storage: Storage,
+    version: int,
+    apps: Collection[str] | None = None,
+    dates: Collection[str] | None = None,
+) -> list[Commit]:
+    """The commits after ``version`` there are now, in order: the next one's GET, then the rest by batches."""
+    wanted = Filter(apps, dates)
+    out: list[Commit] = []
+    batch = 1  # most polls find nothing: one GET; once one is there, several at a time
+    while True:
+        keys = [commit_key(v) for v in range(version + 1, version + 1 + batch)]
+        blobs = await asyncio.gather(*(_get_if_there(storage, key) for key in keys))
+        for key, data in zip(keys, blobs, strict=True):
+            if data is None:
+                return out
+            version += 1
+            out.append(Commit(version, *await asyncio.to_thread(commit_changes, key, data, wanted)))
+        batch = CONCURRENT_GETS
+
+
+async def _get_if_there(storage: Storage, key: str) -> bytes | None:
+    try:
+        return await storage.get(key)
+    except ObjectNotFoundError:
+        return None

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -36,7 +36,7 @@ import orjson
 from archiver.errors import StorageError, TableError
 from archiver.storage.keys import validate_key
 from archiver.table.files import LiveFile
-from archiver.table.schema import PARTITION_COLUMNS
+from archiver.table.schema import LOG_PREFIX, PARTITION_COLUMNS
 
 COMMIT = "commit"
 CHECKPOINT = "checkpoint"
@@ -67,6 +67,11 @@ def parse_log_name(name: str) -> LogName | None:
     if m.group(3):
         return LogName(CHECKPOINT_PART, version, int(m.group(3)), int(m.group(4)))
     return LogName(CHECKPOINT, version)
+
+
+def commit_key(version: int) -> str:
+    """The key of commit ``version`` under the archive root."""
+    return f"{LOG_PREFIX}{version:020d}.json"
 
 
 def parse_last_checkpoint(key: str, data: bytes) -> tuple[int, int]:
@@ -187,6 +192,31 @@ def _add(key: str, add: Any, wanted: Filter) -> LiveFile | None:
 
 def apply_commit(key: str, data: bytes, live: dict[str, LiveFile], wanted: Filter) -> None:
     """Replay one commit object onto ``live`` (adds kept when wanted, removes honoured); TableError if damaged."""
+    for kind, value in _actions(key, data):
+        if kind == "add":
+            file = _add(key, value, wanted)
+            if file is not None:
+                live[file.key] = file
+        else:
+            live.pop(value, None)
+
+
+def commit_changes(key: str, data: bytes, wanted: Filter) -> tuple[list[tuple[LiveFile, bool]], list[str]]:
+    """(wanted files added with their ``dataChange`` flag, keys removed) of one commit; TableError if damaged."""
+    added: list[tuple[LiveFile, bool]] = []
+    removed: list[str] = []
+    for kind, value in _actions(key, data):
+        if kind == "add":
+            file = _add(key, value, wanted)
+            if file is not None:
+                added.append((file, value.get("dataChange") is not False))
+        else:
+            removed.append(value)
+    return added, removed
+
+
+def _actions(key: str, data: bytes) -> Iterator[tuple[str, Any]]:
+    """("add", the add action) and ("remove", the decoded key) of a commit, protocol and metadata checked."""
     actions = 0
     for number, line in enumerate(data.splitlines(), 1):
         if not line.strip():
@@ -199,13 +229,11 @@ def apply_commit(key: str, data: bytes, live: dict[str, LiveFile], wanted: Filte
             raise TableError(f"damaged Delta log object {key}: line {number} is not an action object")
         actions += 1
         if (add := action.get("add")) is not None:
-            file = _add(key, add, wanted)
-            if file is not None:
-                live[file.key] = file
+            yield "add", add
         elif (remove := action.get("remove")) is not None:
             if not isinstance(remove, dict):
                 raise TableError(f"damaged Delta log object {key}: line {number} has a bad remove action")
-            live.pop(decode_path(key, remove.get("path")), None)
+            yield "remove", decode_path(key, remove.get("path"))
         elif (protocol := action.get("protocol")) is not None:
             check_protocol(key, protocol if isinstance(protocol, dict) else {})
         elif (meta := action.get("metaData")) is not None:

@@ -32,8 +32,7 @@ import orjson
 
 from archiver.errors import ObjectNotFoundError
 from archiver.storage.interface import Storage
-from archiver.table.log_files import decode_path
-from archiver.table.schema import LOG_PREFIX
+from archiver.table.log_files import commit_key, decode_path
 
 #: Commits read by one run (the next run goes on from there).
 MAX_COMMITS_PER_RUN = 2000
@@ -49,11 +48,6 @@ class Tombstone:
 
     key: str
     deleted_ms: int
-
-
-def commit_key(version: int) -> str:
-    """The key of commit ``version`` under the archive root."""
-    return f"{LOG_PREFIX}{version:020d}.json"
 
 
 def removes_of(key: str, data: bytes, default_ms: int) -> list[Tombstone]:
