@@ -145,10 +145,13 @@ def iso(ns: int) -> str:
     return f"{datetime.fromtimestamp(ns // S, UTC):%Y-%m-%dT%H:%M:%S}.{ns % S:09d}Z"
 
 
-def test_query_hours_of_a_day_file(settings: ArchiveSettings, tmp_path: Path) -> None:
-    """--since/--until inside a rolled-up day: exactly the rows of the hours asked (and --count)."""
+@pytest.mark.parametrize("table", [False, True], ids=["files", "table"])
+def test_query_hours_of_a_day_file(settings: ArchiveSettings, tmp_path: Path, table: bool) -> None:
+    """--since/--until inside a rolled-up day: exactly the rows of the hours asked (and --count), files or table."""
     msgs = messages(3000, hours=3)
     write_small_files(settings, msgs, flushes=4)
+    if table:  # the query then reads the table's snapshot, where the day file is one file of 24 hours
+        cli(settings, "table", "init")
     cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", TARGET)
     assert day_files_only(settings)
     for f in read_archive(
