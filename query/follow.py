@@ -23,11 +23,12 @@ No gap, no duplicate: every file is printed once, tracked by key.
    and reading (compacted meanwhile) is not marked seen: the compacted file
    that replaced it is read at the next poll.
 
-In a Delta table, step 1 reads the table's snapshot, and each poll only the
-commits made since (:func:`archiver.table.log.commits_after`: one GET, no
-listing). A file a commit adds is read once; one added without ``dataChange``
-(a compaction's output: rows printed from its inputs) is marked seen unread. A
-damaged log: one warning, then polls list as above (``--strict``: the error).
+A Delta table is followed the same way, by listing, not by its commits: a
+file is printed when it is uploaded, within one flush interval, instead of at
+its commit up to ``TABLE_COMMIT_INTERVAL`` later (a minute by default;
+measured: 56 s median against 1.4 s). The committer commits every uploaded
+file (the spool keeps it until then), and a table compaction names what it
+replaces as a plain one does, so the rule above holds.
 
 Limits: rows time-stamped an hour or more ahead of the clock, and files that
 arrive for hours before the window, are not printed. The service compacts an
@@ -50,12 +51,10 @@ import pyarrow as pa
 
 from archiver.archive import schema
 from archiver.archive.layout import NS_PER_HOUR, hour_start_ns
-from archiver.archive.navigator import AppSelection, ArchiveFile, app_selection, select_apps
+from archiver.archive.navigator import AppSelection, ArchiveFile, app_selection
 from archiver.archive.supersede import identity, parse_compact_name, replaced_names
-from archiver.errors import TableError, VanishedError
+from archiver.errors import VanishedError
 from archiver.storage.open import open_read_storage
-from archiver.table.log import commits_after
-from archiver.table.log_view import committed_files, days_of
 from archiver.timespec import now_ns
 from query.decode import VANISHED, FileScan
 from query.format import COLUMNS, Writer, make_writer
@@ -121,10 +120,6 @@ class Follower:
         self.new_rows = 0
         self.new_files = 0
         self.tty = request.output is None and sys.stdout.isatty()
-        #: The table's version followed (None: the archive is followed by listing).
-        self.version: int | None = None
-        #: Whether the next listing looks for the table (the first one: then its commits are followed).
-        self.looks_for_table = True
 
     def write(self, table: pa.Table) -> None:
         """Print rows now (names escaped in text; message text too on a terminal)."""
@@ -147,13 +142,8 @@ class Follower:
     async def listing(self, apps: AppSelection, now: int) -> list[HourFiles]:
         """The window's hours as the planner resolves them."""
         since, until = window(now, self.request.since_ns)
-        planner = Planner(self.storage, apps, since, until, self.request.regions, self.footers,
-                          strict=self.request.strict, warn=warn, table=self.looks_for_table)  # fmt: skip
-        hours = await planner.all_hours()
-        if self.looks_for_table and (view := await planner.table_view()) is not None:
-            self.version = view.version  # read even when no app has files yet, to follow the commits
-        self.looks_for_table = False
-        return hours
+        planner = Planner(self.storage, apps, since, until, self.request.regions, self.footers, table=False)
+        return await planner.all_hours()
 
     async def apps(self) -> AppSelection:
         """The apps to follow: the given ones, or every app in the archive now."""
@@ -165,15 +155,14 @@ class Follower:
         filters = request.filters()
         columns = tuple(dict.fromkeys([schema.TIMESTAMP, *COLUMNS[request.output_format]]))
         tables = []
-        version = self.version
-        groups = await (self._committed(now, version) if version is not None else self._listed(now))
+        groups = await self._listed(now)
         for hour_ns, fresh in sorted(groups.items()):
             scan = FileScan(columns, filters, hour_ns)
             for batch in await self.reader.read_files(fresh, scan):
                 self.mark(batch.read)
                 self.new_files += len(batch.read)
                 for planned, problem in batch.skipped:
-                    if str(problem) == VANISHED and self.version is None:
+                    if str(problem) == VANISHED:
                         continue  # compacted meanwhile: the file that replaced it comes next poll
                     self.mark([planned])
                     warn(f"warning: skipped {planned.key}: {problem}")
@@ -192,26 +181,6 @@ class Follower:
             fresh = [f for f in fresh if not await self._printed_already(f)]
             if fresh:
                 out[group.hour_ns] = fresh
-        return out
-
-    async def _committed(self, now: int, version: int) -> dict[int, list[ArchiveFile]]:
-        """Files of the window added by the commits since ``version`` and not seen yet, by hour."""
-        since, until = window(now, self.request.since_ns)
-        apps = select_apps(self.request.apps) if self.request.apps else AppSelection((), None)
-        try:
-            commits = await commits_after(self.storage, version, apps.values, days_of(since, until))
-        except TableError as exc:
-            if self.request.strict:
-                raise
-            warn(f"warning: {exc}; following by listing")
-            self.version = None
-            return await self._listed(now)
-        self.version = commits[-1].version if commits else version
-        new, rewritten = committed_files(commits, apps, since, until)
-        self.mark(rewritten)  # a compaction's outputs: their rows were printed from its inputs
-        out: dict[int, list[ArchiveFile]] = {}
-        for planned in (f for f in new if f.key not in self.seen):
-            out.setdefault(planned.hour_ns, []).append(planned)
         return out
 
     async def _printed_already(self, planned: ArchiveFile) -> bool:
@@ -274,7 +243,7 @@ async def run_follow(request: QueryRequest) -> int:
         until = window(now, request.since_ns)[1]
         initial = dataclasses.replace(request, until_ns=until)
         planner = _Recording(follower.storage, apps, request.since_ns, until, request.regions, follower.footers,
-                             follower=follower)  # fmt: skip
+                             table=False, follower=follower)  # fmt: skip
         async for table in each_table(initial, follower.reader, follower.stats, planner):
             follower.initial_rows += table.num_rows
             follower.write(table)

@@ -15,9 +15,6 @@ A log object that vanishes between the listing and its read (log clean-up, a che
 replaced) restarts the read, at most :data:`ATTEMPTS` times. Returns None when there is no
 table (no log objects at all): the archive is bare files, as written by earlier versions.
 
-:func:`commits_after` follows the log from a version on (``archiver query --follow``): one GET
-of the next commit per poll, nothing listed; commits are immutable and numbered without gaps, so
-a missing next version means there is none yet.
 """
 
 from __future__ import annotations
@@ -38,7 +35,6 @@ from archiver.table.log_files import (
     Filter,
     LogName,
     apply_commit,
-    commit_changes,
     commit_key,
     parse_last_checkpoint,
     parse_log_name,
@@ -53,15 +49,6 @@ ATTEMPTS = 3
 #: Commits fetched at once (each a GET; on S3 the latency, not the bytes, is the cost).
 CONCURRENT_GETS = 16
 LAST_CHECKPOINT = LOG_PREFIX + "_last_checkpoint"
-
-
-@dataclass(frozen=True, slots=True)
-class Commit:
-    """One commit's changes to the wanted partitions: files added (with ``dataChange``), keys removed."""
-
-    version: int
-    added: list[tuple[LiveFile, bool]]
-    removed: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,27 +205,6 @@ async def _read_cached(
 def _apply_all(keys: list[str], blobs: list[bytes], live: dict[str, LiveFile], wanted: Filter) -> None:
     for key, data in zip(keys, blobs, strict=True):
         apply_commit(key, data, live, wanted)
-
-
-async def commits_after(
-    storage: Storage,
-    version: int,
-    apps: Collection[str] | None = None,
-    dates: Collection[str] | None = None,
-) -> list[Commit]:
-    """The commits after ``version`` there are now, in order: the next one's GET, then the rest by batches."""
-    wanted = Filter(apps, dates)
-    out: list[Commit] = []
-    batch = 1  # most polls find nothing: one GET; once one is there, several at a time
-    while True:
-        keys = [commit_key(v) for v in range(version + 1, version + 1 + batch)]
-        blobs = await asyncio.gather(*(_get_if_there(storage, key) for key in keys))
-        for key, data in zip(keys, blobs, strict=True):
-            if data is None:
-                return out
-            version += 1
-            out.append(Commit(version, *await asyncio.to_thread(commit_changes, key, data, wanted)))
-        batch = CONCURRENT_GETS
 
 
 async def _get_if_there(storage: Storage, key: str) -> bytes | None:

@@ -201,20 +201,6 @@ def apply_commit(key: str, data: bytes, live: dict[str, LiveFile], wanted: Filte
             live.pop(value, None)
 
 
-def commit_changes(key: str, data: bytes, wanted: Filter) -> tuple[list[tuple[LiveFile, bool]], list[str]]:
-    """(wanted files added with their ``dataChange`` flag, keys removed) of one commit; TableError if damaged."""
-    added: list[tuple[LiveFile, bool]] = []
-    removed: list[str] = []
-    for kind, value in _actions(key, data):
-        if kind == "add":
-            file = _add(key, value, wanted)
-            if file is not None:
-                added.append((file, value.get("dataChange") is not False))
-        else:
-            removed.append(value)
-    return added, removed
-
-
 def _actions(key: str, data: bytes) -> Iterator[tuple[str, Any]]:
     """("add", the add action) and ("remove", the decoded key) of a commit, protocol and metadata checked."""
     actions = 0

@@ -26,7 +26,7 @@ from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND
 from archiver.archive.navigator import AppSelection, ArchiveFile, Span, archive_file
 from archiver.errors import TableError
 from archiver.storage.interface import Storage
-from archiver.table.log import Commit, Snapshot, read_snapshot
+from archiver.table.log import Snapshot, read_snapshot
 from archiver.table.log_cache import user_cache
 
 #: Longest range narrowed to its days in the log read (beyond it, every day is read and filtered by time).
@@ -88,17 +88,3 @@ async def read_view(
             warn(f"warning: {exc}; reading the data files by listing")
         return None
     return None if snapshot is None else view_of(snapshot, apps, since_ns, until_ns)
-
-
-def committed_files(
-    commits: Sequence[Commit], apps: AppSelection, since_ns: int, until_ns: int
-) -> tuple[list[ArchiveFile], list[ArchiveFile]]:
-    """The archive files ``commits`` added in range: (with new rows, without: a compaction's outputs)."""
-    new: list[ArchiveFile] = []
-    rewritten: list[ArchiveFile] = []
-    for commit in commits:
-        for file, data_change in commit.added:
-            found = archive_file(file.key, file.size, since_ns, until_ns, apps)
-            if found is not None:
-                (new if data_change else rewritten).append(found)
-    return new, rewritten
