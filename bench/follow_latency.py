@@ -60,7 +60,9 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=0.5)
     parser.add_argument("--idle", type=float, default=30.0)
     parser.add_argument("--json-out", default=None)
-    parser.add_argument("--table-commit-interval", default=None, help="the service's TABLE_COMMIT_INTERVAL (e.g. 5s)")
+    parser.add_argument(
+        "--table-commit-interval", default=None, help="the service's TABLE_COMMIT_INTERVAL (e.g. 5s)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-follow-"))
     archive = work / "archive"
