@@ -31,9 +31,8 @@ from query import kernels as pc  # not pyarrow.compute: see query.kernels
 from query.jsonfields import extract
 from query.modes import CountSpec
 from query.plan import HourFiles, Planner
-from query.run import Progress, QueryRequest, note_nothing, open_reader, start, warn, writing
+from query.run import Progress, QueryRequest, note_nothing, open_reader, plan_request, warn, writing
 from query.scan import Reader, ScanStats, scan_hours
-from query.supersede import FooterReader
 from query.textout import bucket_label, iso_time, open_output, render_chart
 
 NS = 1_000_000_000
@@ -191,18 +190,7 @@ async def run_count(request: QueryRequest) -> int:
     stats = ScanStats()
     progress = Progress(stats, sys.stderr)
     try:
-        apps = await start(request.archive, storage, request.apps)
-        footers = FooterReader(storage, request.archive)
-        planner = Planner(
-            storage,
-            apps,
-            request.since_ns,
-            request.until_ns,
-            request.regions,
-            footers,
-            strict=request.strict,
-            warn=warn,
-        )
+        planner = await plan_request(request, storage)
         progress.start()
         tables = counted_tables(request, reader, stats, planner, spec, every_ns)
         partials: list[pa.Table] = []
@@ -213,7 +201,7 @@ async def run_count(request: QueryRequest) -> int:
         counts = merge_counts(partials)
         progress.stop()
         if not len(counts):
-            note_nothing(stats, planner, apps)
+            note_nothing(stats, planner, planner.apps)
         where = request.output or "the results to stdout"
         with writing(where):
             (output or sys.stdout.buffer).write(render_counts(counts, spec, every_ns, request))

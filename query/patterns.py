@@ -30,10 +30,8 @@ from archiver.archive import schema
 from archiver.archive.timestamps import table_ns
 from archiver.storage.open import open_read_storage
 from archiver.terminal import visible
-from query.plan import Planner
-from query.run import Progress, QueryRequest, each_table, note_nothing, open_reader, start, warn, writing
+from query.run import Progress, QueryRequest, each_table, note_nothing, open_reader, plan_request, writing
 from query.scan import ScanStats
-from query.supersede import FooterReader
 from query.textout import iso_time, open_output, table_lines
 
 _HEX4 = "[0-9a-fA-F]{1,4}"
@@ -117,18 +115,7 @@ async def run_top(request: QueryRequest) -> int:
     stats = ScanStats()
     progress = Progress(stats, sys.stderr)
     try:
-        apps = await start(request.archive, storage, request.apps)
-        footers = FooterReader(storage, request.archive)
-        planner = Planner(
-            storage,
-            apps,
-            request.since_ns,
-            request.until_ns,
-            request.regions,
-            footers,
-            strict=request.strict,
-            warn=warn,
-        )
+        planner = await plan_request(request, storage)
         progress.start()
         partials: list[pa.Table] = []
         columns = (schema.TIMESTAMP, schema.MESSAGE)
@@ -139,7 +126,7 @@ async def run_top(request: QueryRequest) -> int:
         top = top_patterns(merge_patterns(partials), request.top) if partials else []
         progress.stop()
         if not top:
-            note_nothing(stats, planner, apps)
+            note_nothing(stats, planner, planner.apps)
         with writing(request.output or "the results to stdout"):
             (output or sys.stdout.buffer).write(render_top(top, request.output_format))
             (output or sys.stdout.buffer).flush()

@@ -116,6 +116,14 @@ def _cpus() -> int:
     )
 
 
+async def plan_request(request: QueryRequest, storage: Storage) -> Planner:
+    """The planner of ``request``'s apps (checked against the archive first), range and regions."""
+    apps = await start(request.archive, storage, request.apps)
+    footers = FooterReader(storage, request.archive)
+    return Planner(storage, apps, request.since_ns, request.until_ns, request.regions, footers,
+                   strict=request.strict, warn=warn)  # fmt: skip
+
+
 async def start(settings: ArchiveSettings, storage: Storage, apps: tuple[str, ...]) -> AppSelection:
     """Check the archive is there and select the apps (all of them, as listed, when none are given), concurrently."""
     if apps:
@@ -222,18 +230,7 @@ async def run_query(request: QueryRequest) -> int:
     output: BinaryIO | None = None
     writer: Writer | None = None
     try:
-        apps = await start(request.archive, storage, request.apps)
-        footers = FooterReader(storage, request.archive)
-        planner = Planner(
-            storage,
-            apps,
-            request.since_ns,
-            request.until_ns,
-            request.regions,
-            footers,
-            strict=request.strict,
-            warn=warn,
-        )
+        planner = await plan_request(request, storage)
         where = request.output or "the results to stdout"
         if request.output is not None:
             try:
@@ -271,7 +268,7 @@ async def run_query(request: QueryRequest) -> int:
             with writing(where):
                 finishing.close()
         if not written:
-            note_nothing(stats, planner, apps)
+            note_nothing(stats, planner, planner.apps)
         return 0
     finally:
         progress.stop()
