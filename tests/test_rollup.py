@@ -24,15 +24,16 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 from harness import archive_env, archived_payloads, read_archive, start_archiver, wait_for
-from test_manage import cli, expected, messages, query_count, write_small_files
+from test_manage import SlowStorage, cli, expected, messages, query_count, write_small_files
 from test_service_compaction import glob_count, log_lines
 from test_table_readers import read_deltalake, storage_options, table_uri
 
 from archiver.archive.layout import NS_PER_DAY, NS_PER_HOUR, parse_key
 from archiver.archive.supersede import parse_compact_name, replaces_from_metadata
 from archiver.config import ArchiveSettings
-from archiver.manage.compact import Compactor
+from archiver.manage.compact import Compactor, compact_archive
 from archiver.manage.compact_plan import WorkUnit
+from archiver.manage.compact_result import CompactStats
 from archiver.manage.compact_table import TableLink
 from archiver.storage.open import open_storage
 from archiver.table.writer import ArchiveTable
@@ -347,3 +348,35 @@ def test_stats_of_a_rolled_up_day(tmp_path: Path) -> None:
     assert [row[0] for row in chart] == ["2026-11-20T09", "2026-11-20T10", "2026-11-20T11"], out
     assert sum(int(row[-1].replace(",", "")) for row in chart) == len(msgs)
     assert f"{len(msgs):,}" in out or str(len(msgs)) in out
+
+
+class SweptStorage(SlowStorage):
+    """Deletes each compacted or day part right after its upload: a sweep that ran while its compactor was frozen."""
+
+    async def put(self, key: str, data: bytes) -> None:
+        await self.inner.put(key, data)
+        if "-c-" in key.rpartition("/")[2] or "-d-" in key.rpartition("/")[2]:
+            await self.inner.delete([key])
+
+
+def test_parts_swept_before_their_commit_are_never_added(tmp_path: Path) -> None:
+    """A table compaction whose parts are gone when it is about to commit gives up: no row lost."""
+    settings = ArchiveSettings("file", "", str(tmp_path / "archive"))
+    msgs = messages(2000, hours=2)
+    write_small_files(settings, msgs, flushes=4)
+    cli(settings, "table", "init")
+
+    async def run() -> CompactStats:
+        storage = SweptStorage(open_storage(settings), pause_s=0)
+        table = ArchiveTable.open(settings)
+        try:
+            return await compact_archive(
+                storage, (), time.time_ns(), 256 * 1024**2, table=TableLink(lambda: table)
+            )
+        finally:
+            await storage.close()
+
+    stats = asyncio.run(run())
+    assert stats.compacted == 0
+    assert len(read_deltalake(settings)) == len(msgs)
+    assert archived_payloads(read_archive(settings)) == expected(msgs)

@@ -86,6 +86,7 @@ from archiver.manage.compact_steps import (
     delete_inputs,
     fetch_inputs,
     merge_inputs,
+    outputs_still_there,
     put_outputs,
     read_replaced,
     superseded,
@@ -204,7 +205,9 @@ class Compactor:
             return self._refused(work)
         await put_outputs(self.storage, work)
         doomed = superseded(work)
-        if self.table is not None and not await self.table.try_commit(work, doomed):
+        if self.table is not None and not (
+            await outputs_still_there(self.storage, work) and await self.table.try_commit(work, doomed)
+        ):
             return UnitResult(unit, "vanished")
         deleted = await delete_inputs(self.storage, work, doomed)
         orphans = self._orphans(work, leftovers)

@@ -166,6 +166,17 @@ def superseded(work: Work) -> list[str]:
     return superseded_by(work.files.names, work.replaces, work.decision.covered, set(work.outputs))
 
 
+async def outputs_still_there(storage: Storage, work: Work) -> bool:
+    """Whether every part just uploaded is still stored (checked right before a table commit adds them).
+
+    The orphan sweep deletes parts not live in the table once older than its margin: a compactor
+    frozen that long between its upload and its commit must not add parts that are gone.
+    """
+    keys = [f"{work.unit.directory}{name}" for name in work.outputs]
+    listed = await asyncio.gather(*(storage.list(key) for key in keys))
+    return all(any(info.key == key for info in infos) for key, infos in zip(keys, listed, strict=True))
+
+
 async def delete_inputs(storage: Storage, work: Work, names: Sequence[str]) -> int:
     """Step 7: delete the files ``names`` of the unit (what the group supersedes); how many."""
     await storage.delete([work.files.keys[n] for n in names])
