@@ -75,10 +75,14 @@ class Archive:
 class Follow:
     """``archiver query --follow`` running, its stdout lines collected by a thread."""
 
-    def __init__(self, root: Path, *args: str) -> None:
-        argv = [sys.executable, "-m", "archiver", "query", "--archive", str(root), "--follow", *args]
-        env = {k: v for k, v in os.environ.items() if k not in ("ARCHIVE_URL", "BUCKET_NAME")}
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    def __init__(self, root: Path | None, *args: str, env: dict[str, str] | None = None) -> None:
+        """Follow the local archive at ``root``, or (None) the one ``env`` names (ARCHIVE_URL and its keys)."""
+        archive = ["--archive", str(root)] if root is not None else []
+        argv = [sys.executable, "-m", "archiver", "query", *archive, "--follow", *args]
+        clean = {k: v for k, v in os.environ.items() if k not in ("ARCHIVE_URL", "BUCKET_NAME")}
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean | (env or {})
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()

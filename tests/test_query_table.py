@@ -11,12 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
-import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +21,7 @@ import pytest
 from click.testing import CliRunner, Result
 from harness import archive_env
 from table_files import ids, put_v2, v2_bytes
+from test_query_follow import Follow
 from v1_files import to_v1
 
 from archiver.archive.layout import v1_object_key
@@ -246,42 +241,9 @@ def test_an_archive_that_is_not_a_table_is_read_by_listing(settings: ArchiveSett
     assert cli(settings, "ls").stdout.split() == ["api", "web"]
 
 
-class Follow:
-    """``archiver query --follow --format json`` running against ``settings``, its messages collected by a thread."""
-
-    def __init__(self, settings: ArchiveSettings, *args: str) -> None:
-        argv = [sys.executable, "-m", "archiver", "query", "--follow", "--format", "json", *args]
-        env = {k: v for k, v in os.environ.items() if k not in ("ARCHIVE_URL", "BUCKET_NAME")}
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env | archive_env(settings)
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(orjson.loads(line)["message"])
-
-    def take(self, count: int, timeout_s: float = 30) -> list[str]:
-        """The next ``count`` messages, sorted (fails after ``timeout_s``)."""
-        deadline = time.monotonic() + timeout_s
-        return sorted(self.lines.get(timeout=max(0.1, deadline - time.monotonic())) for _ in range(count))
-
-    def quiet(self, seconds: float) -> list[str]:
-        """Messages printed within ``seconds`` (expected: none)."""
-        time.sleep(seconds)
-        found = []
-        while not self.lines.empty():
-            found.append(self.lines.get())
-        return found
-
-    def interrupt(self) -> tuple[int, str]:
-        """Ctrl-C: the exit code and stderr."""
-        self.proc.send_signal(signal.SIGINT)
-        code = self.proc.wait(timeout=20)
-        assert self.proc.stderr is not None
-        return code, self.proc.stderr.read().decode()
+def json_messages(lines: list[str]) -> list[str]:
+    """The ``message`` of each ``--format json`` line, sorted."""
+    return sorted(orjson.loads(line)["message"] for line in lines)
 
 
 def test_follow_on_a_table_prints_a_file_once_when_it_is_uploaded(settings: ArchiveSettings) -> None:
@@ -290,12 +252,12 @@ def test_follow_on_a_table_prints_a_file_once_when_it_is_uploaded(settings: Arch
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     first = archive.upload("web", "", start=now - dt.timedelta(minutes=10))
     assert create_table(settings, [first])
-    follow = Follow(settings, "--since", "1h")
+    follow = Follow(None, "--since", "1h", "--format", "json", env=archive_env(settings))
     try:
-        assert follow.take(3) == archive.messages[first.key]
+        assert json_messages(follow.take(3)) == archive.messages[first.key]
         # Uploaded, not committed yet: printed now, and not again at its commit.
         second = archive.upload("web", "", start=dt.datetime.now(dt.UTC))
-        assert follow.take(3) == sorted(archive.messages[second.key])
+        assert json_messages(follow.take(3)) == sorted(archive.messages[second.key])
         assert archive.table().commit_adds([second], "w", 1)
         assert follow.quiet(2.5) == []
     finally:
