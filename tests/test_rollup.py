@@ -319,13 +319,19 @@ def test_import_again_after_a_rollup_with_a_table(tmp_path: Path) -> None:
     assert glob_count(settings, tmp_path) == len(shipper_lines)
 
 
-def test_prune_keeps_a_day_file_until_its_whole_day_is_old(tmp_path: Path) -> None:
-    """A cutoff inside a rolled-up day keeps its day file (it holds the day's later hours too)."""
-    settings = ArchiveSettings("file", "", str(tmp_path / "archive"))
+def rolled_up_day(settings: ArchiveSettings) -> list[tuple[str, bytes]]:
+    """2,000 messages over 3 hours of a past day, written as small files and rolled up into day files."""
     msgs = messages(2000, hours=3)
     write_small_files(settings, msgs, flushes=2)
     cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", TARGET)
     assert day_files_only(settings)
+    return msgs
+
+
+def test_prune_keeps_a_day_file_until_its_whole_day_is_old(tmp_path: Path) -> None:
+    """A cutoff inside a rolled-up day keeps its day file (it holds the day's later hours too)."""
+    settings = ArchiveSettings("file", "", str(tmp_path / "archive"))
+    msgs = rolled_up_day(settings)
     before = names(settings)
     # 2026-11-20T10:00: the first hour of the data is older; the day file stays, every row with it.
     hours_old = (time.time_ns() - DAY - 10 * NS_PER_HOUR) // NS_PER_HOUR
@@ -339,10 +345,7 @@ def test_prune_keeps_a_day_file_until_its_whole_day_is_old(tmp_path: Path) -> No
 def test_stats_of_a_rolled_up_day(tmp_path: Path) -> None:
     """``archiver stats``: the day's totals, and the hourly chart from the day file's timestamps."""
     settings = ArchiveSettings("file", "", str(tmp_path / "archive"))
-    msgs = messages(2000, hours=3)
-    write_small_files(settings, msgs, flushes=2)
-    cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", TARGET)
-    assert day_files_only(settings)
+    msgs = rolled_up_day(settings)
     out = cli(settings, "stats", "--since", "2026-11-19", "--hours", "48").output
     chart = [line.split() for line in out.splitlines() if line.startswith("2026-11-20T")]
     assert [row[0] for row in chart] == ["2026-11-20T09", "2026-11-20T10", "2026-11-20T11"], out
