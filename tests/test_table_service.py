@@ -84,6 +84,19 @@ def no_row_doubled(settings: ArchiveSettings, want: Counter[str]) -> int:
     return sum(got.values())
 
 
+def every_engine_reads(
+    settings: ArchiveSettings, connection: duckdb.DuckDBPyConnection, want: Counter[str]
+) -> None:
+    """deltalake, DuckDB's delta_scan, Polars and DataFusion each read exactly ``want``."""
+    for engine, rows in (
+        ("deltalake", read_deltalake(settings)),
+        ("duckdb", read_duckdb(connection, settings)),
+        ("polars", read_polars(settings)),
+        ("datafusion", read_datafusion(settings)),
+    ):
+        assert Counter(m for m, _ in rows) == want, engine
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("backend", ["local", "s3"])
 def test_engines_read_each_row_once_through_ingest_compaction_workers_and_kill_9(
@@ -127,10 +140,7 @@ def test_engines_read_each_row_once_through_ingest_compaction_workers_and_kill_9
     finally:
         for proc in (a, b):
             assert proc.stop() == 0, proc.log()
-    assert Counter(m for m, _ in read_deltalake(settings)) == want
-    assert Counter(m for m, _ in read_duckdb(duck, settings)) == want
-    assert Counter(m for m, _ in read_polars(settings)) == want
-    assert Counter(m for m, _ in read_datafusion(settings)) == want
+    every_engine_reads(settings, duck, want)
     assert not [k for k in live_keys(settings) if "/hour=" in k]  # v1 files rewritten as v2, never registered
 
 
@@ -167,7 +177,4 @@ def test_kill_9_in_the_middle_of_a_table_compaction(
                  "every closed hour compacted, no leftover", final)  # fmt: skip
     finally:
         assert final.stop() == 0, final.log()
-    assert Counter(m for m, _ in read_deltalake(settings)) == want
-    assert Counter(m for m, _ in read_duckdb(duck, settings)) == want
-    assert Counter(m for m, _ in read_polars(settings)) == want
-    assert Counter(m for m, _ in read_datafusion(settings)) == want
+    every_engine_reads(settings, duck, want)
