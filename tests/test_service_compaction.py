@@ -209,10 +209,18 @@ def test_service_compacts_closed_hours_and_converts_v1(
                  "everything archived", proc)  # fmt: skip
         wait_for(lambda: not uncompacted(local_settings), 60, "every closed hour compacted", proc)
         wait_for(lambda: proc.metric("archiver_compaction_backlog") == 0, 30, "an empty backlog", proc)
-        metrics = {name: proc.metric(f"archiver_{name}") for name in
-                   ("compactions_total", "compaction_bytes_in_total", "compaction_bytes_out_total",
-                    "compaction_rows_total", "compaction_failures_total")}  # fmt: skip
-        assert proc.metric("archiver_compaction_seconds_count") == metrics["compactions_total"]
+        names = ("compactions_total", "compaction_bytes_in_total", "compaction_bytes_out_total",
+                 "compaction_rows_total", "compaction_failures_total", "compaction_seconds_count")  # fmt: skip
+
+        def scrape() -> dict[str, float]:
+            """The compaction metrics from one /metrics read (a unit may finish between two reads)."""
+            _, body = proc.get("/metrics")
+            return {n: float(line.split()[-1]) for line in body.decode().splitlines()
+                    for n in names if line.startswith(f"archiver_{n} ")}  # fmt: skip
+
+        wait_for(lambda: (m := scrape())["compaction_seconds_count"] == m["compactions_total"], 10,
+                 "every compaction timed", proc)  # fmt: skip
+        metrics = scrape()
     finally:
         assert proc.stop() == 0, proc.log()
     want = expected(seeded, late, live)
