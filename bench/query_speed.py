@@ -152,21 +152,25 @@ def with_request_message(payload: bytes, rng: random.Random) -> bytes:
     return orjson.dumps(message)
 
 
-def _moved_copy(source: Path, target: Path, back_ns: int) -> None:
-    """``source`` re-encoded at ``target`` with every timestamp ``back_ns`` earlier (same rows and order)."""
+def _moved_copy(source: Path, target: Path, back_ns: int, replaced: dict[bytes, bytes] | None) -> None:
+    """``source`` re-encoded at ``target`` with every timestamp ``back_ns`` earlier (same rows and order).
+
+    ``replaced``: the compacted copy's own record of its inputs (a copy of the source's would name the
+    source's, which a later compaction of the copy's day would take for another group's).
+    """
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from archiver.archive import schema
     from archiver.archive.timestamps import split_ns, table_ns
 
-    table = pq.read_table(source)
+    table = pq.read_table(source).replace_schema_metadata(None)
     # Schema v2: the exact time is the µs timestamp and timestamp_nanos; moved whole, split again.
     micros, nanos = split_ns(pc.subtract(table_ns(table), back_ns))
     for name, column in ((schema.TIMESTAMP, micros), (schema.TIMESTAMP_NANOS, nanos)):
         table = table.set_column(table.schema.get_field_index(name), table.schema.field(name), column)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(encode.write_parquet(table, encode.COMPACT_COMPRESSION_LEVEL))
+    target.write_bytes(encode.write_parquet(table, encode.COMPACT_COMPRESSION_LEVEL, replaced))
 
 
 def merge_files(datas: list[bytes], metadata: dict[bytes, bytes], out: Path) -> None:
@@ -261,10 +265,12 @@ def build(base: Path, now_ns: int, quick: bool, compaction: str = "app-hour") ->
             hour = current - older * NS_PER_HOUR
             sequence += 1
             name = object_name(hour, WRITER, sequence)
+            inputs = [name]
             if compaction == "app-hour":
-                name = compact_name(hour, input_digest([name]), 0, 1)
+                name = compact_name(hour, input_digest(inputs), 0, 1)
             key = object_key(app, hour, name)
-            jobs.append((path, day30 / key, (older - source) * NS_PER_HOUR))
+            replaced = replaces_metadata(inputs) if compaction == "app-hour" else None
+            jobs.append((path, day30 / key, (older - source) * NS_PER_HOUR, replaced))
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda job: _moved_copy(*job), jobs))
     old_files = len(jobs)
@@ -479,6 +485,9 @@ def main() -> None:
     parser.add_argument("--table", action="store_true",
                         help="also each archive as a Delta table with the service's log history "
                              "(bench/table_history.py), read by archiver and by DuckDB's delta_scan")  # fmt: skip
+    parser.add_argument("--rolled", action="store_true",
+                        help="also each archive with its closed days rolled up, as the service leaves it "
+                             "(bench/query_rollup.py: archives day1-rolled, day30-rolled)")  # fmt: skip
     parser.add_argument("--baseline", default=None,
                         help="a directory holding another version's archiver/ and query/ (git archive COMMIT "
                              "archiver query | tar -x -C DIR), timed alongside as archiver_base")  # fmt: skip
@@ -506,6 +515,16 @@ def main() -> None:
             (base / "archive.json").write_text(json.dumps(summary["archive"]))
             built.write_text(str(now))
         summary["now"] = _iso(now)
+        if args.rolled:
+            from query_rollup import make_rolled
+
+            for archive in list(archives):
+                made = base / f"{archive}-rolled.json"
+                if not made.exists():
+                    made.write_text(json.dumps(make_rolled(base / archive, base / f"{archive}-rolled", now)))
+                summary.setdefault("rolled", {})[archive] = json.loads(made.read_text())
+                archives.append(f"{archive}-rolled")
+            print(f"query: rolled up {summary['rolled']}", flush=True)
         if args.table:
             from table_history import make_table
 
@@ -696,7 +715,7 @@ def targets(results: dict[str, Any], archive: dict[str, Any]) -> dict[str, Any]:
             )
     for store in ("local", "s3"):
         for question in ("since", "grep", "tail", "where", "top", "count1d", "count30d"):
-            for kind in ("", "-table"):
+            for kind in ("", "-table", "-rolled"):
                 one = results.get(f"{store}/day1{kind}/{question}")
                 thirty = results.get(f"{store}/day30{kind}/{question}")
                 if one and thirty:
