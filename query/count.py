@@ -39,8 +39,6 @@ NS = 1_000_000_000
 NICE_WIDTHS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
                  172800, 604800, 2592000)  # fmt: skip
 TARGET_BUCKETS = 40
-#: Counting tables kept before they are summed into one.
-MERGE_EVERY = 32
 #: Rows gathered (from one or more hours) before they are counted.
 COUNT_ROWS = 1_000_000
 #: Hours counted at once on the fast path (their files are fetched and read concurrently).
@@ -100,14 +98,16 @@ def count_table(table: pa.Table, spec: CountSpec, every_ns: int) -> pa.Table:
     })  # fmt: skip
 
 
-def merge_counts(tables: list[pa.Table]) -> pa.Table:
-    """Counts of several tables summed per (bucket, group), sorted by bucket then group (nulls last)."""
-    summed: dict[tuple[int, str | None], int] = {}
-    for table in tables:
-        for key in zip(
-            table[BUCKET].to_pylist(), table[GROUP].to_pylist(), table[COUNT].to_pylist(), strict=True
-        ):
-            summed[key[:2]] = summed.get(key[:2], 0) + key[2]
+def add_counts(summed: dict[tuple[int, str | None], int], table: pa.Table) -> None:
+    """Add a table of counts (bucket, group, count) to ``summed``, per (bucket, group)."""
+    for bucket, group, count in zip(
+        table[BUCKET].to_pylist(), table[GROUP].to_pylist(), table[COUNT].to_pylist(), strict=True
+    ):
+        summed[bucket, group] = summed.get((bucket, group), 0) + count
+
+
+def sorted_counts(summed: dict[tuple[int, str | None], int]) -> pa.Table:
+    """The counts as a table (bucket, group, count), sorted by bucket then group (nulls last)."""
     ordered = sorted(summed, key=lambda k: (k[0], k[1] is None, k[1] or ""))
     return pa.table({
         BUCKET: pa.array([k[0] for k in ordered], pa.int64()),
@@ -125,10 +125,11 @@ async def counted_tables(
     if count_fast.applies(spec, every_ns, filters):
         # Hours from footers or one dictionary column (query.count_fast), a few hours at a time.
         limit = asyncio.Semaphore(FAST_HOURS_IN_FLIGHT)
+        days = count_fast.DayFiles()
 
         async def fast(group: HourFiles) -> pa.Table | None:
             async with limit:
-                found = await count_fast.hour_counts(reader, group, spec, filters)
+                found = await count_fast.hour_counts(reader, group, spec, filters, days)
             if found is None:
                 slow.append(group)
                 return None
@@ -192,13 +193,10 @@ async def run_count(request: QueryRequest) -> int:
     try:
         planner = await plan_request(request, storage)
         progress.start()
-        tables = counted_tables(request, reader, stats, planner, spec, every_ns)
-        partials: list[pa.Table] = []
-        async for table in tables:
-            partials.append(table)
-            if len(partials) >= MERGE_EVERY:
-                partials = [merge_counts(partials)]
-        counts = merge_counts(partials)
+        summed: dict[tuple[int, str | None], int] = {}
+        async for table in counted_tables(request, reader, stats, planner, spec, every_ns):
+            add_counts(summed, table)
+        counts = sorted_counts(summed)
         progress.stop()
         if not len(counts):
             note_nothing(stats, planner, planner.apps)

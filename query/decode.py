@@ -75,29 +75,38 @@ def check_schema(file_schema: pa.Schema, columns: Sequence[str]) -> None:
 _NS_PER_UNIT = {"us": 1000, "ns": 1}
 
 
+def row_group_spans(metadata: pq.FileMetaData, file_schema: pa.Schema) -> list[tuple[int, int] | None]:
+    """Each row group's first and last possible exact time (ns) from its ``timestamp`` statistics (None:
+    they cannot tell)."""
+    factor = _NS_PER_UNIT.get(file_schema.field(schema.TIMESTAMP).type.unit)
+    index = file_schema.get_field_index(schema.TIMESTAMP)
+    spans: list[tuple[int, int] | None] = []
+    for i in range(metadata.num_row_groups):
+        stats = metadata.row_group(i).column(index).statistics
+        if factor is None or stats is None or not stats.has_min_max:
+            spans.append(None)
+        else:
+            # Raw INT64 values in the column's unit (as_py would round nanoseconds to microseconds); a
+            # microsecond's rows span its 1000 nanoseconds.
+            spans.append((stats.min_raw * factor, stats.max_raw * factor + factor - 1))
+    return spans
+
+
 def row_groups_in_range(
     metadata: pq.FileMetaData, file_schema: pa.Schema, since: int | None, until: int | None
 ) -> tuple[list[int], bool]:
     """The row groups whose ``timestamp`` statistics overlap ``[since, until)`` (None: open), and whether
     every row of them lies inside it (from the statistics alone: False when they cannot tell)."""
-    every = list(range(metadata.num_row_groups))
     if since is None and until is None:
-        return every, True
-    factor = _NS_PER_UNIT.get(file_schema.field(schema.TIMESTAMP).type.unit)
-    if factor is None:
-        return every, False
-    index = file_schema.get_field_index(schema.TIMESTAMP)
+        return list(range(metadata.num_row_groups)), True
     keep = []
     inside = True
-    for i in every:
-        stats = metadata.row_group(i).column(index).statistics
-        # Raw INT64 values in the column's unit (as_py would round nanoseconds to microseconds); a
-        # microsecond's rows span its 1000 nanoseconds.
-        if stats is None or not stats.has_min_max:
+    for i, span in enumerate(row_group_spans(metadata, file_schema)):
+        if span is None:
             keep.append(i)
             inside = False
             continue
-        low, high = stats.min_raw * factor, stats.max_raw * factor + factor - 1
+        low, high = span
         if (since is not None and high < since) or (until is not None and low >= until):
             continue
         keep.append(i)
@@ -162,7 +171,10 @@ def read_file(
     if isinstance(source, pa.Buffer):
         pf = pq.ParquetFile(pa.BufferReader(source))
     elif hour is not None:  # a day file, read once per hour: its footer and that hour's row groups only
-        pf = pq.ParquetFile((filesystem or pa.fs.LocalFileSystem()).open_input_file(source))
+        fs = filesystem or pa.fs.LocalFileSystem()
+        # Pre-buffering coalesces S3's ranged reads; on a local file its asynchronous reads cost more than
+        # they save (a day file's 24 column chunks: 2.5 ms against 1.1 ms).
+        pf = pq.ParquetFile(fs.open_input_file(source), pre_buffer=fs.type_name != "local")
     else:
         # One read of the whole (small) file, then decoding from memory: measured
         # 0.30 ms per hourly file against 0.42 ms letting Parquet read each column chunk.

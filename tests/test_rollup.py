@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -37,6 +38,8 @@ from archiver.manage.compact_result import CompactStats
 from archiver.manage.compact_table import TableLink
 from archiver.storage.open import open_storage
 from archiver.table.writer import ArchiveTable
+from query import count_fast
+from query.textout import iso_time
 
 HERE = Path(__file__).resolve().parent
 S = 1_000_000_000
@@ -173,6 +176,39 @@ def test_query_hours_of_a_day_file(settings: ArchiveSettings, tmp_path: Path, ta
         assert pq.read_metadata(out).num_rows == want
         counted = cli(settings, "query", "--since", iso(since), "--until", iso(until), "--count")
         assert sum(int(line.split()[1]) for line in counted.output.splitlines()[1:]) == want
+
+
+def test_count_by_level_reads_each_day_file_once(
+    settings: ArchiveSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--count --by level over rolled-up days: per hour and level what the rows say; locally each day file is
+    read once for all its hours."""
+    assert rolled_up_day(settings)
+    rows = [r for f in read_archive(settings) for r in f.rows]
+    calls: Counter[str] = Counter()
+    original = count_fast._day_counts
+
+    def counting(source: str, *args: Any) -> Any:
+        calls[source] += 1
+        return original(source, *args)
+
+    monkeypatch.setattr(count_fast, "_day_counts", counting)
+    start = min(r["timestamp"] for r in rows)
+    for since, until in ((start - NS_PER_DAY, start + NS_PER_DAY), (start + 1800 * S, start + 7200 * S + 17)):
+        calls.clear()
+        counted = cli(settings, "query", "--since", iso(since), "--until", iso(until), "--count", "--by", "level",
+                      "--every", "1h", "--format", "json")  # fmt: skip
+        got = {
+            (line["time"], line["level"]): line["count"] for line in map(orjson.loads, counted.output.split())
+        }
+        want = Counter(
+            (iso_time(r["timestamp"] - r["timestamp"] % NS_PER_HOUR), r["level"])
+            for r in rows
+            if since <= r["timestamp"] < until
+        )
+        assert got == want, counted.output
+        if settings.scheme == "file":  # over S3 the ordinary scan reads an hour of a day file by ranged reads
+            assert calls and set(calls.values()) == {1}, calls  # each day file read once, not once an hour
 
 
 def test_late_file_without_a_table(settings: ArchiveSettings, tmp_path: Path) -> None:
