@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -48,6 +49,7 @@ from archiver.codec.payloads import Payloads
 from archiver.config import ArchiveSettings
 from archiver.demo.loadgen import FlyLogGenerator
 from archiver.demo.publish import publish
+from archiver.service.compactor import _fresh_scratch
 from archiver.storage.open import open_storage
 
 HERE = Path(__file__).resolve().parent
@@ -339,3 +341,23 @@ def test_kill_9_in_the_middle_of_a_service_compaction(
     assert glob_count(settings, tmp_path) == sum(want.values())
     leftover = asyncio.run(_keys(settings, "_archiver/"))
     assert leftover == [], leftover  # the restarted service swept the dead ones' claims
+
+
+def test_temporary_scratch_of_a_killed_process_is_swept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPOOL_DIR off: a new scratch directory in the temp dir, and those of processes gone deleted (not others)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = tmp_path / f"archiver-compact-{int(gone.stdout)}-abc"
+    (dead / "unit-1").mkdir(parents=True)
+    (dead / "unit-1" / "part.parquet").write_bytes(b"x" * 1000)
+    mine = tmp_path / f"archiver-compact-{os.getpid()}-def"
+    others = [mine, tmp_path / "archiver-compact-xyz", tmp_path / "unrelated-1"]
+    for keep in others:
+        keep.mkdir()
+    made = Path(_fresh_scratch(None))
+    assert made.parent == tmp_path and made.name.startswith(f"archiver-compact-{os.getpid()}-")
+    assert not dead.exists() and all(keep.exists() for keep in others)
