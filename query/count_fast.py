@@ -115,19 +115,29 @@ def _file_counts(
     values.extend(pf.read_row_groups(groups, columns=[column], use_threads=False)[column].chunks)
 
 
+#: A day file's rows in range per hour; an hour is None where the ordinary scan must count it.
+DayHours = dict[int, Counter[str | None] | None]
+
+
 def _day_counts(
-    source: str, planned: ArchiveFile, column: str | None, fs: pa.fs.FileSystem | None, since: int, until: int
-) -> dict[int, Counter[str | None] | None] | None:
-    """Rows of a day file in ``[since, until)`` per hour, its footer read once for all its hours (the
-    roll-up ends a row group at every hour); an hour is None where a row group crosses an hour or an
-    edge of the range (the ordinary scan counts it), the whole file None when it cannot be counted so."""
+    source: str,
+    planned: ArchiveFile,
+    column: str | None,
+    fs: pa.fs.FileSystem | None,
+    bounds: tuple[int, int],
+    values: list[pa.Array],
+    slots: list[tuple[int, Counter[str | None]]],
+) -> DayHours | None:
+    """Rows of a day file in ``bounds`` per hour, its footer read once for all its hours (the roll-up ends
+    a row group at every hour); the ``--by`` column of the row groups counted is added to ``values`` and
+    each one's rows and hour to ``slots``, for :func:`_value_counts`. An hour is None where a row group
+    crosses an hour or an edge of the range, the whole file None when it cannot be counted so."""
+    since, until = bounds
     try:
         pf, metadata, file_schema, every_row = _open(source, planned, column, fs)
-        out: dict[int, Counter[str | None] | None] = {}
+        out: DayHours = {}
         groups: list[int] = []
-        slots: list[
-            tuple[int, Counter[str | None]]
-        ] = []  # the rows of each group read, and its hour's counts
+        mine: list[tuple[int, Counter[str | None]]] = []
         for i, span in enumerate(row_group_spans(metadata, file_schema)):
             if span is None:
                 return None
@@ -146,37 +156,64 @@ def _day_counts(
                 counts[every_row] += rows
             elif rows:
                 groups.append(i)
-                slots.append((rows, counts))
-        if pf is not None and groups:  # one read of every row group counted, counted in one call
-            _value_counts(
-                pf.read_row_groups(groups, columns=[column], use_threads=False)[column].chunks, slots
-            )
+                mine.append((rows, counts))
+        if pf is not None and groups:  # one read of every row group counted
+            values.extend(pf.read_row_groups(groups, columns=[column], use_threads=False)[column].chunks)
+            slots.extend(mine)
         return out
     except (BadFileError, FileNotFoundError, pa.ArrowException, OSError, ValueError):
         return None  # the ordinary scan handles (and reports) it
+
+
+def _day_job(
+    items: Sequence[tuple[str, ArchiveFile]],
+    column: str | None,
+    fs: pa.fs.FileSystem | None,
+    bounds: tuple[int, int],
+) -> list[DayHours | None]:
+    """Several day files counted (:func:`_day_counts`), their ``--by`` values in one kernel call."""
+    values: list[pa.Array] = []
+    slots: list[tuple[int, Counter[str | None]]] = []
+    found = [_day_counts(path, planned, column, fs, bounds, values, slots) for path, planned in items]
+    try:
+        _value_counts(values, slots)
+    except (pa.ArrowException, ValueError):
+        return [None] * len(items)
+    return found
 
 
 class DayFiles:
     """Day files' counts per hour for one query: each day file is read once, for every hour it holds."""
 
     def __init__(self) -> None:
-        self._counts: dict[str, asyncio.Future[dict[int, Counter[str | None] | None] | None]] = {}
+        self._counts: dict[str, asyncio.Future[list[DayHours | None]]] = {}
+        self._index: dict[str, int] = {}
 
     async def hour(
-        self, reader: Reader, planned: ArchiveFile, column: str | None, filters: Filters, hour_ns: int
-    ) -> Counter[str | None] | None:
-        """The day file's rows of hour ``hour_ns`` in range; None when the hour needs the ordinary scan."""
-        found = self._counts.get(planned.key)
-        if found is None:
-            base = reader.base_path
-            path = f"{base}/{planned.key}" if base else planned.key
-            found = asyncio.get_running_loop().run_in_executor(
-                reader.pool, _day_counts, path, planned, column, reader.filesystem, filters.since_ns,
-                filters.until_ns,
-            )  # fmt: skip
-            self._counts[planned.key] = found
-        hours = await asyncio.shield(found)
-        return None if hours is None else hours.get(hour_ns, Counter())
+        self, reader: Reader, files: Sequence[ArchiveFile], column: str | None, filters: Filters, hour_ns: int
+    ) -> list[Counter[str | None] | None]:
+        """The day files' rows of hour ``hour_ns`` in range; None for one that needs the ordinary scan.
+
+        The files not yet read are read in a job per thread (the day files of an hour are every app's of
+        that day), each job's values counted in one call.
+        """
+        new = [f for f in files if f.key not in self._counts]
+        base = reader.base_path
+        # As many jobs as threads: the hours after a day's first wait for its files, so a day is read by
+        # every thread at once.
+        size = max(1, -(-len(new) // reader.threads))
+        for part in (new[i : i + size] for i in range(0, len(new), size)):
+            items = [(f"{base}/{f.key}" if base else f.key, f) for f in part]
+            job = asyncio.get_running_loop().run_in_executor(
+                reader.pool, _day_job, items, column, reader.filesystem, (filters.since_ns, filters.until_ns)
+            )
+            for i, f in enumerate(part):
+                self._counts[f.key], self._index[f.key] = job, i
+        out: list[Counter[str | None] | None] = []
+        for f in files:
+            hours = (await asyncio.shield(self._counts[f.key]))[self._index[f.key]]
+            out.append(None if hours is None else hours.get(hour_ns, Counter()))
+        return out
 
 
 def _value_counts(values: Sequence[pa.Array], slots: Sequence[tuple[int, Counter[str | None]]]) -> None:
@@ -262,10 +299,9 @@ async def hour_counts(
 
     files = [f for f in group.files if f.length_ns <= NS_PER_HOUR]
     parts = [files[i : i + FILES_PER_JOB] for i in range(0, len(files), FILES_PER_JOB)]
-    results = await asyncio.gather(
-        *(job(part) for part in parts),
-        *(days.hour(reader, f, column, filters, group.hour_ns) for f in day_files),
-    )
+    results = await asyncio.gather(*(job(part) for part in parts))
+    if day_files:
+        results += await days.hour(reader, day_files, column, filters, group.hour_ns)
     if any(r is None for r in results):
         return None
     total: Counter[str | None] = Counter()
