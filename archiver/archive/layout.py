@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from archiver.archive.escaping import decode_value, decode_value_v1
