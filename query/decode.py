@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from archiver.archive import schema
 from archiver.archive.layout import NS_PER_HOUR
 from archiver.archive.navigator import ArchiveFile
-from archiver.archive.timestamps import with_exact_time
+from archiver.archive.timestamps import row_group_spans, with_exact_time
 from archiver.errors import BadFileError
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
 from query.filters import Filters
@@ -70,26 +70,6 @@ def check_schema(file_schema: pa.Schema, columns: Sequence[str]) -> None:
                 pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind)
             ):
                 raise BadFileError(f"not an archive file (column {name} is {kind})")
-
-
-_NS_PER_UNIT = {"us": 1000, "ns": 1}
-
-
-def row_group_spans(metadata: pq.FileMetaData, file_schema: pa.Schema) -> list[tuple[int, int] | None]:
-    """Each row group's first and last possible exact time (ns) from its ``timestamp`` statistics (None:
-    they cannot tell)."""
-    factor = _NS_PER_UNIT.get(file_schema.field(schema.TIMESTAMP).type.unit)
-    index = file_schema.get_field_index(schema.TIMESTAMP)
-    spans: list[tuple[int, int] | None] = []
-    for i in range(metadata.num_row_groups):
-        stats = metadata.row_group(i).column(index).statistics
-        if factor is None or stats is None or not stats.has_min_max:
-            spans.append(None)
-        else:
-            # Raw INT64 values in the column's unit (as_py would round nanoseconds to microseconds); a
-            # microsecond's rows span its 1000 nanoseconds.
-            spans.append((stats.min_raw * factor, stats.max_raw * factor + factor - 1))
-    return spans
 
 
 def row_groups_in_range(

@@ -37,6 +37,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -51,13 +52,17 @@ from stages import build, feed
 from archiver.archive.escaping import DEFAULT_PARTITION, stored_value
 from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND
 from archiver.archive.message import format_timestamp_ns, parse_timestamp
+from archiver.archive.navigator import listed_app_segments
 from archiver.demo.flymessage import fly_message
-from archiver.manage.compact import compact_archive
+from archiver.manage.compact import Compactor, compact_archive
+from archiver.manage.compact_plan import list_units
 from archiver.storage.local import LocalStorage
 
 ENGINES = ["duckdb", "pyarrow", "polars", "datafusion", "spark"]
-#: The first hour (2026-01-14T23Z) is compacted; the second (2026-01-15T00Z, the next UTC day) stays live.
-HOUR1 = int(datetime(2026, 1, 14, 23, tzinfo=UTC).timestamp()) * NS_PER_SECOND
+#: The first two hours (2026-01-14T22Z and 23Z) are compacted, then their day rolled up (the hour files'
+#: row groups copied into a day file); the third (2026-01-15T00Z, the next UTC day) stays live.
+HOUR0 = int(datetime(2026, 1, 14, 22, tzinfo=UTC).timestamp()) * NS_PER_SECOND
+HOUR1 = HOUR0 + NS_PER_HOUR
 HOUR2 = HOUR1 + NS_PER_HOUR
 LONG = "long-" + "x" * 195  # 200 characters: its key segment is shortened
 #: A name DataFusion's filter cannot find (see DATAFUSION_MISSED).
@@ -118,12 +123,12 @@ class Archive:
 
 
 def messages() -> list[tuple[str, bytes, tuple[str, str, int, str]]]:
-    """(subject, payload, (app, region, ns, text)) for every case: PER_HOUR in each of the two hours."""
+    """(subject, payload, (app, region, ns, text)) for every case: PER_HOUR in each of the three hours."""
     rng = random.Random(13)
     out = []
     for index, (app, region, via) in enumerate(CASES):
         subject = f"logs.{app}.{region}.148ed726c12358" if via == "subject" else "logs.fallback"
-        for hour in (HOUR1, HOUR2):
+        for hour in (HOUR0, HOUR1, HOUR2):
             stamps = sorted(hour + rng.randrange(NS_PER_HOUR) for _ in range(PER_HOUR))
             if index == 0:  # two rows in one microsecond: only timestamp_nanos orders them
                 stamps[1] = stamps[0] - stamps[0] % 1000 + 999
@@ -136,7 +141,7 @@ def messages() -> list[tuple[str, bytes, tuple[str, str, int, str]]]:
 
 
 async def write(root: Path, spool: Path) -> list[tuple[str, str, int, str]]:
-    """Archive every message through the service's stages in two flushes, then compact HOUR1."""
+    """Archive every message through the service's stages in two flushes, compact HOUR0 and HOUR1, roll up their day."""
     sent = messages()
     stages = build(spool, root)
     stages.spool.open()
@@ -152,9 +157,17 @@ async def write(root: Path, spool: Path) -> list[tuple[str, str, int, str]]:
     storage = LocalStorage(str(root))
     try:
         stats = await compact_archive(storage, [], HOUR2, 256 * 1024**2)
+        assert stats.compacted == 2 * len({app for app, *_ in CASES}), stats
+        with tempfile.TemporaryDirectory() as scratch:
+            compactor = Compactor(storage, scratch, 256 * 1024**2)
+            units = await list_units(storage, await listed_app_segments(storage), HOUR2, days_until_ns=HOUR2)
+            days = [unit for unit in units if unit.is_day]
+            assert len(days) == len({app for app, *_ in CASES})
+            for unit in days:
+                day = await compactor.compact(unit)
+                assert (day.outcome, day.files_in, day.files_out) == ("compacted", 2, 1), day
     finally:
         await storage.close()
-    assert stats.compacted == len({app for app, *_ in CASES}), stats
     return [row for *_, row in sent]
 
 
@@ -173,7 +186,8 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
 
 
 def test_the_archive_holds_compacted_and_live_files_and_hostile_segments(archive: Archive) -> None:
-    assert any("-c-" in f and f.split("/")[1] == "date=2026-01-14" for f in archive.files)
+    assert any("-d-" in f and f.split("/")[1] == "date=2026-01-14" for f in archive.files)
+    assert not any("-c-" in f for f in archive.files if "date=2026-01-14" in f)
     assert any("-c-" not in f and f.split("/")[1] == "date=2026-01-15" for f in archive.files)
     assert not any("-c-" in f for f in archive.files if "date=2026-01-15" in f)
     segments = {f.split("/")[0] for f in archive.files}
@@ -465,7 +479,7 @@ def as_engine(engine: str, rows: list[tuple[str, str, int, str]]) -> list[Row]:
 
 def test_row_count(engine: tuple[str, Reading], archive: Archive) -> None:
     _, reading = engine
-    assert len(reading.rows) == len(archive.sent) == len(CASES) * 2 * PER_HOUR
+    assert len(reading.rows) == len(archive.sent) == len(CASES) * 3 * PER_HOUR
 
 
 def test_app_and_region_values(engine: tuple[str, Reading], archive: Archive) -> None:

@@ -32,13 +32,14 @@ from test_table_readers import read_deltalake, storage_options, table_uri
 from archiver.archive.layout import NS_PER_DAY, NS_PER_HOUR, parse_key
 from archiver.archive.supersede import parse_compact_name, replaces_from_metadata
 from archiver.config import ArchiveSettings
+from archiver.manage import compact_steps
 from archiver.manage.compact import Compactor, compact_archive
 from archiver.manage.compact_plan import WorkUnit
 from archiver.manage.compact_result import CompactStats
 from archiver.manage.compact_table import TableLink
 from archiver.storage.open import open_storage
 from archiver.table.writer import ArchiveTable
-from query import count_fast
+from query import count_files
 from query.textout import iso_time
 
 HERE = Path(__file__).resolve().parent
@@ -186,13 +187,13 @@ def test_count_by_level_reads_each_day_file_once(
     assert rolled_up_day(settings)
     rows = [r for f in read_archive(settings) for r in f.rows]
     calls: Counter[str] = Counter()
-    original = count_fast._day_counts
+    original = count_files._day_counts
 
     def counting(source: str, *args: Any) -> Any:
         calls[source] += 1
         return original(source, *args)
 
-    monkeypatch.setattr(count_fast, "_day_counts", counting)
+    monkeypatch.setattr(count_files, "_day_counts", counting)
     start = min(r["timestamp"] for r in rows)
     for since, until in ((start - NS_PER_DAY, start + NS_PER_DAY), (start + 1800 * S, start + 7200 * S + 17)):
         calls.clear()
@@ -209,6 +210,39 @@ def test_count_by_level_reads_each_day_file_once(
         assert got == want, counted.output
         if settings.scheme == "file":  # over S3 the ordinary scan reads an hour of a day file by ranged reads
             assert calls and set(calls.values()) == {1}, calls  # each day file read once, not once an hour
+
+
+def test_a_day_of_compacted_hours_is_copied_not_merged(
+    settings: ArchiveSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The roll-up copies compacted hours' row groups (no merge is built for the day); a late file is merged."""
+    msgs = messages(2000, hours=3)
+    write_small_files(settings, msgs, flushes=3)
+    cli(settings, "compact", "--before", HOURS_ONLY, "--target-bytes", TARGET)
+    hours: dict[str, list[tuple[int, str]]] = {}  # every row of the compacted hours, per app
+    for f in read_archive(settings):
+        hours.setdefault(f.app, []).extend((r["timestamp"], r["message"]) for r in f.rows)
+
+    class NoDayMerge(compact_steps.FileMerge):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            assert args[3] is None, "a day of compacted hours was merged, not copied"  # align_ns: days only
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(compact_steps, "FileMerge", NoDayMerge)
+    cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", "100000000")
+    assert day_files_only(settings)
+    days = read_archive(settings)
+    assert sorted(f.app for f in days) == sorted(hours)
+    for f in days:  # the same rows, in time order
+        assert [(r["timestamp"], r["message"]) for r in f.rows] == sorted(hours[f.app])
+        assert f.metadata[b"archiver.replaces"] != b"[]"
+    monkeypatch.undo()
+    late = messages(50, hours=3, seed=9)
+    write_small_files(settings, late, flushes=1)
+    cli(settings, "compact", "--before", "2026-11-30", "--target-bytes", "100000000")
+    assert day_files_only(settings)
+    assert query_count(settings, tmp_path / "q.parquet") == len(msgs) + len(late)
+    assert glob_count(settings, tmp_path) == len(msgs) + len(late)
 
 
 def test_late_file_without_a_table(settings: ArchiveSettings, tmp_path: Path) -> None:

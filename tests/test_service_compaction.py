@@ -49,7 +49,7 @@ from archiver.codec.payloads import Payloads
 from archiver.config import ArchiveSettings
 from archiver.demo.loadgen import FlyLogGenerator
 from archiver.demo.publish import publish
-from archiver.service.compactor import _fresh_scratch
+from archiver.service.scratch import fresh_scratch
 from archiver.storage.open import open_storage
 
 HERE = Path(__file__).resolve().parent
@@ -358,6 +358,6 @@ def test_temporary_scratch_of_a_killed_process_is_swept(
     others = [mine, tmp_path / "archiver-compact-xyz", tmp_path / "unrelated-1"]
     for keep in others:
         keep.mkdir()
-    made = Path(_fresh_scratch(None))
+    made = Path(fresh_scratch(None))
     assert made.parent == tmp_path and made.name.startswith(f"archiver-compact-{os.getpid()}-")
     assert not dead.exists() and all(keep.exists() for keep in others)

@@ -100,3 +100,30 @@ def to_v2(table: pa.Table, region: str | None) -> pa.Table:
         _cast(a, f.type) if a.type != f.type else a for a, f in zip(arrays, schema.FILE_SCHEMA, strict=True)
     ]
     return pa.Table.from_arrays(arrays, schema=schema.FILE_SCHEMA.remove_metadata())
+
+
+#: Nanoseconds in one unit of an Arrow timestamp.
+NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+def row_group_spans(metadata: Any, arrow_schema: pa.Schema | None = None) -> list[tuple[int, int] | None]:
+    """Each row group's first and last possible exact time (ns) from its ``timestamp`` statistics (None: they
+    cannot tell). ``metadata`` is a ``pyarrow.parquet.FileMetaData``; ``arrow_schema`` its Arrow schema if
+    already built.
+
+    The statistics are raw INT64 values in the column's unit (``as_py`` would round nanoseconds to
+    microseconds); schema v2's rows of one microsecond span its 1000 nanoseconds (``timestamp_nanos``).
+    """
+    arrow = metadata.schema.to_arrow_schema() if arrow_schema is None else arrow_schema
+    if schema.TIMESTAMP not in arrow.names or not pa.types.is_timestamp(arrow.field(schema.TIMESTAMP).type):
+        return [None] * metadata.num_row_groups
+    factor = NS_PER_UNIT[arrow.field(schema.TIMESTAMP).type.unit]
+    index = arrow.get_field_index(schema.TIMESTAMP)
+    spans: list[tuple[int, int] | None] = []
+    for i in range(metadata.num_row_groups):
+        stats = metadata.row_group(i).column(index).statistics
+        if stats is None or not stats.has_min_max:
+            spans.append(None)
+        else:
+            spans.append((stats.min_raw * factor, stats.max_raw * factor + factor - 1))
+    return spans

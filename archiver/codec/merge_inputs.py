@@ -15,8 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archiver.archive import schema
-
-_NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+from archiver.archive.timestamps import row_group_spans
 
 
 def _stringish(kind: pa.DataType) -> bool:
@@ -73,23 +72,8 @@ def time_bounds(metadata: pq.FileMetaData) -> tuple[int | None, int | None]:
     Schema v2's ``timestamp`` is microseconds: the exact time lies within the
     microsecond (``timestamp_nanos`` 0-999), so the bounds widen by it.
     """
-    arrow = metadata.schema.to_arrow_schema()
-    if schema.TIMESTAMP not in arrow.names or not pa.types.is_timestamp(arrow.field(schema.TIMESTAMP).type):
+    spans = [span for i, span in enumerate(row_group_spans(metadata)) if metadata.row_group(i).num_rows]
+    known = [span for span in spans if span is not None]
+    if not known or len(known) < len(spans):
         return None, None
-    scale = _NS_PER_UNIT[arrow.field(schema.TIMESTAMP).type.unit]
-    column = next(
-        i for i in range(metadata.num_columns) if metadata.schema.column(i).path == schema.TIMESTAMP
-    )
-    lows, highs = [], []
-    for g in range(metadata.num_row_groups):
-        group = metadata.row_group(g)
-        if group.num_rows == 0:
-            continue
-        stats = group.column(column).statistics
-        if stats is None or not stats.has_min_max:
-            return None, None
-        lows.append(int(stats.min_raw))
-        highs.append(int(stats.max_raw))
-    if not lows:
-        return None, None
-    return min(lows) * scale, max(highs) * scale + scale - 1
+    return min(low for low, _ in known), max(high for _, high in known)

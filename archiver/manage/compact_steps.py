@@ -21,11 +21,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from archiver.archive.layout import NS_PER_HOUR
-from archiver.archive.supersede import input_digest, replaced_names, replaces_metadata, superseded_by
+from archiver.archive.supersede import (
+    input_digest,
+    parse_compact_name,
+    replaced_names,
+    replaces_metadata,
+    superseded_by,
+)
+from archiver.codec.concat import concatenate, copyable, read_footer
 from archiver.codec.merge import FileMerge, MergeInput
-from archiver.codec.merge_inputs import input_problem
+from archiver.codec.merge_inputs import input_problem, time_bounds
 from archiver.codec.merge_parts import MergedPart
-from archiver.errors import ObjectExistsError, ObjectNotFoundError
+from archiver.errors import EncodeError, ObjectExistsError, ObjectNotFoundError
 from archiver.manage.compact_plan import Decision, UnitFiles, WorkUnit, part_count
 from archiver.manage.compact_plan import probes as probe_names
 from archiver.storage.interface import Storage
@@ -125,11 +132,70 @@ async def fetch_inputs(compactor: Runner, work: Work) -> bool:
     return not work.problems
 
 
-async def merge_inputs(compactor: Runner, work: Work) -> bool:
-    """Step 4: merge the live files into the output parts (local files); False when stopped or it failed."""
+def copy_plan(work: Work, target_bytes: int) -> list[list[str]] | None:
+    """A day's inputs as parts of at most ``target_bytes`` (in time order) when their row groups can be copied
+    as they are (:mod:`archiver.codec.concat`): compacted files of one hour each, no two hours alike, and
+    footers that allow it. None otherwise: the merge (a late file, a day file, live or foreign files)."""
     live = work.decision.merge
-    items = [MergeInput(work.local[n], work.files.regions[n]) for n in live]
+    if not work.unit.is_day or any(parse_compact_name(n) is None or work.files.regions[n] for n in live):
+        return None
+    spans = []
+    for name in live:
+        low, high = time_bounds(pq.read_metadata(work.local[name]))
+        if low is None or high is None or low // NS_PER_HOUR != high // NS_PER_HOUR:
+            return None
+        spans.append((low, high, name))
+    spans.sort()
+    if any(spans[i][1] >= spans[i + 1][0] for i in range(len(spans) - 1)):
+        return None
+    ordered = [name for _, _, name in spans]
+    if not copyable([read_footer(work.local[n])[0] for n in ordered]):
+        return None
+    parts: list[list[str]] = []
+    for name in ordered:
+        if parts and sum(work.files.sizes[n] for n in parts[-1]) + work.files.sizes[name] <= target_bytes:
+            parts[-1].append(name)
+        else:
+            parts.append([name])
+    return parts
+
+
+def copy_parts(work: Work, plan: list[list[str]], metadata: dict[bytes, bytes]) -> list[MergedPart]:
+    """Write the parts of ``plan`` by copying their inputs' row groups (no decoding)."""
+    parts = []
+    for i, names in enumerate(plan):
+        path = os.path.join(work.directory, f"out-{i}.parquet")
+        rows = concatenate([work.local[n] for n in names], path, metadata)
+        parts.append(MergedPart(path, rows, os.path.getsize(path), pq.read_metadata(path)))
+    return parts
+
+
+async def _copied(compactor: Runner, work: Work, metadata: dict[bytes, bytes]) -> bool:
+    """Whether the unit's parts were written by copying row groups (False: they are to be merged)."""
+    try:
+        plan = await compactor.blocking(copy_plan, work, compactor.target_bytes)
+        if plan is None:
+            return False
+        parts = await compactor.blocking(copy_parts, work, plan, metadata)
+    except (pa.ArrowException, EncodeError, OSError, ValueError):
+        return False  # the merge reads them the ordinary way (and names what is wrong, if anything)
+    digest = input_digest(work.decision.merge)
+    work.outputs = [work.unit.output_name(digest, i, len(plan)) for i in range(len(plan))]
+    work.parts = parts
+    return True
+
+
+async def merge_inputs(compactor: Runner, work: Work) -> bool:
+    """Step 4: merge the live files into the output parts (local files); False when stopped or it failed.
+
+    A day of compacted hours is copied row group by row group instead (:func:`copy_plan`): the same rows
+    in the same order, without decoding them.
+    """
+    live = work.decision.merge
     metadata = replaces_metadata(work.decision.covered)
+    if await _copied(compactor, work, metadata):
+        return True
+    items = [MergeInput(work.local[n], work.files.regions[n]) for n in live]
     charged = 0
     try:
         # A day file's row groups end at hours: a reader of one hour decodes only its own.

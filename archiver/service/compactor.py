@@ -54,7 +54,6 @@ import contextlib
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -77,6 +76,7 @@ from archiver.manage.compact_result import UnitResult
 from archiver.manage.compact_table import TableLink, split
 from archiver.service.buffer import Buffers, Room
 from archiver.service.compaction_metrics import CompactionStats, compaction_seconds
+from archiver.service.scratch import fresh_scratch
 from archiver.storage.interface import ObjectInfo, Storage
 
 #: How often the last two days are scanned for work others left.
@@ -168,7 +168,7 @@ class CompactorStage:
 
     async def _run(self) -> None:
         self.compactor.scratch_dir = await asyncio.get_running_loop().run_in_executor(
-            self._executor, _fresh_scratch, self.scratch_dir
+            self._executor, fresh_scratch, self.scratch_dir
         )
         table = self.compactor.table
         while table is not None and not table.ready() and not self._halt.is_set():
@@ -282,38 +282,3 @@ def _lower_priority() -> None:
     """Make the compactor's thread yield the CPU to ingest when both want it (Linux: a thread's own nice value)."""
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPACT_NICE)
-
-
-#: A temporary scratch directory's name: the prefix, the owning process's id, a dash.
-TEMP_SCRATCH_PREFIX = "archiver-compact-"
-
-
-def _fresh_scratch(directory: str | None) -> str:
-    """The scratch directory, emptied (what a killed compaction left is of no use)."""
-    if directory is None:
-        _sweep_temp_scratch(tempfile.gettempdir())
-        return tempfile.mkdtemp(prefix=f"{TEMP_SCRATCH_PREFIX}{os.getpid()}-")
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(directory)
-    os.makedirs(directory)
-    return directory
-
-
-def _sweep_temp_scratch(parent: str) -> None:
-    """Delete the temporary scratch directories of processes that are gone (killed before their stop:
-    with SPOOL_DIR off, each restart after a kill -9 would otherwise leave one, a partial merge inside)."""
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(parent):
-            owner = entry.name.removeprefix(TEMP_SCRATCH_PREFIX).partition("-")[0]
-            if entry.name.startswith(TEMP_SCRATCH_PREFIX) and owner.isdigit() and not _alive(int(owner)):
-                shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # another user's process: alive
-    return True
