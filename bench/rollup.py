@@ -2,8 +2,8 @@
 
 Usage: ``.venv/bin/python bench/rollup.py [--mb 100] [--dir DIR]`` (prints one Markdown row and JSON).
 
-Builds one app's 24 hour files of a past day (sorted, disjoint: as hour compaction leaves them) in a
-local archive, ``--mb`` MB in all (Fly messages of the load generator, one region per hour file's
+Builds one app's 24 hour files of a past day (sorted, disjoint, named and tagged as hour compaction
+leaves them) in a local archive, ``--mb`` MB in all (Fly messages of the load generator, one region per hour file's
 rows), then, in a fresh child process, rolls the day up with the service's compactor: the
 :class:`~archiver.manage.compact.Compactor` with a one-thread executor (the compactor stage's thread),
 no table (TABLE=off: the merge is the cost; a table adds one commit). Measured in the child: wall
@@ -38,9 +38,13 @@ def vm_kib(field: str) -> int:
 
 def build(root: str, megabytes: int) -> tuple[int, int, int]:
     """24 hour files of app ``busy`` adding up to about ``megabytes`` MB: (files, bytes, rows)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from archiver.archive.escaping import partition_value
     from archiver.archive.layout import NS_PER_HOUR, object_key, object_name
-    from archiver.codec.encode import COMPACT_COMPRESSION_LEVEL, encode_partition
+    from archiver.archive.supersede import compact_name, input_digest, replaces_metadata
+    from archiver.codec.encode import COMPACT_COMPRESSION_LEVEL, encode_partition, write_parquet
     from archiver.codec.payloads import Payloads
     from archiver.demo.loadgen import FlyLogGenerator
 
@@ -59,14 +63,16 @@ def build(root: str, megabytes: int) -> tuple[int, int, int]:
             payloads = [p for _, p in gen.messages(per_hour)]
             encoded = encode_partition("busy", "ams", Payloads(payloads), start, COMPACT_COMPRESSION_LEVEL)
         for f in encoded.files:
-            key = object_key(
-                partition_value("busy"), f.hour_ns, object_name(f.min_timestamp_ns, "bench", hour)
-            )
-            path = os.path.join(root, key)
+            # Named and tagged as hour compaction leaves an hour: a compacted group of one part.
+            inputs = [object_name(f.min_timestamp_ns, "bench", hour)]
+            name = compact_name(f.hour_ns, input_digest(inputs), 0, 1)
+            data = write_parquet(pq.read_table(pa.BufferReader(f.data)), COMPACT_COMPRESSION_LEVEL,
+                                 replaces_metadata(inputs))  # fmt: skip
+            path = os.path.join(root, object_key(partition_value("busy"), f.hour_ns, name))
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as out:
-                out.write(f.data)
-            written += len(f.data)
+                out.write(data)
+            written += len(data)
             files += 1
         rows += len(payloads)
     return files, written, rows
