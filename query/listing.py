@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from archiver.archive.layout import NS_PER_HOUR, NS_PER_SECOND, app_prefix
+from archiver.archive.layout import NS_PER_DAY, NS_PER_HOUR, NS_PER_SECOND, app_prefix
 from archiver.archive.navigator import AppSelection, ArchiveFile, list_apps, list_files, select_apps
 from archiver.config import ArchiveSettings
 from archiver.errors import BadFileError, DamagedFileError, VanishedError
@@ -75,12 +75,16 @@ async def _ls_hours(storage: Storage, request: LsRequest) -> list[tuple[str, Hou
             )
             seen: set[str] = set()
             for group in await planner.all_hours():
-                # A day file is in each hour of its day (the planner): listed once, with the first.
-                group.files = [f for f in group.files if f.length_ns <= NS_PER_HOUR or f.key not in seen]
-                seen.update(f.key for f in group.files if f.length_ns > NS_PER_HOUR)
-                out.append((app, group))
+                # A day file is in each hour of its day (the planner): listed once, on a row of its own.
+                days = [f for f in group.files if f.length_ns > NS_PER_HOUR and f.key not in seen]
+                seen.update(f.key for f in days)
+                if days:
+                    out.append((app, HourFiles(days[0].hour_ns, days)))
+                group.files = [f for f in group.files if f.length_ns <= NS_PER_HOUR]
+                if group.files:
+                    out.append((app, group))
             continue
-        hours: dict[int, HourFiles] = {}
+        hours: dict[tuple[int, bool], HourFiles] = {}  # a day's files apart from its first hour's
         prefixes = [app_prefix(segment) for segment in selection.segments]
         view, listed = await asyncio.gather(
             read_view(storage, selection, strict=request.strict, warn=_warn),
@@ -89,12 +93,17 @@ async def _ls_hours(storage: Storage, request: LsRequest) -> list[tuple[str, Hou
         # A table's files are its snapshot's; v1 files are never in it, they are taken as listed.
         found = listed if view is None else view.files + [f for f in listed if f.region is not None]
         for planned in found:
-            hours.setdefault(planned.hour_ns, HourFiles(planned.hour_ns)).files.append(planned)
-        for group in hours.values():  # files a compaction superseded are not counted (query.supersede)
+            key = (planned.hour_ns, planned.length_ns <= NS_PER_HOUR)
+            hours.setdefault(key, HourFiles(planned.hour_ns)).files.append(planned)
+        for (hour_ns, of_hour), group in hours.items():  # files a compaction superseded are not counted
             if view is None or any(f.region is not None for f in group.files):
+                # An hour's files are resolved with its day's day files (query.supersede), as a query does.
+                day = hours.get((hour_ns - hour_ns % NS_PER_DAY, False))
+                days = day.files if of_hour and day is not None else []
                 with contextlib.suppress(VanishedError):
-                    group.files = await live_files(group.files, FooterReader(storage))
-        out.extend((app, hours[h]) for h in sorted(hours))
+                    kept = await live_files(group.files + days, FooterReader(storage))
+                    group.files = [f for f in kept if (f.length_ns <= NS_PER_HOUR) == of_hour]
+        out.extend((app, hours[h]) for h in sorted(hours) if hours[h].files)
     return out
 
 
@@ -119,12 +128,12 @@ async def _print_hours(
     table[0] += ["HOUR (UTC)", "FILES", "ROWS", "BYTES", "REGIONS"]
     for app, group in groups:
         hour = datetime.fromtimestamp(group.hour_ns // NS_PER_SECOND, UTC)
+        whole_day = all(f.length_ns > NS_PER_HOUR for f in group.files)  # a rolled-up day: every hour of it
+        label = f"{hour:%Y-%m-%d} (day)" if whole_day else f"{hour:%Y-%m-%dT%H}:00Z"
         rows = sum(counts[f][0] for f in group.files)
         regions = visible(",".join(sorted({region for f in group.files for region in counts[f][1]})))
         cells = [visible(app)] if show_app else []
-        table.append(
-            [*cells, f"{hour:%Y-%m-%dT%H}:00Z", str(len(group.files)), str(rows), str(group.bytes), regions]
-        )
+        table.append([*cells, label, str(len(group.files)), str(rows), str(group.bytes), regions])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     numeric = {len(table[0]) - 4, len(table[0]) - 3, len(table[0]) - 2}  # FILES, ROWS, BYTES align right
     lines = [

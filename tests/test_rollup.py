@@ -412,6 +412,25 @@ def test_prune_keeps_a_day_file_until_its_whole_day_is_old(tmp_path: Path) -> No
     assert names(settings) == []
 
 
+def test_ls_shows_a_day_file_as_its_day(tmp_path: Path) -> None:
+    """``archiver ls --app``: a rolled-up day is one row labelled with its day (not its first hour), with and
+    without --since; a late hour file of it has its own row."""
+    settings = ArchiveSettings("file", "", str(tmp_path / "archive"))
+    rolled_up_day(settings)
+    app = read_archive(settings)[0].app
+    days = [f for f in read_archive(settings) if f.app == app]
+    want = ["2026-11-20", "(day)", str(len(days)), str(sum(len(f.rows) for f in days))]
+    for since in ([], ["--since", "2026-11-19"]):
+        listed = cli(settings, "ls", "--app", app, *since).output.splitlines()
+        assert [line.split()[:4] for line in listed[1:]] == [want], listed
+    late = [m for m in messages(40, hours=3, seed=5) if m[0].split(".")[1] == app]
+    write_small_files(settings, late, flushes=1)
+    first, *hours = cli(settings, "ls", "--app", app).output.splitlines()[1:]
+    assert first.split()[:2] == want[:2] and hours
+    assert all(line.split()[0].endswith(":00Z") for line in hours), hours
+    assert sum(int(line.split()[2]) for line in hours) == len(late)
+
+
 def test_stats_of_a_rolled_up_day(tmp_path: Path) -> None:
     """``archiver stats``: the day's totals, and the hourly chart from the day file's timestamps."""
     settings = ArchiveSettings("file", "", str(tmp_path / "archive"))
