@@ -61,17 +61,21 @@ class DayFiles:
         """The day files' rows of hour ``hour_ns`` in range; None for one that needs the ordinary scan.
 
         The files not yet read are read in a job per thread (the day files of an hour are every app's of
-        that day), each job's values counted in one call.
+        that day), each job's values counted in one call; over S3 by ranged reads of the footer and the
+        column chunks, not by a GET of the whole file.
         """
-        new = [f for f in files if f.key not in self._counts]
-        base = reader.base_path
+        where = await reader.day_filesystem(files)
+        if where is None:
+            return [None] * len(files)  # no ranged reader for them: the ordinary scan reads them
+        fs, base = where
+        new = [f for f in files if f.key not in self._counts]  # after the await: other hours ran meanwhile
         # As many jobs as threads: the hours after a day's first wait for its files, so a day is read by
         # every thread at once.
         size = max(1, -(-len(new) // reader.threads))
         for part in (new[i : i + size] for i in range(0, len(new), size)):
             items = [(f"{base}/{f.key}" if base else f.key, f) for f in part]
             job = asyncio.get_running_loop().run_in_executor(
-                reader.pool, day_job, items, column, reader.filesystem, (filters.since_ns, filters.until_ns)
+                reader.pool, day_job, items, column, fs, (filters.since_ns, filters.until_ns)
             )
             for i, f in enumerate(part):
                 self._counts[f.key], self._index[f.key] = job, i
@@ -93,8 +97,6 @@ async def hour_counts(
     bounds = filters.time_bounds(group.hour_ns)
     local = reader.filesystem is not None and reader.filesystem.type_name == "local"
     day_files = [f for f in group.files if f.length_ns > NS_PER_HOUR]
-    if day_files and not local:
-        return None  # a day file over S3: the ordinary scan reads its hour by ranged reads, not whole
     column = spec.by_column
 
     base = reader.base_path

@@ -124,7 +124,7 @@ class Reader:
         batches = [files[i : i + size] for i in range(0, len(files), size)]
         # A day file is read once per hour of its day: over S3 by ranged reads of its footer and that hour's
         # row groups, not by a GET of the whole file each time.
-        days = None if local else await self._day_filesystem(files)
+        days = None if local else await self.day_filesystem(files)
 
         async def source(planned: ArchiveFile) -> str | pa.Buffer | BadFileError:
             if days is not None and planned.length_ns > NS_PER_HOUR:
@@ -144,8 +144,9 @@ class Reader:
 
         return list(await asyncio.gather(*(batch(part) for part in batches)))
 
-    async def _day_filesystem(self, files: Sequence[ArchiveFile]) -> tuple[pa.fs.FileSystem, str] | None:
-        """The S3 archive's pyarrow filesystem and base when ``files`` hold a day file (and one can be had)."""
+    async def day_filesystem(self, files: Sequence[ArchiveFile]) -> tuple[pa.fs.FileSystem, str] | None:
+        """The filesystem and base to read ``files``' day files from by ranged reads (an S3 archive's pyarrow
+        filesystem, made on first need); None when they hold none, or no such filesystem can be had."""
         if not any(f.length_ns > NS_PER_HOUR for f in files):
             return None
         if self._day_source is None:

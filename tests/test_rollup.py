@@ -182,8 +182,8 @@ def test_query_hours_of_a_day_file(settings: ArchiveSettings, tmp_path: Path, ta
 def test_count_by_level_reads_each_day_file_once(
     settings: ArchiveSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--count --by level over rolled-up days: per hour and level what the rows say; locally each day file is
-    read once for all its hours."""
+    """--count --by level over rolled-up days: per hour and level what the rows say; each day file is read
+    once for all its hours (over S3 by ranged reads)."""
     assert rolled_up_day(settings)
     rows = [r for f in read_archive(settings) for r in f.rows]
     calls: Counter[str] = Counter()
@@ -208,8 +208,7 @@ def test_count_by_level_reads_each_day_file_once(
             if since <= r["timestamp"] < until
         )
         assert got == want, counted.output
-        if settings.scheme == "file":  # over S3 the ordinary scan reads an hour of a day file by ranged reads
-            assert calls and set(calls.values()) == {1}, calls  # each day file read once, not once an hour
+        assert calls and set(calls.values()) == {1}, calls  # each day file read once, not once an hour
 
 
 def test_a_day_of_compacted_hours_is_copied_not_merged(
