@@ -70,12 +70,13 @@ class DayFiles:
         fs, base = where
         new = [f for f in files if f.key not in self._counts]  # after the await: other hours ran meanwhile
         # As many jobs as threads: the hours after a day's first wait for its files, so a day is read by
-        # every thread at once.
-        size = max(1, -(-len(new) // reader.threads))
+        # every thread at once (over S3 a file a job: its time is round trips).
+        pool = reader.pool_for(fs)
+        size = max(1, -(-len(new) // reader.threads)) if pool is reader.pool else 1
         for part in (new[i : i + size] for i in range(0, len(new), size)):
             items = [(f"{base}/{f.key}" if base else f.key, f) for f in part]
             job = asyncio.get_running_loop().run_in_executor(
-                reader.pool, day_job, items, column, fs, (filters.since_ns, filters.until_ns)
+                pool, day_job, items, column, fs, (filters.since_ns, filters.until_ns)
             )
             for i, f in enumerate(part):
                 self._counts[f.key], self._index[f.key] = job, i

@@ -44,6 +44,8 @@ from query.plan import HourFiles
 READ_AHEAD_HOURS = 2
 #: Most files per decoding job when they come from S3.
 REMOTE_BATCH_FILES = 16
+#: Threads for blocking ranged reads of S3 objects (day files): their time is round trips, not CPU.
+RANGED_READ_THREADS = 16
 
 
 @dataclass(slots=True)
@@ -107,6 +109,7 @@ class Reader:
         self._day_source: tuple[pa.fs.FileSystem, str] | None = None
         self.threads = threads
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="scan")
+        self._ranged_pool: ThreadPoolExecutor | None = None
         self.fetches = asyncio.Semaphore(fetch_concurrency)
 
     async def read_files(self, files: Sequence[ArchiveFile], scan: FileScan) -> list[Batch]:
@@ -181,9 +184,20 @@ class Reader:
         rows, regions = found
         return rows, regions if regions is not None else (planned.region or "",)
 
+    def pool_for(self, filesystem: pa.fs.FileSystem | None) -> ThreadPoolExecutor:
+        """The threads to read from ``filesystem`` in: the decoding ones, or for S3's blocking ranged reads
+        more of them (made on first need)."""
+        if filesystem is None or filesystem.type_name == "local":
+            return self.pool
+        if self._ranged_pool is None:
+            self._ranged_pool = ThreadPoolExecutor(RANGED_READ_THREADS, thread_name_prefix="ranged")
+        return self._ranged_pool
+
     def close(self) -> None:
         """Stop the decoding threads."""
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self._ranged_pool is not None:
+            self._ranged_pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def _read_hour(
