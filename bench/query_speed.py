@@ -86,7 +86,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -467,6 +467,21 @@ def compare(variants: Variants, runs: int, work: Path) -> dict[str, Any]:
     }
 
 
+def derive(
+    base: Path, archives: list[str], suffix: str, make: Callable[[Path, Path, int], Any], now: int
+) -> dict[str, Any]:
+    """Each archive also made into ``<archive><suffix>`` by ``make`` (once: kept under base, reused), added to
+    ``archives``; what ``make`` said, per archive."""
+    made: dict[str, Any] = {}
+    for archive in list(archives):
+        record = base / f"{archive}{suffix}.json"
+        if not record.exists():
+            record.write_text(json.dumps(make(base / archive, base / f"{archive}{suffix}", now)))
+        made[archive] = json.loads(record.read_text())
+        archives.append(f"{archive}{suffix}")
+    return made
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="local only, 3 runs")
@@ -521,24 +536,14 @@ def main() -> None:
         if args.rolled:
             from query_rollup import make_rolled
 
-            for archive in list(archives):
-                made = base / f"{archive}-rolled.json"
-                if not made.exists():
-                    made.write_text(json.dumps(make_rolled(base / archive, base / f"{archive}-rolled", now)))
-                summary.setdefault("rolled", {})[archive] = json.loads(made.read_text())
-                archives.append(f"{archive}-rolled")
+            summary["rolled"] = derive(base, archives, "-rolled", make_rolled, now)
             print(f"query: rolled up {summary['rolled']}", flush=True)
             if any(a.endswith("-rolled") for a in requested):
                 archives = [a for a in archives if a in requested]
         if args.table:
             from table_history import make_table
 
-            for archive in list(archives):
-                made = base / f"{archive}-table.json"
-                if not made.exists():
-                    made.write_text(json.dumps(make_table(base / archive, base / f"{archive}-table", now)))
-                summary.setdefault("tables", {})[archive] = json.loads(made.read_text())
-                archives.append(f"{archive}-table")
+            summary["tables"] = derive(base, archives, "-table", make_table, now)
             print(f"query: tables {summary['tables']}", flush=True)
         print(f"query: archives built {summary['archive']}", flush=True)
         app = default_app_names(APPS)[0]
