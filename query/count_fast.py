@@ -27,7 +27,6 @@ from collections import Counter
 from collections.abc import Sequence
 
 import pyarrow as pa
-import pyarrow.fs
 
 from archiver.archive.layout import NS_PER_HOUR
 from archiver.archive.navigator import ArchiveFile
@@ -38,7 +37,6 @@ from query.modes import CountSpec
 from query.plan import HourFiles
 from query.scan import Reader
 
-_REE_INT64 = pa.run_end_encoded(pa.int32(), pa.int64())
 #: Files counted per thread job.
 FILES_PER_JOB = 64
 

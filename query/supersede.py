@@ -107,7 +107,11 @@ async def live_files(files: Sequence[ArchiveFile], footers: Footers) -> list[Arc
     resolved, waiting = [], []
     for group in partitions.values():
         found = without_footers(group)
-        (waiting.append(group) if found is None else resolved.append(found))
-    resolved += await asyncio.gather(*map(with_footers, waiting)) if waiting else []
+        if found is None:
+            waiting.append(group)
+        else:
+            resolved.append(found)
+    if waiting:
+        resolved += await asyncio.gather(*map(with_footers, waiting))
     kept = {id(f) for group in resolved for f in group}
     return [f for f in files if id(f) in kept]

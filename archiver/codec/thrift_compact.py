@@ -3,7 +3,8 @@
 pyarrow reads and writes Parquet footers but does not let one be edited; the
 day roll-up copies row groups between files and must move their offsets
 (:mod:`archiver.codec.concat`). A struct reads as a :class:`Struct` (field id to
-``(type, value)``, in the order read), a list or set as :class:`Items`, a map as
+``(type, value)``, in the order read), a list or set as :class:`Items` (the field's
+type tells which), a map as
 :class:`Pairs`; numbers as int, binary as bytes, a double as its 8 raw bytes, a
 bool as bool. Unknown fields are kept as they are, so writing what was read
 gives the same bytes back.
@@ -42,7 +43,6 @@ class Items:
 
     kind: int
     values: list[Any]
-    is_set: bool = False
 
 
 @dataclass(slots=True)
@@ -99,7 +99,7 @@ class _Reader:
             head = self.byte()
             size = head >> 4 if head >> 4 != 15 else self.varint()
             element = head & 0x0F
-            return Items(element, [self.value(element) for _ in range(size)], kind == SET)
+            return Items(element, [self.value(element) for _ in range(size)])
         if kind == MAP:
             size = self.varint()
             if not size:
@@ -134,6 +134,8 @@ def read_struct(data: bytes) -> tuple[Struct, int]:
         return reader.struct(), reader.at
     except IndexError:
         raise EncodeError("truncated Thrift data") from None
+    except RecursionError:
+        raise EncodeError("Thrift structs nested too deep") from None
 
 
 def _varint(out: bytearray, n: int) -> None:
