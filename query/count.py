@@ -134,8 +134,7 @@ async def counted_tables(
                 slow.append(group)
                 return None
             stats.hours += 1
-            stats.files += len(group.files)
-            stats.bytes += group.bytes
+            stats.read(group.files)
             stats.rows += sum(found.values())
             bucket = group.hour_ns // every_ns * every_ns
             return pa.table({BUCKET: pa.array([bucket] * len(found), pa.int64()),

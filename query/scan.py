@@ -29,6 +29,7 @@ from archiver.archive.navigator import ArchiveFile
 from archiver.errors import BadFileError, DamagedFileError, ObjectNotFoundError
 from archiver.storage.interface import Storage
 from query import kernels as pc  # not pyarrow.compute: see query.kernels
+from query.day_footers import DayFooters
 from query.decode import (
     VANISHED,
     Batch,
@@ -58,6 +59,18 @@ class ScanStats:
     rows: int = 0
     skipped: int = 0
     started: float = field(default_factory=time.monotonic)
+    #: Day files counted already: one is read in each hour of its day, but is one file of its size.
+    days_counted: set[str] = field(default_factory=set)
+
+    def read(self, files: Sequence[ArchiveFile]) -> None:
+        """Count ``files`` as read (a day file once, however many of its hours are)."""
+        for planned in files:
+            if planned.length_ns > NS_PER_HOUR:
+                if planned.key in self.days_counted:
+                    continue
+                self.days_counted.add(planned.key)
+            self.files += 1
+            self.bytes += planned.size
 
 
 def merge_hour(tables: Sequence[pa.Table]) -> pa.Table:
@@ -110,6 +123,7 @@ class Reader:
         self.threads = threads
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="scan")
         self._ranged_pool: ThreadPoolExecutor | None = None
+        self.day_footers = DayFooters()
         self.fetches = asyncio.Semaphore(fetch_concurrency)
 
     async def read_files(self, files: Sequence[ArchiveFile], scan: FileScan) -> list[Batch]:
@@ -142,7 +156,7 @@ class Reader:
                 sources = list(await asyncio.gather(*(source(f) for f in part)))
             fs = self.filesystem if local else (days[0] if days is not None else None)
             return await loop.run_in_executor(
-                self.pool, decode_files, list(zip(sources, part, strict=True)), scan, fs
+                self.pool, decode_files, list(zip(sources, part, strict=True)), scan, fs, self.day_footers
             )
 
         return list(await asyncio.gather(*(batch(part) for part in batches)))
@@ -230,8 +244,7 @@ async def _read_hour(
                 raise DamagedFileError(planned.key, problem)
             stats.skipped += 1
             warn(f"warning: skipped {planned.key}: {problem}")
-        stats.files += len(batch.read)
-        stats.bytes += sum(f.size for f in batch.read)
+        stats.read(batch.read)
         tables.append(batch.table)
     stats.hours += 1
     if not in_order:  # counting: the rows' order does not matter, skip the merge

@@ -39,7 +39,9 @@ from archiver.manage.compact_result import CompactStats
 from archiver.manage.compact_table import TableLink
 from archiver.storage.open import open_storage
 from archiver.table.writer import ArchiveTable
+from archiver.units import format_bytes
 from query import count_files
+from query.day_footers import DayFooters
 from query.textout import iso_time
 
 HERE = Path(__file__).resolve().parent
@@ -428,6 +430,28 @@ def test_ls_shows_a_day_file_as_its_day(tmp_path: Path) -> None:
     assert first.split()[:2] == want[:2] and hours
     assert all(line.split()[0].endswith(":00Z") for line in hours), hours
     assert sum(int(line.split()[2]) for line in hours) == len(late)
+
+
+def test_a_day_file_is_read_once_per_query(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query over a rolled-up day parses each day file's footer once (not once an hour), and its note
+    counts each day file once, with its size (not once per hour of it)."""
+    settings = ArchiveSettings("file", "", str(tmp_path / "archive"))
+    rolled_up_day(settings)
+    days = read_archive(settings)
+    parsed: Counter[str] = Counter()
+    original = DayFooters.put
+
+    def counting(self: DayFooters, path: str, metadata: Any) -> None:
+        parsed[path] += 1
+        original(self, path, metadata)
+
+    monkeypatch.setattr(DayFooters, "put", counting)
+    out = cli(
+        settings, "query", "--grep", "no such text", "--since", "2026-11-20", "--until", "2026-11-21"
+    ).output
+    assert len(parsed) == len(days) and set(parsed.values()) == {1}, parsed
+    total = sum(f.size for f in days)
+    assert f"read {len(days)} files ({format_bytes(total)})" in out, out
 
 
 def test_stats_of_a_rolled_up_day(tmp_path: Path) -> None:
