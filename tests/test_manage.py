@@ -317,9 +317,12 @@ def compacted_keys(settings: ArchiveSettings) -> set[str]:
 def test_kill_9_during_compaction_then_again(settings: ArchiveSettings, tmp_path: Path) -> None:
     msgs = messages(16_000, hours=5 if settings.scheme == "file" else 3)  # S3 requests are slower
     write_small_files(settings, msgs)
+    scratch = tmp_path / "tmp"  # the processes' temporary directory: a killed one leaves its scratch there
+    scratch.mkdir()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ARCHIVE_"))},
         **archive_env(settings),
+        "TMPDIR": str(scratch),
     }
     command = [*ARCHIVER, "compact", "--before", BEFORE, "--target-bytes", "40000"]
     rnd = random.Random(7)
@@ -338,7 +341,9 @@ def test_kill_9_during_compaction_then_again(settings: ArchiveSettings, tmp_path
         proc.wait()
         assert query_count(settings, tmp_path / f"{uuid.uuid4().hex}.parquet") == len(msgs)
     assert interrupted >= 2
+    assert list(scratch.glob("archiver-compact-*"))
     subprocess.run(command, env=env, check=True, capture_output=True)
+    assert not list(scratch.glob("archiver-compact-*"))  # the killed runs' scratch deleted, its own too
     files = read_archive(settings)
     assert all(parse_compact_name(f.key.rpartition("/")[2]) for f in files)
     assert archived_payloads(files) == expected(msgs)

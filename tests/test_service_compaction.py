@@ -49,7 +49,7 @@ from archiver.codec.payloads import Payloads
 from archiver.config import ArchiveSettings
 from archiver.demo.loadgen import FlyLogGenerator
 from archiver.demo.publish import publish
-from archiver.service.scratch import fresh_scratch
+from archiver.manage.scratch import fresh_scratch
 from archiver.storage.open import open_storage
 
 HERE = Path(__file__).resolve().parent

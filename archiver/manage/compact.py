@@ -92,6 +92,7 @@ from archiver.manage.compact_steps import (
     superseded,
 )
 from archiver.manage.compact_table import ORPHAN_AGE_S, TableLink, leftover_keys, orphan_keys
+from archiver.manage.scratch import fresh_scratch
 from archiver.storage.interface import ObjectInfo, Storage
 
 _log = logging.getLogger("archiver.compact")  # the name it had before the move: users filter on it
@@ -248,7 +249,9 @@ async def compact_archive(
     days_until = before_ns - ROLLUP_GRACE_S * NS_PER_SECOND
     units = await list_units(storage, selection.segments, before_ns, apps=selection if apps else None,
                              days_until_ns=days_until if roll_up else None)  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="archiver-compact-") as scratch:
+    # Named by this process's id, so a later run deletes it if this one is killed (kill -9 skips cleanups).
+    scratch = fresh_scratch(None)
+    try:
         compactor = Compactor(storage, scratch, target_bytes, table=table)
         refused: set[int] = set()  # days with an hour left as it is (files that cannot be merged)
         for unit, infos in units.items():
@@ -265,5 +268,7 @@ async def compact_archive(
                     _log.warning(line)
                 if say is not None:
                     say(line)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     await claims.sweep(storage, compactor.owner)  # leftovers of a compactor killed after its work
     return stats

@@ -74,9 +74,9 @@ from archiver.manage.compact_plan import (
 )
 from archiver.manage.compact_result import UnitResult
 from archiver.manage.compact_table import TableLink, split
+from archiver.manage.scratch import fresh_scratch
 from archiver.service.buffer import Buffers, Room
 from archiver.service.compaction_metrics import CompactionStats, compaction_seconds
-from archiver.service.scratch import fresh_scratch
 from archiver.storage.interface import ObjectInfo, Storage
 
 #: How often the last two days are scanned for work others left.

@@ -1,9 +1,9 @@
-"""The compactor stage's scratch directory: SPOOL_DIR/compact, else one in the temporary directory.
+"""A compactor's scratch directory: the service's SPOOL_DIR/compact, else one in the temporary directory.
 
 A killed compaction's leftovers are of no use: the directory is emptied at
 start. A temporary one is named by the process's id, so a later start can tell
-the directories of processes that are gone (a kill -9 leaves one per restart,
-a partial merge inside) and delete them.
+the directories of processes that are gone (a kill -9 of the service or of
+``archiver compact`` leaves one, a partial merge inside) and delete them.
 """
 
 from __future__ import annotations
