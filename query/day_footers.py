@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 import pyarrow.parquet as pq
 
@@ -17,26 +18,46 @@ import pyarrow.parquet as pq
 DAY_FOOTERS = 512
 
 
+class _Entry:
+    """One day file's footer, and the gate its first opening holds so that it is parsed once."""
+
+    __slots__ = ("gate", "metadata")
+
+    def __init__(self) -> None:
+        self.gate = threading.Lock()
+        self.metadata: pq.FileMetaData | None = None
+
+
 class DayFooters:
     """Parsed footers by day-file path, the least recently used dropped beyond :data:`DAY_FOOTERS`."""
 
     def __init__(self, limit: int = DAY_FOOTERS) -> None:
         self.limit = limit
-        self._found: OrderedDict[str, pq.FileMetaData] = OrderedDict()
+        self._found: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()  # the decoding threads share it
 
-    def get(self, path: str) -> pq.FileMetaData | None:
-        """The footer of ``path`` if kept."""
-        with self._lock:
-            found = self._found.get(path)
-            if found is not None:
-                self._found.move_to_end(path)
-            return found
+    def open(self, path: str, opener: Callable[[pq.FileMetaData | None], pq.ParquetFile]) -> pq.ParquetFile:
+        """``opener(footer)`` for ``path``, given its kept footer; the first caller's footer is kept.
 
-    def put(self, path: str, metadata: pq.FileMetaData) -> None:
-        """Keep the footer of ``path``."""
+        Two threads scanning two hours of one day file at once wait for one
+        parse instead of both missing the cache and parsing it twice.
+        """
         with self._lock:
-            self._found[path] = metadata
+            entry = self._found.get(path)
+            if entry is None:
+                entry = self._found[path] = _Entry()
             self._found.move_to_end(path)
             while len(self._found) > self.limit:
                 self._found.popitem(last=False)
+        if entry.metadata is not None:
+            return opener(entry.metadata)
+        with entry.gate:
+            if entry.metadata is not None:  # parsed while this thread waited
+                return opener(entry.metadata)
+            opened = opener(None)
+            self.put(path, opened.metadata, entry)
+            return opened
+
+    def put(self, path: str, metadata: pq.FileMetaData, entry: _Entry) -> None:
+        """Keep the footer of ``path`` (one parse each: tests count the calls)."""
+        entry.metadata = metadata

@@ -155,12 +155,15 @@ def read_file(
         pf = pq.ParquetFile(pa.BufferReader(source))
     elif hour is not None:  # a day file, read once per hour: that hour's row groups only
         fs = filesystem or pa.fs.LocalFileSystem()
-        known = footers.get(source) if footers is not None else None
         # Pre-buffering coalesces S3's ranged reads; on a local file its asynchronous reads cost more than
         # they save (a day file's 24 column chunks: 2.5 ms against 1.1 ms).
-        pf = pq.ParquetFile(fs.open_input_file(source), metadata=known, pre_buffer=fs.type_name != "local")
-        if footers is not None and known is None:
-            footers.put(source, pf.metadata)
+        remote = fs.type_name != "local"
+        day_file = source
+
+        def opener(known: pq.FileMetaData | None) -> pq.ParquetFile:
+            return pq.ParquetFile(fs.open_input_file(day_file), metadata=known, pre_buffer=remote)
+
+        pf = footers.open(source, opener) if footers is not None else opener(None)
     else:
         # One read of the whole (small) file, then decoding from memory: measured
         # 0.30 ms per hourly file against 0.42 ms letting Parquet read each column chunk.

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -441,9 +442,9 @@ def test_a_day_file_is_read_once_per_query(tmp_path: Path, monkeypatch: pytest.M
     parsed: Counter[str] = Counter()
     original = DayFooters.put
 
-    def counting(self: DayFooters, path: str, metadata: Any) -> None:
+    def counting(self: DayFooters, path: str, metadata: Any, entry: Any) -> None:
         parsed[path] += 1
-        original(self, path, metadata)
+        original(self, path, metadata, entry)
 
     monkeypatch.setattr(DayFooters, "put", counting)
     out = cli(
@@ -452,6 +453,35 @@ def test_a_day_file_is_read_once_per_query(tmp_path: Path, monkeypatch: pytest.M
     assert len(parsed) == len(days) and set(parsed.values()) == {1}, parsed
     total = sum(f.size for f in days)
     assert f"read {len(days)} files ({format_bytes(total)})" in out, out
+
+
+def test_a_day_footer_opened_by_two_threads_at_once_is_parsed_once() -> None:
+    """Two hours of one day file decoded at once: the second waits for the first's footer (CI saw both
+    threads miss the cache and parse it twice)."""
+    footers = DayFooters()
+    started = threading.Barrier(2)
+    opened: list[object] = []
+
+    class Opened:
+        metadata = "footer"
+
+    def opener(known: Any) -> Any:
+        opened.append(known)
+        if known is None:
+            time.sleep(0.2)  # the other thread arrives while this one parses
+        return Opened()
+
+    def open_it() -> None:
+        started.wait()
+        footers.open("day.parquet", opener)
+
+    threads = [threading.Thread(target=open_it) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(opened, key=str) == [None, "footer"], opened
+    assert footers.open("day.parquet", opener) and opened[-1] == "footer"
 
 
 def test_stats_of_a_rolled_up_day(tmp_path: Path) -> None:
