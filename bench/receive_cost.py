@@ -1,7 +1,8 @@
 """CPU per message of the archiver's receive path in-process: what it adds to a bare nats-py subscriber.
 
-A bare subscriber's callback only counts; the archiver's callback
-(``Ingest.on_message``) routes by subject, queues the spool record, appends to
+A bare subscriber's callback only counts; the archiver's
+(``Ingest.on_payload``, called by archiver.service.nats_direct's parser without a
+``Msg`` or a coroutine; ``Ingest.on_message`` before it) routes by subject, queues the spool record, appends to
 the partition buffer and counts, and the spool's group commit writes once per
 event-loop turn. This times exactly that difference, without NATS: messages
 of bench/ingest.py's traffic (bench/publisher.py's defaults) are delivered
@@ -73,9 +74,22 @@ def one_run(messages: int, rate: float) -> dict[str, float]:
         buffers = Buffers(64 * 1024**2, 60.0, 1024**4)  # no flush, no spill: the receive path alone
         batches: list[Any] = []
         ingest = Ingest(buffers, Room(buffers), Stats(), spool, on_batch=batches.append)
+        direct = getattr(ingest, "on_payload", None)  # absent before the direct path (--compare)
+        if direct is not None:
+            pairs = [(msg.subject.encode(), msg.data) for msg in msgs]
+
+            async def deliver_direct() -> float:
+                start, begun = time.process_time(), time.monotonic()
+                for tick, i in enumerate(range(0, len(pairs), burst)):
+                    for subject, data in pairs[i : i + burst]:
+                        direct(subject, data)
+                    await asyncio.sleep(max(0.0, begun + (tick + 1) / 1000 - time.monotonic()))
+                await asyncio.sleep(0.05)
+                return (time.process_time() - start) / len(pairs) * 1e6
+
         try:
             bare_us = await deliver(bare)
-            ingest_us = await deliver(ingest.on_message)
+            ingest_us = await (deliver_direct() if direct is not None else deliver(ingest.on_message))
             assert ingest.stats.messages_received == len(msgs), "not every message was committed"
         finally:
             spool.close()

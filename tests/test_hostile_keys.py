@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -164,3 +165,40 @@ def test_hostile_names_stay_under_the_s3_prefix(
     assert [k for k in keys if not k.startswith(prefix)] == []
     assert all(len(k.encode()) <= 1024 for k in keys)
     assert all(".." not in k.split("/") and "." not in k.split("/") for k in keys)
+
+
+def publish_raw(url: str, frames: bytes) -> None:
+    """Publish ``frames`` (PUB operations, any bytes) over a plain socket, as a client in another language may."""
+    host, port = url.rsplit("/", 1)[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.recv(65536)  # INFO
+        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n' + frames + b"PING\r\n")
+        reply = b""
+        while b"PONG" not in reply:
+            chunk = sock.recv(65536)
+            assert chunk and b"-ERR" not in chunk, reply + chunk
+            reply += chunk
+
+
+def test_a_subject_that_is_not_utf8_is_archived_and_ingest_goes_on(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """A subject token of bytes that are not UTF-8 (NATS allows any byte but whitespace): nats-py's own
+    path raises in its read loop on it and reads nothing more (a silent stall until the watchdog); the
+    archiver archives it under the name its bytes decode to, leniently, and every message after it."""
+    settings = ArchiveSettings("file", "", str(tmp_path / "archive"))
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    bad = orjson.dumps(fly_record("bad", "ams", "hello from a bad subject", stamp))
+    good = [orjson.dumps(fly_record("good", "ams", f"after {i}", stamp)) for i in range(50)]
+    frames = b"PUB logs.\xff\xfeapp.ams.i1 %d\r\n%s\r\n" % (len(bad), bad)
+    frames += b"".join(b"PUB logs.good.ams.i1 %d\r\n%s\r\n" % (len(p), p) for p in good)
+    proc = start_archiver(nats_server.url, settings, tmp_path / "logs")
+    try:
+        proc.wait_subscribed()
+        publish_raw(nats_server.url, frames)
+        wait_for(lambda: proc.metric("archiver_messages_received_total") >= 51, 20, "messages", proc)
+    finally:
+        assert proc.stop() == 0, proc.log()
+    files = read_archive(settings)
+    assert archived_payloads(files) == Counter(normalise(p) for p in [bad, *good])
+    assert {f.app for f in files} == {"\ufffd\ufffdapp", "good"}

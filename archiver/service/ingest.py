@@ -70,7 +70,7 @@ class Ingest:
         self.stats = stats
         self.spool = spool
         self._on_batch = on_batch
-        self._routes: dict[str, Route] = {}
+        self._routes: dict[bytes, Route] = {}
         self._commit_handle: asyncio.TimerHandle | None = None
         #: True while records go to the spool only; replay_seq is the next record to feed.
         self.spilling = False
@@ -87,9 +87,28 @@ class Ingest:
     # -- hot path -----------------------------------------------------------------
 
     async def on_message(self, msg: Msg) -> None:
-        """Route, spool, append, count: nothing else happens per message."""
-        subject = msg.subject
+        """nats-py's callback: :meth:`on_payload`; without a spool, buffer and wait while memory is full."""
+        subject = msg.subject.encode()
+        if self.spool is not None:
+            self.on_payload(subject, msg.data)
+            return
         data = msg.data
+        if len(data) > self.max_message_bytes:
+            data = self._truncate(subject, data)
+        route = self._routes.get(subject)
+        if route is None:
+            route = self._route(subject, data)
+        stats = self.stats
+        stats.messages_received += 1
+        stats.bytes_received += len(data)
+        stats.last_message_monotonic = time.monotonic()
+        if self.buffers.append(route[0], data):
+            self.flush_due()
+            if not self.buffers.has_room():
+                await self._room.wait()
+
+    def on_payload(self, subject: bytes, data: bytes) -> None:
+        """Route, spool, append, count: nothing else happens per message (with the spool: it never waits)."""
         if len(data) > self.max_message_bytes:
             data = self._truncate(subject, data)
         route = self._routes.get(subject)
@@ -98,15 +117,7 @@ class Ingest:
         buf, prefix, prefix_crc = route
         spool = self.spool
         stats = self.stats
-        if spool is None:
-            stats.messages_received += 1
-            stats.bytes_received += len(data)
-            stats.last_message_monotonic = time.monotonic()
-            if self.buffers.append(buf, data):
-                self.flush_due()
-                if not self.buffers.has_room():
-                    await self._room.wait()
-            return
+        assert spool is not None
         pending = spool.append(prefix, prefix_crc, data)
         if not pending:
             stats.dropped["spool_full"] += 1
@@ -131,7 +142,7 @@ class Ingest:
         pays no extra call. A message refused here is not acked, so JetStream redelivers it:
         not a loss, hence not counted as dropped.
         """
-        subject = msg.subject
+        subject = msg.subject.encode()
         data = msg.data
         if len(data) > self.max_message_bytes:
             data = self._truncate(subject, data)
@@ -139,7 +150,7 @@ class Ingest:
         if route is None:
             route = self._route(subject, data)
         buf = route[0]
-        prefix, prefix_crc = tagged_prefix(subject.encode(), stream_seq, reply)
+        prefix, prefix_crc = tagged_prefix(subject, stream_seq, reply)
         spool = self.spool
         assert spool is not None
         pending = spool.append(prefix, prefix_crc, data)
@@ -168,14 +179,19 @@ class Ingest:
                 self.stats.messages_received += written
                 self.stats.last_message_monotonic = time.monotonic()
 
-    def _truncate(self, subject: str, data: bytes) -> bytes:
+    def _truncate(self, subject: bytes, data: bytes) -> bytes:
         self.stats.messages_truncated += 1
-        self._log_truncated(subject=subject, bytes=len(data), max_message_bytes=self.max_message_bytes)
+        self._log_truncated(
+            subject=subject.decode("utf-8", "replace"),
+            bytes=len(data),
+            max_message_bytes=self.max_message_bytes,
+        )
         return truncate_payload(data, self.max_message_bytes)
 
-    def _route(self, subject: str, payload: bytes) -> Route:
-        app_region = app_region_from_subject(subject)
-        prefix, prefix_crc = subject_prefix(subject.encode())
+    def _route(self, subject: bytes, payload: bytes) -> Route:
+        # Decoded leniently: the direct path hands the server's bytes (nats-py's own decode is strict).
+        app_region = app_region_from_subject(subject.decode("utf-8", "replace"))
+        prefix, prefix_crc = subject_prefix(subject)
         if app_region is None:
             # Not cached, so counted once per message; the payload names the partition instead.
             self.stats.unrouted["subject_shape"] += 1

@@ -128,11 +128,11 @@ class Service:
                                  committer=self.committer)  # fmt: skip
         self.ingest = Ingest(self.buffers, self.room, self.stats, self.spool, on_batch=self.uploader.submit,
                              max_message_bytes=config.max_message_bytes)  # fmt: skip
-        self.source: NatsConnection
-        if self.tracker is None:
-            self.source = NatsSource(config, self.ingest.on_message, self.stats)
-        else:
-            self.source = JetStreamSource(config, self.ingest.on_tagged, self.tracker, self.stats)
+        direct = self.ingest.on_payload if self.spool is not None else None  # spool off: ingest may wait
+        self.source: NatsConnection = (
+            NatsSource(config, self.ingest.on_message, self.stats, direct) if self.tracker is None
+            else JetStreamSource(config, self.ingest.on_tagged, self.tracker, self.stats)
+        )  # fmt: skip
         self.watchdog = StallWatchdog(self.source, self.stats, config.stall_timeout_s)
         # What /health and /metrics read, at request time, from every stage.
         self.health = Health(config, self.stats, self.source, self.ingest, self.buffers, self.spool,

@@ -21,7 +21,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -33,6 +32,7 @@ from archiver.errors import SourceError
 from archiver.logs import RateLimitedLog, event
 from archiver.redact import redact, safe_url
 from archiver.service.metrics import Stats
+from archiver.service.nats_direct import Deliver, DirectClient, usable
 
 #: The callback only appends, so a deep queue absorbs bursts (GC pauses, flushes) without drops.
 PENDING_MSGS_LIMIT = 512 * 1024
@@ -71,7 +71,9 @@ class NatsConnection:
         attempt = 0
         while True:
             try:
-                self._nc = await nats.connect(**self._connect_options())
+                client = self._new_client()
+                await client.connect(**self._connect_options())
+                self._nc = client
                 break
             except (NatsError, OSError, TimeoutError) as exc:
                 attempt += 1
@@ -124,6 +126,10 @@ class NatsConnection:
     def pending_bytes(self) -> int:
         """Bytes nats-py has received and queued for the archiver (held in memory outside the cap)."""
         return 0
+
+    def _new_client(self) -> Client:
+        """A nats-py client, not yet connected."""
+        return Client()
 
     @property
     def client(self) -> Client | None:
@@ -186,12 +192,23 @@ class NatsConnection:
 
 
 class NatsSource(NatsConnection):
-    """Core NATS: one (queue) subscription delivering each message to ``on_message``."""
+    """Core NATS: one (queue) subscription delivering each message to ``on_message``.
 
-    def __init__(self, config: RunConfig, on_message: MessageCallback, stats: Stats) -> None:
+    With ``on_payload`` (a function that never waits), its messages go to it as
+    subject and payload bytes instead, past nats-py's per-message objects
+    (:mod:`archiver.service.nats_direct`), where this nats-py allows it.
+    """
+
+    def __init__(
+        self, config: RunConfig, on_message: MessageCallback, stats: Stats, on_payload: Deliver | None = None
+    ) -> None:
         super().__init__(config, stats)
         self._on_message = on_message
+        self._on_payload = usable(on_payload)
         self._sub: Subscription | None = None
+
+    def _new_client(self) -> Client:
+        return DirectClient() if self._on_payload is not None else Client()
 
     async def subscribe(self) -> None:
         """(Re)create the subscription."""
@@ -207,6 +224,8 @@ class NatsSource(NatsConnection):
                 pending_msgs_limit=PENDING_MSGS_LIMIT,
                 pending_bytes_limit=PENDING_BYTES_LIMIT,
             )
+            if isinstance(self._nc, DirectClient) and self._on_payload is not None:
+                self._nc.direct(self._sub, self._on_payload)
             self.subscribed = True
             self.subscribed_at_s = time.monotonic()
         except NatsError as exc:
