@@ -199,3 +199,46 @@ async def test_direct_client_receives_what_a_stock_client_does(nats_server: Nats
     assert stock == sent
     assert other == [b"not a log %d" % i for i in range(0, 3000, 997)]
     await asyncio.gather(publisher.close(), reference.close(), direct.close())
+
+
+async def test_a_failing_delivery_is_reported_and_reading_goes_on(nats_server: NatsServer) -> None:
+    """A delivery that raises goes to error_cb, as a failing nats-py callback does, and the next messages
+    still arrive; once unsubscribed, nothing more is delivered."""
+    errors: list[BaseException] = []
+    got: list[bytes] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    def deliver(subject: bytes, data: bytes) -> None:
+        if data == b"boom":
+            raise ValueError("boom")
+        got.append(data)
+
+    async def never(msg: Any) -> None:
+        raise AssertionError("the direct subscription's callback was called")
+
+    direct = DirectClient()
+    await direct.connect(nats_server.url, error_cb=on_error)
+    sub = await direct.subscribe("logs.>", cb=never)
+    direct.direct(sub, deliver)
+    await direct.flush()
+    publisher = await nats.connect(nats_server.url)
+    for payload in (b"one", b"boom", b"two"):
+        await publisher.publish("logs.a.b.c", payload)
+    await publisher.publish("logs.a.b.c", b"boom", headers={"X": "y"})  # through nats-py's _process_msg
+    await publisher.publish("logs.a.b.c", b"three")
+    await publisher.flush()
+    for _ in range(100):
+        if len(got) == 3:
+            break
+        await asyncio.sleep(0.02)
+    assert got == [b"one", b"two", b"three"]
+    assert [str(e) for e in errors] == ["boom", "boom"]
+    await sub.unsubscribe()
+    await direct.flush()
+    await publisher.publish("logs.a.b.c", b"after")
+    await publisher.flush()
+    await direct.flush()
+    assert got == [b"one", b"two", b"three"]
+    await asyncio.gather(publisher.close(), direct.close())

@@ -1,6 +1,7 @@
 """The hot path: route, spool, buffer — and replay from the spool when memory is full.
 
-Per message, :meth:`Ingest.on_message` looks up the partition by subject
+Per message, :meth:`Ingest.on_payload` (called with the subject and payload
+bytes by :mod:`archiver.service.nats_direct`'s parser) looks up the partition by subject
 (cached), queues the record for the spool's next group commit, and appends
 the payload to its partition buffer. Nothing is parsed. The group commit
 writes what is queued :data:`COMMIT_DELAY_S` after the first record queued

@@ -49,6 +49,7 @@ def direct_supported() -> bool:
         isinstance(getattr(probe, "buf", None), bytearray)
         and getattr(probe, "state", None) == getattr(nats_parser, "AWAITING_CONTROL_LINE", object())
         and callable(getattr(Client, "_process_msg", None))
+        and callable(getattr(Client, "_remove_sub", None))
         and hasattr(Client(), "_ps")
     )
 
@@ -115,8 +116,11 @@ class DirectParser(nats_parser.Parser):
                     if stop + 2 > end:
                         self._wait_for = stop + 2 - pos
                         break
-                    deliver(fields[0], view[start:stop])
                     pos = stop + 2
+                    try:
+                        deliver(fields[0], view[start:stop])
+                    except Exception as exc:  # as nats-py treats a failing callback: reported
+                        await self.nc._error_cb(exc)
                     continue
             op_end = frame_end(view, pos, eol)
             if op_end is not None and op_end > end:
@@ -168,9 +172,19 @@ class DirectClient(Client):
         self._direct_parser.sid = str(sid).encode()
         self._direct_parser.deliver = deliver
 
+    def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
+        if sid == self._direct_sid:  # unsubscribed or drained: its late messages are dropped, as nats-py does
+            self._direct_sid = -1
+            self._direct = self._direct_parser.deliver = None
+            self._direct_parser.sid = b""
+        super()._remove_sub(sid, max_msgs)
+
     async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
         deliver = self._direct
-        if deliver is not None and sid == self._direct_sid and sid in self._subs:
-            deliver(subject, data)
+        if deliver is None or sid != self._direct_sid:
+            await super()._process_msg(sid, subject, reply, data, headers)
             return
-        await super()._process_msg(sid, subject, reply, data, headers)
+        try:
+            deliver(subject, data)
+        except Exception as exc:
+            await self._error_cb(exc)
