@@ -9,9 +9,11 @@ a real nats-server then delivers messages of every shape to a
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import nats
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
@@ -20,6 +22,12 @@ from archiver.demo.servers import NatsServer
 from archiver.service.nats_direct import DirectClient, DirectParser, direct_supported
 
 OUR_SID = 7
+#: A quick pass in the suite; ``./dev fuzz tests/test_nats_direct.py`` runs the profile's many examples.
+QUICK = (
+    settings()
+    if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
+    else settings(max_examples=300, deadline=None)
+)
 
 
 class Recorder:
@@ -108,7 +116,8 @@ def events_of(
     return recorder.events, parser
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.fuzz
+@QUICK
 @given(st.lists(operation(), max_size=30), st.data())
 def test_direct_parser_hands_on_what_nats_py_does(operations: list[bytes], data: st.DataObject) -> None:
     """Any stream, cut anywhere: the same events in the same order, and the same bytes left over."""
