@@ -330,11 +330,12 @@ def register_backlog(archive: Path) -> None:
 class BareSub(Subscriber):
     name = "bare nats-py"
 
-    def __init__(self, nats_url: str, work: Path) -> None:
+    def __init__(self, nats_url: str, work: Path, direct: bool = False) -> None:
         super().__init__(nats_url, work)
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "bare_subscriber.py"), "--url", nats_url, "--port", str(self.port)],
+            [sys.executable, str(HERE / "bare_subscriber.py"), "--url", nats_url, "--port", str(self.port),
+             *(["--direct"] if direct else [])],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, start_new_session=True,
         )  # fmt: skip
 

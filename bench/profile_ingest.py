@@ -95,9 +95,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument(
         "--subscriber",
-        choices=("archiver", "bare", "both"),
+        choices=("archiver", "bare", "both", "all"),
         default="archiver",
-        help="both: the receive path's CPU against the bare subscriber's, --rounds pairs",
+        help="both: the receive path's CPU against the bare subscriber's, --rounds pairs; all: also against "
+        "a bare subscriber on the archiver's direct parser (bare_subscriber.py --direct)",
     )
     parser.add_argument("--sample-rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--out", default=None, help="directory for the raw stacks and the summary")
@@ -111,27 +112,31 @@ def main() -> None:
         raise SystemExit("py-spy not found: .venv/bin/pip install py-spy")
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-profile-"))
     out.mkdir(parents=True, exist_ok=True)
-    if args.subscriber != "both":
+    if args.subscriber not in ("both", "all"):
         summary = profile_once(args, args.subscriber, out, py_spy)
         print(json.dumps(summary, indent=1))
         return
     # The receive path against the bare subscriber: pairs of runs, alternating (the machine is shared).
-    runs: dict[str, list[dict[str, Any]]] = {"bare": [], "archiver": []}
+    kinds = ["bare", "archiver"] + (["bare-direct"] if args.subscriber == "all" else [])
+    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     for _ in range(args.rounds):
         for kind in runs:
             runs[kind].append(profile_once(args, kind, out, py_spy))
             print(
-                f"  {kind:8} receiving {runs[kind][-1]['cpu_s_per_million_receiving']:6.2f} CPU s/M",
+                f"  {kind:11} receiving {runs[kind][-1]['cpu_s_per_million_receiving']:6.2f} CPU s/M",
                 flush=True,
             )
     ratios = [a["cpu_s_per_million_receiving"] / b["cpu_s_per_million_receiving"]
               for a, b in zip(runs["archiver"], runs["bare"], strict=True)]  # fmt: skip
+    direct = [a["cpu_s_per_million_receiving"] / b["cpu_s_per_million_receiving"]
+              for a, b in zip(runs["archiver"], runs.get("bare-direct", []), strict=False)]  # fmt: skip
     result = {
         "rate": args.rate,
         "rounds": args.rounds,
         "py_spy": not args.no_spy,
         "receiving_ratio_median": round(statistics.median(ratios), 3),
         "receiving_ratios": [round(r, 3) for r in ratios],
+        **({"against_bare_direct_median": round(statistics.median(direct), 3)} if direct else {}),
         **{f"{kind}_receiving_cpu_s_per_million": [r["cpu_s_per_million_receiving"] for r in rs]
            for kind, rs in runs.items()},
     }  # fmt: skip
@@ -145,7 +150,9 @@ def profile_once(args: argparse.Namespace, kind: str, out: Path, py_spy: str | N
     raw = out / f"{kind}-{int(args.rate)}{'-gil' if args.gil else ''}.txt"
     spy = None
     with nats_server() as url:
-        sub = ArchiverSub(url, work) if kind == "archiver" else BareSub(url, work)
+        sub = (
+            ArchiverSub(url, work) if kind == "archiver" else BareSub(url, work, direct=kind == "bare-direct")
+        )
         pub = subprocess.Popen([sys.executable, str(HERE / "publisher.py"), "--url", url, "--rate", str(args.rate),
                                 "--duration", str(args.duration)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
         try:
