@@ -43,6 +43,13 @@ def test_health_follows_nats_and_metrics_match_the_run(
         assert "NATS disconnected" in proc.health()[1]["reason"]
         nats_server.start()
         wait_for(lambda: proc.health()[0] == 200, 30, "200 after NATS restarted", proc)
+        # Received after the reconnect too: the parser starts afresh, nats-py renews the subscription.
+        later = batch(23, 500)
+        asyncio.run(publish(nats_server.url, later))
+        messages += later
+        wait_for(
+            lambda: proc.metric("archiver_messages_archived_total") >= len(messages), 30, "archived", proc
+        )
         _, body = proc.get("/metrics")
         values = samples(body)
     finally:
