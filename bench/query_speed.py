@@ -63,6 +63,7 @@ archives) alternating in one loop so they share the machine's conditions.
 
 Usage: .venv/bin/python bench/query_speed.py [--quick] [--runs 5] [--keep] [--json-out FILE]
        [--base DIR] [--only since,tail] [--archives day1] [--compaction app-hour|partition] [--baseline DIR]
+       [--floor]
 
 ``--base DIR`` builds the archives there once and reuses them on later runs
 (with the "now" they were built for, kept in DIR/now.txt; implies --keep):
@@ -365,6 +366,24 @@ con.execute(f"COPY ({spec['sql']}) TO '/dev/stdout' (FORMAT csv, HEADER false)")
 """
 
 
+#: ``--floor``: the count questions answered by the plainest pyarrow.dataset program (hive pruning by date, the
+#: time range pushed down, one group_by): what pyarrow itself takes to read the same columns of the same files.
+PYARROW_COUNT_PROGRAM = r"""
+import datetime, sys, pyarrow as pa, pyarrow.compute as pc, pyarrow.dataset as ds
+root, since_ns, until_ns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+day = lambda ns: datetime.datetime.fromtimestamp(ns // 10**9, datetime.UTC).date().isoformat()
+ts = ds.field("timestamp")
+kind = pa.timestamp("us", "UTC")
+wanted = ((ds.field("date") >= day(since_ns)) & (ds.field("date") <= day(until_ns - 1))
+          & (ts >= pa.scalar(since_ns // 1000, kind)) & (ts < pa.scalar(until_ns // 1000, kind)))
+table = ds.dataset(root, format="parquet", partitioning="hive").to_table(columns=["timestamp", "level"], filter=wanted)
+hours = pc.divide(table["timestamp"].cast(pa.int64()), 3_600_000_000)
+counts = pa.table({"h": hours, "level": table["level"]}).group_by(["h", "level"]).aggregate([([], "count_all")])
+for h, level, n in zip(*(counts[c].to_pylist() for c in counts.column_names)):
+    print(f"{h},{level},{n}")
+"""
+
+
 def _days_filter(since_ns: int, until_ns: int) -> str:
     """SQL on the hive date column: the days of [since, until) (DuckDB prunes paths by it)."""
     first = time.strftime("%Y-%m-%d", time.gmtime(since_ns // NS_PER_SECOND))
@@ -504,6 +523,11 @@ def main() -> None:
     parser.add_argument("--rolled", action="store_true",
                         help="also each archive with its closed days rolled up, as the service leaves it "
                              "(bench/query_rollup.py: archives day1-rolled, day30-rolled)")  # fmt: skip
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="count questions also by a plain pyarrow.dataset program (what pyarrow itself takes)",
+    )
     parser.add_argument("--baseline", default=None,
                         help="a directory holding another version's archiver/ and query/ (git archive COMMIT "
                              "archiver query | tar -x -C DIR), timed alongside as archiver_base")  # fmt: skip
@@ -622,6 +646,11 @@ def main() -> None:
                         if args.baseline:
                             variants[f"{archive}/archiver_base"] = (
                                 [*archiver, *options, *location], a_env, Path(args.baseline))  # fmt: skip
+                        if args.floor and store == "local" and question.startswith("count"):
+                            since = questions[question][1]
+                            variants[f"{archive}/pyarrow_dataset"] = (
+                                [sys.executable, "-c", PYARROW_COUNT_PROGRAM, prefix, str(since), str(now)],
+                                env, ROOT)  # fmt: skip
                         if store == "s3" and s3 is None:
                             continue  # DuckDB on S3: n/a (the reason is in summary["duckdb_s3"])
                         table = archive.endswith("-table")
