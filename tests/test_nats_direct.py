@@ -35,6 +35,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[tuple[Any, ...]] = []
+        self.parser: Parser | None = None  # reset on -ERR, as a client reconnecting would
 
     def deliver(self, subject: bytes, data: bytes) -> None:
         self.events.append(("deliver", subject, data))
@@ -56,6 +57,8 @@ class Recorder:
 
     async def _process_err(self, err: str) -> None:
         self.events.append(("err", err))
+        if self.parser is not None:
+            self.parser.reset()
 
 
 payloads = st.one_of(
@@ -95,24 +98,28 @@ def operation(draw: st.DrawFn) -> bytes:
     }[kind]
 
 
-async def parse_all(parser: Parser, stream: bytes, cuts: list[int]) -> None:
-    """Feed ``stream`` to ``parser`` in the pieces ``cuts`` makes, as the read loop does."""
+async def parse_all(parser: Parser, stream: bytes, cuts: list[int], recorder: Recorder) -> None:
+    """Feed ``stream`` to ``parser`` in the pieces ``cuts`` makes, as the read loop does, until a reset
+    (after which a reconnecting client reads a new connection's bytes, not the rest of these)."""
     last = 0
     for cut in [*sorted(cuts), len(stream)]:
         await parser.parse(stream[last:cut])
         last = cut
+        if recorder.parser is not None and any(e[0] == "err" for e in recorder.events):
+            return
 
 
 def events_of(
-    parser_class: type[Parser], stream: bytes, cuts: list[int]
+    parser_class: type[Parser], stream: bytes, cuts: list[int], reset_on_err: bool = False
 ) -> tuple[list[tuple[Any, ...]], Parser]:
-    """What ``parser_class`` hands on for ``stream`` read in pieces."""
+    """What ``parser_class`` hands on for ``stream`` read in pieces (``reset_on_err``: -ERR resets it)."""
     recorder = Recorder()
     parser = parser_class(recorder)
+    recorder.parser = parser if reset_on_err else None
     if isinstance(parser, DirectParser):
         parser.sid = str(OUR_SID).encode()
         parser.deliver = recorder.deliver
-    asyncio.run(parse_all(parser, stream, cuts))
+    asyncio.run(parse_all(parser, stream, cuts, recorder))
     return recorder.events, parser
 
 
@@ -128,6 +135,11 @@ def test_direct_parser_hands_on_what_nats_py_does(operations: list[bytes], data:
     assert direct == stock
     assert direct_parser.state == stock_parser.state == AWAITING_CONTROL_LINE
     assert not direct_parser.buf and not stock_parser.buf
+    # The client resets the parser on an -ERR (a reconnect): what was buffered is dropped alike.
+    stock, stock_parser = events_of(Parser, stream, cuts, reset_on_err=True)
+    direct, direct_parser = events_of(DirectParser, stream, cuts, reset_on_err=True)
+    assert direct == stock
+    assert bytes(direct_parser.buf) == bytes(stock_parser.buf)
 
 
 def test_a_frame_arriving_a_byte_at_a_time() -> None:

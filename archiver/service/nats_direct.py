@@ -76,31 +76,35 @@ def frame_end(view: bytes, pos: int, eol: int) -> int | None:
 class DirectParser(nats_parser.Parser):
     """nats-py's parser, with the plain ``MSG`` frames of one subscription delivered straight to a function."""
 
+    #: The length of an incomplete frame at the buffer's head: nothing to do until the buffer holds it.
+    _wait_for = 0
+    #: How many times the client reset the parser (nats-py's parser, run on one operation, may cause one).
+    _resets = 0
+
     def __init__(self, nc: Any = None) -> None:
         super().__init__(nc)
         self.deliver: Deliver | None = None
         self.sid = b""
-        #: The length of an incomplete frame at the buffer's head: nothing to do until the buffer holds it.
-        self._wait_for = 0
-        self._resets = 0
 
     def reset(self) -> None:
         """As nats-py's (the client calls it on a reconnect), also forgetting an incomplete frame."""
         super().reset()
         self._wait_for = 0
-        self._resets = getattr(self, "_resets", 0) + 1
+        self._resets += 1
 
     async def parse(self, data: bytes = b"") -> None:
         """Deliver each complete frame in the buffer; keep an incomplete one for the next read."""
         self.buf.extend(data)
         deliver = self.deliver
         if deliver is None or self.state != nats_parser.AWAITING_CONTROL_LINE:
+            # Mid-payload: only after nats-py took a frame this parser could not size (never from a server).
             await super().parse()
             return
         if len(self.buf) < self._wait_for:
             return
         self._wait_for = 0
         sid = self.sid
+        resets = self._resets
         view = bytes(self.buf)
         pos = 0
         end = len(view)
@@ -121,6 +125,8 @@ class DirectParser(nats_parser.Parser):
                         deliver(fields[0], view[start:stop])
                     except Exception as exc:  # as nats-py treats a failing callback: reported
                         await self.nc._error_cb(exc)
+                        if self._resets != resets:
+                            return  # the client reset the parser meanwhile: its buffer is a new one
                     continue
             op_end = frame_end(view, pos, eol)
             if op_end is not None and op_end > end:
