@@ -51,7 +51,6 @@ _NS_PER_S = 1_000_000_000
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _MISSING: Any = object()
-_NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1000, "ns": 1}
 # RFC 3339 plus the leniencies seen in practice: a space for "T", lower-case
 # "t"/"z", offsets without a colon, no offset at all (read as UTC). ASCII digits
 # only: \d would also match other scripts' digits.
@@ -129,7 +128,7 @@ def timestamp_ns(value: Any) -> int:
     raw = getattr(value, "value", None)
     if isinstance(raw, int):
         unit = getattr(getattr(value, "type", None), "unit", "ns")
-        return int(raw * _NS_PER_UNIT[unit])
+        return int(raw * schema.NS_PER_UNIT[unit])
     raise TypeError(f"unsupported timestamp value of type {type(value).__name__}")
 
 

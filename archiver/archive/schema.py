@@ -82,6 +82,8 @@ TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 NANOS_TYPE = pa.int16()
 #: Schema v1's timestamp type (and the exact time readers work with).
 NS_TIMESTAMP_TYPE = pa.timestamp("ns", tz="UTC")
+#: Nanoseconds in one unit of an Arrow timestamp (statistics and scalars are raw values in their unit).
+NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
 FILE_SCHEMA = pa.schema(
     [

@@ -102,10 +102,6 @@ def to_v2(table: pa.Table, region: str | None) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema.FILE_SCHEMA.remove_metadata())
 
 
-#: Nanoseconds in one unit of an Arrow timestamp.
-NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
-
-
 def row_group_spans(metadata: Any, arrow_schema: pa.Schema | None = None) -> list[tuple[int, int] | None]:
     """Each row group's first and last possible exact time (ns) from its ``timestamp`` statistics (None: they
     cannot tell). ``metadata`` is a ``pyarrow.parquet.FileMetaData``; ``arrow_schema`` its Arrow schema if
@@ -117,7 +113,7 @@ def row_group_spans(metadata: Any, arrow_schema: pa.Schema | None = None) -> lis
     arrow = metadata.schema.to_arrow_schema() if arrow_schema is None else arrow_schema
     if schema.TIMESTAMP not in arrow.names or not pa.types.is_timestamp(arrow.field(schema.TIMESTAMP).type):
         return [None] * metadata.num_row_groups
-    factor = NS_PER_UNIT[arrow.field(schema.TIMESTAMP).type.unit]
+    factor = schema.NS_PER_UNIT[arrow.field(schema.TIMESTAMP).type.unit]
     index = arrow.get_field_index(schema.TIMESTAMP)
     spans: list[tuple[int, int] | None] = []
     for i in range(metadata.num_row_groups):
