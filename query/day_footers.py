@@ -55,9 +55,5 @@ class DayFooters:
             if entry.metadata is not None:  # parsed while this thread waited
                 return opener(entry.metadata)
             opened = opener(None)
-            self.put(path, opened.metadata, entry)
+            entry.metadata = opened.metadata
             return opened
-
-    def put(self, path: str, metadata: pq.FileMetaData, entry: _Entry) -> None:
-        """Keep the footer of ``path`` (one parse each: tests count the calls)."""
-        entry.metadata = metadata

@@ -440,13 +440,17 @@ def test_a_day_file_is_read_once_per_query(tmp_path: Path, monkeypatch: pytest.M
     rolled_up_day(settings)
     days = read_archive(settings)
     parsed: Counter[str] = Counter()
-    original = DayFooters.put
+    original = DayFooters.open
 
-    def counting(self: DayFooters, path: str, metadata: Any, entry: Any) -> None:
-        parsed[path] += 1
-        original(self, path, metadata, entry)
+    def counting(self: DayFooters, path: str, opener: Any) -> Any:
+        def parsing(known: Any) -> Any:
+            if known is None:  # no kept footer: this opening parses it
+                parsed[path] += 1
+            return opener(known)
 
-    monkeypatch.setattr(DayFooters, "put", counting)
+        return original(self, path, parsing)
+
+    monkeypatch.setattr(DayFooters, "open", counting)
     out = cli(
         settings, "query", "--grep", "no such text", "--since", "2026-11-20", "--until", "2026-11-21"
     ).output

@@ -167,27 +167,24 @@ class DirectClient(Client):
         super().__init__()
         self._direct_parser = DirectParser(self)
         self._ps = self._direct_parser
-        self._direct_sid = -1
-        self._direct: Deliver | None = None
 
     def direct(self, subscription: Subscription, deliver: Deliver) -> None:
         """From now on, hand ``subscription``'s messages to ``deliver`` (its callback no longer sees them)."""
-        sid = subscription._id
-        self._direct_sid = sid
-        self._direct = deliver
-        self._direct_parser.sid = str(sid).encode()
+        self._direct_parser.sid = str(subscription._id).encode()
         self._direct_parser.deliver = deliver
 
+    def _is_direct(self, sid: int) -> bool:
+        return self._direct_parser.deliver is not None and self._direct_parser.sid == str(sid).encode()
+
     def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
-        if sid == self._direct_sid:  # unsubscribed or drained: its late messages are dropped, as nats-py does
-            self._direct_sid = -1
-            self._direct = self._direct_parser.deliver = None
+        if self._is_direct(sid):  # unsubscribed or drained: its late messages are dropped, as nats-py does
+            self._direct_parser.deliver = None
             self._direct_parser.sid = b""
         super()._remove_sub(sid, max_msgs)
 
     async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
-        deliver = self._direct
-        if deliver is None or sid != self._direct_sid:
+        deliver = self._direct_parser.deliver
+        if deliver is None or not self._is_direct(sid):
             await super()._process_msg(sid, subject, reply, data, headers)
             return
         try:
